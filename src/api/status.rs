@@ -1,0 +1,218 @@
+//! `IdentityMigration.status`: where a migration stands. The same structure is
+//! the `run` command's state file, so both front ends resume from it.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityMigrationStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub phase: Phase,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Checkpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutover: Option<CutoverStatus>,
+    /// Transient errors retried so far (OCC conflicts, lost connections).
+    #[serde(default)]
+    pub retries: i64,
+    /// The last error, with the phase it stopped; cleared when the phase moves on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Phase {
+    #[default]
+    Pending,
+    Validating,
+    CreatingTarget,
+    Copying,
+    Verifying,
+    AwaitingCutover,
+    Swapping,
+    Completed,
+    Failed,
+    RollingBack,
+    RolledBack,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Validating => "Validating",
+            Phase::CreatingTarget => "CreatingTarget",
+            Phase::Copying => "Copying",
+            Phase::Verifying => "Verifying",
+            Phase::AwaitingCutover => "AwaitingCutover",
+            Phase::Swapping => "Swapping",
+            Phase::Completed => "Completed",
+            Phase::Failed => "Failed",
+            Phase::RollingBack => "RollingBack",
+            Phase::RolledBack => "RolledBack",
+        }
+    }
+
+    /// Phases after which nothing more happens without a new instruction.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Completed | Phase::Failed | Phase::RolledBack)
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Decided once, in Validating, and kept for the life of the migration.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanStatus {
+    pub shadow_table: String,
+    pub old_table: String,
+    pub batch_rows: i64,
+    /// Lowest and highest id when the copy was planned; rows outside are caught up later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_min: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_max: Option<i64>,
+    pub rows_estimated: i64,
+    /// Secondary indexes recreated on the shadow table.
+    #[serde(default)]
+    pub secondary_indexes: i64,
+    /// `postgres` or `dsql`: the SQL flavour the engine speaks.
+    #[serde(default)]
+    pub dialect: String,
+}
+
+/// Enough to resume with at most one batch per worker redone.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Checkpoint {
+    #[serde(default)]
+    pub ranges: Vec<RangeCheckpoint>,
+    /// Highest id known to be in the shadow table from the catch-up of rows
+    /// inserted above the planned range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caught_up_through: Option<i64>,
+    /// Whether the secondary indexes have been built on the shadow table.
+    #[serde(default)]
+    pub indexes_built: bool,
+}
+
+/// An inclusive id range `[from, to]`, copied up to and including `copiedThrough`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RangeCheckpoint {
+    pub from: i64,
+    pub to: i64,
+    pub copied_through: i64,
+}
+
+impl RangeCheckpoint {
+    pub fn new(from: i64, to: i64) -> Self {
+        Self { from, to, copied_through: from.saturating_sub(1) }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.copied_through >= self.to
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    pub rows_copied: i64,
+    pub rows_total: i64,
+    pub percent: i64,
+    pub rows_per_second: i64,
+    /// Human-readable time left, e.g. `21s` or `3m12s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta: Option<String>,
+    /// Rows the copy found already present (redone work after a crash).
+    #[serde(default)]
+    pub rows_recopied: i64,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    pub source_rows: i64,
+    pub target_rows: i64,
+    pub mismatched_ranges: i64,
+    /// Verification passes run (each compares every range).
+    #[serde(default)]
+    pub passes: i64,
+    /// Rows re-synced into the shadow table because they changed during the copy.
+    #[serde(default)]
+    pub rows_resynced: i64,
+    /// Highest id covered by the last clean pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_through: Option<i64>,
+    /// Ranges still different after the last pass, as `from-to`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityStatus {
+    pub restart_with: i64,
+    pub next_value: i64,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CutoverStatus {
+    /// How long the table name was absent (writers saw errors), in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_millis: Option<i64>,
+    /// Rows copied inside the window.
+    #[serde(default)]
+    pub rows_in_window: i64,
+    /// Replica counts saved before quiescing workloads, restored after the window.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub saved_replicas: Vec<SavedReplicas>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swapped_at: Option<Time>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SavedReplicas {
+    pub kind: String,
+    pub name: String,
+    pub replicas: i32,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LastError {
+    pub phase: Phase,
+    pub message: String,
+    /// SQLSTATE when the database reported the error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqlstate: Option<String>,
+    /// Bad input that a person must fix, as opposed to a failure of the run.
+    #[serde(default)]
+    pub invalid_input: bool,
+}

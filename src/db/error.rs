@@ -1,0 +1,150 @@
+//! Database errors with what the engine was doing, and the one retry
+//! classification the whole engine uses.
+
+use std::fmt;
+
+/// What to do about an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Retry the whole transaction after a jittered backoff: OCC conflicts,
+    /// lost connections, throttling, server restarts.
+    Transient,
+    /// The transaction was too large (SQLSTATE 54000): retry with a smaller batch.
+    TooLarge,
+    /// Retrying cannot help; surface it.
+    Permanent,
+}
+
+/// Classifies by SQLSTATE and message. `None` for the state means the error
+/// came from the connection (I/O, closed socket), not from the server.
+pub fn classify(sqlstate: Option<&str>, message: &str) -> ErrorClass {
+    let Some(code) = sqlstate else {
+        return ErrorClass::Transient;
+    };
+    match code {
+        // Serialization failure: DSQL's OC000 (data conflict) and OC001 (schema changed).
+        "40001" | "40P01" => ErrorClass::Transient,
+        // Lock timeout (the engine bounds its waits for DDL locks on PostgreSQL).
+        "55P03" => ErrorClass::Transient,
+        "54000" => ErrorClass::TooLarge,
+        "XX000" if message.to_ascii_lowercase().contains("server unavailable") => ErrorClass::Transient,
+        // Connection exceptions, insufficient resources, operator intervention
+        // (admin shutdown, pg_terminate_backend, cannot connect now).
+        _ if code.starts_with("08") || code.starts_with("53") || code.starts_with("57") => ErrorClass::Transient,
+        _ => ErrorClass::Permanent,
+    }
+}
+
+/// A failed database operation: the operation, SQLSTATE and the server's words.
+#[derive(Clone, Debug)]
+pub struct DbError {
+    pub context: String,
+    pub sqlstate: Option<String>,
+    pub message: String,
+    pub class: ErrorClass,
+}
+
+impl DbError {
+    pub fn new(context: impl Into<String>, sqlstate: Option<String>, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let class = classify(sqlstate.as_deref(), &message);
+        Self { context: context.into(), sqlstate, message, class }
+    }
+
+    /// A permanent error raised by the engine itself (an unexpected catalog state, say).
+    pub fn engine(context: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { context: context.into(), sqlstate: None, message: message.into(), class: ErrorClass::Permanent }
+    }
+
+    pub fn from_pg(context: impl Into<String>, err: &tokio_postgres::Error) -> Self {
+        let context = context.into();
+        if let Some(db) = err.as_db_error() {
+            let mut message = db.message().to_string();
+            if let Some(detail) = db.detail() {
+                message.push_str(&format!(" ({detail})"));
+            }
+            return Self::new(context, Some(db.code().code().to_string()), message);
+        }
+        let message = error_chain(err);
+        // TLS and configuration problems do not heal by retrying.
+        let lower = message.to_ascii_lowercase();
+        let permanent = ["tls", "certificate", "invalid configuration", "unknown option", "password"]
+            .iter()
+            .any(|w| lower.contains(w));
+        Self {
+            context,
+            sqlstate: None,
+            message,
+            class: if permanent { ErrorClass::Permanent } else { ErrorClass::Transient },
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.class == ErrorClass::Transient
+    }
+
+    /// The connection cannot be reused after this error.
+    pub fn breaks_connection(&self) -> bool {
+        match &self.sqlstate {
+            None => true,
+            Some(code) => code.starts_with("08") || code.starts_with("57"),
+        }
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.sqlstate {
+            Some(code) => write!(f, "{}: SQLSTATE {code}: {}", self.context, self.message),
+            None => write!(f, "{}: {}", self.context, self.message),
+        }
+    }
+}
+
+impl std::error::Error for DbError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn occ_conflicts_and_connection_trouble_are_transient() {
+        assert_eq!(classify(Some("40001"), "change conflicts with another transaction (OC000)"), ErrorClass::Transient);
+        assert_eq!(classify(Some("40001"), "schema has been updated by another transaction (OC001)"), ErrorClass::Transient);
+        for code in ["08006", "08001", "53300", "53200", "57P01", "57P03", "57014", "55P03", "40P01"] {
+            assert_eq!(classify(Some(code), ""), ErrorClass::Transient, "{code}");
+        }
+        assert_eq!(classify(Some("XX000"), "Server Unavailable, retry later"), ErrorClass::Transient);
+        assert_eq!(classify(None, "connection closed"), ErrorClass::Transient);
+    }
+
+    #[test]
+    fn limits_shrink_the_batch_and_everything_else_is_permanent() {
+        assert_eq!(classify(Some("54000"), "transaction row limit exceeded"), ErrorClass::TooLarge);
+        for code in ["42P01", "42703", "23505", "XX000", "0A000", "28P01", "54001"] {
+            assert_eq!(classify(Some(code), "boom"), ErrorClass::Permanent, "{code}");
+        }
+    }
+
+    #[test]
+    fn display_names_the_operation_and_the_sqlstate() {
+        let e = DbError::new("copy batch", Some("42P01".into()), "relation \"x\" does not exist");
+        assert_eq!(e.to_string(), "copy batch: SQLSTATE 42P01: relation \"x\" does not exist");
+        assert!(!e.breaks_connection());
+        assert!(DbError::new("connect", Some("08006".into()), "").breaks_connection());
+    }
+}

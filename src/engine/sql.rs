@@ -1,0 +1,286 @@
+//! Identifier quoting and the statements the engine runs. Pure: every function
+//! returns text, so `plan` prints exactly what the engine executes.
+//!
+//! Every identifier goes through [`ident`]; user input never reaches SQL any other
+//! way. Values travel as bind parameters (`$1`, ...).
+
+use std::fmt;
+
+/// Quotes an identifier for PostgreSQL and DSQL: always double-quoted, inner quotes doubled.
+pub fn ident(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    for ch in name.chars() {
+        if ch == '"' {
+            out.push('"');
+        }
+        out.push(ch);
+    }
+    out.push('"');
+    out
+}
+
+/// Quotes a string literal (used only where a statement cannot take a parameter, such as DDL).
+pub fn literal(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for ch in value.chars() {
+        if ch == '\'' {
+            out.push('\'');
+        }
+        out.push(ch);
+    }
+    out.push('\'');
+    out
+}
+
+/// A schema-qualified table name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TableName {
+    pub schema: String,
+    pub name: String,
+}
+
+impl TableName {
+    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { schema: schema.into(), name: name.into() }
+    }
+
+    /// The same schema, another table name.
+    pub fn sibling(&self, name: impl Into<String>) -> Self {
+        Self { schema: self.schema.clone(), name: name.into() }
+    }
+}
+
+/// Renders as `"schema"."name"`.
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", ident(&self.schema), ident(&self.name))
+    }
+}
+
+/// The SQL flavour to speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Dsql,
+}
+
+impl Dialect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "postgres",
+            Dialect::Dsql => "dsql",
+        }
+    }
+}
+
+impl std::str::FromStr for Dialect {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "postgres" | "postgresql" => Ok(Dialect::Postgres),
+            "dsql" => Ok(Dialect::Dsql),
+            other => Err(format!("unknown dialect {other:?}: expected postgres or dsql")),
+        }
+    }
+}
+
+/// Comma-separated quoted column names, optionally prefixed with a table alias.
+pub fn column_list(columns: &[String], alias: Option<&str>) -> String {
+    columns
+        .iter()
+        .map(|c| match alias {
+            Some(a) => format!("{a}.{}", ident(c)),
+            None => ident(c),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Statements that move rows between two tables of the same shape, by id.
+///
+/// Built once per migration; `$1`/`$2` are the exclusive lower and inclusive
+/// upper id bounds and `$3` the row limit, all `bigint`.
+#[derive(Clone, Debug)]
+pub struct RowStatements {
+    /// `(upper bound of the next batch, rows in it)` among at most `$3` rows in `($1, $2]`.
+    pub batch_bounds: String,
+    /// Copies `($1, $2]` from source to target, keeping ids; existing ids are skipped.
+    pub copy_range: String,
+    /// `(rows, checksum)` of the source in `[$1, $2]`.
+    pub source_summary: String,
+    /// `(rows, checksum)` of the target in `[$1, $2]`.
+    pub target_summary: String,
+    /// Deletes up to `$3` target rows in `($1, $2]` that differ from the source or are
+    /// gone from it; returns their ids.
+    pub delete_stale: String,
+    /// Inserts up to `$3` source rows in `($1, $2]` missing from the target; returns their ids.
+    pub insert_missing: String,
+    /// `max(id)` of the target in `[$1, $2]`.
+    pub target_max_in: String,
+    /// `(min(id), max(id), count(*))` of the source.
+    pub source_extent: String,
+    /// Target rows outside `[$1, $2]`.
+    pub target_outside: String,
+}
+
+impl RowStatements {
+    /// `columns` are the insertable columns (generated columns excluded);
+    /// `all_columns` every column, for checksums.
+    pub fn new(
+        source: &TableName,
+        target: &TableName,
+        id: &str,
+        columns: &[String],
+        all_columns: &[String],
+    ) -> Self {
+        let id_q = ident(id);
+        let cols = column_list(columns, None);
+        let src_cols = column_list(columns, Some("s"));
+        let row_text = |alias: &str| format!("ROW({})::text", column_list(all_columns, Some(alias)));
+        let summary = |table: &TableName| {
+            format!(
+                "SELECT count(*)::bigint, coalesce(sum(('x' || substr(md5({}), 1, 16))::bit(64)::bigint::numeric), 0)::text \
+                 FROM {table} r WHERE r.{id_q} >= $1::bigint AND r.{id_q} <= $2::bigint",
+                row_text("r")
+            )
+        };
+        Self {
+            batch_bounds: format!(
+                "SELECT max(b.id), count(*)::bigint FROM (SELECT {id_q}::bigint AS id FROM {source} \
+                 WHERE {id_q} > $1::bigint AND {id_q} <= $2::bigint ORDER BY {id_q} LIMIT $3::bigint) b"
+            ),
+            copy_range: format!(
+                "INSERT INTO {target} ({cols}) SELECT {src_cols} FROM {source} s \
+                 WHERE s.{id_q} > $1::bigint AND s.{id_q} <= $2::bigint ON CONFLICT DO NOTHING"
+            ),
+            source_summary: summary(source),
+            target_summary: summary(target),
+            delete_stale: format!(
+                "DELETE FROM {target} WHERE {id_q} IN (SELECT t.{id_q} FROM {target} t \
+                 WHERE t.{id_q} > $1::bigint AND t.{id_q} <= $2::bigint AND NOT EXISTS \
+                 (SELECT 1 FROM {source} s WHERE s.{id_q} = t.{id_q} AND {} = {}) \
+                 ORDER BY t.{id_q} LIMIT $3::bigint) RETURNING {id_q}::bigint",
+                row_text("s"),
+                row_text("t")
+            ),
+            insert_missing: format!(
+                "INSERT INTO {target} ({cols}) SELECT {src_cols} FROM {source} s \
+                 WHERE s.{id_q} > $1::bigint AND s.{id_q} <= $2::bigint AND NOT EXISTS \
+                 (SELECT 1 FROM {target} t WHERE t.{id_q} = s.{id_q}) \
+                 ORDER BY s.{id_q} LIMIT $3::bigint ON CONFLICT DO NOTHING RETURNING {id_q}::bigint"
+            ),
+            target_max_in: format!(
+                "SELECT max({id_q})::bigint FROM {target} WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"
+            ),
+            source_extent: format!(
+                "SELECT min({id_q})::bigint, max({id_q})::bigint FROM {source}"
+            ),
+            target_outside: format!(
+                "SELECT count(*)::bigint FROM {target} WHERE {id_q} < $1::bigint OR {id_q} > $2::bigint"
+            ),
+        }
+    }
+}
+
+/// `ALTER TABLE t RENAME TO n` (the new name is unqualified: a rename stays in its schema).
+pub fn rename_table(table: &TableName, new_name: &str) -> String {
+    format!("ALTER TABLE {table} RENAME TO {}", ident(new_name))
+}
+
+pub fn restart_identity(table: &TableName, id: &str, restart_with: i64) -> String {
+    format!("ALTER TABLE {table} ALTER COLUMN {} RESTART WITH {restart_with}", ident(id))
+}
+
+/// Fallback where `RESTART WITH` is refused: the sequence behind the identity.
+pub fn setval_identity(table: &TableName, id: &str, restart_with: i64) -> String {
+    format!(
+        "SELECT setval(pg_get_serial_sequence({}, {}), {}, false)",
+        literal(&table.to_string()),
+        literal(id),
+        restart_with
+    )
+}
+
+pub fn set_generated_always(table: &TableName, id: &str) -> String {
+    format!("ALTER TABLE {table} ALTER COLUMN {} SET GENERATED ALWAYS", ident(id))
+}
+
+pub fn drop_table(table: &TableName) -> String {
+    format!("DROP TABLE {table}")
+}
+
+pub fn drop_index(schema: &str, index: &str) -> String {
+    format!("DROP INDEX {}.{}", ident(schema), ident(index))
+}
+
+/// The sequence behind an identity column, for reading its next value.
+pub fn identity_sequence(table: &TableName, id: &str) -> String {
+    format!("SELECT pg_get_serial_sequence({}, {})", literal(&table.to_string()), literal(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_always_quoted_and_inner_quotes_doubled() {
+        assert_eq!(ident("id"), "\"id\"");
+        assert_eq!(ident("Post Tag"), "\"Post Tag\"");
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(ident("x\"; DROP TABLE t; --"), "\"x\"\"; DROP TABLE t; --\"");
+    }
+
+    #[test]
+    fn literals_double_single_quotes() {
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn table_names_render_qualified() {
+        let t = TableName::new("My Schema", "post\"tag");
+        assert_eq!(t.to_string(), "\"My Schema\".\"post\"\"tag\"");
+        assert_eq!(t.sibling("x").to_string(), "\"My Schema\".\"x\"");
+    }
+
+    #[test]
+    fn copy_statement_keeps_ids_and_skips_existing_rows() {
+        let s = RowStatements::new(
+            &TableName::new("public", "post_tag"),
+            &TableName::new("public", "post_tag_new"),
+            "id",
+            &["id".into(), "post_id".into()],
+            &["id".into(), "post_id".into()],
+        );
+        assert_eq!(
+            s.copy_range,
+            "INSERT INTO \"public\".\"post_tag_new\" (\"id\", \"post_id\") SELECT s.\"id\", s.\"post_id\" \
+             FROM \"public\".\"post_tag\" s WHERE s.\"id\" > $1::bigint AND s.\"id\" <= $2::bigint \
+             ON CONFLICT DO NOTHING"
+        );
+        assert!(s.batch_bounds.contains("ORDER BY \"id\" LIMIT $3::bigint"));
+        assert!(s.source_summary.contains("FROM \"public\".\"post_tag\" r"));
+        assert!(s.target_summary.contains("FROM \"public\".\"post_tag_new\" r"));
+    }
+
+    #[test]
+    fn identity_statements() {
+        let t = TableName::new("public", "t");
+        assert_eq!(
+            restart_identity(&t, "id", 42),
+            "ALTER TABLE \"public\".\"t\" ALTER COLUMN \"id\" RESTART WITH 42"
+        );
+        assert_eq!(
+            setval_identity(&TableName::new("o'k", "t"), "id", 7),
+            "SELECT setval(pg_get_serial_sequence('\"o''k\".\"t\"', 'id'), 7, false)"
+        );
+        assert_eq!(rename_table(&t, "t_old"), "ALTER TABLE \"public\".\"t\" RENAME TO \"t_old\"");
+    }
+
+    #[test]
+    fn dialect_parses() {
+        assert_eq!("dsql".parse::<Dialect>(), Ok(Dialect::Dsql));
+        assert!("mysql".parse::<Dialect>().is_err());
+    }
+}
