@@ -2,4 +2,7 @@
 //! database-generated identity columns, in resumable batches.
 
 pub mod api;
+pub mod cli;
+pub mod db;
 pub mod engine;
+pub mod telemetry;

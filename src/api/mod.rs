@@ -1,5 +1,6 @@
 //! The `IdentityMigration` custom resource: spec, status and their vocabulary.
 
+pub mod conditions;
 mod spec;
 mod status;
 

@@ -16,6 +16,8 @@ pub const DEFAULT_PARALLELISM: i32 = 4;
 /// Moves an existing table onto a database-generated identity column: a shadow
 /// table with `GENERATED AS IDENTITY` is filled in small batches that keep every
 /// id, the identity is moved past the highest id, and the tables are swapped.
+// Several printer columns share `type_ = "string"`, which clippy mistakes for a repeated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "migrations.dsql.dev",
@@ -29,7 +31,12 @@ pub const DEFAULT_PARALLELISM: i32 = 4;
     doc = "Moves an existing table onto a database-generated identity column",
     printcolumn(name = "Table", type_ = "string", json_path = ".spec.table"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Progress", type_ = "integer", json_path = ".status.progress.percent", description = "percent of rows copied"),
+    printcolumn(
+        name = "Progress",
+        type_ = "integer",
+        json_path = ".status.progress.percent",
+        description = "percent of rows copied"
+    ),
     printcolumn(name = "ETA", type_ = "string", json_path = ".status.progress.eta"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -175,12 +182,7 @@ pub struct CopySpec {
 
 impl Default for CopySpec {
     fn default() -> Self {
-        Self {
-            batch_rows: 0,
-            parallelism: DEFAULT_PARALLELISM,
-            max_rows_per_second: 0,
-            change_tracking_column: None,
-        }
+        Self { batch_rows: 0, parallelism: DEFAULT_PARALLELISM, max_rows_per_second: 0, change_tracking_column: None }
     }
 }
 

@@ -183,6 +183,10 @@ pub struct IdentityStatus {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct CutoverStatus {
+    /// When the source was renamed away (the window opened); kept so a resumed
+    /// run measures the whole window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_opened_at: Option<Time>,
     /// How long the table name was absent (writers saw errors), in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_millis: Option<i64>,

@@ -56,6 +56,16 @@ impl DbError {
         Self { context: context.into(), sqlstate: None, message: message.into(), class: ErrorClass::Permanent }
     }
 
+    /// A failure outside the database that may heal (fetching credentials, say).
+    pub fn transient(context: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { context: context.into(), sqlstate: None, message: message.into(), class: ErrorClass::Transient }
+    }
+
+    /// A configuration problem (URL, TLS): permanent.
+    pub fn config(context: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::engine(context, message)
+    }
+
     pub fn from_pg(context: impl Into<String>, err: &tokio_postgres::Error) -> Self {
         let context = context.into();
         if let Some(db) = err.as_db_error() {
@@ -92,6 +102,17 @@ impl DbError {
     }
 }
 
+/// Attaches what the engine was doing to a driver error.
+pub trait Context<T> {
+    fn ctx(self, context: &str) -> Result<T, DbError>;
+}
+
+impl<T> Context<T> for Result<T, tokio_postgres::Error> {
+    fn ctx(self, context: &str) -> Result<T, DbError> {
+        self.map_err(|e| DbError::from_pg(context, &e))
+    }
+}
+
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
@@ -124,7 +145,10 @@ mod tests {
     #[test]
     fn occ_conflicts_and_connection_trouble_are_transient() {
         assert_eq!(classify(Some("40001"), "change conflicts with another transaction (OC000)"), ErrorClass::Transient);
-        assert_eq!(classify(Some("40001"), "schema has been updated by another transaction (OC001)"), ErrorClass::Transient);
+        assert_eq!(
+            classify(Some("40001"), "schema has been updated by another transaction (OC001)"),
+            ErrorClass::Transient
+        );
         for code in ["08006", "08001", "53300", "53200", "57P01", "57P03", "57014", "55P03", "40P01"] {
             assert_eq!(classify(Some(code), ""), ErrorClass::Transient, "{code}");
         }

@@ -63,6 +63,9 @@ pub struct TableShape {
     pub dependent_views: Vec<String>,
     pub inheritance: Vec<String>,
     pub row_security: bool,
+    /// Anything else the engine cannot recreate (exclusion constraints, invalid
+    /// or unparsable indexes), described.
+    pub unsupported: Vec<String>,
 }
 
 impl TableShape {

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use super::shape::TableShape;
+
 /// Quotes an identifier for PostgreSQL and DSQL: always double-quoted, inner quotes doubled.
 pub fn ident(name: &str) -> String {
     let mut out = String::with_capacity(name.len() + 2);
@@ -86,6 +88,15 @@ impl std::str::FromStr for Dialect {
     }
 }
 
+/// Starts a copy batch: one snapshot for reading its bounds and copying its
+/// rows. DSQL transactions are always repeatable read (snapshot isolation).
+pub fn begin_batch(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Dsql => "BEGIN",
+        Dialect::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ",
+    }
+}
+
 /// Comma-separated quoted column names, optionally prefixed with a table alias.
 pub fn column_list(columns: &[String], alias: Option<&str>) -> String {
     columns
@@ -104,84 +115,136 @@ pub fn column_list(columns: &[String], alias: Option<&str>) -> String {
 /// upper id bounds and `$3` the row limit, all `bigint`.
 #[derive(Clone, Debug)]
 pub struct RowStatements {
-    /// `(upper bound of the next batch, rows in it)` among at most `$3` rows in `($1, $2]`.
+    /// Copies the next `$3` source rows in `($1, $2]`, keeping ids, in one
+    /// statement; returns the ids copied (never the rows).
+    pub copy_batch: String,
+    /// Fallback when `copy_batch` meets rows already copied: `(upper bound of
+    /// the batch, rows in it)` among at most `$3` rows in `($1, $2]`, ...
     pub batch_bounds: String,
-    /// Copies `($1, $2]` from source to target, keeping ids; existing ids are skipped.
+    /// ... then copies `($1, $2]` skipping existing ids, in the same snapshot.
     pub copy_range: String,
     /// `(rows, checksum)` of the source in `[$1, $2]`.
     pub source_summary: String,
     /// `(rows, checksum)` of the target in `[$1, $2]`.
     pub target_summary: String,
-    /// Deletes up to `$3` target rows in `($1, $2]` that differ from the source or are
-    /// gone from it; returns their ids.
+    /// Deletes up to `$3` target rows in `[$1, $2]` that differ from the source or are
+    /// gone from it.
     pub delete_stale: String,
-    /// Inserts up to `$3` source rows in `($1, $2]` missing from the target; returns their ids.
+    /// Inserts up to `$3` source rows in `[$1, $2]` missing from the target.
     pub insert_missing: String,
     /// `max(id)` of the target in `[$1, $2]`.
     pub target_max_in: String,
-    /// `(min(id), max(id), count(*))` of the source.
+    /// Target rows in `[$1, $2]`.
+    pub target_count_in: String,
+    /// The source id `$2` rows past the first id at or above `$1`: where a
+    /// verification chunk of `$2 + 1` rows ends.
+    pub chunk_end: String,
+    /// `(min(id), max(id))` of the source.
     pub source_extent: String,
-    /// Target rows outside `[$1, $2]`.
-    pub target_outside: String,
 }
 
 impl RowStatements {
-    /// `columns` are the insertable columns (generated columns excluded);
-    /// `all_columns` every column, for checksums.
-    pub fn new(
-        source: &TableName,
-        target: &TableName,
-        id: &str,
-        columns: &[String],
-        all_columns: &[String],
-    ) -> Self {
+    /// Inserts write the insertable columns (stored generated columns are
+    /// computed); checksums cover every column.
+    pub fn new(source: &TableName, target: &TableName, id: &str, shape: &TableShape, dialect: Dialect) -> Self {
+        let columns = &shape.insertable_columns();
+        let all_columns = &shape.all_columns();
         let id_q = ident(id);
         let cols = column_list(columns, None);
         let src_cols = column_list(columns, Some("s"));
         let row_text = |alias: &str| format!("ROW({})::text", column_list(all_columns, Some(alias)));
+        // A 64-bit hash of each row, summed exactly. On PostgreSQL the row is
+        // hashed as a record (about five times cheaper than md5 of its text);
+        // DSQL gets md5, a standard string function.
+        let row_hash = match dialect {
+            Dialect::Postgres => format!("hash_record_extended({}, 0)::numeric", hashable_row(shape, "r")),
+            Dialect::Dsql => format!("('x' || substr(md5({}), 1, 16))::bit(64)::bigint::numeric", row_text("r")),
+        };
         let summary = |table: &TableName| {
             format!(
-                "SELECT count(*)::bigint, coalesce(sum(('x' || substr(md5({}), 1, 16))::bit(64)::bigint::numeric), 0)::text \
-                 FROM {table} r WHERE r.{id_q} >= $1::bigint AND r.{id_q} <= $2::bigint",
-                row_text("r")
+                "SELECT count(*)::bigint, coalesce(sum({row_hash}), 0)::text \
+                 FROM {table} r WHERE r.{id_q} >= $1::bigint AND r.{id_q} <= $2::bigint"
             )
         };
         Self {
+            copy_batch: format!(
+                "INSERT INTO {target} ({cols}) SELECT {src_cols} FROM {source} s \
+                 WHERE s.{id_q} > $1::bigint AND s.{id_q} <= $2::bigint ORDER BY s.{id_q} LIMIT $3::bigint \
+                 RETURNING {id_q}::bigint"
+            ),
             batch_bounds: format!(
                 "SELECT max(b.id), count(*)::bigint FROM (SELECT {id_q}::bigint AS id FROM {source} \
                  WHERE {id_q} > $1::bigint AND {id_q} <= $2::bigint ORDER BY {id_q} LIMIT $3::bigint) b"
             ),
             copy_range: format!(
                 "INSERT INTO {target} ({cols}) SELECT {src_cols} FROM {source} s \
-                 WHERE s.{id_q} > $1::bigint AND s.{id_q} <= $2::bigint ON CONFLICT DO NOTHING"
+                 WHERE s.{id_q} > $1::bigint AND s.{id_q} <= $2::bigint ORDER BY s.{id_q} ON CONFLICT DO NOTHING"
             ),
             source_summary: summary(source),
             target_summary: summary(target),
             delete_stale: format!(
                 "DELETE FROM {target} WHERE {id_q} IN (SELECT t.{id_q} FROM {target} t \
-                 WHERE t.{id_q} > $1::bigint AND t.{id_q} <= $2::bigint AND NOT EXISTS \
+                 WHERE t.{id_q} >= $1::bigint AND t.{id_q} <= $2::bigint AND NOT EXISTS \
                  (SELECT 1 FROM {source} s WHERE s.{id_q} = t.{id_q} AND {} = {}) \
-                 ORDER BY t.{id_q} LIMIT $3::bigint) RETURNING {id_q}::bigint",
+                 ORDER BY t.{id_q} LIMIT $3::bigint)",
                 row_text("s"),
                 row_text("t")
             ),
             insert_missing: format!(
                 "INSERT INTO {target} ({cols}) SELECT {src_cols} FROM {source} s \
-                 WHERE s.{id_q} > $1::bigint AND s.{id_q} <= $2::bigint AND NOT EXISTS \
+                 WHERE s.{id_q} >= $1::bigint AND s.{id_q} <= $2::bigint AND NOT EXISTS \
                  (SELECT 1 FROM {target} t WHERE t.{id_q} = s.{id_q}) \
-                 ORDER BY s.{id_q} LIMIT $3::bigint ON CONFLICT DO NOTHING RETURNING {id_q}::bigint"
+                 ORDER BY s.{id_q} LIMIT $3::bigint ON CONFLICT DO NOTHING"
             ),
             target_max_in: format!(
                 "SELECT max({id_q})::bigint FROM {target} WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"
             ),
-            source_extent: format!(
-                "SELECT min({id_q})::bigint, max({id_q})::bigint FROM {source}"
+            target_count_in: format!(
+                "SELECT count(*)::bigint FROM {target} WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"
             ),
-            target_outside: format!(
-                "SELECT count(*)::bigint FROM {target} WHERE {id_q} < $1::bigint OR {id_q} > $2::bigint"
+            chunk_end: format!(
+                "SELECT {id_q}::bigint FROM {source} WHERE {id_q} >= $1::bigint ORDER BY {id_q} OFFSET $2::bigint LIMIT 1"
             ),
+            source_extent: format!("SELECT min({id_q})::bigint, max({id_q})::bigint FROM {source}"),
         }
     }
+}
+
+/// `ROW(...)` of every column for `hash_record_extended`: columns whose hash
+/// equality is exactly value equality go in as they are, the rest as text
+/// (numeric hashes ignore scale, floats equate -0 and 0, and some types have
+/// no hash at all). `integer` and `bigint` ids hash alike, so a widened id
+/// compares equal.
+pub fn hashable_row(shape: &TableShape, alias: &str) -> String {
+    let cols: Vec<String> = shape
+        .columns
+        .iter()
+        .map(|c| {
+            let col = format!("{alias}.{}", ident(&c.name));
+            if exact_hash(&c.data_type) { col } else { format!("{col}::text") }
+        })
+        .collect();
+    format!("ROW({})", cols.join(", "))
+}
+
+fn exact_hash(data_type: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "smallint",
+        "integer",
+        "bigint",
+        "text",
+        "boolean",
+        "date",
+        "uuid",
+        "bytea",
+        "timestamp without time zone",
+        "timestamp with time zone",
+        "time without time zone",
+    ];
+    EXACT.contains(&data_type)
+        || data_type.starts_with("character varying")
+        || data_type.starts_with("timestamp(")
+        || data_type == "\"char\""
 }
 
 /// `ALTER TABLE t RENAME TO n` (the new name is unqualified: a rename stays in its schema).
@@ -246,31 +309,49 @@ mod tests {
 
     #[test]
     fn copy_statement_keeps_ids_and_skips_existing_rows() {
+        let mut shape = crate::engine::testing::post_tag_shape();
+        shape.columns.truncate(2);
         let s = RowStatements::new(
             &TableName::new("public", "post_tag"),
             &TableName::new("public", "post_tag_new"),
             "id",
-            &["id".into(), "post_id".into()],
-            &["id".into(), "post_id".into()],
+            &shape,
+            Dialect::Postgres,
         );
         assert_eq!(
-            s.copy_range,
+            s.copy_batch,
             "INSERT INTO \"public\".\"post_tag_new\" (\"id\", \"post_id\") SELECT s.\"id\", s.\"post_id\" \
              FROM \"public\".\"post_tag\" s WHERE s.\"id\" > $1::bigint AND s.\"id\" <= $2::bigint \
-             ON CONFLICT DO NOTHING"
+             ORDER BY s.\"id\" LIMIT $3::bigint RETURNING \"id\"::bigint"
         );
+        assert!(s.copy_range.ends_with("ORDER BY s.\"id\" ON CONFLICT DO NOTHING"));
+        assert!(s.source_summary.contains("hash_record_extended(ROW(r.\"id\", r.\"post_id\"), 0)"));
         assert!(s.batch_bounds.contains("ORDER BY \"id\" LIMIT $3::bigint"));
         assert!(s.source_summary.contains("FROM \"public\".\"post_tag\" r"));
         assert!(s.target_summary.contains("FROM \"public\".\"post_tag_new\" r"));
     }
 
     #[test]
+    fn checksums_hash_exact_types_directly_and_the_rest_as_text() {
+        let mut shape = crate::engine::testing::post_tag_shape();
+        shape.columns[1].data_type = "numeric(10,2)".into();
+        shape.columns[2].data_type = "json".into();
+        assert_eq!(
+            hashable_row(&shape, "r"),
+            "ROW(r.\"id\", r.\"post_id\"::text, r.\"tag_id\"::text, r.\"created_at\")"
+        );
+        let dsql =
+            RowStatements::new(&TableName::new("p", "a"), &TableName::new("p", "b"), "id", &shape, Dialect::Dsql);
+        assert!(
+            dsql.target_summary.contains("md5(ROW(r.\"id\", r.\"post_id\", r.\"tag_id\", r.\"created_at\")::text)")
+        );
+        assert!(!dsql.target_summary.contains("hash_record"));
+    }
+
+    #[test]
     fn identity_statements() {
         let t = TableName::new("public", "t");
-        assert_eq!(
-            restart_identity(&t, "id", 42),
-            "ALTER TABLE \"public\".\"t\" ALTER COLUMN \"id\" RESTART WITH 42"
-        );
+        assert_eq!(restart_identity(&t, "id", 42), "ALTER TABLE \"public\".\"t\" ALTER COLUMN \"id\" RESTART WITH 42");
         assert_eq!(
             setval_identity(&TableName::new("o'k", "t"), "id", 7),
             "SELECT setval(pg_get_serial_sequence('\"o''k\".\"t\"', 'id'), 7, false)"

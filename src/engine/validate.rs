@@ -95,10 +95,9 @@ pub fn validate_spec(spec: &IdentityMigrationSpec, target: TargetSource) -> Resu
 
     if target == TargetSource::Spec {
         match (&spec.target.dsql, &spec.target.postgres) {
-            (Some(_), Some(_)) | (None, None) => problems.push(Problem::new(
-                "spec.target",
-                "exactly one of target.dsql and target.postgres must be set",
-            )),
+            (Some(_), Some(_)) | (None, None) => {
+                problems.push(Problem::new("spec.target", "exactly one of target.dsql and target.postgres must be set"))
+            }
             (Some(dsql), None) if dsql.endpoint.trim().is_empty() => {
                 problems.push(Problem::new("spec.target.dsql.endpoint", "must not be empty"))
             }
@@ -245,7 +244,10 @@ pub fn preflight(
         None => refuse("spec.idColumn", format!("{table} has no primary key; {id:?} must be its primary key")),
         Some(pk) if pk.columns.len() > 1 => refuse(
             "spec.idColumn",
-            format!("the primary key of {table} is composite ({}); only a single-column key can become an identity", pk.columns.join(", ")),
+            format!(
+                "the primary key of {table} is composite ({}); only a single-column key can become an identity",
+                pk.columns.join(", ")
+            ),
         ),
         Some(pk) if pk.columns.first().map(String::as_str) != Some(id) => refuse(
             "spec.idColumn",
@@ -261,25 +263,57 @@ pub fn preflight(
     }
     let named = |what: &str, list: &[String]| format!("{what}: {}", list.join(", "));
     if !shape.foreign_keys.is_empty() {
-        refuse("spec.table", format!("{table} takes part in foreign keys, which the swap would leave on the old table ({})", named("constraints", &shape.foreign_keys)));
+        refuse(
+            "spec.table",
+            format!(
+                "{table} takes part in foreign keys, which the swap would leave on the old table ({})",
+                named("constraints", &shape.foreign_keys)
+            ),
+        );
     }
     if !shape.triggers.is_empty() {
-        refuse("spec.table", format!("{table} has triggers, which would stay on the old table ({})", named("triggers", &shape.triggers)));
+        refuse(
+            "spec.table",
+            format!("{table} has triggers, which would stay on the old table ({})", named("triggers", &shape.triggers)),
+        );
     }
     if !shape.dependent_views.is_empty() {
-        refuse("spec.table", format!("views depend on {table} and would keep reading the old table ({})", named("views", &shape.dependent_views)));
+        refuse(
+            "spec.table",
+            format!(
+                "views depend on {table} and would keep reading the old table ({})",
+                named("views", &shape.dependent_views)
+            ),
+        );
     }
     if !shape.inheritance.is_empty() {
-        refuse("spec.table", format!("{table} uses table inheritance ({})", named("related tables", &shape.inheritance)));
+        refuse(
+            "spec.table",
+            format!("{table} uses table inheritance ({})", named("related tables", &shape.inheritance)),
+        );
+    }
+    for what in &shape.unsupported {
+        refuse("spec.table", format!("{table} has an object the migration cannot recreate: {what}"));
     }
     if shape.row_security {
         refuse("spec.table", format!("{table} has row-level security enabled; the copy would see only some rows"));
     }
     for taken in &around.names_taken {
         if *taken == settings.shadow.name {
-            refuse("spec.table", format!("the shadow table name {} is already taken; drop or rename it", settings.shadow));
+            refuse(
+                "spec.table",
+                format!("the shadow table name {} is already taken; drop or rename it", settings.shadow),
+            );
         } else if *taken == settings.old.name {
             refuse("spec.oldTable.name", format!("{} already exists; choose another oldTable.name", settings.old));
+        } else {
+            refuse(
+                "spec.table",
+                format!(
+                    "the name {taken:?} that an index of the shadow table needs is already taken in schema {:?}",
+                    settings.source.schema
+                ),
+            );
         }
     }
     if let Some(col) = &settings.change_tracking_column {
@@ -294,17 +328,30 @@ pub fn preflight(
     }
     if dialect == Dialect::Dsql {
         if shape.columns.len() > DSQL_MAX_COLUMNS {
-            refuse("spec.table", format!("{table} has {} columns; DSQL allows {DSQL_MAX_COLUMNS}", shape.columns.len()));
+            refuse(
+                "spec.table",
+                format!("{table} has {} columns; DSQL allows {DSQL_MAX_COLUMNS}", shape.columns.len()),
+            );
         }
-        let indexes = shape.indexes.len() + shape.constraints.iter().filter(|c| c.kind != ConstraintKind::Check).count();
+        let indexes =
+            shape.indexes.len() + shape.constraints.iter().filter(|c| c.kind != ConstraintKind::Check).count();
         if indexes > DSQL_MAX_INDEXES {
             refuse("spec.table", format!("{table} has {indexes} indexes; DSQL allows {DSQL_MAX_INDEXES}"));
         }
         if around.table_count >= DSQL_MAX_TABLES {
-            refuse("spec.table", format!("the database holds {} tables; DSQL allows {DSQL_MAX_TABLES} and the shadow table needs one more", around.table_count));
+            refuse(
+                "spec.table",
+                format!(
+                    "the database holds {} tables; DSQL allows {DSQL_MAX_TABLES} and the shadow table needs one more",
+                    around.table_count
+                ),
+            );
         }
         for index in shape.indexes.iter().filter(|i| i.method != "btree") {
-            refuse("spec.table", format!("index {:?} uses {}; DSQL supports btree indexes only", index.name, index.method));
+            refuse(
+                "spec.table",
+                format!("index {:?} uses {}; DSQL supports btree indexes only", index.name, index.method),
+            );
         }
     }
     if let Some(rows) = settings.batch_rows {

@@ -9,9 +9,10 @@
 -- and injects optimistic-concurrency failures (SQLSTATE 40001, "OC000") at
 -- COMMIT on every n-th committing write transaction.
 --
--- Sequences are not transactional, so `dsql_harness.violations` and
--- `dsql_harness.occ_injected` keep counting even when the failing transaction
--- rolls back; tests read them to prove that no rule was broken.
+-- Sequences are not transactional, so `dsql_harness.violations`,
+-- `dsql_harness.occ_injected` and `dsql_harness.rows_written` keep counting
+-- even when the transaction rolls back; tests read them to prove that no rule
+-- was broken and to count redone work.
 --
 -- Only tables created after the harness is installed are watched (an event
 -- trigger attaches the counting triggers to them); `dsql_harness.watch(regclass)`
@@ -30,6 +31,9 @@ INSERT INTO dsql_harness.settings DEFAULT VALUES;
 CREATE SEQUENCE dsql_harness.violations;
 CREATE SEQUENCE dsql_harness.occ_injected;
 CREATE SEQUENCE dsql_harness.commits;
+-- Every row written to a watched table, including attempts that rolled back:
+-- with the rows that stayed, it tells how much work was redone.
+CREATE SEQUENCE dsql_harness.rows_written;
 
 -- One row per committed (or attempted) write transaction on a watched table.
 CREATE TABLE dsql_harness.txn_log (
@@ -71,6 +75,9 @@ BEGIN
         PERFORM dsql_harness.violation('0A000', 'DDL and DML in one transaction');
     END IF;
     SELECT count(*), coalesce(sum(pg_column_size(c.*)), 0) INTO n_rows, n_bytes FROM changed c;
+    IF TG_OP <> 'DELETE' THEN
+        PERFORM nextval('dsql_harness.rows_written') FROM generate_series(1, n_rows);
+    END IF;
     SELECT count(*) INTO n_indexes FROM pg_index WHERE indrelid = TG_RELID AND NOT indisprimary;
     total := dsql_harness.local_int('rows') + n_rows * (1 + n_indexes);
     bytes := dsql_harness.local_int('bytes') + n_bytes;

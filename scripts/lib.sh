@@ -1,0 +1,78 @@
+# Shared by scripts/demo, scripts/test and scripts/bench. Sourced, not run.
+
+# One build directory outside the clone keeps builds warm across fresh clones.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/identity-migrator/target}"
+export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Makes sure a PostgreSQL server answers on $PGHOST:$PGPORT as $PGUSER without a
+# password: installs it (Debian) when missing, trusts loopback TCP connections,
+# and starts the cluster when it is down.
+ensure_postgres() {
+    if psql -d postgres -Atqc 'select 1' >/dev/null 2>&1; then
+        return 0
+    fi
+    if ! ls /etc/postgresql/*/main/pg_hba.conf >/dev/null 2>&1; then
+        say "installing PostgreSQL (apt-get install -y postgresql)"
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "PostgreSQL is missing and installing it needs root" >&2
+            return 1
+        fi
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    fi
+    local version hba
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    hba=/etc/postgresql/$version/main/pg_hba.conf
+    if ! grep -q 'identity-migrator' "$hba"; then
+        say "trusting loopback TCP connections in $hba"
+        # First match wins in pg_hba.conf: put ours on top.
+        printf '%s\n%s\n' \
+            'host all all 127.0.0.1/32 trust # identity-migrator tests' \
+            'host all all ::1/128 trust # identity-migrator tests' | cat - "$hba" > "$hba.new"
+        cat "$hba.new" > "$hba" && rm -f "$hba.new"
+    fi
+    say "starting PostgreSQL $version"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null \
+        || pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+    for _ in $(seq 1 30); do
+        psql -d postgres -Atqc 'select 1' >/dev/null 2>&1 && return 0
+        sleep 1
+    done
+    echo "PostgreSQL did not come up on $PGHOST:$PGPORT" >&2
+    return 1
+}
+
+# Builds the binary once; prints its path.
+build_binary() {
+    local profile=${1:-debug}
+    if [ "$profile" = release ]; then
+        cargo build --quiet --release --bin identity-migrator >&2
+    else
+        cargo build --quiet --bin identity-migrator >&2
+    fi
+    echo "$CARGO_TARGET_DIR/$profile/identity-migrator"
+}
+
+# Creates the seed article's post_tag table in database $1 with $2 rows: ids
+# with gaps (and one large jump), an index on post_id.
+make_post_tag() {
+    local db=$1 rows=$2
+    psql -qX -v ON_ERROR_STOP=1 -d "$db" <<SQL
+DROP TABLE IF EXISTS post_tag, post_tag_new, post_tag_old;
+CREATE TABLE post_tag (
+    id BIGINT NOT NULL PRIMARY KEY,
+    post_id VARCHAR NOT NULL,
+    tag_id VARCHAR NOT NULL,
+    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
+);
+INSERT INTO post_tag (id, post_id, tag_id, created_at)
+SELECT g * 13 / 10 + CASE WHEN g > $rows * 9 / 10 THEN 5000000 ELSE 0 END,
+       'post-' || (g % 50000),
+       (ARRAY['aws','dsql','rust','kubernetes','postgres','identity','migration'])[1 + g % 7],
+       timestamp '2024-01-01' + g * interval '17 seconds'
+FROM generate_series(1, $rows) g;
+CREATE INDEX post_tag_post_id_idx ON post_tag (post_id);
+ANALYZE post_tag;
+SQL
+}

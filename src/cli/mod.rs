@@ -1,0 +1,141 @@
+//! The command line: `run`, `plan`, `controller`, `crd`.
+
+pub mod manifest;
+pub mod plan;
+pub mod progress;
+pub mod run;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::api::IdentityMigrationSpec;
+use crate::db::target::{dsql_target, parse_postgres_url};
+use crate::db::{Connector, DatabaseTarget};
+use crate::engine::EngineError;
+use crate::engine::validate::{Settings, TargetSource, validate_spec};
+use manifest::Manifest;
+
+/// DSQL tokens are generated per connection; this is how long each may be used to open one.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(900);
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "identity-migrator",
+    version,
+    about = "Moves Aurora DSQL and PostgreSQL tables onto identity columns, resumably"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format: text for terminals, json for clusters (default: json for `controller`).
+    #[arg(long, global = true, env = "LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a migration to the end (or to AwaitingCutover), resuming from its state file.
+    Run(run::RunArgs),
+    /// Print the SQL a migration would run, in order; changes nothing.
+    Plan(plan::PlanArgs),
+    /// Print the IdentityMigration CustomResourceDefinition.
+    Crd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Why a command did not succeed, and its exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad input: manifest, flags, table shape. Exit 2.
+    Input(String),
+    /// The migration failed. Exit 1.
+    Migration(String),
+    /// Stopped by a signal before the end; resumable. Exit 130.
+    Interrupted(String),
+}
+
+impl Failure {
+    pub fn from_engine(e: EngineError) -> Self {
+        match e {
+            EngineError::Invalid(i) => Failure::Input(i.to_string()),
+            other => Failure::Migration(other.to_string()),
+        }
+    }
+
+    pub fn exit(self) -> ExitCode {
+        let (code, prefix, message) = match self {
+            Failure::Input(m) => (2, "invalid input", m),
+            Failure::Migration(m) => (1, "migration failed", m),
+            Failure::Interrupted(m) => (130, "interrupted", m),
+        };
+        eprintln!("error: {prefix}: {message}");
+        ExitCode::from(code)
+    }
+}
+
+pub async fn dispatch(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Run(args) => run::run(args).await,
+        Command::Plan(args) => plan::plan(args).await,
+        Command::Crd => {
+            print!("{}", crd_yaml());
+            Ok(())
+        }
+    }
+}
+
+/// The CRD as `crds/identitymigrations.migrations.dsql.dev.yaml` holds it.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let crd = crate::api::IdentityMigration::crd();
+    serde_norway::to_string(&crd).expect("the CRD serializes")
+}
+
+/// Reads the manifest and validates the spec on its own.
+pub fn load_settings(file: &Path, target_overridden: bool) -> Result<(Manifest, Settings), Failure> {
+    let manifest = manifest::load(file).map_err(Failure::Input)?;
+    let source = if target_overridden { TargetSource::Overridden } else { TargetSource::Spec };
+    let settings =
+        validate_spec(&manifest.spec, source).map_err(|e| Failure::Input(format!("{}: {e}", file.display())))?;
+    Ok((manifest, settings))
+}
+
+/// The connector for `--database-url` or the spec's target.
+pub fn connector_for(
+    spec: &IdentityMigrationSpec,
+    database_url: Option<&str>,
+    ca_file: Option<&Path>,
+) -> Result<Connector, Failure> {
+    let target = match (database_url, &spec.target.dsql, &spec.target.postgres) {
+        (Some(url), _, _) => DatabaseTarget::Postgres(
+            parse_postgres_url(url).map_err(|e| Failure::Input(format!("--database-url: {e}")))?,
+        ),
+        (None, Some(d), _) => DatabaseTarget::Dsql(
+            dsql_target(&d.endpoint, d.region.as_deref(), &d.user, &d.database, TOKEN_LIFETIME)
+                .map_err(|e| Failure::Input(format!("spec.target.dsql: {e}")))?,
+        ),
+        (None, None, Some(_)) => {
+            return Err(Failure::Input(
+                "spec.target.postgres.urlSecretRef names a Kubernetes Secret, which this command cannot read; \
+                 pass --database-url or set DATABASE_URL"
+                    .into(),
+            ));
+        }
+        (None, None, None) => return Err(Failure::Input("spec.target: set target.dsql or pass --database-url".into())),
+    };
+    let ca = match ca_file {
+        Some(path) => {
+            Some(std::fs::read(path).map_err(|e| Failure::Input(format!("--ca-file {}: {e}", path.display())))?)
+        }
+        None => None,
+    };
+    Connector::new(target, ca).map_err(|e| Failure::Input(e.to_string()))
+}

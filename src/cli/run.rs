@@ -1,0 +1,112 @@
+//! `identity-migrator run`: the engine from a terminal, with its status in a
+//! state file next to the manifest so that running it again resumes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::progress::{CliReporter, wants_bar};
+use super::{Failure, connector_for, load_settings};
+use crate::api::IdentityMigrationStatus;
+use crate::db::{RetryCounter, RetryPolicy};
+use crate::engine::store::{MigrationKey, default_state_path};
+use crate::engine::{Directive, FileStore, Job, Migration, Outcome};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The IdentityMigration manifest.
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// PostgreSQL URL that replaces spec.target (sslmode: disable, require, verify-full).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Where the status is kept; default `<manifest>.state.json` beside the manifest.
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
+    /// Approve the cut-over of a migration with `cutover.approval: Manual`.
+    #[arg(long)]
+    pub approve_cutover: bool,
+    /// Extra trusted CA certificates (PEM) for the database's TLS certificate.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+}
+
+pub async fn run(args: RunArgs) -> Result<(), Failure> {
+    let (manifest, settings) = load_settings(&args.file, args.database_url.is_some())?;
+    let connector = connector_for(&manifest.spec, args.database_url.as_deref(), args.ca_file.as_deref())?;
+    let key = MigrationKey {
+        database: connector.identity(),
+        schema: manifest.spec.schema.clone(),
+        table: manifest.spec.table.clone(),
+        id_column: manifest.spec.id_column.clone(),
+    };
+    let state_path = args.state_file.clone().unwrap_or_else(|| default_state_path(&args.file));
+    let store = FileStore::new(state_path, key);
+    let status = store.load().map_err(Failure::Input)?;
+    if let Some(s) = &status {
+        eprintln!("resuming from {} (phase {})", store.path().display(), s.phase);
+    }
+    tracing::info!(target = %connector.describe(), table = %settings.source, "starting");
+
+    let dialect = connector.dialect();
+    let job = Job {
+        settings,
+        dialect,
+        connector: Arc::new(connector),
+        retry_policy: RetryPolicy::default(),
+        retries: Arc::new(RetryCounter::default()),
+        approved: args.approve_cutover || manifest.spec.cutover.approved,
+    };
+    let (control_tx, control) = tokio::sync::watch::channel(Directive::Run);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        eprintln!("stopping at the next checkpoint (interrupt again to quit at once)");
+        let _ = control_tx.send(Directive::Stop);
+        shutdown_signal().await;
+        std::process::exit(130);
+    });
+
+    let reporter = CliReporter::new(store, wants_bar());
+    let (outcome, status, mut reporter) = Migration::new(job, status, reporter, control).run().await;
+    reporter.finish();
+    report(&outcome, &status, &reporter.store)
+}
+
+fn report(outcome: &Outcome, status: &IdentityMigrationStatus, store: &FileStore) -> Result<(), Failure> {
+    let table = status.plan.as_ref().map(|p| p.old_table.as_str()).unwrap_or("the old table");
+    match outcome {
+        Outcome::Completed => {
+            let next = status.identity.as_ref().map_or("?".to_string(), |i| i.next_value.to_string());
+            let window = crate::engine::swap::window_text(status.cutover.as_ref().and_then(|c| c.window_millis));
+            let rows = status.verification.as_ref().map_or(0, |v| v.source_rows);
+            println!("Completed: {rows} rows verified; the next generated id is {next}; cut-over window {window}.");
+            println!("The original rows are kept in {table}. State: {}", store.path().display());
+            Ok(())
+        }
+        Outcome::AwaitingApproval => {
+            println!(
+                "Verified and waiting for approval (phase AwaitingCutover). Run again with --approve-cutover to cut over."
+            );
+            Ok(())
+        }
+        Outcome::Suspended | Outcome::Stopped => Err(Failure::Interrupted(format!(
+            "stopped in {}; run the same command again to resume from {}",
+            status.phase,
+            store.path().display()
+        ))),
+        Outcome::Failed { invalid_input: true, message } => Err(Failure::Input(message.clone())),
+        Outcome::Failed { invalid_input: false, message } => Err(Failure::Migration(format!(
+            "{message}\nThe state is kept in {}; fix the cause and run again to retry from there.",
+            store.path().display()
+        ))),
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

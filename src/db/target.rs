@@ -1,0 +1,285 @@
+//! Where the engine connects, parsed and checked before any connection is
+//! made: a PostgreSQL URL (with its `sslmode`) or an Aurora DSQL endpoint. Pure.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use tokio_postgres::config::Host;
+
+use crate::engine::sql::Dialect;
+
+/// How a PostgreSQL connection uses TLS. There is no mode that encrypts
+/// without verifying: `require` verifies like `verify-full`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    Disable,
+    /// Chain and host name verified against the web PKI roots and the optional CA bundle.
+    VerifyFull,
+}
+
+/// A PostgreSQL database reached with a URL.
+#[derive(Clone)]
+pub struct PostgresTarget {
+    pub config: tokio_postgres::Config,
+    pub tls: TlsMode,
+    /// `sslrootcert` from the URL: a PEM file of extra trust anchors.
+    pub root_cert_file: Option<String>,
+}
+
+impl std::fmt::Debug for PostgresTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&describe_postgres(&self.config, self.tls))
+    }
+}
+
+/// An Aurora DSQL cluster reached with IAM authentication tokens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DsqlTarget {
+    pub endpoint: String,
+    pub region: String,
+    pub user: String,
+    pub database: String,
+    /// How long each generated token stays valid for opening a connection.
+    pub token_lifetime: Duration,
+}
+
+impl DsqlTarget {
+    /// `admin` connects with a `DbConnectAdmin` token, every other role with `DbConnect`.
+    pub fn is_admin(&self) -> bool {
+        self.user == "admin"
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum DatabaseTarget {
+    Postgres(PostgresTarget),
+    Dsql(DsqlTarget),
+}
+
+impl DatabaseTarget {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            DatabaseTarget::Postgres(_) => Dialect::Postgres,
+            DatabaseTarget::Dsql(_) => Dialect::Dsql,
+        }
+    }
+
+    /// Which database, without credentials or TLS settings: the identity of a
+    /// migration's target in state files.
+    pub fn identity(&self) -> String {
+        match self {
+            DatabaseTarget::Postgres(pg) => {
+                let described = describe_postgres(&pg.config, pg.tls);
+                described.split(" (").next().unwrap_or_default().to_string()
+            }
+            DatabaseTarget::Dsql(d) => format!("dsql://{}@{}/{}", d.user, d.endpoint, d.database),
+        }
+    }
+
+    /// For logs and status: never includes a password or token.
+    pub fn describe(&self) -> String {
+        match self {
+            DatabaseTarget::Postgres(pg) => describe_postgres(&pg.config, pg.tls),
+            DatabaseTarget::Dsql(d) => format!("dsql://{}@{}/{} ({})", d.user, d.endpoint, d.database, d.region),
+        }
+    }
+}
+
+/// Parses a `postgres://` URL or a `key=value` connection string. `sslmode`
+/// and `sslrootcert` are taken out and handled here; the rest goes to
+/// tokio-postgres. Without `sslmode`, loopback and socket hosts connect in
+/// plain text and every other host with full verification.
+pub fn parse_postgres_url(url: &str) -> Result<PostgresTarget, String> {
+    let (rest, sslmode, root_cert_file) = take_tls_params(url.trim());
+    let mut config = tokio_postgres::Config::from_str(&rest)
+        .map_err(|e| format!("not a valid PostgreSQL connection string: {e}"))?;
+    if config.get_hosts().is_empty() {
+        config.host("localhost");
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("identity-migrator");
+    }
+    let tls = match sslmode.as_deref() {
+        None => {
+            if config.get_hosts().iter().all(is_local) {
+                TlsMode::Disable
+            } else {
+                TlsMode::VerifyFull
+            }
+        }
+        Some("disable") => TlsMode::Disable,
+        Some("require" | "verify-ca" | "verify-full") => TlsMode::VerifyFull,
+        Some(other @ ("prefer" | "allow")) => {
+            return Err(format!(
+                "sslmode={other} may fall back to an unencrypted connection; use disable, require or verify-full"
+            ));
+        }
+        Some(other) => return Err(format!("unknown sslmode {other:?}; use disable, require or verify-full")),
+    };
+    if tls == TlsMode::VerifyFull && config.get_hosts().iter().any(|h| matches!(h, Host::Unix(_))) {
+        return Err("TLS cannot be used over a Unix socket; use sslmode=disable or a TCP host".into());
+    }
+    Ok(PostgresTarget { config, tls, root_cert_file })
+}
+
+/// Splits `sslmode` and `sslrootcert` off a URL query or a key=value string.
+fn take_tls_params(url: &str) -> (String, Option<String>, Option<String>) {
+    let mut sslmode = None;
+    let mut rootcert = None;
+    let mut take = |key: &str, value: &str| match key {
+        "sslmode" => {
+            sslmode = Some(value.to_string());
+            true
+        }
+        "sslrootcert" => {
+            rootcert = Some(value.to_string());
+            true
+        }
+        _ => false,
+    };
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let Some((base, query)) = url.split_once('?') else {
+            return (url.to_string(), None, None);
+        };
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                !take(k, v)
+            })
+            .collect();
+        let rest = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+        (rest, sslmode, rootcert)
+    } else {
+        let kept: Vec<&str> = url
+            .split_whitespace()
+            .filter(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                !take(k.trim(), v.trim_matches('\''))
+            })
+            .collect();
+        (kept.join(" "), sslmode, rootcert)
+    }
+}
+
+fn is_local(host: &Host) -> bool {
+    match host {
+        Host::Unix(_) => true,
+        Host::Tcp(name) => {
+            name == "localhost" || name == "::1" || name.starts_with("127.") || name.eq_ignore_ascii_case("[::1]")
+        }
+    }
+}
+
+fn describe_postgres(config: &tokio_postgres::Config, tls: TlsMode) -> String {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{host}:{port}/{} (tls: {})",
+        config.get_user().unwrap_or(""),
+        config.get_dbname().unwrap_or(""),
+        match tls {
+            TlsMode::Disable => "off",
+            TlsMode::VerifyFull => "verify-full",
+        }
+    )
+}
+
+/// The region inside `<cluster-id>.dsql.<region>.on.aws` (also `dsql-<suffix>`
+/// labels used by some partitions).
+pub fn region_from_endpoint(endpoint: &str) -> Option<String> {
+    let labels: Vec<&str> = endpoint.trim_end_matches('.').split('.').collect();
+    let at = labels.iter().position(|l| *l == "dsql" || l.starts_with("dsql-"))?;
+    if at == 0 {
+        return None;
+    }
+    let region = labels.get(at + 1)?;
+    let looks_like_region =
+        region.split('-').count() >= 3 && region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    (looks_like_region && labels.get(at + 2).is_some()).then(|| region.to_string())
+}
+
+/// The DSQL target from the spec's fields, with the region resolved.
+pub fn dsql_target(
+    endpoint: &str,
+    region: Option<&str>,
+    user: &str,
+    database: &str,
+    token_lifetime: Duration,
+) -> Result<DsqlTarget, String> {
+    let endpoint = endpoint.trim();
+    if endpoint.is_empty() || endpoint.contains(['/', ':', ' ', '@']) {
+        return Err(format!("{endpoint:?} is not a host name; expected <cluster-id>.dsql.<region>.on.aws"));
+    }
+    let region = match region.map(str::trim).filter(|r| !r.is_empty()) {
+        Some(r) => r.to_string(),
+        None => region_from_endpoint(endpoint).ok_or_else(|| {
+            format!("no region given and none in the endpoint {endpoint:?}; set spec.target.dsql.region")
+        })?,
+    };
+    if user.is_empty() {
+        return Err("user must not be empty".into());
+    }
+    Ok(DsqlTarget {
+        endpoint: endpoint.to_string(),
+        region,
+        user: user.to_string(),
+        database: database.to_string(),
+        token_lifetime,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_urls_default_to_plain_text_and_remote_ones_to_verification() {
+        let t = parse_postgres_url("postgres://postgres@127.0.0.1:5432/test").unwrap();
+        assert_eq!(t.tls, TlsMode::Disable);
+        let t = parse_postgres_url("postgres://u:secret@db.example.com/app").unwrap();
+        assert_eq!(t.tls, TlsMode::VerifyFull);
+        assert!(!format!("{t:?}").contains("secret"), "password never shown");
+    }
+
+    #[test]
+    fn sslmode_is_honoured_and_never_weakened() {
+        let t = parse_postgres_url("postgres://u@db.example.com/app?sslmode=disable").unwrap();
+        assert_eq!(t.tls, TlsMode::Disable);
+        for mode in ["require", "verify-ca", "verify-full"] {
+            let t =
+                parse_postgres_url(&format!("postgres://u@localhost/app?sslmode={mode}&connect_timeout=5")).unwrap();
+            assert_eq!(t.tls, TlsMode::VerifyFull, "{mode}");
+            assert_eq!(t.config.get_connect_timeout(), Some(&Duration::from_secs(5)));
+        }
+        assert!(parse_postgres_url("postgres://u@h/app?sslmode=prefer").unwrap_err().contains("unencrypted"));
+        assert!(parse_postgres_url("postgres://u@h/app?sslmode=bogus").unwrap_err().contains("unknown sslmode"));
+    }
+
+    #[test]
+    fn sslrootcert_is_kept_for_the_connector() {
+        let t = parse_postgres_url("host=db.internal user=u sslmode=verify-full sslrootcert=/etc/ca.pem").unwrap();
+        assert_eq!(t.root_cert_file.as_deref(), Some("/etc/ca.pem"));
+        assert_eq!(t.tls, TlsMode::VerifyFull);
+    }
+
+    #[test]
+    fn region_comes_from_the_endpoint_or_the_spec() {
+        assert_eq!(region_from_endpoint("abcdefghijklmnop.dsql.us-east-1.on.aws").as_deref(), Some("us-east-1"));
+        assert_eq!(region_from_endpoint("abc.dsql-fnh4.eu-west-2.on.aws").as_deref(), Some("eu-west-2"));
+        assert_eq!(region_from_endpoint("db.example.com"), None);
+        let t = dsql_target("abc.dsql.us-east-2.on.aws", None, "admin", "postgres", Duration::from_secs(900)).unwrap();
+        assert_eq!(t.region, "us-east-2");
+        assert!(t.is_admin());
+        let t = dsql_target("proxy.internal", Some("ap-south-1"), "app", "postgres", Duration::from_secs(900)).unwrap();
+        assert_eq!(t.region, "ap-south-1");
+        assert!(!t.is_admin());
+        let err = dsql_target("proxy.internal", None, "admin", "postgres", Duration::from_secs(900)).unwrap_err();
+        assert!(err.contains("spec.target.dsql.region"), "{err}");
+        assert!(dsql_target("https://x.dsql.us-east-1.on.aws", None, "admin", "p", Duration::ZERO).is_err());
+    }
+}

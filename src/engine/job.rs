@@ -1,0 +1,103 @@
+//! What one run of the engine works with, and how it ends.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::shape::TableShape;
+use super::sql::{Dialect, RowStatements, TableName};
+use super::validate::{InvalidInput, Settings};
+use crate::db::{Connector, DbError, RetryCounter, RetryPolicy, Session};
+
+/// Fixed for the life of one engine run; shared with the workers.
+pub struct Job {
+    pub settings: Settings,
+    pub dialect: Dialect,
+    pub connector: Arc<Connector>,
+    pub retry_policy: RetryPolicy,
+    pub retries: Arc<RetryCounter>,
+    /// `spec.cutover.approved` (or `run --approve-cutover`).
+    pub approved: bool,
+}
+
+impl Job {
+    pub fn session(&self) -> Session {
+        Session::new(self.connector.clone(), self.retry_policy, self.retries.clone())
+    }
+
+    /// Statements that move and compare rows from `source` into `target`, which
+    /// have the table's columns.
+    pub fn statements(&self, shape: &TableShape, source: &TableName, target: &TableName) -> RowStatements {
+        RowStatements::new(source, target, &self.settings.id_column, shape, self.dialect)
+    }
+}
+
+/// What a front end asks of a running engine. It is honoured at the next
+/// checkpoint: between batches, chunks and phases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Directive {
+    Run,
+    /// `spec.suspend`: stop at the next checkpoint; resume later from it.
+    Suspend,
+    /// Shut down (SIGTERM, lost leadership, deletion): same, without a condition change.
+    Stop,
+}
+
+pub type Control = watch::Receiver<Directive>;
+
+/// A control that is never changed (tests, `plan`).
+pub fn always_run() -> (watch::Sender<Directive>, Control) {
+    watch::channel(Directive::Run)
+}
+
+/// How an engine run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    /// Verified and waiting in AwaitingCutover for approval.
+    AwaitingApproval,
+    Suspended,
+    Stopped,
+    Failed {
+        invalid_input: bool,
+        message: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Invalid(#[from] InvalidInput),
+    #[error("{0}")]
+    Db(#[from] DbError),
+    /// A check of the engine's own promises failed (verification, identity read-back, catalog state).
+    #[error("{0}")]
+    Check(String),
+    #[error("cannot save status: {0}")]
+    Store(String),
+}
+
+impl EngineError {
+    pub fn sqlstate(&self) -> Option<String> {
+        match self {
+            EngineError::Db(e) => e.sqlstate.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// After a phase's work: go on, or stop the engine with an outcome.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    Next,
+    Halt(Outcome),
+}
+
+/// Checks the control without waiting.
+pub fn halted(control: &Control) -> Option<Outcome> {
+    match *control.borrow() {
+        Directive::Run => None,
+        Directive::Suspend => Some(Outcome::Suspended),
+        Directive::Stop => Some(Outcome::Stopped),
+    }
+}

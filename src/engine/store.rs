@@ -1,0 +1,193 @@
+//! Where status lives. The engine reports through [`Reporter`]; the `run`
+//! command keeps a state file ([`FileStore`]), the operator the custom
+//! resource's status subresource.
+
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{IdentityMigrationStatus, Phase};
+
+/// A Kubernetes-style event: phase changes, failures, retry storms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineEvent {
+    pub warning: bool,
+    /// CamelCase, e.g. `PhaseChanged`, `Failed`, `RetryStorm`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What a front end does with the engine's status and events.
+pub trait Reporter: Send {
+    /// Persists the status. The engine calls it at most about once a second,
+    /// and at every phase change; a failure of a phase-change save stops the engine.
+    fn save(&mut self, status: &IdentityMigrationStatus) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Publishes an event; failures are the reporter's to log.
+    fn event(&mut self, event: EngineEvent) -> impl Future<Output = ()> + Send;
+
+    /// Sees every progress change, unpersisted (progress bars, metrics).
+    fn observe(&mut self, _status: &IdentityMigrationStatus) {}
+}
+
+/// Which migration a state file belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationKey {
+    /// The database, without credentials: `postgres://user@host:port/db` or the DSQL endpoint.
+    pub database: String,
+    pub schema: String,
+    pub table: String,
+    pub id_column: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StateFile {
+    version: u32,
+    migration: MigrationKey,
+    status: IdentityMigrationStatus,
+}
+
+const STATE_VERSION: u32 = 1;
+
+/// The `run` command's status: a JSON file replaced atomically (write, fsync,
+/// rename), so a crash leaves the old or the new state, never half of one.
+pub struct FileStore {
+    path: PathBuf,
+    key: MigrationKey,
+    pub writes: u64,
+}
+
+/// The default state file: beside the manifest, `<manifest>.state.json`.
+pub fn default_state_path(manifest: &Path) -> PathBuf {
+    let name = manifest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "migration".into());
+    manifest.with_file_name(format!("{name}.state.json"))
+}
+
+impl FileStore {
+    pub fn new(path: PathBuf, key: MigrationKey) -> Self {
+        Self { path, key, writes: 0 }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The saved status, if any. A state file of another migration is refused
+    /// unless it never got past validation (nothing was created for it).
+    pub fn load(&self) -> Result<Option<IdentityMigrationStatus>, String> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read state file {}: {e}", self.path.display())),
+        };
+        let state: StateFile = serde_json::from_str(&text)
+            .map_err(|e| format!("state file {} is not valid: {e}; move it away to start over", self.path.display()))?;
+        if state.version != STATE_VERSION {
+            return Err(format!(
+                "state file {} has version {}, expected {STATE_VERSION}",
+                self.path.display(),
+                state.version
+            ));
+        }
+        if state.migration != self.key {
+            if created_nothing(&state.status) {
+                return Ok(None);
+            }
+            return Err(format!(
+                "state file {} belongs to the migration of {}.{} (id {}) in {}, not this one; pass --state-file to use another",
+                self.path.display(),
+                state.migration.schema,
+                state.migration.table,
+                state.migration.id_column,
+                state.migration.database
+            ));
+        }
+        Ok(Some(state.status))
+    }
+
+    pub fn write(&mut self, status: &IdentityMigrationStatus) -> Result<(), String> {
+        let state = StateFile { version: STATE_VERSION, migration: self.key.clone(), status: status.clone() };
+        let json = serde_json::to_vec_pretty(&state).map_err(|e| e.to_string())?;
+        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let tmp = self.path.with_extension("json.tmp");
+        let result = (|| -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&json)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)?;
+            std::fs::File::open(dir)?.sync_all()
+        })();
+        result.map_err(|e| format!("cannot write state file {}: {e}", self.path.display()))?;
+        self.writes += 1;
+        Ok(())
+    }
+}
+
+/// Nothing exists in the database for a status that failed in or before validation.
+fn created_nothing(status: &IdentityMigrationStatus) -> bool {
+    match status.phase {
+        Phase::Pending | Phase::Validating => true,
+        Phase::Failed => {
+            status.last_error.as_ref().is_none_or(|e| matches!(e.phase, Phase::Pending | Phase::Validating))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::LastError;
+
+    fn key(table: &str) -> MigrationKey {
+        MigrationKey {
+            database: "postgres://u@h:5432/db".into(),
+            schema: "public".into(),
+            table: table.into(),
+            id_column: "id".into(),
+        }
+    }
+
+    #[test]
+    fn state_round_trips_and_is_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = default_state_path(&dir.path().join("post-tag.yaml"));
+        assert_eq!(path.file_name().unwrap(), "post-tag.yaml.state.json");
+        let mut store = FileStore::new(path.clone(), key("post_tag"));
+        assert_eq!(store.load().unwrap(), None);
+        let status = IdentityMigrationStatus { phase: Phase::Copying, retries: 3, ..Default::default() };
+        store.write(&status).unwrap();
+        store.write(&status).unwrap();
+        assert_eq!(store.load().unwrap(), Some(status));
+        assert_eq!(store.writes, 2);
+        assert!(!path.with_extension("json.tmp").exists());
+    }
+
+    #[test]
+    fn another_migrations_state_is_refused_once_it_created_something() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.state.json");
+        let mut mine = FileStore::new(path.clone(), key("post_tag"));
+        mine.write(&IdentityMigrationStatus { phase: Phase::Copying, ..Default::default() }).unwrap();
+        let err = FileStore::new(path.clone(), key("other")).load().unwrap_err();
+        assert!(err.contains("belongs to the migration of public.post_tag"), "{err}");
+        let elsewhere = MigrationKey { database: "postgres://u@prod:5432/db".into(), ..key("post_tag") };
+        let err = FileStore::new(path.clone(), elsewhere).load().unwrap_err();
+        assert!(err.contains("in postgres://u@h:5432/db"), "another database is another migration: {err}");
+
+        let failed_early = IdentityMigrationStatus {
+            phase: Phase::Failed,
+            last_error: Some(LastError { phase: Phase::Validating, ..Default::default() }),
+            ..Default::default()
+        };
+        mine.write(&failed_early).unwrap();
+        assert_eq!(FileStore::new(path.clone(), key("other")).load().unwrap(), None);
+
+        std::fs::write(&path, "{not json").unwrap();
+        assert!(mine.load().unwrap_err().contains("not valid"));
+    }
+}

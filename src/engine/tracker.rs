@@ -1,0 +1,134 @@
+//! The engine's view of its status: every change goes through here, so the
+//! write rate, the conditions and the events stay consistent.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::failpoint;
+use super::job::EngineError;
+use super::progress::{RateMeter, STATUS_WRITE_INTERVAL, WriteGate, progress};
+use super::store::{EngineEvent, Reporter};
+use crate::api::conditions::refresh_conditions;
+use crate::api::{IdentityMigrationStatus, LastError, Phase};
+
+/// More retries than this within [`STORM_WINDOW`] is a retry storm worth an event.
+pub const STORM_RETRIES: u64 = 50;
+pub const STORM_WINDOW: Duration = Duration::from_secs(60);
+
+pub fn now() -> Time {
+    Time(jiff::Timestamp::now())
+}
+
+pub struct Tracker<R: Reporter> {
+    pub status: IdentityMigrationStatus,
+    reporter: R,
+    gate: WriteGate,
+    pub rate: RateMeter,
+    storm: (Instant, u64),
+}
+
+impl<R: Reporter> Tracker<R> {
+    pub fn new(status: IdentityMigrationStatus, reporter: R) -> Self {
+        Self {
+            status,
+            reporter,
+            gate: WriteGate::new(STATUS_WRITE_INTERVAL),
+            rate: RateMeter::default(),
+            storm: (Instant::now(), 0),
+        }
+    }
+
+    pub fn into_parts(self) -> (IdentityMigrationStatus, R) {
+        (self.status, self.reporter)
+    }
+
+    pub fn reporter(&mut self) -> &mut R {
+        &mut self.reporter
+    }
+
+    /// Saves the status if forced or due. Only forced saves may fail the engine:
+    /// a skipped progress write loses nothing the database does not also know.
+    pub async fn checkpoint(&mut self, force: bool) -> Result<(), EngineError> {
+        self.reporter.observe(&self.status);
+        if !self.gate.should_write(Instant::now(), force) {
+            return Ok(());
+        }
+        match self.reporter.save(&self.status).await {
+            Ok(()) => Ok(()),
+            Err(e) if force => Err(EngineError::Store(e)),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not save progress; will try again");
+                Ok(())
+            }
+        }
+    }
+
+    /// Updates the copy progress from running totals.
+    pub fn record_copy(&mut self, rows_copied: i64, rows_recopied: i64, done: bool) {
+        self.rate.record(Instant::now(), rows_copied);
+        let total = self.status.plan.as_ref().map(|p| p.rows_estimated).unwrap_or(0);
+        self.status.progress = Some(progress(rows_copied, total, self.rate.rows_per_second(), rows_recopied, done));
+    }
+
+    pub fn set_retries(&mut self, total: u64) {
+        self.status.retries = total as i64;
+    }
+
+    /// Emits a `RetryStorm` event when retries pile up.
+    pub async fn watch_retries(&mut self, total: u64) {
+        self.set_retries(total);
+        let (since, base) = self.storm;
+        if since.elapsed() > STORM_WINDOW {
+            self.storm = (Instant::now(), total);
+        } else if total - base > STORM_RETRIES {
+            self.storm = (Instant::now(), total);
+            self.event(true, "RetryStorm", format!("{} transient errors retried in the last minute", total - base))
+                .await;
+        }
+    }
+
+    pub async fn event(&mut self, warning: bool, reason: &'static str, message: String) {
+        // Reporters show or publish events; this is for debugging the engine.
+        tracing::debug!(reason, warning, %message, "event");
+        self.reporter.event(EngineEvent { warning, reason, message }).await;
+    }
+
+    /// Moves to `phase`, saved before any of its work begins.
+    pub async fn enter(&mut self, phase: Phase, detail: String) -> Result<(), EngineError> {
+        let changed = self.status.phase != phase;
+        self.status.phase = phase;
+        self.status.last_error = None;
+        if phase == Phase::Completed {
+            self.status.completed_at = Some(now());
+        }
+        refresh_conditions(&mut self.status, false, &now());
+        self.checkpoint(true).await?;
+        if changed {
+            let message = if detail.is_empty() { format!("phase {phase}") } else { format!("phase {phase}: {detail}") };
+            self.event(false, "PhaseChanged", message).await;
+        }
+        failpoint::hit(&format!("enter-{phase}"));
+        Ok(())
+    }
+
+    /// Records a failure in `phase`; the migration retries that phase next time.
+    pub async fn fail(&mut self, phase: Phase, err: &EngineError) {
+        let invalid_input = matches!(err, EngineError::Invalid(_));
+        self.status.phase = Phase::Failed;
+        self.status.last_error =
+            Some(LastError { phase, message: err.to_string(), sqlstate: err.sqlstate(), invalid_input });
+        refresh_conditions(&mut self.status, false, &now());
+        if let Err(e) = self.checkpoint(true).await {
+            tracing::error!(error = %e, "could not save the failure");
+        }
+        let reason = if invalid_input { "InvalidSpec" } else { "Failed" };
+        self.event(true, reason, format!("{phase} failed: {err}")).await;
+    }
+
+    /// Conditions for a pause (suspend) or a wait (approval), saved.
+    pub async fn pause(&mut self, suspended: bool) -> Result<(), EngineError> {
+        refresh_conditions(&mut self.status, suspended, &now());
+        self.checkpoint(true).await
+    }
+}

@@ -1,0 +1,274 @@
+//! Verifying: source and shadow compared chunk by chunk (row count and a
+//! checksum of every column), mismatched chunks re-synced in small
+//! transactions and compared again.
+//!
+//! Chunks are cut from the source's ids at verification time and cover the
+//! whole id space (the first starts at the lowest bigint, the last ends at the
+//! highest), so rows inserted during the copy, above or below the planned
+//! range, are found and copied like any other difference.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{Mutex, mpsc};
+
+use super::failpoint;
+use super::job::{Control, Job, halted};
+use super::sql::RowStatements;
+use crate::db::{Context, DbError, ErrorClass, Session};
+
+/// Source rows per verification chunk: each compare reads this many rows from
+/// each table in one statement, far inside DSQL's time and memory limits.
+pub const CHUNK_ROWS: i64 = 20_000;
+/// Verification passes before giving up on a table that keeps changing.
+pub const MAX_PASSES: u32 = 5;
+
+/// An inclusive id range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    pub lo: i64,
+    pub hi: i64,
+}
+
+impl std::fmt::Display for Chunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.lo, self.hi)
+    }
+}
+
+/// Contiguous chunks from `ends`: the last id of each chunk but the last.
+pub fn chunks_from_ends(ends: &[i64]) -> Vec<Chunk> {
+    let mut chunks = Vec::with_capacity(ends.len() + 1);
+    let mut lo = i64::MIN;
+    for &hi in ends {
+        chunks.push(Chunk { lo, hi });
+        if hi == i64::MAX {
+            return chunks;
+        }
+        lo = hi + 1;
+    }
+    chunks.push(Chunk { lo, hi: i64::MAX });
+    chunks
+}
+
+/// One pass over every chunk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub chunks: usize,
+    /// Rows per side after the pass (equal when the pass resolved everything).
+    pub source_rows: i64,
+    pub target_rows: i64,
+    /// Chunks that differed when first compared.
+    pub mismatched: Vec<Chunk>,
+    /// Chunks that still differed after their re-sync.
+    pub unresolved: Vec<Chunk>,
+    pub rows_resynced: i64,
+    /// False when the pass was cut short by a suspend or stop.
+    pub complete: bool,
+}
+
+impl PassReport {
+    pub fn clean(&self) -> bool {
+        self.complete && self.mismatched.is_empty()
+    }
+}
+
+/// Rows and checksum of one side of a chunk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub rows: i64,
+    pub checksum: String,
+}
+
+/// The shadow's summaries after a pass. Only the engine writes the shadow,
+/// so they stay true until it does; the next pass then reads only the source.
+#[derive(Clone, Debug)]
+pub struct Baseline {
+    pub chunks: Vec<(Chunk, Summary)>,
+    pub taken: Instant,
+}
+
+struct ChunkResult {
+    source: Summary,
+    target: Summary,
+    mismatched: bool,
+    resynced: i64,
+}
+
+/// Compares (and re-syncs) every chunk with `parallelism` workers. With a
+/// `baseline` its chunks are reused and only the source side is read.
+pub async fn verify_pass(
+    job: &Arc<Job>,
+    statements: Arc<RowStatements>,
+    batch_rows: i64,
+    control: &Control,
+    baseline: Option<&Baseline>,
+) -> Result<(PassReport, Baseline), DbError> {
+    let taken = Instant::now();
+    let work: Vec<(Chunk, Option<Summary>)> = match baseline {
+        Some(b) => b.chunks.iter().map(|(c, s)| (*c, Some(s.clone()))).collect(),
+        None => cut_chunks(&mut job.session(), &statements).await?.into_iter().map(|c| (c, None)).collect(),
+    };
+    let total = work.len();
+    let queue = Arc::new(Mutex::new(work.into_iter().collect::<VecDeque<_>>()));
+    let (tx, mut rx) = mpsc::channel(64);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..job.settings.parallelism.min(total).max(1) {
+        let (queue, tx, statements, control) = (queue.clone(), tx.clone(), statements.clone(), control.clone());
+        let mut session = job.session();
+        tasks.spawn(async move {
+            loop {
+                if halted(&control).is_some() {
+                    return;
+                }
+                let Some((chunk, known)) = queue.lock().await.pop_front() else { return };
+                let result = check_chunk(&mut session, &statements, chunk, known, batch_rows).await;
+                let failed = result.is_err();
+                if tx.send((chunk, result)).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut report = PassReport { chunks: total, ..Default::default() };
+    let mut summaries = Vec::with_capacity(total);
+    let mut failure = None;
+    while let Some((chunk, result)) = rx.recv().await {
+        match result {
+            Ok(r) => {
+                report.source_rows += r.source.rows;
+                report.target_rows += r.target.rows;
+                report.rows_resynced += r.resynced;
+                if r.mismatched {
+                    report.mismatched.push(chunk);
+                }
+                if r.source != r.target {
+                    report.unresolved.push(chunk);
+                }
+                summaries.push((chunk, r.target));
+                failpoint::hit("verify-chunk");
+            }
+            Err(e) => {
+                failure.get_or_insert(e);
+                queue.lock().await.clear();
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    report.complete = summaries.len() == total;
+    report.mismatched.sort_by_key(|c| c.lo);
+    report.unresolved.sort_by_key(|c| c.lo);
+    summaries.sort_by_key(|(c, _)| c.lo);
+    Ok((report, Baseline { chunks: summaries, taken }))
+}
+
+async fn cut_chunks(session: &mut Session, s: &RowStatements) -> Result<Vec<Chunk>, DbError> {
+    let mut ends = Vec::new();
+    let mut lo = i64::MIN;
+    loop {
+        let end = session
+            .retry("cut verification chunks", |c| async move {
+                let row = c.query_opt(&s.chunk_end, &[&lo, &(CHUNK_ROWS - 1)]).await.ctx("cut verification chunks")?;
+                Ok(row.map(|r| r.get::<_, i64>(0)))
+            })
+            .await?;
+        match end {
+            Some(hi) if hi < i64::MAX => {
+                ends.push(hi);
+                lo = hi + 1;
+            }
+            _ => return Ok(chunks_from_ends(&ends)),
+        }
+    }
+}
+
+async fn summary(session: &mut Session, sql: &str, chunk: Chunk) -> Result<Summary, DbError> {
+    session
+        .retry("compare chunk", |c| async move {
+            let row = c.query_one(sql, &[&chunk.lo, &chunk.hi]).await.ctx("summarize chunk")?;
+            Ok(Summary { rows: row.get(0), checksum: row.get(1) })
+        })
+        .await
+}
+
+async fn check_chunk(
+    session: &mut Session,
+    s: &RowStatements,
+    chunk: Chunk,
+    known_target: Option<Summary>,
+    batch_rows: i64,
+) -> Result<ChunkResult, DbError> {
+    let source = summary(session, &s.source_summary, chunk).await?;
+    let target = match known_target {
+        Some(t) => t,
+        None => summary(session, &s.target_summary, chunk).await?,
+    };
+    if source == target {
+        return Ok(ChunkResult { source, target, mismatched: false, resynced: 0 });
+    }
+    tracing::info!(chunk = %chunk, source_rows = source.rows, shadow_rows = target.rows, "chunk differs; re-syncing");
+    let mut resynced = 0;
+    for statement in [&s.delete_stale, &s.insert_missing] {
+        resynced += repeat_until_short(session, statement, chunk, batch_rows).await?;
+    }
+    let source = summary(session, &s.source_summary, chunk).await?;
+    let target = summary(session, &s.target_summary, chunk).await?;
+    Ok(ChunkResult { source, target, mismatched: true, resynced })
+}
+
+/// Runs a `LIMIT $3` statement until it touches fewer rows than the limit:
+/// each run is its own transaction within the mutation limit.
+async fn repeat_until_short(session: &mut Session, sql: &str, chunk: Chunk, batch_rows: i64) -> Result<i64, DbError> {
+    let mut limit = batch_rows;
+    let mut total = 0;
+    loop {
+        let n = match session
+            .retry("re-sync chunk", |c| async move {
+                c.execute(sql, &[&chunk.lo, &chunk.hi, &limit]).await.ctx("re-sync chunk")
+            })
+            .await
+        {
+            Ok(n) => n as i64,
+            Err(e) if e.class == ErrorClass::TooLarge && limit > 1 => {
+                limit = (limit / 2).max(1);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        total += n;
+        if n < limit {
+            return Ok(total);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_every_bigint_exactly_once() {
+        assert_eq!(chunks_from_ends(&[]), vec![Chunk { lo: i64::MIN, hi: i64::MAX }]);
+        let c = chunks_from_ends(&[100, 250]);
+        assert_eq!(
+            c,
+            vec![Chunk { lo: i64::MIN, hi: 100 }, Chunk { lo: 101, hi: 250 }, Chunk { lo: 251, hi: i64::MAX }]
+        );
+        assert_eq!(chunks_from_ends(&[i64::MAX]), vec![Chunk { lo: i64::MIN, hi: i64::MAX }]);
+        assert_eq!(c[1].to_string(), "101-250");
+    }
+
+    #[test]
+    fn a_pass_is_clean_only_when_complete_and_matching() {
+        let mut r = PassReport { complete: true, ..Default::default() };
+        assert!(r.clean());
+        r.mismatched.push(Chunk { lo: 1, hi: 2 });
+        assert!(!r.clean());
+        assert!(!PassReport::default().clean(), "cut short");
+    }
+}
