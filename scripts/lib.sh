@@ -3,6 +3,8 @@
 # One build directory outside the clone keeps builds warm across fresh clones.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/identity-migrator/target}"
 export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
+# Keep psql quiet about "does not exist, skipping".
+export PGOPTIONS="${PGOPTIONS:--c client_min_messages=warning}"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -75,4 +77,34 @@ FROM generate_series(1, $rows) g;
 CREATE INDEX post_tag_post_id_idx ON post_tag (post_id);
 ANALYZE post_tag;
 SQL
+}
+
+# Writes an IdentityMigration manifest for table $2 to $1 (target replaced by --database-url).
+write_manifest() {
+    local path=$1 table=$2
+    cat > "$path" <<YAML
+apiVersion: migrations.dsql.dev/v1alpha1
+kind: IdentityMigration
+metadata:
+  name: ${table//_/-}-identity
+spec:
+  target:
+    postgres:
+      urlSecretRef: {name: database, key: url}
+  table: $table
+  identity:
+    generation: ByDefault
+    cache: 65536
+  copy:
+    parallelism: 4
+YAML
+}
+
+# dsql-lint (PyPI) in a virtualenv of its own, installed once.
+dsql_lint() {
+    local venv="$HOME/.cache/identity-migrator/dsql-lint"
+    if [ ! -x "$venv/bin/dsql-lint" ]; then
+        python3 -m venv "$venv" >&2 && "$venv/bin/pip" install --quiet dsql-lint==0.2.22 >&2
+    fi
+    "$venv/bin/dsql-lint" "$@"
 }

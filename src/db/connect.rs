@@ -19,6 +19,8 @@ use crate::engine::sql::Dialect;
 
 /// At most this many new connections per second from one process.
 pub const CONNECTS_PER_SECOND: u32 = 50;
+/// Idle connections kept for reuse: enough for every worker of a migration.
+pub const MAX_IDLE: usize = 16;
 
 /// Opens connections to one database.
 pub struct Connector {
@@ -26,6 +28,8 @@ pub struct Connector {
     tls: Option<MakeRustlsConnect>,
     tokens: Option<TokenSource>,
     pace: Mutex<Instant>,
+    /// Connections returned by finished sessions, with when they were opened.
+    idle: std::sync::Mutex<Vec<(Client, Instant)>>,
     /// Until one connection succeeds, failing to connect is most likely a wrong
     /// URL, host or credential: reported at once instead of retried.
     connected_once: AtomicBool,
@@ -51,7 +55,14 @@ impl Connector {
             DatabaseTarget::Dsql(d) => Some(TokenSource::new(d.clone())),
             DatabaseTarget::Postgres(_) => None,
         };
-        Ok(Self { target, tls, tokens, pace: Mutex::new(Instant::now()), connected_once: AtomicBool::new(false) })
+        Ok(Self {
+            target,
+            tls,
+            tokens,
+            pace: Mutex::new(Instant::now()),
+            idle: std::sync::Mutex::new(Vec::new()),
+            connected_once: AtomicBool::new(false),
+        })
     }
 
     /// Uses fixed credentials for DSQL tokens instead of the default chain (tests, CI).
@@ -70,6 +81,25 @@ impl Connector {
 
     pub fn identity(&self) -> String {
         self.target.identity()
+    }
+
+    /// An idle connection younger than `max_age`, if one is pooled.
+    pub fn reuse(&self, max_age: Duration) -> Option<(Client, Instant)> {
+        let mut idle = self.idle.lock().expect("pool lock");
+        while let Some((client, born)) = idle.pop() {
+            if !client.is_closed() && born.elapsed() < max_age {
+                return Some((client, born));
+            }
+        }
+        None
+    }
+
+    /// Returns a healthy connection to the pool (or closes it when the pool is full).
+    pub fn give_back(&self, client: Client, born: Instant) {
+        let mut idle = self.idle.lock().expect("pool lock");
+        if !client.is_closed() && idle.len() < MAX_IDLE {
+            idle.push((client, born));
+        }
     }
 
     /// Opens a new connection; its driver runs on a background task.

@@ -52,8 +52,11 @@ impl Session {
         };
         if stale {
             self.client = None;
-            let client = self.connector.connect().await?;
-            self.client = Some((Arc::new(client), Instant::now()));
+            let (client, born) = match self.connector.reuse(MAX_CONNECTION_AGE) {
+                Some(pooled) => pooled,
+                None => (self.connector.connect().await?, Instant::now()),
+            };
+            self.client = Some((Arc::new(client), born));
         }
         Ok(self.client.as_ref().expect("connected above").0.clone())
     }
@@ -99,10 +102,15 @@ impl Session {
             tokio::time::sleep(delay).await;
         }
     }
+}
 
-    /// Drops the connection (a test kills it from the server side, or the caller
-    /// knows it is in a bad state).
-    pub fn reset(&mut self) {
-        self.client = None;
+impl Drop for Session {
+    fn drop(&mut self) {
+        // A connection that broke was already dropped; a healthy one is reused.
+        if let Some((client, born)) = self.client.take()
+            && let Ok(client) = Arc::try_unwrap(client)
+        {
+            self.connector.give_back(client, born);
+        }
     }
 }

@@ -153,16 +153,19 @@ impl RowStatements {
         let cols = column_list(columns, None);
         let src_cols = column_list(columns, Some("s"));
         let row_text = |alias: &str| format!("ROW({})::text", column_list(all_columns, Some(alias)));
-        // A 64-bit hash of each row, summed exactly. On PostgreSQL the row is
-        // hashed as a record (about five times cheaper than md5 of its text);
-        // DSQL gets md5, a standard string function.
-        let row_hash = match dialect {
-            Dialect::Postgres => format!("hash_record_extended({}, 0)::numeric", hashable_row(shape, "r")),
-            Dialect::Dsql => format!("('x' || substr(md5({}), 1, 16))::bit(64)::bigint::numeric", row_text("r")),
+        // The checksum of a chunk. On PostgreSQL each row is hashed as a record
+        // (about five times cheaper than md5 of its text) and the 64-bit hashes
+        // are summed exactly. DSQL gets only standard text functions: the md5
+        // of every row's md5, in id order.
+        let checksum = match dialect {
+            Dialect::Postgres => {
+                format!("coalesce(sum(hash_record_extended({}, 0)::numeric), 0)::text", hashable_row(shape, "r"))
+            }
+            Dialect::Dsql => format!("coalesce(md5(string_agg(md5({}), '' ORDER BY r.{id_q})), '')", row_text("r")),
         };
         let summary = |table: &TableName| {
             format!(
-                "SELECT count(*)::bigint, coalesce(sum({row_hash}), 0)::text \
+                "SELECT count(*)::bigint, {checksum} \
                  FROM {table} r WHERE r.{id_q} >= $1::bigint AND r.{id_q} <= $2::bigint"
             )
         };
