@@ -3,6 +3,9 @@
 
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod db;
 pub mod engine;
+pub mod http;
+pub mod metrics;
 pub mod telemetry;

@@ -29,6 +29,9 @@ pub struct IdentityMigrationStatus {
     /// Transient errors retried so far (OCC conflicts, lost connections).
     #[serde(default)]
     pub retries: i64,
+    /// Failures in a row without progress; the operator backs off longer after each.
+    #[serde(default)]
+    pub failures: i64,
     /// The last error, with the phase it stopped; cleared when the phase moves on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
@@ -151,6 +154,9 @@ pub struct Progress {
     /// Rows the copy found already present (redone work after a crash).
     #[serde(default)]
     pub rows_recopied: i64,
+    /// Copy transactions committed.
+    #[serde(default)]
+    pub batches: i64,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -219,4 +225,6 @@ pub struct LastError {
     /// Bad input that a person must fix, as opposed to a failure of the run.
     #[serde(default)]
     pub invalid_input: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Time>,
 }

@@ -17,6 +17,7 @@ use crate::db::{Connector, DatabaseTarget};
 use crate::engine::EngineError;
 use crate::engine::validate::{Settings, TargetSource, validate_spec};
 use manifest::Manifest;
+pub use run::shutdown_signal;
 
 /// DSQL tokens are generated per connection; this is how long each may be used to open one.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(900);
@@ -41,6 +42,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Print the SQL a migration would run, in order; changes nothing.
     Plan(plan::PlanArgs),
+    /// Run the Kubernetes operator.
+    Controller(crate::controller::ControllerArgs),
     /// Print the IdentityMigration CustomResourceDefinition.
     Crd,
 }
@@ -85,6 +88,7 @@ pub async fn dispatch(command: Command) -> Result<(), Failure> {
     match command {
         Command::Run(args) => run::run(args).await,
         Command::Plan(args) => plan::plan(args).await,
+        Command::Controller(args) => crate::controller::main(args).await,
         Command::Crd => {
             print!("{}", crd_yaml());
             Ok(())

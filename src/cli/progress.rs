@@ -112,7 +112,7 @@ impl Reporter for CliReporter {
     }
 
     async fn event(&mut self, event: EngineEvent) {
-        let line = format!("{}: {}", event.reason, event.message);
+        let line = event.message.clone();
         match &self.bar {
             Some(bar) => bar.println(line),
             None => eprintln!("{line}"),

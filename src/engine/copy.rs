@@ -34,6 +34,8 @@ struct Advance {
     rows: i64,
     /// Rows that were already in the shadow (redone work).
     recopied: i64,
+    /// A committed copy transaction (not progress found on resume).
+    batch: bool,
 }
 
 enum Report {
@@ -66,7 +68,8 @@ pub async fn copy_ranges<R: Reporter>(
         ranges.iter().copied().enumerate().filter(|(_, r)| !r.is_done()).collect();
     let mut copied = tracker.status.progress.as_ref().map(|p| p.rows_copied).unwrap_or(0);
     let mut recopied = tracker.status.progress.as_ref().map(|p| p.rows_recopied).unwrap_or(0);
-    tracker.record_copy(copied, recopied, pending.is_empty());
+    let mut batches = tracker.status.progress.as_ref().map(|p| p.batches).unwrap_or(0);
+    tracker.record_copy(copied, recopied, batches, pending.is_empty());
     if pending.is_empty() {
         return Ok(Flow::Next);
     }
@@ -101,7 +104,8 @@ pub async fn copy_ranges<R: Reporter>(
                     }
                     copied += a.rows;
                     recopied += a.recopied;
-                    tracker.record_copy(copied, recopied, false);
+                    batches += i64::from(a.batch);
+                    tracker.record_copy(copied, recopied, batches, false);
                     tracker.watch_retries(job.retries.get()).await;
                     tracker.checkpoint(false).await?;
                 }
@@ -122,7 +126,7 @@ pub async fn copy_ranges<R: Reporter>(
     }
     while tasks.join_next().await.is_some() {}
     let done = tracker.status.checkpoint.as_ref().is_some_and(|c| c.ranges.iter().all(RangeCheckpoint::is_done));
-    tracker.record_copy(copied, recopied, done);
+    tracker.record_copy(copied, recopied, batches, done);
     tracker.set_retries(job.retries.get());
     tracker.checkpoint(true).await?;
     if let Some(e) = failure {
@@ -201,11 +205,11 @@ async fn copy_range(
             Ok(Some((through, rows, inserted))) => {
                 failpoint::hit("copy-batch");
                 span = next_span(span, rows, limit, through - after);
-                Advance { range, copied_through: through, rows, recopied: rows - inserted }
+                Advance { range, copied_through: through, rows, recopied: rows - inserted, batch: true }
             }
             Ok(None) => {
                 span = next_span(span, 0, limit, end - after);
-                Advance { range, copied_through: end, rows: 0, recopied: 0 }
+                Advance { range, copied_through: end, rows: 0, recopied: 0, batch: false }
             }
             Err(e) if e.class == ErrorClass::TooLarge && *batch_rows > 1 => {
                 *batch_rows = (*batch_rows / 2).max(1);
@@ -281,7 +285,8 @@ async fn resume_point(
     match found {
         Some((max, rows)) => {
             tracing::info!(range, copied_through = max, rows, "range is further than its checkpoint");
-            let _ = tx.send(Report::Advance(Advance { range, copied_through: max, rows, recopied: 0 })).await;
+            let _ =
+                tx.send(Report::Advance(Advance { range, copied_through: max, rows, recopied: 0, batch: false })).await;
             Ok(max)
         }
         None => Ok(after),

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use super::catalog;
 use super::copy::copy_ranges;
 use super::job::{Control, EngineError, Flow, Job, Outcome, halted};
-use super::phase::{Gate, Names, SwapState, may_proceed, next_phase, resume_phase, swap_state};
+use super::phase::{Gate, SwapState, may_proceed, next_phase, resume_phase, swap_state};
 use super::plan::{auto_batch_rows, initial_span};
 use super::shadow::{build_indexes, ensure_shadow_table};
 use super::shape::TableShape;
 use super::store::Reporter;
 use super::survey::{Survey, survey};
-use super::swap::{swap, window_text};
+use super::swap::{read_names, swap, window_text};
 use super::tracker::{Tracker, now};
 use super::verify::{Baseline, MAX_PASSES, verify_pass};
 use crate::api::{Checkpoint, IdentityMigrationStatus, Phase, PlanStatus, Verification};
@@ -117,18 +117,7 @@ impl<R: Reporter> Migration<R> {
         if self.tracker.status.plan.is_none() || matches!(phase, Phase::Swapping | Phase::Completed) {
             return Ok(false);
         }
-        let s = &self.job.settings;
-        let mut session = self.job.session();
-        let names = session
-            .retry("inspect tables", |c| async move {
-                Ok(Names {
-                    table: catalog::table_exists(&c, &s.source).await?,
-                    table_is_identity: catalog::identity_kind(&c, &s.source, &s.id_column).await?.is_some(),
-                    shadow: catalog::table_exists(&c, &s.shadow).await?,
-                    old: catalog::table_exists(&c, &s.old).await?,
-                })
-            })
-            .await?;
+        let names = read_names(&self.job.settings, &mut self.job.session()).await?;
         Ok(matches!(swap_state(names), SwapState::InWindow | SwapState::Swapped))
     }
 
@@ -194,7 +183,7 @@ impl<R: Reporter> Migration<R> {
         status.verification = None;
         status.identity = None;
         status.cutover = None;
-        self.tracker.record_copy(0, 0, false);
+        self.tracker.record_copy(0, 0, 0, false);
         Ok(Flow::Next)
     }
 

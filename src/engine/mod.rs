@@ -18,6 +18,7 @@ pub mod sql;
 pub mod store;
 pub mod survey;
 pub mod swap;
+pub mod teardown;
 pub mod tracker;
 pub mod validate;
 pub mod verify;

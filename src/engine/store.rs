@@ -14,7 +14,7 @@ use crate::api::{IdentityMigrationStatus, Phase};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineEvent {
     pub warning: bool,
-    /// CamelCase, e.g. `PhaseChanged`, `Failed`, `RetryStorm`.
+    /// CamelCase: the phase entered (`Copying`), `Failed`, `InvalidSpec`, `RetryStorm`.
     pub reason: &'static str,
     pub message: String,
 }

@@ -16,6 +16,7 @@ use super::shape::TableShape;
 use super::sql::{TableName, drop_table, ident, rename_table, restart_identity, set_generated_always, setval_identity};
 use super::store::Reporter;
 use super::tracker::{Tracker, now};
+use super::validate::Settings;
 use super::verify::{Baseline, verify_pass};
 use crate::api::{CutoverStatus, Generation, IdentityStatus};
 use crate::db::{Context, DbError, ErrorClass, Session};
@@ -37,7 +38,7 @@ pub async fn swap<R: Reporter>(
     // The window is never paused: suspend and stop wait until it closes.
     let (_keep, run) = always_run();
     loop {
-        let names = read_names(job, &mut session).await?;
+        let names = read_names(s, &mut session).await?;
         match swap_state(names) {
             SwapState::BeforeWindow => {
                 if baseline.as_ref().is_none_or(|b| b.taken.elapsed() > FRESH_BASELINE) {
@@ -85,8 +86,9 @@ pub async fn swap<R: Reporter>(
     }
 }
 
-async fn read_names(job: &Job, session: &mut Session) -> Result<Names, DbError> {
-    let s = &job.settings;
+/// Which of the migration's three names exist, and whether the table under
+/// the name is the new one.
+pub(super) async fn read_names(s: &Settings, session: &mut Session) -> Result<Names, DbError> {
     session
         .retry("inspect tables", |c| async move {
             Ok(Names {
@@ -101,7 +103,7 @@ async fn read_names(job: &Job, session: &mut Session) -> Result<Names, DbError> 
 
 /// Renames `from` to `to`'s name unless that already happened (a lost reply
 /// to a committed rename must not fail the retry).
-async fn rename_guarded(session: &mut Session, from: &TableName, to: &TableName) -> Result<(), DbError> {
+pub(super) async fn rename_guarded(session: &mut Session, from: &TableName, to: &TableName) -> Result<(), DbError> {
     let sql = &rename_table(from, &to.name);
     session
         .retry("rename table", |c| async move {

@@ -65,10 +65,12 @@ impl<R: Reporter> Tracker<R> {
     }
 
     /// Updates the copy progress from running totals.
-    pub fn record_copy(&mut self, rows_copied: i64, rows_recopied: i64, done: bool) {
+    pub fn record_copy(&mut self, rows_copied: i64, rows_recopied: i64, batches: i64, done: bool) {
         self.rate.record(Instant::now(), rows_copied);
         let total = self.status.plan.as_ref().map(|p| p.rows_estimated).unwrap_or(0);
-        self.status.progress = Some(progress(rows_copied, total, self.rate.rows_per_second(), rows_recopied, done));
+        let mut p = progress(rows_copied, total, self.rate.rows_per_second(), rows_recopied, done);
+        p.batches = batches;
+        self.status.progress = Some(p);
     }
 
     pub fn set_retries(&mut self, total: u64) {
@@ -97,6 +99,11 @@ impl<R: Reporter> Tracker<R> {
     /// Moves to `phase`, saved before any of its work begins.
     pub async fn enter(&mut self, phase: Phase, detail: String) -> Result<(), EngineError> {
         let changed = self.status.phase != phase;
+        // Moving past the phase that failed is progress: the backoff starts over.
+        let retrying = self.status.last_error.as_ref().is_some_and(|e| e.phase == phase);
+        if !retrying && self.status.phase != Phase::Failed {
+            self.status.failures = 0;
+        }
         self.status.phase = phase;
         self.status.last_error = None;
         if phase == Phase::Completed {
@@ -105,8 +112,10 @@ impl<R: Reporter> Tracker<R> {
         refresh_conditions(&mut self.status, false, &now());
         self.checkpoint(true).await?;
         if changed {
+            // The reason is the phase: events of one reason on one object are
+            // folded into a series by Kubernetes, so phases must not share one.
             let message = if detail.is_empty() { format!("phase {phase}") } else { format!("phase {phase}: {detail}") };
-            self.event(false, "PhaseChanged", message).await;
+            self.event(false, phase.as_str(), message).await;
         }
         failpoint::hit(&format!("enter-{phase}"));
         Ok(())
@@ -116,8 +125,14 @@ impl<R: Reporter> Tracker<R> {
     pub async fn fail(&mut self, phase: Phase, err: &EngineError) {
         let invalid_input = matches!(err, EngineError::Invalid(_));
         self.status.phase = Phase::Failed;
-        self.status.last_error =
-            Some(LastError { phase, message: err.to_string(), sqlstate: err.sqlstate(), invalid_input });
+        self.status.failures += 1;
+        self.status.last_error = Some(LastError {
+            phase,
+            message: err.to_string(),
+            sqlstate: err.sqlstate(),
+            invalid_input,
+            at: Some(now()),
+        });
         refresh_conditions(&mut self.status, false, &now());
         if let Err(e) = self.checkpoint(true).await {
             tracing::error!(error = %e, "could not save the failure");

@@ -284,3 +284,6 @@ pub fn run_migration(manifest: &Manifest, url: &str, extra: &[&str], env: &[(&st
 pub fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
+
+pub mod fake_api;
+pub mod operator;

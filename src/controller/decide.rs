@@ -1,0 +1,200 @@
+//! What a reconciliation should do, from the spec, the freshest status and
+//! the state of the migration's engine task. Pure.
+
+use std::time::Duration;
+
+use crate::api::{Approval, IdentityMigrationSpec, IdentityMigrationStatus, Phase};
+use crate::engine::phase::may_own_shadow;
+use crate::engine::validate::{InvalidInput, TargetSource, validate_spec};
+
+/// The engine task of one migration, as the supervisor sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    None,
+    /// Running, started for this `metadata.generation`.
+    Running {
+        generation: i64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Run the engine.
+    Start,
+    /// The spec changed under a running engine: stop it at its next checkpoint;
+    /// it starts again with the new spec.
+    Restart,
+    /// Pause the running engine at its next checkpoint (`spec.suspend`).
+    Suspend,
+    /// The engine is running; look again later.
+    Wait,
+    /// Nothing to do until the spec changes (completed, suspended, awaiting approval).
+    Idle,
+    /// A failed migration retries after this long.
+    RetryAfter(Duration),
+    /// The spec is invalid: record it, and wait for a new spec.
+    Reject(InvalidInput),
+}
+
+/// Retries of a failed migration back off from this ...
+pub const RETRY_BASE: Duration = Duration::from_secs(15);
+/// ... up to this.
+pub const RETRY_CAP: Duration = Duration::from_secs(600);
+/// Bad input is checked again this often even without a spec change (a table
+/// or Secret may have been created meanwhile).
+pub const RECHECK_INVALID: Duration = Duration::from_secs(300);
+
+/// The wait before retry number `failures` (1 for the first).
+pub fn retry_delay(failures: i64) -> Duration {
+    let exp = failures.clamp(1, 16) as u32 - 1;
+    RETRY_BASE.saturating_mul(2u32.saturating_pow(exp)).min(RETRY_CAP)
+}
+
+/// `failed_for`: how long ago the last failure was recorded.
+pub fn decide(
+    spec: &IdentityMigrationSpec,
+    status: &IdentityMigrationStatus,
+    generation: i64,
+    task: Task,
+    failed_for: Duration,
+) -> Decision {
+    if let Err(invalid) = validate_spec(spec, TargetSource::Spec) {
+        return match task {
+            Task::Running { .. } => Decision::Restart,
+            Task::None => Decision::Reject(invalid),
+        };
+    }
+    if let Task::Running { generation: started } = task {
+        return if spec.suspend {
+            Decision::Suspend
+        } else if started != generation {
+            Decision::Restart
+        } else {
+            Decision::Wait
+        };
+    }
+    let spec_changed = status.observed_generation.is_some_and(|g| g != generation);
+    match status.phase {
+        Phase::Completed | Phase::RolledBack => Decision::Idle,
+        _ if spec.suspend => Decision::Idle,
+        Phase::AwaitingCutover if spec.cutover.approval == Approval::Manual && !spec.cutover.approved => Decision::Idle,
+        Phase::Failed if !spec_changed => {
+            let invalid = status.last_error.as_ref().is_some_and(|e| e.invalid_input);
+            let wait = if invalid { RECHECK_INVALID } else { retry_delay(status.failures) };
+            match wait.checked_sub(failed_for) {
+                Some(left) if !left.is_zero() => Decision::RetryAfter(left),
+                _ => Decision::Start,
+            }
+        }
+        _ => Decision::Start,
+    }
+}
+
+/// What deleting the resource must clean up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cleanup {
+    /// Nothing was created, or the migration completed: user data stays.
+    Nothing,
+    /// An unfinished shadow table may exist and is dropped.
+    DropShadow,
+}
+
+pub fn cleanup_for(status: &IdentityMigrationStatus) -> Cleanup {
+    let phase = match status.phase {
+        Phase::Failed => status.last_error.as_ref().map_or(Phase::Pending, |e| e.phase),
+        phase => phase,
+    };
+    // Swapping is included: a deletion inside the window puts the original back first.
+    if may_own_shadow(phase) || phase == Phase::Swapping { Cleanup::DropShadow } else { Cleanup::Nothing }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::LastError;
+    use crate::engine::testing::spec_for;
+
+    fn status(phase: Phase) -> IdentityMigrationStatus {
+        IdentityMigrationStatus { phase, observed_generation: Some(1), ..Default::default() }
+    }
+
+    fn failed(invalid_input: bool, failures: i64) -> IdentityMigrationStatus {
+        IdentityMigrationStatus {
+            failures,
+            last_error: Some(LastError { phase: Phase::Copying, invalid_input, ..Default::default() }),
+            ..status(Phase::Failed)
+        }
+    }
+
+    const NOW: Duration = Duration::ZERO;
+
+    #[test]
+    fn new_and_unfinished_migrations_start_and_running_ones_are_left_alone() {
+        let spec = spec_for("t");
+        assert_eq!(decide(&spec, &IdentityMigrationStatus::default(), 1, Task::None, NOW), Decision::Start);
+        assert_eq!(decide(&spec, &status(Phase::Copying), 1, Task::None, NOW), Decision::Start);
+        assert_eq!(decide(&spec, &status(Phase::Copying), 1, Task::Running { generation: 1 }, NOW), Decision::Wait);
+        assert_eq!(decide(&spec, &status(Phase::Completed), 1, Task::None, NOW), Decision::Idle);
+    }
+
+    #[test]
+    fn spec_changes_restart_the_engine_and_suspend_pauses_it() {
+        let mut spec = spec_for("t");
+        spec.copy.max_rows_per_second = 1000;
+        assert_eq!(decide(&spec, &status(Phase::Copying), 2, Task::Running { generation: 1 }, NOW), Decision::Restart);
+        spec.suspend = true;
+        assert_eq!(decide(&spec, &status(Phase::Copying), 2, Task::Running { generation: 1 }, NOW), Decision::Suspend);
+        assert_eq!(decide(&spec, &status(Phase::Copying), 2, Task::None, NOW), Decision::Idle);
+        spec.suspend = false;
+        assert_eq!(decide(&spec, &status(Phase::Copying), 3, Task::None, NOW), Decision::Start, "resumed");
+    }
+
+    #[test]
+    fn manual_cutover_waits_for_approval() {
+        let mut spec = spec_for("t");
+        spec.cutover.approval = Approval::Manual;
+        assert_eq!(decide(&spec, &status(Phase::AwaitingCutover), 1, Task::None, NOW), Decision::Idle);
+        spec.cutover.approved = true;
+        assert_eq!(decide(&spec, &status(Phase::AwaitingCutover), 2, Task::None, NOW), Decision::Start);
+    }
+
+    #[test]
+    fn failures_back_off_and_bad_input_waits_for_a_new_spec() {
+        let spec = spec_for("t");
+        assert_eq!(retry_delay(1), Duration::from_secs(15));
+        assert_eq!(retry_delay(3), Duration::from_secs(60));
+        assert_eq!(retry_delay(40), RETRY_CAP);
+        assert_eq!(
+            decide(&spec, &failed(false, 2), 1, Task::None, Duration::from_secs(10)),
+            Decision::RetryAfter(Duration::from_secs(20))
+        );
+        assert_eq!(decide(&spec, &failed(false, 2), 1, Task::None, Duration::from_secs(30)), Decision::Start);
+        assert_eq!(
+            decide(&spec, &failed(true, 1), 1, Task::None, Duration::from_secs(60)),
+            Decision::RetryAfter(Duration::from_secs(240))
+        );
+        assert_eq!(decide(&spec, &failed(true, 1), 2, Task::None, NOW), Decision::Start, "a new spec is tried at once");
+    }
+
+    #[test]
+    fn an_invalid_spec_is_rejected_and_stops_a_running_engine() {
+        let mut spec = spec_for("t");
+        spec.identity.cache = 1000;
+        match decide(&spec, &status(Phase::Pending), 1, Task::None, NOW) {
+            Decision::Reject(invalid) => assert_eq!(invalid.0[0].field, "spec.identity.cache"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(decide(&spec, &status(Phase::Copying), 2, Task::Running { generation: 1 }, NOW), Decision::Restart);
+    }
+
+    #[test]
+    fn deletion_drops_only_an_unfinished_shadow() {
+        assert_eq!(cleanup_for(&status(Phase::Copying)), Cleanup::DropShadow);
+        assert_eq!(cleanup_for(&status(Phase::AwaitingCutover)), Cleanup::DropShadow);
+        assert_eq!(cleanup_for(&status(Phase::Swapping)), Cleanup::DropShadow);
+        assert_eq!(cleanup_for(&failed(false, 1)), Cleanup::DropShadow, "failed while copying");
+        assert_eq!(cleanup_for(&status(Phase::Completed)), Cleanup::Nothing);
+        assert_eq!(cleanup_for(&status(Phase::Validating)), Cleanup::Nothing);
+        assert_eq!(cleanup_for(&IdentityMigrationStatus::default()), Cleanup::Nothing);
+    }
+}

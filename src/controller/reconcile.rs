@@ -1,0 +1,248 @@
+//! Reconciliation of one IdentityMigration: the finalizer splits its life into
+//! apply and cleanup; apply asks [`decide`] what to do and does it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::runtime::controller::Action;
+use kube::runtime::events::Recorder;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Api, Client, Resource, ResourceExt};
+use tracing::Instrument;
+
+use super::decide::{Cleanup, Decision, cleanup_for, decide};
+use super::reporter::{KubeReporter, publish, write_status};
+use super::supervisor::{Key, Supervisor};
+use super::target::{TargetError, connector_for};
+use crate::api::conditions::refresh_conditions;
+use crate::api::{IdentityMigration, IdentityMigrationStatus, LastError, Phase};
+use crate::db::{RetryCounter, RetryPolicy};
+use crate::engine::teardown::drop_unfinished_shadow;
+use crate::engine::tracker::now;
+use crate::engine::validate::{InvalidInput, TargetSource, validate_spec};
+use crate::engine::{Directive, Job, Migration};
+use crate::metrics::Metrics;
+
+pub const FINALIZER: &str = "migrations.dsql.dev/shadow-cleanup";
+
+/// How often a migration with a running engine is looked at: when the engine
+/// stops (approval needed, failure, spec change) the next step follows within
+/// this. Costs no API call while the engine runs.
+pub const WATCH_RUNNING: Duration = Duration::from_secs(2);
+
+/// What every reconciliation shares.
+pub struct Context {
+    pub client: Client,
+    pub supervisor: Supervisor,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    /// `application_name` of this instance's database connections.
+    pub application_name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("writing status: {0}")]
+    Status(#[source] kube::Error),
+    #[error("{0}")]
+    Target(#[from] TargetError),
+    #[error("cleanup: {0}")]
+    Cleanup(String),
+}
+
+impl Error {
+    /// The label of `identity_migrator_reconcile_errors_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Finalizer(_) => "Finalizer",
+            Error::Status(_) => "Status",
+            Error::Target(_) => "Target",
+            Error::Cleanup(_) => "Cleanup",
+        }
+    }
+}
+
+fn key_of(obj: &IdentityMigration) -> Key {
+    (obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+pub async fn reconcile(obj: Arc<IdentityMigration>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let (namespace, name) = key_of(&obj);
+    let span = tracing::info_span!("reconcile", namespace = %namespace, name = %name);
+    let started = Instant::now();
+    let api: Api<IdentityMigration> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            Finalizer::Apply(obj) => apply(obj, &ctx).await,
+            Finalizer::Cleanup(obj) => cleanup(obj, &ctx).await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.observe_reconcile(started.elapsed(), result.as_ref().err().map(Error::metric_label));
+    ctx.metrics.running_migrations.set(ctx.supervisor.running_count() as i64);
+    result
+}
+
+pub fn error_policy(obj: Arc<IdentityMigration>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(namespace = obj.namespace().as_deref(), name = %obj.name_any(), error = %error, "reconcile failed");
+    Action::requeue(Duration::from_secs(15))
+}
+
+/// The status a decision is made on: what the last task of this instance left
+/// (a watch event may not have delivered it yet), else the object's.
+fn freshest_status(obj: &IdentityMigration, ctx: &Context) -> IdentityMigrationStatus {
+    match ctx.supervisor.last_status(&key_of(obj)) {
+        Some((_, status)) => status,
+        None => obj.status.clone().unwrap_or_default(),
+    }
+}
+
+fn failed_for(status: &IdentityMigrationStatus) -> Duration {
+    let at = status.last_error.as_ref().and_then(|e| e.at.as_ref());
+    at.map_or(Duration::MAX, |t| jiff::Timestamp::now().duration_since(t.0).try_into().unwrap_or(Duration::ZERO))
+}
+
+async fn apply(obj: Arc<IdentityMigration>, ctx: &Context) -> Result<Action, Error> {
+    let key = key_of(&obj);
+    let generation = obj.metadata.generation.unwrap_or(0);
+    let status = freshest_status(&obj, ctx);
+    let decision = decide(&obj.spec, &status, generation, ctx.supervisor.task(&key), failed_for(&status));
+    tracing::debug!(?decision, phase = %status.phase, "decided");
+    match decision {
+        Decision::Start => {
+            start(obj, status, ctx).await?;
+            Ok(Action::requeue(WATCH_RUNNING))
+        }
+        Decision::Restart => {
+            ctx.supervisor.direct(&key, Directive::Stop);
+            Ok(Action::requeue(WATCH_RUNNING))
+        }
+        Decision::Suspend => {
+            ctx.supervisor.direct(&key, Directive::Suspend);
+            Ok(Action::await_change())
+        }
+        Decision::Wait => Ok(Action::requeue(WATCH_RUNNING)),
+        Decision::RetryAfter(delay) => Ok(Action::requeue(delay)),
+        Decision::Idle => {
+            settle(&obj, status, ctx).await?;
+            Ok(Action::await_change())
+        }
+        Decision::Reject(invalid) => {
+            reject(&obj, status, ctx, invalid.to_string()).await?;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Keeps the status of an idle migration true to its spec (suspended or not,
+/// the generation observed) without rewriting it when nothing changed.
+async fn settle(obj: &IdentityMigration, mut status: IdentityMigrationStatus, ctx: &Context) -> Result<(), Error> {
+    let before = status.clone();
+    status.observed_generation = obj.metadata.generation;
+    let suspended = obj.spec.suspend && !status.phase.is_terminal();
+    refresh_conditions(&mut status, suspended, &now());
+    if same_ignoring_time(&before, &status) {
+        return Ok(());
+    }
+    let api: Api<IdentityMigration> = Api::namespaced(ctx.client.clone(), &key_of(obj).0);
+    write_status(&api, &obj.name_any(), &status).await.map_err(Error::Status)
+}
+
+fn same_ignoring_time(a: &IdentityMigrationStatus, b: &IdentityMigrationStatus) -> bool {
+    let strip = |s: &IdentityMigrationStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    strip(a) == strip(b)
+}
+
+/// Records bad input (Failed, Degraded, an Event) once per spec generation.
+async fn reject(
+    obj: &IdentityMigration,
+    status: IdentityMigrationStatus,
+    ctx: &Context,
+    message: String,
+) -> Result<(), Error> {
+    let already = status.phase == Phase::Failed
+        && status.observed_generation == obj.metadata.generation
+        && status.last_error.as_ref().is_some_and(|e| e.invalid_input && e.message == message);
+    if already {
+        return Ok(());
+    }
+    let mut status = status;
+    let phase = match status.phase {
+        Phase::Failed | Phase::Pending => Phase::Validating,
+        phase => phase,
+    };
+    status.phase = Phase::Failed;
+    status.observed_generation = obj.metadata.generation;
+    status.last_error =
+        Some(LastError { phase, message: message.clone(), sqlstate: None, invalid_input: true, at: Some(now()) });
+    refresh_conditions(&mut status, false, &now());
+    let api: Api<IdentityMigration> = Api::namespaced(ctx.client.clone(), &key_of(obj).0);
+    write_status(&api, &obj.name_any(), &status).await.map_err(Error::Status)?;
+    publish(&ctx.recorder, &obj.object_ref(&()), true, "InvalidSpec", message).await;
+    Ok(())
+}
+
+/// Starts the engine for `obj` from `status`.
+async fn start(obj: Arc<IdentityMigration>, mut status: IdentityMigrationStatus, ctx: &Context) -> Result<(), Error> {
+    let key = key_of(&obj);
+    let settings = match validate_spec(&obj.spec, TargetSource::Spec) {
+        Ok(settings) => settings,
+        Err(invalid) => return reject(&obj, status, ctx, invalid.to_string()).await,
+    };
+    let connector = match connector_for(&ctx.client, &key.0, &obj.spec, &ctx.application_name).await {
+        Ok(connector) => connector,
+        Err(TargetError::Invalid(message)) => return reject(&obj, status, ctx, message).await,
+        Err(e) => return Err(e.into()),
+    };
+    let generation = obj.metadata.generation.unwrap_or(0);
+    status.observed_generation = Some(generation);
+    let job = Job {
+        settings,
+        dialect: connector.dialect(),
+        connector: Arc::new(connector),
+        retry_policy: RetryPolicy::default(),
+        retries: Arc::new(RetryCounter::default()),
+        approved: obj.spec.cutover.approved,
+    };
+    let api: Api<IdentityMigration> = Api::namespaced(ctx.client.clone(), &key.0);
+    let reporter = KubeReporter::new(api, &obj, ctx.recorder.clone(), ctx.metrics.clone());
+    let span = tracing::info_span!("migration", namespace = %key.0, name = %key.1);
+    tracing::info!(parent: &span, phase = %status.phase, generation, "starting the engine");
+    ctx.supervisor.start(key, generation, move |control| {
+        async move {
+            let (outcome, status, _) = Migration::new(job, Some(status), reporter, control).run().await;
+            tracing::info!(?outcome, phase = %status.phase, "engine stopped");
+            (outcome, status)
+        }
+        .instrument(span)
+    });
+    Ok(())
+}
+
+async fn cleanup(obj: Arc<IdentityMigration>, ctx: &Context) -> Result<Action, Error> {
+    let key = key_of(&obj);
+    ctx.supervisor.stop(&key).await;
+    let status = freshest_status(&obj, ctx);
+    if cleanup_for(&status) == Cleanup::DropShadow {
+        let settings =
+            validate_spec(&obj.spec, TargetSource::Spec).map_err(|e: InvalidInput| Error::Cleanup(e.to_string()))?;
+        let connector = connector_for(&ctx.client, &key.0, &obj.spec, &ctx.application_name).await?;
+        let dropped = drop_unfinished_shadow(connector, settings).await.map_err(|e| Error::Cleanup(e.to_string()))?;
+        if let Some(what) = dropped {
+            publish(&ctx.recorder, &obj.object_ref(&()), false, "ShadowDropped", what).await;
+        }
+    }
+    ctx.supervisor.forget(&key);
+    tracing::info!(namespace = %key.0, name = %key.1, phase = %status.phase, "deleted; user data left in place");
+    Ok(Action::await_change())
+}
