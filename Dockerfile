@@ -1,0 +1,15 @@
+# syntax=docker/dockerfile:1
+# The operator image: a static-enough release binary on distroless, non-root.
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked --bin identity-migrator
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/identity-migrator /usr/local/bin/identity-migrator
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/identity-migrator"]
+CMD ["controller"]
