@@ -71,14 +71,10 @@ pub fn desired_conditions(status: &IdentityMigrationStatus, suspended: bool) -> 
                 }
                 _ => format!("{phase}"),
             };
-            let degraded = match &status.last_error {
-                Some(e) => desired(DEGRADED, true, "Retrying", format!("{} will be retried: {}", e.phase, e.message)),
-                None => desired(DEGRADED, false, phase.as_str(), "no problems"),
-            };
             [
                 desired(READY, false, phase.as_str(), "the migration is in progress"),
                 desired(PROGRESSING, true, phase.as_str(), message),
-                degraded,
+                desired(DEGRADED, false, phase.as_str(), "no problems"),
             ]
         }
     }
