@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::json;
 use support::fake_api::FakeApi;
 use support::operator::{
-    NS, Operator, condition, create_migration, create_url_secret, delete, patch_spec, phase, wait_for,
+    NS, Operator, condition, create_migration, create_url_secret, create_workload, delete, patch_spec, phase, wait_for,
+    workload_replicas,
 };
 use support::{PostTag, TestDb};
 
@@ -240,4 +241,44 @@ async fn two_instances_share_one_lease_and_only_the_holder_touches_the_database(
     follower.shutdown().await;
     assert_eq!(db.fingerprint("public.post_tag", "id").await, before);
     assert!(done["status"]["progress"]["rowsRecopied"].as_i64().unwrap() <= 2 * 500);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quiesced_workloads_are_scaled_to_zero_for_the_window_and_restored_across_a_restart() {
+    let (db, api, before) = setup("ctl_quiesce", 5_000).await;
+    create_workload(&api, "Deployment", "blog-api", 3).await;
+    create_workload(&api, "StatefulSet", "blog-worker", 2).await;
+    // Pods take their time to stop: the engine waits in the scale-down.
+    api.set_scaling_frozen(true);
+    let a = Operator::start(&api, "pod-a");
+    let quiesce = json!({"cutover": {"quiesce": [{"kind": "Deployment", "name": "blog-api"}, {"kind": "StatefulSet", "name": "blog-worker"}]}});
+    create_migration(&api, "post-tag", "post_tag", quiesce).await;
+    let saved = wait_for(&api, "post-tag", 60, "saved replica counts", |o| {
+        o["status"]["cutover"]["savedReplicas"].as_array().is_some_and(|s| s.len() == 2)
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while workload_replicas(&api, "statefulsets", "blog-worker").0 != 0 {
+        assert!(std::time::Instant::now() < deadline, "not scaled down");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(workload_replicas(&api, "deployments", "blog-api").0, 0);
+    assert_eq!(saved["status"]["cutover"]["savedReplicas"][0]["replicas"], 3);
+    a.crash().await;
+    assert!(
+        db.exists("public", "post_tag").await && !db.exists("public", "post_tag_old").await,
+        "the window waits for the pods"
+    );
+
+    // The pods stop; a new instance finishes the cut-over and restores the saved counts.
+    api.set_scaling_frozen(false);
+    let b = Operator::start(&api, "pod-b");
+    let done = wait_for(&api, "post-tag", 60, "Completed", |o| phase(o) == "Completed").await;
+    b.shutdown().await;
+    assert_eq!(workload_replicas(&api, "deployments", "blog-api"), (3, 3));
+    assert_eq!(workload_replicas(&api, "statefulsets", "blog-worker"), (2, 2));
+    assert!(done["status"]["cutover"]["savedReplicas"].is_null(), "the saved counts are forgotten once restored");
+    assert_eq!(db.fingerprint("public.post_tag", "id").await, before);
+    let reasons: Vec<String> = api.events_for(NS, "post-tag").into_iter().map(|(_, r, _)| r).collect();
+    assert!(reasons.contains(&"Quiesced".to_string()) && reasons.contains(&"Restored".to_string()), "{reasons:?}");
 }

@@ -71,10 +71,24 @@ pub fn desired_conditions(status: &IdentityMigrationStatus, suspended: bool) -> 
                 }
                 _ => format!("{phase}"),
             };
+            let still_changing = status.verification.as_ref().map(|v| v.unresolved.as_slice()).unwrap_or_default();
+            let degraded = if still_changing.is_empty() {
+                desired(DEGRADED, false, phase.as_str(), "no problems")
+            } else {
+                let ranges = still_changing.join(", ");
+                desired(
+                    DEGRADED,
+                    true,
+                    "StillChanging",
+                    format!(
+                        "rows in id ranges {ranges} changed during every verification pass; the cut-over window will sync them"
+                    ),
+                )
+            };
             [
                 desired(READY, false, phase.as_str(), "the migration is in progress"),
                 desired(PROGRESSING, true, phase.as_str(), message),
-                desired(DEGRADED, false, phase.as_str(), "no problems"),
+                degraded,
             ]
         }
     }
@@ -174,6 +188,17 @@ mod tests {
         assert!(degraded.status);
         assert_eq!(degraded.reason, "InvalidSpec");
         assert!(degraded.message.contains("nope"));
+    }
+
+    #[test]
+    fn ranges_that_never_settle_are_degraded_and_named() {
+        let mut s = IdentityMigrationStatus { phase: Phase::Swapping, ..Default::default() };
+        s.verification = Some(crate::api::Verification { unresolved: vec!["1-20000".into()], ..Default::default() });
+        let [_, progressing, degraded] = desired_conditions(&s, false);
+        assert!(progressing.status, "still progressing");
+        assert!(degraded.status);
+        assert_eq!(degraded.reason, "StillChanging");
+        assert!(degraded.message.contains("1-20000"));
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub async fn plan(args: PlanArgs) -> Result<(), Failure> {
         retry_policy: RetryPolicy::default(),
         retries: Arc::new(RetryCounter::default()),
         approved: false,
+        workloads: None,
     };
     let surveyed = survey(&job).await.map_err(Failure::from_engine)?;
     let s = &job.settings;

@@ -34,6 +34,12 @@ pub struct RunArgs {
 
 pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let (manifest, settings) = load_settings(&args.file, args.database_url.is_some())?;
+    if !manifest.spec.cutover.quiesce.is_empty() {
+        return Err(Failure::Input(
+            "spec.cutover.quiesce: scaling workloads needs the operator (the Kubernetes API); remove it to run from a terminal"
+                .into(),
+        ));
+    }
     let connector = connector_for(&manifest.spec, args.database_url.as_deref(), args.ca_file.as_deref())?;
     let key = MigrationKey {
         database: connector.identity(),
@@ -57,6 +63,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         retry_policy: RetryPolicy::default(),
         retries: Arc::new(RetryCounter::default()),
         approved: args.approve_cutover || manifest.spec.cutover.approved,
+        workloads: None,
     };
     let (control_tx, control) = tokio::sync::watch::channel(Directive::Run);
     tokio::spawn(async move {
@@ -82,6 +89,14 @@ fn report(outcome: &Outcome, status: &IdentityMigrationStatus, store: &FileStore
             let rows = status.verification.as_ref().map_or(0, |v| v.source_rows);
             println!("Completed: {rows} rows verified; the next generated id is {next}; cut-over window {window}.");
             println!("The original rows are kept in {table}. State: {}", store.path().display());
+            Ok(())
+        }
+        Outcome::RolledBack => {
+            println!(
+                "Rolled back: the original table has its name again; the new table waits as {}.",
+                status.plan.as_ref().map(|p| p.shadow_table.as_str()).unwrap_or("the shadow table")
+            );
+            println!("Set spec.rollback to false and run again to roll forward.");
             Ok(())
         }
         Outcome::AwaitingApproval => {

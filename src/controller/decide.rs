@@ -75,6 +75,9 @@ pub fn decide(
     }
     let spec_changed = status.observed_generation.is_some_and(|g| g != generation);
     match status.phase {
+        // spec.rollback turns a completed migration back; clearing it rolls forward.
+        Phase::Completed if spec.rollback => Decision::Start,
+        Phase::RolledBack if !spec.rollback => Decision::Start,
         Phase::Completed | Phase::RolledBack => Decision::Idle,
         _ if spec.suspend => Decision::Idle,
         Phase::AwaitingCutover if spec.cutover.approval == Approval::Manual && !spec.cutover.approved => Decision::Idle,
@@ -147,6 +150,17 @@ mod tests {
         assert_eq!(decide(&spec, &status(Phase::Copying), 2, Task::None, NOW), Decision::Idle);
         spec.suspend = false;
         assert_eq!(decide(&spec, &status(Phase::Copying), 3, Task::None, NOW), Decision::Start, "resumed");
+    }
+
+    #[test]
+    fn rollback_and_roll_forward_start_the_engine() {
+        let mut spec = spec_for("t");
+        spec.rollback = true;
+        assert_eq!(decide(&spec, &status(Phase::Completed), 2, Task::None, NOW), Decision::Start);
+        assert_eq!(decide(&spec, &status(Phase::RolledBack), 2, Task::None, NOW), Decision::Idle);
+        spec.rollback = false;
+        assert_eq!(decide(&spec, &status(Phase::RolledBack), 3, Task::None, NOW), Decision::Start);
+        assert_eq!(cleanup_for(&status(Phase::RolledBack)), Cleanup::Nothing, "both tables are user data");
     }
 
     #[test]

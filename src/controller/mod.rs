@@ -8,6 +8,7 @@ pub mod reconcile;
 pub mod reporter;
 pub mod supervisor;
 pub mod target;
+pub mod workloads;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -14,6 +14,7 @@ use super::decide::{Cleanup, Decision, cleanup_for, decide};
 use super::reporter::{KubeReporter, publish, write_status};
 use super::supervisor::{Key, Supervisor};
 use super::target::{TargetError, connector_for};
+use super::workloads::KubeWorkloads;
 use crate::api::conditions::refresh_conditions;
 use crate::api::{IdentityMigration, IdentityMigrationStatus, LastError, Phase};
 use crate::db::{RetryCounter, RetryPolicy};
@@ -213,6 +214,7 @@ async fn start(obj: Arc<IdentityMigration>, mut status: IdentityMigrationStatus,
         retry_policy: RetryPolicy::default(),
         retries: Arc::new(RetryCounter::default()),
         approved: obj.spec.cutover.approved,
+        workloads: Some(Arc::new(KubeWorkloads { client: ctx.client.clone(), namespace: key.0.clone() })),
     };
     let api: Api<IdentityMigration> = Api::namespaced(ctx.client.clone(), &key.0);
     let reporter = KubeReporter::new(api, &obj, ctx.recorder.clone(), ctx.metrics.clone());

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::quiesce::Workloads;
 use super::shape::TableShape;
 use super::sql::{Dialect, RowStatements, TableName};
 use super::validate::{InvalidInput, Settings};
@@ -18,6 +19,8 @@ pub struct Job {
     pub retries: Arc<RetryCounter>,
     /// `spec.cutover.approved` (or `run --approve-cutover`).
     pub approved: bool,
+    /// How to quiesce workloads; only the operator has it.
+    pub workloads: Option<Arc<dyn Workloads>>,
 }
 
 impl Job {
@@ -54,6 +57,8 @@ pub fn always_run() -> (watch::Sender<Directive>, Control) {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Completed,
+    /// `spec.rollback`: the old table has the name again.
+    RolledBack,
     /// Verified and waiting in AwaitingCutover for approval.
     AwaitingApproval,
     Suspended,

@@ -11,6 +11,8 @@ pub mod migration;
 pub mod phase;
 pub mod plan;
 pub mod progress;
+pub mod quiesce;
+pub mod rollback;
 pub mod script;
 pub mod shadow;
 pub mod shape;
@@ -20,6 +22,7 @@ pub mod survey;
 pub mod swap;
 pub mod teardown;
 pub mod tracker;
+pub mod tracking;
 pub mod validate;
 pub mod verify;
 

@@ -43,16 +43,30 @@ pub fn may_proceed(phase: Phase, gate: Gate) -> bool {
 
 /// The phase a (re)started engine runs first. A failed migration retries the
 /// phase that failed: every phase is idempotent and checks the catalog first.
-/// A failure in validation starts over from Validating.
-pub fn resume_phase(status: &IdentityMigrationStatus) -> Phase {
+/// A failure in validation starts over from Validating. `rollback` is
+/// `spec.rollback`: it turns a completed migration back, and clearing it
+/// rolls a rolled-back one forward again.
+pub fn resume_phase(status: &IdentityMigrationStatus, rollback: bool) -> Phase {
     match status.phase {
         Phase::Pending => Phase::Validating,
         Phase::Failed => match status.last_error.as_ref().map(|e| e.phase) {
             None | Some(Phase::Pending | Phase::Failed) => Phase::Validating,
             Some(phase) => phase,
         },
+        Phase::Completed if rollback => Phase::RollingBack,
+        Phase::RolledBack if !rollback => Phase::Swapping,
         phase => phase,
     }
+}
+
+/// Whether `spec.rollback` may apply to a migration in `phase`: only one that
+/// completed its cut-over (or is rolling back) has an old table to return to.
+pub fn rollback_allowed(status: &IdentityMigrationStatus) -> bool {
+    let phase = match status.phase {
+        Phase::Failed => status.last_error.as_ref().map_or(Phase::Pending, |e| e.phase),
+        phase => phase,
+    };
+    matches!(phase, Phase::Completed | Phase::RollingBack | Phase::RolledBack)
 }
 
 /// Phases that have created the shadow table or may have: deleting an
@@ -147,13 +161,33 @@ mod tests {
     #[test]
     fn a_failed_migration_resumes_in_the_phase_that_failed() {
         let mut status = IdentityMigrationStatus { phase: Phase::Failed, ..Default::default() };
-        assert_eq!(resume_phase(&status), Phase::Validating);
+        assert_eq!(resume_phase(&status, false), Phase::Validating);
         status.last_error = Some(LastError { phase: Phase::Copying, message: "x".into(), ..Default::default() });
-        assert_eq!(resume_phase(&status), Phase::Copying);
+        assert_eq!(resume_phase(&status, false), Phase::Copying);
         status.phase = Phase::Verifying;
-        assert_eq!(resume_phase(&status), Phase::Verifying);
+        assert_eq!(resume_phase(&status, false), Phase::Verifying);
         status.phase = Phase::Pending;
-        assert_eq!(resume_phase(&status), Phase::Validating);
+        assert_eq!(resume_phase(&status, false), Phase::Validating);
+    }
+
+    #[test]
+    fn rollback_turns_a_completed_migration_back_and_clearing_it_rolls_forward() {
+        let done = IdentityMigrationStatus { phase: Phase::Completed, ..Default::default() };
+        assert_eq!(resume_phase(&done, false), Phase::Completed);
+        assert_eq!(resume_phase(&done, true), Phase::RollingBack);
+        let back = IdentityMigrationStatus { phase: Phase::RolledBack, ..Default::default() };
+        assert_eq!(resume_phase(&back, true), Phase::RolledBack);
+        assert_eq!(resume_phase(&back, false), Phase::Swapping, "rolled forward by a new swap");
+        assert!(rollback_allowed(&done) && rollback_allowed(&back));
+        let copying = IdentityMigrationStatus { phase: Phase::Copying, ..Default::default() };
+        assert!(!rollback_allowed(&copying));
+        let failed_back = IdentityMigrationStatus {
+            phase: Phase::Failed,
+            last_error: Some(LastError { phase: Phase::RollingBack, ..Default::default() }),
+            ..Default::default()
+        };
+        assert!(rollback_allowed(&failed_back));
+        assert_eq!(resume_phase(&failed_back, true), Phase::RollingBack);
     }
 
     #[test]

@@ -141,6 +141,12 @@ pub struct RowStatements {
     pub chunk_end: String,
     /// `(min(id), max(id))` of the source.
     pub source_extent: String,
+    /// `(bucket, rows, checksum)` of the source in `[$1, $2]`, ids grouped in
+    /// buckets of `$4` ids counted from `$3`: where in a chunk rows differ.
+    pub source_buckets: String,
+    pub target_buckets: String,
+    /// `(min(id), max(id))` of source and target together in `[$1, $2]`.
+    pub extent_in: String,
 }
 
 impl RowStatements {
@@ -169,6 +175,12 @@ impl RowStatements {
                  FROM {table} r WHERE r.{id_q} >= $1::bigint AND r.{id_q} <= $2::bigint"
             )
         };
+        let buckets = |table: &TableName| {
+            format!(
+                "SELECT ((r.{id_q} - $3::bigint) / $4::bigint)::bigint AS bucket, count(*)::bigint, {checksum} \
+                 FROM {table} r WHERE r.{id_q} >= $1::bigint AND r.{id_q} <= $2::bigint GROUP BY 1"
+            )
+        };
         Self {
             copy_batch: format!(
                 "INSERT INTO {target} ({cols}) SELECT {src_cols} FROM {source} s \
@@ -185,6 +197,13 @@ impl RowStatements {
             ),
             source_summary: summary(source),
             target_summary: summary(target),
+            source_buckets: buckets(source),
+            target_buckets: buckets(target),
+            extent_in: format!(
+                "SELECT min(x.id), max(x.id) FROM (SELECT {id_q}::bigint AS id FROM {source} \
+                 WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint UNION ALL SELECT {id_q}::bigint FROM {target} \
+                 WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint) x"
+            ),
             delete_stale: format!(
                 "DELETE FROM {target} WHERE {id_q} IN (SELECT t.{id_q} FROM {target} t \
                  WHERE t.{id_q} >= $1::bigint AND t.{id_q} <= $2::bigint AND NOT EXISTS \

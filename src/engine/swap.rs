@@ -11,12 +11,14 @@ use super::failpoint;
 use super::job::{EngineError, Flow, Job, always_run};
 use super::phase::{Names, SwapState, swap_state};
 use super::plan::auto_batch_rows;
+use super::quiesce::{restore, save_replicas, scale_down};
 use super::shadow::first_value;
 use super::shape::TableShape;
 use super::sql::{TableName, drop_table, ident, rename_table, restart_identity, set_generated_always, setval_identity};
 use super::store::Reporter;
 use super::tracker::{Tracker, now};
-use super::validate::Settings;
+use super::tracking::{TrackedStatements, sync_tracked};
+use super::validate::{InvalidInput, Settings};
 use super::verify::{Baseline, verify_pass};
 use crate::api::{CutoverStatus, Generation, IdentityStatus};
 use crate::db::{Context, DbError, ErrorClass, Session};
@@ -45,10 +47,12 @@ pub async fn swap<R: Reporter>(
                     // Catch up while the table is still live: the window then
                     // re-reads only the source and copies only recent changes.
                     let statements = Arc::new(job.statements(original, &s.source, &s.shadow));
-                    let (report, fresh) = verify_pass(job, statements, batch, &run, None).await?;
+                    let mark = tracked(job, original, &s.source).map(|t| t.mark);
+                    let (report, fresh) = verify_pass(job, statements, batch, &run, None, mark.as_deref()).await?;
                     tracing::info!(resynced = report.rows_resynced, "caught up before the window");
                     baseline = Some(fresh);
                 }
+                quiesce(job, tracker).await?;
                 tracker.status.cutover.get_or_insert_with(CutoverStatus::default).window_opened_at = Some(now());
                 tracker.checkpoint(true).await?;
                 rename_guarded(&mut session, &s.source, &s.old).await?;
@@ -61,10 +65,12 @@ pub async fn swap<R: Reporter>(
                     if let Err(back) = rename_guarded(&mut session, &s.old, &s.source).await {
                         tracing::error!(error = %back, "could not put the original table back");
                     }
+                    restore_workloads(job, tracker).await?;
                     return Err(e);
                 }
             }
             SwapState::Swapped => {
+                restore_workloads(job, tracker).await?;
                 if !s.retain_old && names.old {
                     let sql = &drop_table(&s.old);
                     session
@@ -128,12 +134,31 @@ async fn finish_window<R: Reporter>(
     let s = &job.settings;
     let (_keep, run) = always_run();
     let statements = Arc::new(job.statements(original, &s.old, &s.shadow));
-    let (sync, _) = verify_pass(job, statements, batch, &run, baseline.as_ref()).await?;
-    if !sync.unresolved.is_empty() {
-        let ranges: Vec<String> = sync.unresolved.iter().map(ToString::to_string).collect();
+    let (unresolved, rows_in_window) = match (tracked(job, original, &s.old), baseline.as_ref()) {
+        // Only rows written since the last pass began, then counts.
+        (Some(t), Some(b)) if b.mark.is_some() => {
+            let mark = b.mark.as_deref().unwrap_or_default();
+            let sync = sync_tracked(job, &t, &statements, mark, b, batch).await?;
+            tracing::info!(
+                rows = sync.rows_recopied,
+                chunks = sync.chunks_resynced.len(),
+                "copied the rows changed since the last pass"
+            );
+            (sync.unresolved, sync.rows_recopied)
+        }
+        _ => {
+            let (sync, _) = verify_pass(job, statements, batch, &run, baseline.as_ref(), None).await?;
+            (sync.unresolved, sync.rows_resynced)
+        }
+    };
+    if !unresolved.is_empty() {
+        let ranges: Vec<String> = unresolved.iter().map(ToString::to_string).collect();
         return Err(EngineError::Check(format!("final sync left id ranges different: {}", ranges.join(", "))));
     }
-    tracker.status.cutover.get_or_insert_with(CutoverStatus::default).rows_in_window = sync.rows_resynced;
+    tracker.status.cutover.get_or_insert_with(CutoverStatus::default).rows_in_window = rows_in_window;
+    if let Some(v) = tracker.status.verification.as_mut() {
+        v.unresolved.clear();
+    }
 
     let identity = restart_identity_after_max(job, session).await?;
     failpoint::hit("swap-identity-restarted");
@@ -260,6 +285,57 @@ async fn read_next_value(job: &Job, session: &mut Session) -> Result<i64, Engine
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Scales `spec.cutover.quiesce` to zero, the counts saved in status first
+/// (kept from an earlier attempt, which may have scaled some already).
+async fn quiesce<R: Reporter>(job: &Job, tracker: &mut Tracker<R>) -> Result<(), EngineError> {
+    let targets = &job.settings.quiesce;
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let workloads = job.workloads.as_deref().ok_or_else(|| {
+        InvalidInput::one("spec.cutover.quiesce", "scaling workloads needs the operator (the Kubernetes API)")
+    })?;
+    let cutover = tracker.status.cutover.get_or_insert_with(CutoverStatus::default);
+    if cutover.saved_replicas.is_empty() {
+        cutover.saved_replicas = save_replicas(workloads, targets).await.map_err(EngineError::Check)?;
+        tracker.checkpoint(true).await?;
+    }
+    if let Err(e) = scale_down(workloads, targets).await {
+        restore_workloads(job, tracker).await?;
+        return Err(EngineError::Check(format!("quiescing spec.cutover.quiesce: {e}")));
+    }
+    let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    tracker.event(false, "Quiesced", format!("scaled to zero for the cut-over: {}", names.join(", "))).await;
+    Ok(())
+}
+
+/// Scales quiesced workloads back to their saved counts, and forgets the counts.
+async fn restore_workloads<R: Reporter>(job: &Job, tracker: &mut Tracker<R>) -> Result<(), EngineError> {
+    let saved = tracker.status.cutover.as_ref().map(|c| c.saved_replicas.clone()).unwrap_or_default();
+    if saved.is_empty() {
+        return Ok(());
+    }
+    let workloads = job.workloads.as_deref().ok_or_else(|| {
+        EngineError::Check(
+            "workloads were quiesced, but this front end cannot scale them back; use the operator".into(),
+        )
+    })?;
+    restore(workloads, &saved).await.map_err(|e| EngineError::Check(format!("restoring quiesced workloads: {e}")))?;
+    if let Some(c) = tracker.status.cutover.as_mut() {
+        c.saved_replicas.clear();
+    }
+    tracker.checkpoint(true).await?;
+    let names: Vec<String> = saved.iter().map(|s| format!("{} to {}", s.name, s.replicas)).collect();
+    tracker.event(false, "Restored", format!("scaled back after the cut-over: {}", names.join(", "))).await;
+    Ok(())
+}
+
+/// The change-tracking statements from `source` into the shadow, when the spec names a column.
+fn tracked(job: &Job, original: &TableShape, source: &TableName) -> Option<TrackedStatements> {
+    let s = &job.settings;
+    s.change_tracking_column.as_deref().map(|tc| TrackedStatements::new(source, &s.shadow, &s.id_column, original, tc))
 }
 
 /// How long a window took, for events.

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::api::{Approval, Generation, IdentityMigrationSpec};
+use crate::api::{Approval, Generation, IdentityMigrationSpec, WorkloadRef};
 
 use super::shape::{ConstraintKind, TableShape, is_integer_type};
 use super::sql::{Dialect, TableName};
@@ -71,6 +71,10 @@ pub struct Settings {
     pub change_tracking_column: Option<String>,
     pub manual_approval: bool,
     pub retain_old: bool,
+    /// `spec.rollback`: return a completed migration to the old table.
+    pub rollback: bool,
+    /// Workloads scaled to zero for the cut-over window.
+    pub quiesce: Vec<WorkloadRef>,
 }
 
 /// Where the migration connects; `run --database-url` replaces the spec's target.
@@ -174,6 +178,8 @@ pub fn validate_spec(spec: &IdentityMigrationSpec, target: TargetSource) -> Resu
         change_tracking_column: spec.copy.change_tracking_column.clone(),
         manual_approval: spec.cutover.approval == Approval::Manual,
         retain_old: spec.old_table.retain,
+        rollback: spec.rollback,
+        quiesce: spec.cutover.quiesce.clone(),
     })
 }
 

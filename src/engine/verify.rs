@@ -21,8 +21,8 @@ use crate::db::{Context, DbError, ErrorClass, Session};
 /// Source rows per verification chunk: each compare reads this many rows from
 /// each table in one statement, far inside DSQL's time and memory limits.
 pub const CHUNK_ROWS: i64 = 20_000;
-/// Verification passes before giving up on a table that keeps changing.
-pub const MAX_PASSES: u32 = 5;
+/// Verification passes before the cut-over takes over a table that keeps changing.
+pub const MAX_PASSES: u32 = 3;
 
 /// An inclusive id range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,8 +69,16 @@ pub struct PassReport {
 }
 
 impl PassReport {
+    /// Nothing differed.
     pub fn clean(&self) -> bool {
         self.complete && self.mismatched.is_empty()
+    }
+
+    /// Every chunk matched, at once or right after its re-sync. On a table
+    /// that keeps being written a pass is rarely clean; in sync is enough
+    /// before the window, which checks again with the table renamed away.
+    pub fn in_sync(&self) -> bool {
+        self.complete && self.unresolved.is_empty()
     }
 }
 
@@ -87,6 +95,9 @@ pub struct Summary {
 pub struct Baseline {
     pub chunks: Vec<(Chunk, Summary)>,
     pub taken: Instant,
+    /// With a change-tracking column: rows written since the pass began have
+    /// the column at or above this (see `tracking`).
+    pub mark: Option<String>,
 }
 
 struct ChunkResult {
@@ -97,15 +108,27 @@ struct ChunkResult {
 }
 
 /// Compares (and re-syncs) every chunk with `parallelism` workers. With a
-/// `baseline` its chunks are reused and only the source side is read.
+/// `baseline` its chunks are reused and only the source side is read. With
+/// `mark_sql` (change tracking) the mark is read before anything else.
 pub async fn verify_pass(
     job: &Arc<Job>,
     statements: Arc<RowStatements>,
     batch_rows: i64,
     control: &Control,
     baseline: Option<&Baseline>,
+    mark_sql: Option<&str>,
 ) -> Result<(PassReport, Baseline), DbError> {
     let taken = Instant::now();
+    let mark = match mark_sql {
+        Some(sql) => Some(
+            job.session()
+                .retry("mark changes", |c| async move {
+                    Ok(c.query_one(sql, &[]).await.ctx("mark changes")?.get::<_, String>(0))
+                })
+                .await?,
+        ),
+        None => None,
+    };
     let work: Vec<(Chunk, Option<Summary>)> = match baseline {
         Some(b) => b.chunks.iter().map(|(c, s)| (*c, Some(s.clone()))).collect(),
         None => cut_chunks(&mut job.session(), &statements).await?.into_iter().map(|c| (c, None)).collect(),
@@ -164,7 +187,7 @@ pub async fn verify_pass(
     report.mismatched.sort_by_key(|c| c.lo);
     report.unresolved.sort_by_key(|c| c.lo);
     summaries.sort_by_key(|(c, _)| c.lo);
-    Ok((report, Baseline { chunks: summaries, taken }))
+    Ok((report, Baseline { chunks: summaries, taken, mark }))
 }
 
 async fn cut_chunks(session: &mut Session, s: &RowStatements) -> Result<Vec<Chunk>, DbError> {
@@ -212,13 +235,82 @@ async fn check_chunk(
         return Ok(ChunkResult { source, target, mismatched: false, resynced: 0 });
     }
     tracing::info!(chunk = %chunk, source_rows = source.rows, shadow_rows = target.rows, "chunk differs; re-syncing");
-    let mut resynced = 0;
-    for statement in [&s.delete_stale, &s.insert_missing] {
-        resynced += repeat_until_short(session, statement, chunk, batch_rows).await?;
-    }
+    let resynced = resync_rows(session, s, chunk, batch_rows).await?;
     let source = summary(session, &s.source_summary, chunk).await?;
     let target = summary(session, &s.target_summary, chunk).await?;
     Ok(ChunkResult { source, target, mismatched: true, resynced })
+}
+
+/// Buckets a differing chunk is compared in, to re-sync only where rows differ.
+pub const BUCKETS: i64 = 32;
+
+/// The id buckets of a chunk: `(base, width)` over the ids actually present,
+/// or None when the chunk is empty or its span does not fit.
+async fn bucket_grid(session: &mut Session, s: &RowStatements, chunk: Chunk) -> Result<Option<(i64, i64)>, DbError> {
+    let sql = &s.extent_in;
+    let extent: Option<(i64, i64)> = session
+        .retry("find rows to re-sync", |c| async move {
+            let row = c.query_one(sql.as_str(), &[&chunk.lo, &chunk.hi]).await.ctx("find rows to re-sync")?;
+            Ok(row.get::<_, Option<i64>>(0).zip(row.get::<_, Option<i64>>(1)))
+        })
+        .await?;
+    Ok(extent.and_then(|(lo, hi)| Some((lo, hi.checked_sub(lo)?.checked_add(1)?.div_euclid(BUCKETS) + 1))))
+}
+
+/// The sub-ranges of `chunk` whose rows differ between source and target.
+async fn differing_buckets(session: &mut Session, s: &RowStatements, chunk: Chunk) -> Result<Vec<Chunk>, DbError> {
+    let Some((base, width)) = bucket_grid(session, s, chunk).await? else { return Ok(vec![chunk]) };
+    let sql = (&s.source_buckets, &s.target_buckets);
+    let (source, target) = session
+        .retry("compare buckets", |c| async move {
+            let read = |rows: Vec<tokio_postgres::Row>| {
+                rows.iter()
+                    .map(|r| (r.get::<_, i64>(0), (r.get::<_, i64>(1), r.get::<_, String>(2))))
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            };
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&chunk.lo, &chunk.hi, &base, &width];
+            let source = read(c.query(sql.0.as_str(), &params).await.ctx("compare source buckets")?);
+            let target = read(c.query(sql.1.as_str(), &params).await.ctx("compare shadow buckets")?);
+            Ok((source, target))
+        })
+        .await?;
+    let mut differ: Vec<i64> =
+        source.keys().chain(target.keys()).copied().filter(|b| source.get(b) != target.get(b)).collect();
+    differ.sort_unstable();
+    differ.dedup();
+    Ok(differ
+        .into_iter()
+        .map(|b| {
+            let lo = base.saturating_add(b.saturating_mul(width));
+            Chunk { lo: lo.max(chunk.lo), hi: lo.saturating_add(width - 1).min(chunk.hi) }
+        })
+        .collect())
+}
+
+/// Deletes the shadow's rows of `chunk` that differ from the source or are
+/// gone from it, then copies the source's rows it lacks, bucket by bucket
+/// where they differ. Returns rows touched.
+async fn resync_rows(session: &mut Session, s: &RowStatements, chunk: Chunk, batch_rows: i64) -> Result<i64, DbError> {
+    let mut resynced = 0;
+    for part in differing_buckets(session, s, chunk).await? {
+        for statement in [&s.delete_stale, &s.insert_missing] {
+            resynced += repeat_until_short(session, statement, part, batch_rows).await?;
+        }
+    }
+    Ok(resynced)
+}
+
+/// Re-syncs `chunk` and says whether source and shadow then match.
+pub async fn resync_chunk(
+    session: &mut Session,
+    s: &RowStatements,
+    chunk: Chunk,
+    batch_rows: i64,
+) -> Result<bool, DbError> {
+    resync_rows(session, s, chunk, batch_rows).await?;
+    let source = summary(session, &s.source_summary, chunk).await?;
+    let target = summary(session, &s.target_summary, chunk).await?;
+    Ok(source == target)
 }
 
 /// Runs a `LIMIT $3` statement until it touches fewer rows than the limit:
@@ -266,9 +358,12 @@ mod tests {
     #[test]
     fn a_pass_is_clean_only_when_complete_and_matching() {
         let mut r = PassReport { complete: true, ..Default::default() };
-        assert!(r.clean());
+        assert!(r.clean() && r.in_sync());
         r.mismatched.push(Chunk { lo: 1, hi: 2 });
         assert!(!r.clean());
-        assert!(!PassReport::default().clean(), "cut short");
+        assert!(r.in_sync(), "re-synced: in sync");
+        r.unresolved.push(Chunk { lo: 1, hi: 2 });
+        assert!(!r.in_sync());
+        assert!(!PassReport::default().clean() && !PassReport::default().in_sync(), "cut short");
     }
 }

@@ -57,6 +57,9 @@ struct State {
     requests: Vec<Recorded>,
     /// Requests refused with 500 while true (to test API outages).
     failing: bool,
+    /// While true, scaled workloads keep their running replicas (pods that
+    /// take their time to stop); otherwise they follow at once.
+    scaling_frozen: bool,
 }
 
 #[derive(Clone)]
@@ -82,6 +85,13 @@ struct Route {
     namespace: Option<String>,
     name: Option<String>,
     status: bool,
+    scale: bool,
+}
+
+/// Deployments and StatefulSets: `status.replicas` follows `spec.replicas`
+/// as the workload controllers would make it.
+fn is_workload(plural: &str) -> bool {
+    plural == "deployments" || plural == "statefulsets"
 }
 
 fn route(path: &str) -> Option<Route> {
@@ -101,7 +111,13 @@ fn route(path: &str) -> Option<Route> {
         [plural, name, sub] => (plural.to_string(), Some(name.to_string()), Some(*sub)),
         _ => return None,
     };
-    Some(Route { collection: (api_version, plural), namespace, name, status: sub == Some("status") })
+    Some(Route {
+        collection: (api_version, plural),
+        namespace,
+        name,
+        status: sub == Some("status"),
+        scale: sub == Some("scale"),
+    })
 }
 
 fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
@@ -185,6 +201,21 @@ impl FakeApi {
         self.state.lock().unwrap().failing = failing;
     }
 
+    /// Freezes or releases the running replicas of workloads; releasing
+    /// brings every workload's running count to its desired count.
+    pub fn set_scaling_frozen(&self, frozen: bool) {
+        let mut state = self.state.lock().unwrap();
+        state.scaling_frozen = frozen;
+        if !frozen {
+            for ((c, _, _), stored) in state.objects.iter_mut() {
+                if is_workload(&c.1) {
+                    let replicas = stored.object["spec"]["replicas"].clone();
+                    stored.object["status"]["replicas"] = replicas;
+                }
+            }
+        }
+    }
+
     pub fn get(&self, api_version: &str, plural: &str, namespace: &str, name: &str) -> Option<Value> {
         let key = ((api_version.to_string(), plural.to_string()), namespace.to_string(), name.to_string());
         self.state.lock().unwrap().objects.get(&key).map(|s| s.object.clone())
@@ -249,6 +280,8 @@ impl FakeApi {
         match (method.as_str(), route.name.clone()) {
             ("GET", None) if query_param(&query, "watch") == Some("true") => self.watch(route, &query),
             ("GET", None) => self.list(route),
+            ("GET", Some(name)) if route.scale => self.read_scale(route, &name),
+            ("PATCH", Some(name)) if route.scale => self.patch_scale(route, &name, body),
             ("GET", Some(name)) => self.read(route, &name),
             ("POST", None) => self.create(route, body),
             ("PATCH", Some(name)) => self.patch(route, name, &content_type, &query, body),
@@ -280,6 +313,43 @@ impl FakeApi {
         }
     }
 
+    fn scale_of(object: &Value) -> Value {
+        json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+               "metadata": {"name": object["metadata"]["name"], "namespace": object["metadata"]["namespace"]},
+               "spec": {"replicas": object["spec"]["replicas"]},
+               "status": {"replicas": object["status"]["replicas"].as_i64().unwrap_or(0)}})
+    }
+
+    fn read_scale(&self, route: Route, name: &str) -> Response<ResponseBody> {
+        let key = (route.collection, route.namespace.unwrap_or_default(), name.to_string());
+        match self.state.lock().unwrap().objects.get(&key) {
+            Some(s) => respond(StatusCode::OK, &Self::scale_of(&s.object)),
+            None => failure(StatusCode::NOT_FOUND, "NotFound", format!("{name} not found")),
+        }
+    }
+
+    fn patch_scale(&self, route: Route, name: &str, patch: Value) -> Response<ResponseBody> {
+        let mut state = self.state.lock().unwrap();
+        let key = (route.collection.clone(), route.namespace.clone().unwrap_or_default(), name.to_string());
+        let frozen = state.scaling_frozen;
+        let Some(stored) = state.objects.get(&key) else {
+            return failure(StatusCode::NOT_FOUND, "NotFound", format!("{name} not found"));
+        };
+        let mut object = stored.object.clone();
+        let owners = stored.owners.clone();
+        if let Some(replicas) = patch["spec"]["replicas"].as_i64() {
+            object["spec"]["replicas"] = json!(replicas);
+            if !frozen {
+                object["status"]["replicas"] = json!(replicas);
+            }
+        }
+        state.rv += 1;
+        object["metadata"]["resourceVersion"] = json!(state.rv.to_string());
+        let scale = Self::scale_of(&object);
+        self.store(&mut state, key, object, owners);
+        respond(StatusCode::OK, &scale)
+    }
+
     fn create(&self, route: Route, mut object: Value) -> Response<ResponseBody> {
         let mut state = self.state.lock().unwrap();
         let namespace = route.namespace.clone().unwrap_or_default();
@@ -302,6 +372,9 @@ impl FakeApi {
         meta.insert("creationTimestamp".into(), json!(jiff::Timestamp::now().to_string()));
         if has_status_subresource(&route.collection.1) {
             object.as_object_mut().unwrap().remove("status");
+        }
+        if is_workload(&route.collection.1) {
+            object["status"]["replicas"] = object["spec"]["replicas"].clone();
         }
         self.record(&mut state, "ADDED", &route.collection, &namespace, &object);
         state.objects.insert(key, Stored { object: object.clone(), owners: HashMap::new() });

@@ -287,3 +287,4 @@ pub fn text(out: &Output) -> String {
 
 pub mod fake_api;
 pub mod operator;
+pub mod writer;

@@ -137,3 +137,29 @@ pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
+
+/// A Deployment or StatefulSet with `replicas`, for quiesce.
+pub async fn create_workload(api: &FakeApi, kind: &str, name: &str, replicas: i32) {
+    let object = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "namespace": NS},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app", "image": "app"}]}}}
+    });
+    let plural = if kind == "Deployment" { "deployments" } else { "statefulsets" };
+    let api_resource = kube::core::ApiResource {
+        group: "apps".into(),
+        version: "v1".into(),
+        api_version: "apps/v1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    let objects: Api<kube::core::DynamicObject> = Api::namespaced_with(api.client(), NS, &api_resource);
+    let object: kube::core::DynamicObject = serde_json::from_value(object).unwrap();
+    objects.create(&PostParams::default(), &object).await.unwrap();
+}
+
+/// `(spec.replicas, status.replicas)` of a workload.
+pub fn workload_replicas(api: &FakeApi, plural: &str, name: &str) -> (i64, i64) {
+    let o = api.get("apps/v1", plural, NS, name).expect("workload");
+    (o["spec"]["replicas"].as_i64().unwrap_or(-1), o["status"]["replicas"].as_i64().unwrap_or(-1))
+}

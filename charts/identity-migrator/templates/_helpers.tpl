@@ -26,7 +26,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
-{{/* What the operator may do with IdentityMigrations, Events and the Secrets they name. */}}
+{{/* What the operator may do with IdentityMigrations, Events, the Secrets they name
+     and the scale of the workloads they quiesce. */}}
 {{- define "identity-migrator.migrationRules" -}}
 - apiGroups: [migrations.dsql.dev]
   resources: [identitymigrations]
@@ -43,4 +44,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
+- apiGroups: [apps]
+  resources: [deployments/scale, statefulsets/scale]
+  verbs: [get, patch]
 {{- end -}}

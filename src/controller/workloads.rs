@@ -1,0 +1,66 @@
+//! Scaling Deployments and StatefulSets through their `scale` subresource,
+//! for `spec.cutover.quiesce`. RBAC needs only `get` and `patch` on
+//! `deployments/scale` and `statefulsets/scale`.
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v1::Scale;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use crate::api::{WorkloadKind, WorkloadRef};
+use crate::engine::quiesce::{BoxFuture, Workloads, kind_name};
+
+pub struct KubeWorkloads {
+    pub client: Client,
+    pub namespace: String,
+}
+
+impl KubeWorkloads {
+    async fn get(&self, w: &WorkloadRef) -> Result<Scale, String> {
+        let result = match w.kind {
+            WorkloadKind::Deployment => {
+                Api::<Deployment>::namespaced(self.client.clone(), &self.namespace).get_scale(&w.name).await
+            }
+            WorkloadKind::StatefulSet => {
+                Api::<StatefulSet>::namespaced(self.client.clone(), &self.namespace).get_scale(&w.name).await
+            }
+        };
+        result.map_err(|e| format!("{} {}/{}: {e}", kind_name(w.kind), self.namespace, w.name))
+    }
+
+    async fn set(&self, w: &WorkloadRef, replicas: i32) -> Result<(), String> {
+        let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
+        let params = PatchParams::default();
+        let result = match w.kind {
+            WorkloadKind::Deployment => {
+                Api::<Deployment>::namespaced(self.client.clone(), &self.namespace)
+                    .patch_scale(&w.name, &params, &patch)
+                    .await
+            }
+            WorkloadKind::StatefulSet => {
+                Api::<StatefulSet>::namespaced(self.client.clone(), &self.namespace)
+                    .patch_scale(&w.name, &params, &patch)
+                    .await
+            }
+        };
+        result.map(|_| ()).map_err(|e| format!("scaling {} {}/{}: {e}", kind_name(w.kind), self.namespace, w.name))
+    }
+}
+
+impl Workloads for KubeWorkloads {
+    fn replicas(&self, w: &WorkloadRef) -> BoxFuture<'_, Result<i32, String>> {
+        let w = w.clone();
+        Box::pin(async move { Ok(self.get(&w).await?.spec.and_then(|s| s.replicas).unwrap_or(0)) })
+    }
+
+    fn scale(&self, w: &WorkloadRef, replicas: i32) -> BoxFuture<'_, Result<(), String>> {
+        let w = w.clone();
+        Box::pin(async move { self.set(&w, replicas).await })
+    }
+
+    fn running(&self, w: &WorkloadRef) -> BoxFuture<'_, Result<i32, String>> {
+        let w = w.clone();
+        Box::pin(async move { Ok(self.get(&w).await?.status.map_or(0, |s| s.replicas)) })
+    }
+}
