@@ -157,6 +157,9 @@ pub struct Progress {
     /// Copy transactions committed.
     #[serde(default)]
     pub batches: i64,
+    /// Rows of the largest copy transaction (each stays within DSQL's limits).
+    #[serde(default)]
+    pub largest_batch: i64,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

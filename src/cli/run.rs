@@ -48,7 +48,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         id_column: manifest.spec.id_column.clone(),
     };
     let state_path = args.state_file.clone().unwrap_or_else(|| default_state_path(&args.file));
-    let store = FileStore::new(state_path, key);
+    let mut store = FileStore::new(state_path, key);
     let status = store.load().map_err(Failure::Input)?;
     if let Some(s) = &status {
         eprintln!("resuming from {} (phase {})", store.path().display(), s.phase);

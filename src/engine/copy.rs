@@ -106,6 +106,9 @@ pub async fn copy_ranges<R: Reporter>(
                     recopied += a.recopied;
                     batches += i64::from(a.batch);
                     tracker.record_copy(copied, recopied, batches, false);
+                    if a.batch {
+                        tracker.record_batch_size(a.rows);
+                    }
                     tracker.watch_retries(job.retries.get()).await;
                     tracker.checkpoint(false).await?;
                 }
@@ -181,14 +184,11 @@ async fn copy_range(
         let result = session
             .retry("copy batch", |client| async move {
                 match client.query(&s.copy_batch, &[&after, &end, &limit]).await {
-                    Ok(ids) => {
-                        let rows = ids.len() as i64;
+                    Ok(returned) => {
+                        let rows: i64 = returned.iter().map(|r| r.get::<_, i64>(1)).sum();
+                        let highest = returned.iter().filter_map(|r| r.get::<_, Option<i64>>(0)).max();
                         // A short batch copied everything up to `end`.
-                        let through = if rows < limit {
-                            end
-                        } else {
-                            ids.iter().map(|r| r.get::<_, i64>(0)).max().unwrap_or(end)
-                        };
+                        let through = if rows < limit { end } else { highest.unwrap_or(end) };
                         Ok(Some((through, rows, rows)))
                     }
                     // Rows of this batch are already there (a row the copy did not

@@ -72,7 +72,16 @@ pub fn progress(rows_copied: i64, rows_total: i64, rows_per_second: i64, rows_re
     } else {
         None
     };
-    Progress { rows_copied, rows_total: total, percent, rows_per_second, eta, rows_recopied, batches: 0 }
+    Progress {
+        rows_copied,
+        rows_total: total,
+        percent,
+        rows_per_second,
+        eta,
+        rows_recopied,
+        batches: 0,
+        largest_batch: 0,
+    }
 }
 
 /// Token bucket for `maxRowsPerSecond`, shared by every worker. A batch asks

@@ -48,6 +48,9 @@ pub struct MigrationKey {
 struct StateFile {
     version: u32,
     migration: MigrationKey,
+    /// Times this file was written by the runs that resumed from it.
+    #[serde(default)]
+    writes: u64,
     status: IdentityMigrationStatus,
 }
 
@@ -78,7 +81,7 @@ impl FileStore {
 
     /// The saved status, if any. A state file of another migration is refused
     /// unless it never got past validation (nothing was created for it).
-    pub fn load(&self) -> Result<Option<IdentityMigrationStatus>, String> {
+    pub fn load(&mut self) -> Result<Option<IdentityMigrationStatus>, String> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -106,11 +109,18 @@ impl FileStore {
                 state.migration.database
             ));
         }
+        self.writes = state.writes;
         Ok(Some(state.status))
     }
 
     pub fn write(&mut self, status: &IdentityMigrationStatus) -> Result<(), String> {
-        let state = StateFile { version: STATE_VERSION, migration: self.key.clone(), status: status.clone() };
+        self.writes += 1;
+        let state = StateFile {
+            version: STATE_VERSION,
+            migration: self.key.clone(),
+            writes: self.writes,
+            status: status.clone(),
+        };
         let json = serde_json::to_vec_pretty(&state).map_err(|e| e.to_string())?;
         let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let tmp = self.path.with_extension("json.tmp");
@@ -122,7 +132,6 @@ impl FileStore {
             std::fs::File::open(dir)?.sync_all()
         })();
         result.map_err(|e| format!("cannot write state file {}: {e}", self.path.display()))?;
-        self.writes += 1;
         Ok(())
     }
 }
@@ -164,6 +173,9 @@ mod tests {
         store.write(&status).unwrap();
         assert_eq!(store.load().unwrap(), Some(status));
         assert_eq!(store.writes, 2);
+        let mut resumed = FileStore::new(path.clone(), key("post_tag"));
+        resumed.load().unwrap();
+        assert_eq!(resumed.writes, 2, "a resumed run keeps counting");
         assert!(!path.with_extension("json.tmp").exists());
     }
 

@@ -68,9 +68,18 @@ impl<R: Reporter> Tracker<R> {
     pub fn record_copy(&mut self, rows_copied: i64, rows_recopied: i64, batches: i64, done: bool) {
         self.rate.record(Instant::now(), rows_copied);
         let total = self.status.plan.as_ref().map(|p| p.rows_estimated).unwrap_or(0);
+        let largest = self.status.progress.as_ref().map_or(0, |p| p.largest_batch);
         let mut p = progress(rows_copied, total, self.rate.rows_per_second(), rows_recopied, done);
         p.batches = batches;
+        p.largest_batch = largest;
         self.status.progress = Some(p);
+    }
+
+    /// Notes the rows of one committed copy transaction.
+    pub fn record_batch_size(&mut self, rows: i64) {
+        if let Some(p) = self.status.progress.as_mut() {
+            p.largest_batch = p.largest_batch.max(rows);
+        }
     }
 
     pub fn set_retries(&mut self, total: u64) {

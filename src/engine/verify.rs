@@ -7,8 +7,8 @@
 //! highest), so rows inserted during the copy, above or below the planned
 //! range, are found and copied like any other difference.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tokio::sync::{Mutex, mpsc};
@@ -37,19 +37,14 @@ impl std::fmt::Display for Chunk {
     }
 }
 
-/// Contiguous chunks from `ends`: the last id of each chunk but the last.
-pub fn chunks_from_ends(ends: &[i64]) -> Vec<Chunk> {
-    let mut chunks = Vec::with_capacity(ends.len() + 1);
-    let mut lo = i64::MIN;
-    for &hi in ends {
-        chunks.push(Chunk { lo, hi });
-        if hi == i64::MAX {
-            return chunks;
-        }
-        lo = hi + 1;
+/// The chunk that starts at `lo`, given the id where [`CHUNK_ROWS`] rows end
+/// (None past the last rows); true when it is the last chunk, which always
+/// reaches the highest bigint.
+pub fn next_chunk(lo: i64, end: Option<i64>) -> (Chunk, bool) {
+    match end {
+        Some(hi) if hi < i64::MAX => (Chunk { lo, hi }, false),
+        _ => (Chunk { lo, hi: i64::MAX }, true),
     }
-    chunks.push(Chunk { lo, hi: i64::MAX });
-    chunks
 }
 
 /// One pass over every chunk.
@@ -129,23 +124,43 @@ pub async fn verify_pass(
         ),
         None => None,
     };
-    let work: Vec<(Chunk, Option<Summary>)> = match baseline {
-        Some(b) => b.chunks.iter().map(|(c, s)| (*c, Some(s.clone()))).collect(),
-        None => cut_chunks(&mut job.session(), &statements).await?.into_iter().map(|c| (c, None)).collect(),
+    // Chunks are cut on one connection while the workers compare the ones
+    // already cut: the cutting walks the whole id index and would otherwise
+    // run before any comparison starts.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (work_tx, work_rx) = mpsc::channel::<(Chunk, Option<Summary>)>(256);
+    let producer = {
+        let (statements, stop) = (statements.clone(), stop.clone());
+        let known: Option<Vec<(Chunk, Summary)>> = baseline.map(|b| b.chunks.clone());
+        let mut session = job.session();
+        tokio::spawn(async move {
+            match known {
+                Some(chunks) => {
+                    let total = chunks.len();
+                    for (chunk, summary) in chunks {
+                        if stop.load(Ordering::SeqCst) || work_tx.send((chunk, Some(summary))).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(total)
+                }
+                None => cut_chunks(&mut session, &statements, &work_tx, &stop).await,
+            }
+        })
     };
-    let total = work.len();
-    let queue = Arc::new(Mutex::new(work.into_iter().collect::<VecDeque<_>>()));
+    let work_rx = Arc::new(Mutex::new(work_rx));
     let (tx, mut rx) = mpsc::channel(64);
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..job.settings.parallelism.min(total).max(1) {
-        let (queue, tx, statements, control) = (queue.clone(), tx.clone(), statements.clone(), control.clone());
+    for _ in 0..job.settings.parallelism.max(1) {
+        let (work, tx, statements, control, stop) =
+            (work_rx.clone(), tx.clone(), statements.clone(), control.clone(), stop.clone());
         let mut session = job.session();
         tasks.spawn(async move {
             loop {
-                if halted(&control).is_some() {
+                if halted(&control).is_some() || stop.load(Ordering::SeqCst) {
                     return;
                 }
-                let Some((chunk, known)) = queue.lock().await.pop_front() else { return };
+                let Some((chunk, known)) = work.lock().await.recv().await else { return };
                 let result = check_chunk(&mut session, &statements, chunk, known, batch_rows).await;
                 let failed = result.is_err();
                 if tx.send((chunk, result)).await.is_err() || failed {
@@ -155,8 +170,8 @@ pub async fn verify_pass(
         });
     }
     drop(tx);
-    let mut report = PassReport { chunks: total, ..Default::default() };
-    let mut summaries = Vec::with_capacity(total);
+    let mut report = PassReport::default();
+    let mut summaries = Vec::new();
     let mut failure = None;
     while let Some((chunk, result)) = rx.recv().await {
         match result {
@@ -175,14 +190,22 @@ pub async fn verify_pass(
             }
             Err(e) => {
                 failure.get_or_insert(e);
-                queue.lock().await.clear();
+                stop.store(true, Ordering::SeqCst);
             }
         }
     }
     while tasks.join_next().await.is_some() {}
+    // The workers stopped: release the producer if it waits on a full channel.
+    drop(work_rx);
+    let total = match producer.await {
+        Ok(Ok(total)) => total,
+        Ok(Err(e)) => return Err(failure.unwrap_or(e)),
+        Err(join) => return Err(DbError::engine("cut verification chunks", join.to_string())),
+    };
     if let Some(e) = failure {
         return Err(e);
     }
+    report.chunks = total;
     report.complete = summaries.len() == total;
     report.mismatched.sort_by_key(|c| c.lo);
     report.unresolved.sort_by_key(|c| c.lo);
@@ -190,23 +213,35 @@ pub async fn verify_pass(
     Ok((report, Baseline { chunks: summaries, taken, mark }))
 }
 
-async fn cut_chunks(session: &mut Session, s: &RowStatements) -> Result<Vec<Chunk>, DbError> {
-    let mut ends = Vec::new();
+/// Cuts chunks of [`CHUNK_ROWS`] source rows, covering every bigint, and
+/// sends each as soon as it is known. Returns how many it sent.
+async fn cut_chunks(
+    session: &mut Session,
+    s: &RowStatements,
+    out: &mpsc::Sender<(Chunk, Option<Summary>)>,
+    stop: &AtomicBool,
+) -> Result<usize, DbError> {
     let mut lo = i64::MIN;
+    let mut sent = 0;
     loop {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(sent);
+        }
         let end = session
             .retry("cut verification chunks", |c| async move {
                 let row = c.query_opt(&s.chunk_end, &[&lo, &(CHUNK_ROWS - 1)]).await.ctx("cut verification chunks")?;
                 Ok(row.map(|r| r.get::<_, i64>(0)))
             })
             .await?;
-        match end {
-            Some(hi) if hi < i64::MAX => {
-                ends.push(hi);
-                lo = hi + 1;
-            }
-            _ => return Ok(chunks_from_ends(&ends)),
+        let (chunk, last) = next_chunk(lo, end);
+        if out.send((chunk, None)).await.is_err() {
+            return Ok(sent);
         }
+        sent += 1;
+        if last {
+            return Ok(sent);
+        }
+        lo = chunk.hi + 1;
     }
 }
 
@@ -345,14 +380,22 @@ mod tests {
 
     #[test]
     fn chunks_cover_every_bigint_exactly_once() {
-        assert_eq!(chunks_from_ends(&[]), vec![Chunk { lo: i64::MIN, hi: i64::MAX }]);
-        let c = chunks_from_ends(&[100, 250]);
+        let mut lo = i64::MIN;
+        let mut chunks = Vec::new();
+        for end in [Some(100), Some(250), None] {
+            let (chunk, last) = next_chunk(lo, end);
+            chunks.push(chunk);
+            if last {
+                break;
+            }
+            lo = chunk.hi + 1;
+        }
         assert_eq!(
-            c,
+            chunks,
             vec![Chunk { lo: i64::MIN, hi: 100 }, Chunk { lo: 101, hi: 250 }, Chunk { lo: 251, hi: i64::MAX }]
         );
-        assert_eq!(chunks_from_ends(&[i64::MAX]), vec![Chunk { lo: i64::MIN, hi: i64::MAX }]);
-        assert_eq!(c[1].to_string(), "101-250");
+        assert_eq!(next_chunk(i64::MIN, Some(i64::MAX)), (Chunk { lo: i64::MIN, hi: i64::MAX }, true));
+        assert_eq!(chunks[1].to_string(), "101-250");
     }
 
     #[test]
