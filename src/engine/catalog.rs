@@ -244,3 +244,19 @@ pub async fn widest_row_bytes(client: &Client, table: &TableName) -> i64 {
         }
     }
 }
+
+/// The planner's histogram of the id column (quantile bounds, ascending), or
+/// empty when there are no statistics or the engine keeps none (then ranges
+/// are cut by id width).
+pub async fn id_histogram(client: &Client, table: &TableName, column: &str) -> Vec<i64> {
+    let sql = "SELECT histogram_bounds::text::bigint[] FROM pg_catalog.pg_stats \
+               WHERE schemaname = $1 AND tablename = $2 AND attname = $3";
+    match client.query_opt(sql, &[&table.schema, &table.name, &column]).await {
+        Ok(Some(row)) => row.get::<_, Option<Vec<i64>>>(0).unwrap_or_default(),
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            tracing::debug!(error = %e, "no id statistics; cutting ranges by id width");
+            Vec::new()
+        }
+    }
+}

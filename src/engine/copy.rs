@@ -18,7 +18,7 @@ use tokio_postgres::error::SqlState;
 
 use super::failpoint;
 use super::job::{Control, EngineError, Flow, Job, halted};
-use super::plan::next_span;
+use super::plan::{initial_span, next_span};
 use super::progress::Throttle;
 use super::sql::{RowStatements, begin_batch};
 use super::store::Reporter;
@@ -47,8 +47,8 @@ struct Shared {
     job: Arc<Job>,
     statements: RowStatements,
     batch_rows: i64,
-    /// The id span a range's first batch reads.
-    initial_span: i64,
+    /// Rows a range holds, about: its first batch's id span follows from it.
+    rows_per_range: i64,
     throttle: Option<Mutex<Throttle>>,
     queue: Mutex<VecDeque<(usize, RangeCheckpoint)>>,
     stop: AtomicBool,
@@ -59,7 +59,7 @@ pub async fn copy_ranges<R: Reporter>(
     job: &Arc<Job>,
     statements: RowStatements,
     batch_rows: i64,
-    initial_span: i64,
+    rows_per_range: i64,
     tracker: &mut Tracker<R>,
     control: &mut Control,
 ) -> Result<Flow, EngineError> {
@@ -78,7 +78,7 @@ pub async fn copy_ranges<R: Reporter>(
         job: job.clone(),
         statements,
         batch_rows,
-        initial_span,
+        rows_per_range,
         throttle: job.settings.max_rows_per_second.map(|r| Mutex::new(Throttle::new(r, Instant::now()))),
         queue: Mutex::new(pending),
         stop: AtomicBool::new(false),
@@ -169,7 +169,7 @@ async fn copy_range(
     let s = &shared.statements;
     let to = checkpoint.to;
     let mut after = resume_point(s, session, range, checkpoint, tx).await?;
-    let mut span = shared.initial_span;
+    let mut span = initial_span(shared.batch_rows, shared.rows_per_range, checkpoint.from, checkpoint.to);
     while after < to {
         if shared.stop.load(Ordering::SeqCst) {
             return Ok(());

@@ -8,7 +8,7 @@ use super::catalog;
 use super::copy::copy_ranges;
 use super::job::{Control, EngineError, Flow, Job, Outcome, halted};
 use super::phase::{Gate, SwapState, may_proceed, next_phase, resume_phase, rollback_allowed, swap_state};
-use super::plan::{auto_batch_rows, initial_span};
+use super::plan::auto_batch_rows;
 use super::rollback::{original_for_rollback, roll_back};
 use super::shadow::{build_indexes, ensure_shadow_table};
 use super::shape::TableShape;
@@ -226,8 +226,10 @@ impl<R: Reporter> Migration<R> {
             return Err(EngineError::Check("the status has no plan; the migration must start over".into()));
         };
         let batch_rows = plan.batch_rows;
-        let span = initial_span(batch_rows, plan.rows_estimated, plan.id_min.unwrap_or(0), plan.id_max.unwrap_or(0));
-        let flow = copy_ranges(&job, statements, batch_rows, span, &mut self.tracker, &mut self.control).await?;
+        let ranges = self.tracker.status.checkpoint.as_ref().map_or(1, |c| c.ranges.len().max(1)) as i64;
+        let rows_per_range = plan.rows_estimated / ranges;
+        let flow =
+            copy_ranges(&job, statements, batch_rows, rows_per_range, &mut self.tracker, &mut self.control).await?;
         if let Flow::Halt(outcome) = flow {
             return Ok(Flow::Halt(outcome));
         }

@@ -46,8 +46,8 @@ pub fn batch_rows(settings: &Settings, secondary_indexes: usize, max_row_bytes: 
     settings.batch_rows.unwrap_or_else(|| auto_batch_rows(secondary_indexes, max_row_bytes))
 }
 
-/// The id span a copy batch starts with: enough ids to hold `batch_rows` rows
-/// at the table's average density.
+/// The id span a range's first batch reads: enough ids to hold `batch_rows`
+/// rows at the range's average density (`rows` over `[id_min, id_max]`).
 pub fn initial_span(batch_rows: i64, rows: i64, id_min: i64, id_max: i64) -> i64 {
     let ids = (id_max as i128 - id_min as i128 + 1).max(1);
     let rows = rows.max(1) as i128;
@@ -89,6 +89,28 @@ pub fn split_ranges(min: i64, max: i64, parts: usize) -> Vec<RangeCheckpoint> {
         out.push(RangeCheckpoint::new(from as i64, to as i64));
         from = to + 1;
     }
+    out
+}
+
+/// Splits `[min, max]` into `parts` ranges holding about equal numbers of
+/// rows, at quantiles of the id column (`bounds`: ascending histogram bounds,
+/// as the planner's statistics keep them). Ids are rarely spread evenly (a
+/// jump, a few outliers far above the rest); equal id widths would then hand
+/// one worker nearly every row. Without usable bounds, equal widths.
+pub fn split_by_quantiles(min: i64, max: i64, bounds: &[i64], parts: usize) -> Vec<RangeCheckpoint> {
+    let inside: Vec<i64> = bounds.iter().copied().filter(|b| *b > min && *b < max).collect();
+    if parts <= 1 || inside.len() < parts {
+        return split_ranges(min, max, parts);
+    }
+    let mut cuts: Vec<i64> = (1..parts).map(|i| inside[i * inside.len() / parts]).collect();
+    cuts.dedup();
+    let mut out = Vec::with_capacity(cuts.len() + 1);
+    let mut from = min;
+    for cut in cuts {
+        out.push(RangeCheckpoint::new(from, cut));
+        from = cut + 1;
+    }
+    out.push(RangeCheckpoint::new(from, max));
     out
 }
 
@@ -268,6 +290,25 @@ mod tests {
         assert_eq!(extreme.first().unwrap().from, i64::MIN);
         assert_eq!(extreme.last().unwrap().to, i64::MAX);
         assert_eq!(extreme.first().unwrap().copied_through, i64::MIN, "saturates below the first id");
+    }
+
+    #[test]
+    fn quantile_ranges_share_skewed_ids_fairly() {
+        // Nine tenths of the ids below 1,000, a tenth far above.
+        let bounds: Vec<i64> = (0..=90).map(|i| i * 11).chain((1..=10).map(|i| 5_000_000 + i * 100)).collect();
+        let ranges = split_by_quantiles(1, 5_001_000, &bounds, 4);
+        assert_eq!(ranges.len(), 4);
+        assert_eq!(ranges[0].from, 1);
+        assert_eq!(ranges[3].to, 5_001_000);
+        for w in ranges.windows(2) {
+            assert_eq!(w[0].to + 1, w[1].from, "contiguous");
+        }
+        assert!(ranges[2].to < 1_000, "three ranges share the dense ids: {ranges:?}");
+        // Equal widths would put nearly every row in the first range.
+        assert!(split_ranges(1, 5_001_000, 4)[0].to > 1_000);
+        // Without statistics: equal widths.
+        assert_eq!(split_by_quantiles(1, 100, &[], 4), split_ranges(1, 100, 4));
+        assert_eq!(split_by_quantiles(1, 100, &[5, 50], 4), split_ranges(1, 100, 4));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::catalog;
 use super::job::{EngineError, Job};
-use super::plan::{self, derived_name, index_builds, indexes_during_copy, range_count, split_ranges};
+use super::plan::{self, derived_name, index_builds, indexes_during_copy, range_count, split_by_quantiles};
 use super::shape::{ConstraintKind, TableShape};
 use super::sql::Dialect;
 use super::validate::preflight;
@@ -67,8 +67,11 @@ pub async fn survey(job: &Job) -> Result<Survey, EngineError> {
     let widest_row =
         session.retry("sample rows", |c| async move { Ok(catalog::widest_row_bytes(&c, table).await) }).await?;
     let batch_rows = plan::batch_rows(s, indexes_during_copy(&shape), widest_row);
+    let id = s.id_column.as_str();
+    let bounds =
+        session.retry("read id statistics", |c| async move { Ok(catalog::id_histogram(&c, table, id).await) }).await?;
     let ranges = match extent {
-        Some((min, max)) => split_ranges(min, max, range_count(s.parallelism, rows, batch_rows)),
+        Some((min, max)) => split_by_quantiles(min, max, &bounds, range_count(s.parallelism, rows, batch_rows)),
         None => Vec::new(),
     };
     Ok(Survey { shape, extent, rows, widest_row, batch_rows, ranges })
