@@ -329,7 +329,8 @@ async fn with_writer(db: &Client, args: &Args, dir: &std::path::Path) -> Run {
     let window = st["status"]["cutover"]["windowMillis"].as_i64().unwrap_or(-1);
     // Leave the table as the other runs found it: no outlier ids.
     reset(db).await;
-    db.batch_execute("DELETE FROM post_tag WHERE id >= 3000000000; VACUUM ANALYZE post_tag").await.unwrap();
+    db.batch_execute("DELETE FROM post_tag WHERE id >= 3000000000").await.unwrap();
+    db.batch_execute("VACUUM ANALYZE post_tag").await.unwrap();
     Run {
         name: "with a live writer (parallelism 4)".into(),
         seconds,
@@ -388,6 +389,8 @@ fn plot(path: &std::path::Path, runs: &[Run], floor: f64, naive: Option<f64>, ro
         .configure_mesh()
         .x_desc("parallelism (workers)")
         .y_desc("rows per second")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{:.0}k", v / 1000.0))
         .label_style(("sans-serif", 15))
         .draw()
         .unwrap();
@@ -413,6 +416,7 @@ fn plot(path: &std::path::Path, runs: &[Run], floor: f64, naive: Option<f64>, ro
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE)
         .border_style(BLACK)
         .label_font(("sans-serif", 15))

@@ -131,7 +131,8 @@ pub async fn copy_ranges<R: Reporter>(
     let done = tracker.status.checkpoint.as_ref().is_some_and(|c| c.ranges.iter().all(RangeCheckpoint::is_done));
     tracker.record_copy(copied, recopied, batches, done);
     tracker.set_retries(job.retries.get());
-    tracker.checkpoint(true).await?;
+    // A finished copy is saved by the next phase change; a halted one now.
+    tracker.checkpoint(halt.is_some()).await?;
     if let Some(e) = failure {
         return Err(e.into());
     }

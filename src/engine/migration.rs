@@ -239,7 +239,8 @@ impl<R: Reporter> Migration<R> {
             if let Some(cp) = self.tracker.status.checkpoint.as_mut() {
                 cp.indexes_built = true;
             }
-            self.tracker.checkpoint(true).await?;
+            // Saved with the next phase change; a rebuild after a crash finds them valid.
+            self.tracker.checkpoint(false).await?;
             tracing::info!(indexes = count, "secondary indexes built on the shadow table");
         }
         Ok(Flow::Next)
@@ -283,7 +284,7 @@ impl<R: Reporter> Migration<R> {
             if report.in_sync() {
                 v.verified_through = self.tracker.status.plan.as_ref().and_then(|p| p.id_max);
                 self.tracker.watch_retries(job.retries.get()).await;
-                self.tracker.checkpoint(true).await?;
+                self.tracker.checkpoint(false).await?;
                 return Ok(Flow::Next);
             }
             unresolved = v.unresolved.clone();
@@ -296,7 +297,7 @@ impl<R: Reporter> Migration<R> {
             unresolved.join(", ")
         );
         self.tracker.event(true, "StillChanging", message).await;
-        self.tracker.checkpoint(true).await?;
+        self.tracker.checkpoint(false).await?;
         Ok(Flow::Next)
     }
 

@@ -185,7 +185,8 @@ async fn finish_window<R: Reporter>(
     }
     tracing::info!(table = %s.source, window_ms = cutover.window_millis, "window closed: the new table has the name");
     failpoint::hit("swap-renamed-in");
-    tracker.checkpoint(true).await?;
+    // Completed is saved next; the catalog says where a crash before it stood.
+    tracker.checkpoint(false).await?;
     Ok(())
 }
 
