@@ -54,6 +54,29 @@ pub enum LogFormat {
     Json,
 }
 
+/// The manifest and where its database is, for `run` and `plan`.
+#[derive(clap::Args, Debug)]
+pub struct TargetArgs {
+    /// The IdentityMigration manifest.
+    #[arg(short = 'f', long = "file")]
+    pub file: std::path::PathBuf,
+    /// PostgreSQL URL that replaces spec.target (sslmode: disable, require, verify-full).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Extra trusted CA certificates (PEM) for the database's TLS certificate.
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl TargetArgs {
+    /// The manifest with its spec validated, and the connector for its database.
+    pub fn load(&self) -> Result<(Manifest, Settings, Connector), Failure> {
+        let (manifest, settings) = load_settings(&self.file, self.database_url.is_some())?;
+        let connector = connector_for(&manifest.spec, self.database_url.as_deref(), self.ca_file.as_deref())?;
+        Ok((manifest, settings, connector))
+    }
+}
+
 /// Why a command did not succeed, and its exit code.
 #[derive(Debug)]
 pub enum Failure {

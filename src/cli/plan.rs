@@ -1,12 +1,11 @@
 //! `identity-migrator plan`: reads the table and prints the SQL the migration
 //! would run, in order. Changes nothing.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
 
-use super::{Failure, connector_for, load_settings};
+use super::{Failure, TargetArgs};
 use crate::db::{Context, RetryCounter, RetryPolicy};
 use crate::engine::Job;
 use crate::engine::script::{ScriptInput, render, script};
@@ -15,23 +14,15 @@ use crate::engine::survey::survey;
 
 #[derive(Args, Debug)]
 pub struct PlanArgs {
-    /// The IdentityMigration manifest.
-    #[arg(short = 'f', long = "file")]
-    pub file: PathBuf,
-    /// PostgreSQL URL to read the table from; replaces spec.target.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// SQL flavour to print: `dsql` or `postgres`; default: the target's.
     #[arg(long)]
     pub dialect: Option<Dialect>,
-    /// Extra trusted CA certificates (PEM).
-    #[arg(long)]
-    pub ca_file: Option<PathBuf>,
 }
 
 pub async fn plan(args: PlanArgs) -> Result<(), Failure> {
-    let (manifest, settings) = load_settings(&args.file, args.database_url.is_some())?;
-    let connector = connector_for(&manifest.spec, args.database_url.as_deref(), args.ca_file.as_deref())?;
+    let (_, settings, connector) = args.target.load()?;
     let dialect = args.dialect.unwrap_or(connector.dialect());
     let job = Job {
         settings,

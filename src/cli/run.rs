@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::progress::{CliReporter, wants_bar};
-use super::{Failure, connector_for, load_settings};
+use super::{Failure, TargetArgs};
 use crate::api::IdentityMigrationStatus;
 use crate::db::{RetryCounter, RetryPolicy};
 use crate::engine::store::{MigrationKey, default_state_path};
@@ -15,39 +15,31 @@ use crate::engine::{Directive, FileStore, Job, Migration, Outcome};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// The IdentityMigration manifest.
-    #[arg(short = 'f', long = "file")]
-    pub file: PathBuf,
-    /// PostgreSQL URL that replaces spec.target (sslmode: disable, require, verify-full).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Where the status is kept; default `<manifest>.state.json` beside the manifest.
     #[arg(long)]
     pub state_file: Option<PathBuf>,
     /// Approve the cut-over of a migration with `cutover.approval: Manual`.
     #[arg(long)]
     pub approve_cutover: bool,
-    /// Extra trusted CA certificates (PEM) for the database's TLS certificate.
-    #[arg(long)]
-    pub ca_file: Option<PathBuf>,
 }
 
 pub async fn run(args: RunArgs) -> Result<(), Failure> {
-    let (manifest, settings) = load_settings(&args.file, args.database_url.is_some())?;
+    let (manifest, settings, connector) = args.target.load()?;
     if !manifest.spec.cutover.quiesce.is_empty() {
         return Err(Failure::Input(
             "spec.cutover.quiesce: scaling workloads needs the operator (the Kubernetes API); remove it to run from a terminal"
                 .into(),
         ));
     }
-    let connector = connector_for(&manifest.spec, args.database_url.as_deref(), args.ca_file.as_deref())?;
     let key = MigrationKey {
         database: connector.identity(),
         schema: manifest.spec.schema.clone(),
         table: manifest.spec.table.clone(),
         id_column: manifest.spec.id_column.clone(),
     };
-    let state_path = args.state_file.clone().unwrap_or_else(|| default_state_path(&args.file));
+    let state_path = args.state_file.clone().unwrap_or_else(|| default_state_path(&args.target.file));
     let mut store = FileStore::new(state_path, key);
     let status = store.load().map_err(Failure::Input)?;
     if let Some(s) = &status {

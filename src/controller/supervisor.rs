@@ -120,3 +120,49 @@ impl Drop for Supervisor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use crate::api::Phase;
+
+    /// An engine that holds its permit until stopped, counting how many run at once.
+    fn engine(
+        running: Arc<AtomicUsize>,
+        peak: Arc<AtomicUsize>,
+    ) -> impl FnOnce(watch::Receiver<Directive>) -> futures::future::BoxFuture<'static, (Outcome, IdentityMigrationStatus)>
+    {
+        move |mut control| {
+            Box::pin(async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                let _ = control.wait_for(|d| *d != Directive::Run).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                (Outcome::Stopped, IdentityMigrationStatus { phase: Phase::Copying, ..Default::default() })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_concurrency_limit_makes_later_migrations_wait() {
+        let supervisor = Supervisor::new(1);
+        let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let a: Key = ("ns".into(), "a".into());
+        let b: Key = ("ns".into(), "b".into());
+        supervisor.start(a.clone(), 1, engine(running.clone(), peak.clone()));
+        supervisor.start(b.clone(), 1, engine(running.clone(), peak.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(running.load(Ordering::SeqCst), 1, "the second waits for a permit");
+        assert_eq!(supervisor.task(&b), Task::Running { generation: 1 }, "waiting counts as running");
+        supervisor.stop(&a).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(running.load(Ordering::SeqCst), 1, "the second started when the first stopped");
+        supervisor.stop_all().await;
+        assert_eq!(peak.load(Ordering::SeqCst), 1);
+        assert_eq!(supervisor.task(&a), Task::None);
+        assert_eq!(supervisor.last_status(&a).map(|(o, s)| (o, s.phase)), Some((Outcome::Stopped, Phase::Copying)));
+    }
+}

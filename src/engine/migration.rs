@@ -8,7 +8,7 @@ use super::catalog;
 use super::copy::copy_ranges;
 use super::job::{Control, EngineError, Flow, Job, Outcome, halted};
 use super::phase::{Gate, SwapState, may_proceed, next_phase, resume_phase, rollback_allowed, swap_state};
-use super::plan::auto_batch_rows;
+use super::plan::resync_batch_rows;
 use super::rollback::{original_for_rollback, roll_back};
 use super::shadow::{build_indexes, ensure_shadow_table};
 use super::shape::TableShape;
@@ -252,7 +252,7 @@ impl<R: Reporter> Migration<R> {
         let shape = self.original_shape().await?;
         let statements = Arc::new(job.statements(&shape, &s.source, &s.shadow));
         let widest = self.widest_row(&shape).await?;
-        let batch = s.batch_rows.unwrap_or_else(|| auto_batch_rows(shape.secondary_indexes(), widest));
+        let batch = resync_batch_rows(s, &shape, widest);
         let tracked = s
             .change_tracking_column
             .as_deref()

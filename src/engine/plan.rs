@@ -72,6 +72,12 @@ pub fn next_span(span: i64, rows: i64, limit: i64, used_span: i64) -> i64 {
     next.clamp(1, i64::MAX / 4)
 }
 
+/// The batch for re-syncing rows once every index exists (verification, the
+/// window, rollback): the user's choice when given, else automatic.
+pub fn resync_batch_rows(settings: &Settings, shape: &TableShape, widest_row: i64) -> i64 {
+    settings.batch_rows.unwrap_or_else(|| auto_batch_rows(shape.secondary_indexes(), widest_row))
+}
+
 /// Splits `[min, max]` into at most `parts` contiguous ranges of equal id width.
 pub fn split_ranges(min: i64, max: i64, parts: usize) -> Vec<RangeCheckpoint> {
     if max < min {

@@ -13,7 +13,7 @@ use super::catalog;
 use super::failpoint;
 use super::job::{EngineError, Flow, Job, always_run};
 use super::phase::Names;
-use super::plan::auto_batch_rows;
+use super::plan::resync_batch_rows;
 use super::shape::TableShape;
 use super::store::Reporter;
 use super::swap::{read_names, rename_guarded};
@@ -57,7 +57,7 @@ pub async fn roll_back<R: Reporter>(
 ) -> Result<Flow, EngineError> {
     let s = &job.settings;
     let mut session = job.session();
-    let batch = s.batch_rows.unwrap_or_else(|| auto_batch_rows(original.secondary_indexes(), widest_row));
+    let batch = resync_batch_rows(s, original, widest_row);
     let (_keep, run) = always_run();
     loop {
         let names = read_names(s, &mut session).await?;

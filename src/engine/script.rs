@@ -1,7 +1,7 @@
 //! The SQL a migration runs, in order, as `plan` prints it. Built from the same
 //! statement builders the engine executes, so the script is what runs. Pure.
 
-use super::plan::{auto_batch_rows, create_shadow_table, index_builds};
+use super::plan::{create_shadow_table, index_builds, resync_batch_rows};
 use super::shape::TableShape;
 use super::sql::{
     Dialect, RowStatements, begin_batch, drop_table, rename_table, restart_identity, set_generated_always,
@@ -45,7 +45,7 @@ pub fn script(input: &ScriptInput) -> Vec<Step> {
     let shape = input.shape;
     let rows = |from, to| RowStatements::new(from, to, &s.id_column, shape, input.dialect);
     let (copy, final_sync) = (rows(&s.source, &s.shadow), rows(&s.old, &s.shadow));
-    let resync_batch = s.batch_rows.unwrap_or_else(|| auto_batch_rows(shape.secondary_indexes(), input.widest_row));
+    let resync_batch = resync_batch_rows(s, shape, input.widest_row);
     let mut steps = vec![once(
         Phase::CreatingTarget,
         "the shadow table, ids kept by a BY DEFAULT identity",

@@ -10,7 +10,7 @@ use super::catalog;
 use super::failpoint;
 use super::job::{EngineError, Flow, Job, always_run};
 use super::phase::{Names, SwapState, swap_state};
-use super::plan::auto_batch_rows;
+use super::plan::resync_batch_rows;
 use super::quiesce::{restore, save_replicas, scale_down};
 use super::shadow::first_value;
 use super::shape::TableShape;
@@ -36,7 +36,7 @@ pub async fn swap<R: Reporter>(
 ) -> Result<Flow, EngineError> {
     let s = &job.settings;
     let mut session = job.session();
-    let batch = s.batch_rows.unwrap_or_else(|| auto_batch_rows(original.secondary_indexes(), widest_row));
+    let batch = resync_batch_rows(s, original, widest_row);
     // The window is never paused: suspend and stop wait until it closes.
     let (_keep, run) = always_run();
     loop {
