@@ -5,6 +5,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/identity-migrator/targ
 export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
 # Keep psql quiet about "does not exist, skipping".
 export PGOPTIONS="${PGOPTIONS:--c client_min_messages=warning}"
+# Query output goes straight to the terminal: a pager would wait for a key.
+export PSQL_PAGER=cat PAGER=cat
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
