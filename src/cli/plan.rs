@@ -1,12 +1,10 @@
 //! `identity-migrator plan`: reads the table and prints the SQL the migration
 //! would run, in order. Changes nothing.
 
-use std::sync::Arc;
-
 use clap::Args;
 
 use super::{Failure, TargetArgs};
-use crate::db::{Context, RetryCounter, RetryPolicy};
+use crate::db::Context;
 use crate::engine::Job;
 use crate::engine::script::{ScriptInput, render, script};
 use crate::engine::sql::{Dialect, ident};
@@ -24,16 +22,8 @@ pub struct PlanArgs {
 pub async fn plan(args: PlanArgs) -> Result<(), Failure> {
     let (_, settings, connector) = args.target.load()?;
     let dialect = args.dialect.unwrap_or(connector.dialect());
-    let job = Job {
-        settings,
-        // Preflight applies the rules of the dialect being planned for.
-        dialect,
-        connector: Arc::new(connector),
-        retry_policy: RetryPolicy::default(),
-        retries: Arc::new(RetryCounter::default()),
-        approved: false,
-        workloads: None,
-    };
+    // Preflight applies the rules of the dialect being planned for.
+    let job = Job { dialect, ..Job::new(settings, connector) };
     let surveyed = survey(&job).await.map_err(Failure::from_engine)?;
     let s = &job.settings;
     let max_sql = &format!("SELECT max({})::bigint FROM {}", ident(&s.id_column), s.source);

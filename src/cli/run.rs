@@ -2,14 +2,12 @@
 //! state file next to the manifest so that running it again resumes.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Args;
 
 use super::progress::{CliReporter, wants_bar};
 use super::{Failure, TargetArgs};
 use crate::api::IdentityMigrationStatus;
-use crate::db::{RetryCounter, RetryPolicy};
 use crate::engine::store::{MigrationKey, default_state_path};
 use crate::engine::{Directive, FileStore, Job, Migration, Outcome};
 
@@ -47,16 +45,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     }
     tracing::info!(target = %connector.describe(), table = %settings.source, "starting");
 
-    let dialect = connector.dialect();
-    let job = Job {
-        settings,
-        dialect,
-        connector: Arc::new(connector),
-        retry_policy: RetryPolicy::default(),
-        retries: Arc::new(RetryCounter::default()),
-        approved: args.approve_cutover || manifest.spec.cutover.approved,
-        workloads: None,
-    };
+    let job = Job { approved: args.approve_cutover || manifest.spec.cutover.approved, ..Job::new(settings, connector) };
     let (control_tx, control) = tokio::sync::watch::channel(Directive::Run);
     tokio::spawn(async move {
         shutdown_signal().await;

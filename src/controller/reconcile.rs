@@ -17,7 +17,6 @@ use super::target::{TargetError, connector_for};
 use super::workloads::KubeWorkloads;
 use crate::api::conditions::refresh_conditions;
 use crate::api::{IdentityMigration, IdentityMigrationStatus, LastError, Phase};
-use crate::db::{RetryCounter, RetryPolicy};
 use crate::engine::teardown::drop_unfinished_shadow;
 use crate::engine::tracker::now;
 use crate::engine::validate::{InvalidInput, TargetSource, validate_spec};
@@ -208,13 +207,9 @@ async fn start(obj: Arc<IdentityMigration>, mut status: IdentityMigrationStatus,
     let generation = obj.metadata.generation.unwrap_or(0);
     status.observed_generation = Some(generation);
     let job = Job {
-        settings,
-        dialect: connector.dialect(),
-        connector: Arc::new(connector),
-        retry_policy: RetryPolicy::default(),
-        retries: Arc::new(RetryCounter::default()),
         approved: obj.spec.cutover.approved,
         workloads: Some(Arc::new(KubeWorkloads { client: ctx.client.clone(), namespace: key.0.clone() })),
+        ..Job::new(settings, connector)
     };
     let api: Api<IdentityMigration> = Api::namespaced(ctx.client.clone(), &key.0);
     let reporter = KubeReporter::new(api, &obj, ctx.recorder.clone(), ctx.metrics.clone());

@@ -24,6 +24,20 @@ pub struct Job {
 }
 
 impl Job {
+    /// A job in the target's dialect, with the default retry policy, not
+    /// approved for cut-over, and no way to quiesce workloads.
+    pub fn new(settings: Settings, connector: Connector) -> Self {
+        Self {
+            settings,
+            dialect: connector.dialect(),
+            connector: Arc::new(connector),
+            retry_policy: RetryPolicy::default(),
+            retries: Arc::new(RetryCounter::default()),
+            approved: false,
+            workloads: None,
+        }
+    }
+
     pub fn session(&self) -> Session {
         Session::new(self.connector.clone(), self.retry_policy, self.retries.clone())
     }
