@@ -134,7 +134,8 @@ pub struct RowStatements {
     pub insert_missing: String,
     /// `max(id)` of the target in `[$1, $2]`.
     pub target_max_in: String,
-    /// Target rows in `[$1, $2]`.
+    /// Source rows, and target rows, in `[$1, $2]`.
+    pub source_count_in: String,
     pub target_count_in: String,
     /// The source id `$2` rows past the first id at or above `$1`: where a
     /// verification chunk of `$2 + 1` rows ends.
@@ -230,6 +231,9 @@ impl RowStatements {
             ),
             target_max_in: format!(
                 "SELECT max({id_q})::bigint FROM {target} WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"
+            ),
+            source_count_in: format!(
+                "SELECT count(*)::bigint FROM {source} WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"
             ),
             target_count_in: format!(
                 "SELECT count(*)::bigint FROM {target} WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"

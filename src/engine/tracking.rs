@@ -32,9 +32,6 @@ pub struct TrackedStatements {
     pub delete_ids: String,
     /// Copies the source rows of the ids in `$1`.
     pub insert_ids: String,
-    /// Rows of the source, and of the target, in `[$1, $2]`.
-    pub source_count: String,
-    pub target_count: String,
 }
 
 impl TrackedStatements {
@@ -60,12 +57,6 @@ impl TrackedStatements {
             delete_ids: format!("DELETE FROM {target} WHERE {id_q} = ANY($1::bigint[])"),
             insert_ids: format!(
                 "INSERT INTO {target} ({cols}) SELECT {src_cols} FROM {source} s WHERE s.{id_q} = ANY($1::bigint[])"
-            ),
-            source_count: format!(
-                "SELECT count(*)::bigint FROM {source} WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"
-            ),
-            target_count: format!(
-                "SELECT count(*)::bigint FROM {target} WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"
             ),
         }
     }
@@ -126,7 +117,7 @@ pub async fn sync_tracked(
         after = last;
     }
     for (chunk, _) in &baseline.chunks {
-        let counts = (&tracked.source_count, &tracked.target_count);
+        let counts = (&rows.source_count_in, &rows.target_count_in);
         let chunk = *chunk;
         let (source, target): (i64, i64) = session
             .retry("count chunk", |c| async move {
