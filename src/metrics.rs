@@ -151,7 +151,7 @@ impl MigrationTotals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::progress::progress;
+    use crate::engine::plan::progress::progress;
 
     #[test]
     fn status_changes_become_counter_increments_and_a_phase_gauge() {

@@ -22,8 +22,8 @@ fn desired(type_: &'static str, status: bool, reason: &str, message: impl Into<S
     Desired { type_, status, reason: reason.to_string(), message: message.into() }
 }
 
-/// The three conditions for a status. `suspended` and `awaiting_approval`
-/// come from the spec, which the status alone does not know.
+/// The three conditions for a status. `suspended` comes from the spec, which
+/// the status alone does not know; waiting for approval shows in the phase.
 pub fn desired_conditions(status: &IdentityMigrationStatus, suspended: bool) -> [Desired; 3] {
     let phase = status.phase;
     match phase {

@@ -1,8 +1,9 @@
 //! `IdentityMigration.spec`: what the user asks for.
 //!
-//! Field names, defaults and rules follow `design.md`. The CRD schema carries the
-//! rules the API server enforces (`x-kubernetes-validations`); the engine repeats
-//! them in `engine::validate` so that `run` rejects the same input without a cluster.
+//! Field names, defaults and rules are the product contract (the README's "A
+//! migration" section shows them). The CRD schema carries the rules the API
+//! server enforces (`x-kubernetes-validations`); the engine repeats them in
+//! `engine::plan::validate` so that `run` rejects the same input without a cluster.
 
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;

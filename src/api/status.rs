@@ -231,3 +231,8 @@ pub struct LastError {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<Time>,
 }
+
+/// The current time, as status timestamps and conditions carry it.
+pub fn now() -> Time {
+    Time(jiff::Timestamp::now())
+}

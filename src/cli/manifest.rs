@@ -10,6 +10,41 @@ use crate::api::{IdentityMigration, IdentityMigrationSpec};
 pub const API_VERSION: &str = "migrations.dsql.dev/v1alpha1";
 pub const KIND: &str = "IdentityMigration";
 
+/// Why a manifest cannot be used; the message names the document and field.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    In {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<ManifestError>,
+    },
+    #[error("not valid YAML: {0}")]
+    Yaml(#[source] serde_norway::Error),
+    #[error("no document with kind: {KIND}")]
+    NoDocument,
+    #[error("{0} documents with kind: {KIND}; give one per file")]
+    ManyDocuments(usize),
+    #[error("document {doc}: apiVersion must be {API_VERSION}, found {found:?}")]
+    ApiVersion { doc: usize, found: String },
+    #[error("document {doc}: metadata.name is required")]
+    NoName { doc: usize },
+    #[error("document {doc}: spec is required")]
+    NoSpec { doc: usize },
+    #[error("{field}: {source}")]
+    Field {
+        field: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// The parts of a manifest `run` and `plan` use.
 #[derive(Clone, Debug)]
 pub struct Manifest {
@@ -20,15 +55,16 @@ pub struct Manifest {
 
 /// Loads the one `IdentityMigration` in `path` (other documents, such as a
 /// Secret next to it, are skipped).
-pub fn load(path: &Path) -> Result<Manifest, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
+    parse(&text).map_err(|e| ManifestError::In { path: path.to_path_buf(), source: Box::new(e) })
 }
 
-pub fn parse(text: &str) -> Result<Manifest, String> {
+pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
     let mut found = Vec::new();
     for (n, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
-        let value = serde_json::Value::deserialize(doc).map_err(|e| format!("not valid YAML: {e}"))?;
+        let value = serde_json::Value::deserialize(doc).map_err(ManifestError::Yaml)?;
         if value.is_null() {
             continue;
         }
@@ -37,25 +73,25 @@ pub fn parse(text: &str) -> Result<Manifest, String> {
         }
     }
     let (doc, value) = match found.len() {
-        0 => return Err(format!("no document with kind: {KIND}")),
+        0 => return Err(ManifestError::NoDocument),
         1 => found.remove(0),
-        n => return Err(format!("{n} documents with kind: {KIND}; give one per file")),
+        n => return Err(ManifestError::ManyDocuments(n)),
     };
     let api_version = value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or_default();
     if api_version != API_VERSION {
-        return Err(format!("document {doc}: apiVersion must be {API_VERSION}, found {api_version:?}"));
+        return Err(ManifestError::ApiVersion { doc, found: api_version.to_string() });
     }
     let metadata = value.get("metadata");
     let name = metadata.and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or_default().to_string();
     if name.is_empty() {
-        return Err(format!("document {doc}: metadata.name is required"));
+        return Err(ManifestError::NoName { doc });
     }
     let namespace = metadata.and_then(|m| m.get("namespace")).and_then(|n| n.as_str()).map(str::to_string);
-    let spec = value.get("spec").cloned().ok_or_else(|| format!("document {doc}: spec is required"))?;
+    let spec = value.get("spec").cloned().ok_or(ManifestError::NoSpec { doc })?;
     let spec: IdentityMigrationSpec = serde_path_to_error::deserialize(spec).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { "spec".to_string() } else { format!("spec.{path}") };
-        format!("{field}: {}", e.into_inner())
+        ManifestError::Field { field, source: e.into_inner() }
     })?;
     Ok(Manifest { name, namespace, spec })
 }
@@ -97,16 +133,16 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let bad = GOOD.replace("table: post_tag", "table: post_tag\n  identity: {generation: Sometimes}");
-        let err = parse(&bad).unwrap_err();
+        let err = parse(&bad).unwrap_err().to_string();
         assert!(err.starts_with("spec.identity.generation: unknown variant `Sometimes`"), "{err}");
         let bad = GOOD.replace("table: post_tag", "table: post_tag\n  copy: {parallelism: four}");
-        assert!(parse(&bad).unwrap_err().starts_with("spec.copy.parallelism: invalid type"));
+        assert!(parse(&bad).unwrap_err().to_string().starts_with("spec.copy.parallelism: invalid type"));
         let bad = GOOD.replace("table: post_tag", "table: post_tag\n  tabel: x");
-        assert!(parse(&bad).unwrap_err().contains("unknown field `tabel`"));
+        assert!(parse(&bad).unwrap_err().to_string().contains("unknown field `tabel`"));
         let bad = GOOD.replace("  table: post_tag\n", "");
-        assert!(parse(&bad).unwrap_err().contains("missing field `table`"));
-        assert!(parse("kind: [unclosed").unwrap_err().contains("not valid YAML"));
-        assert!(parse(&GOOD.replace("v1alpha1", "v9")).unwrap_err().contains("apiVersion must be"));
-        assert!(parse("apiVersion: v1\nkind: Secret\n").unwrap_err().contains("no document"));
+        assert!(parse(&bad).unwrap_err().to_string().contains("missing field `table`"));
+        assert!(parse("kind: [unclosed").unwrap_err().to_string().contains("not valid YAML"));
+        assert!(parse(&GOOD.replace("v1alpha1", "v9")).unwrap_err().to_string().contains("apiVersion must be"));
+        assert!(parse("apiVersion: v1\nkind: Secret\n").unwrap_err().to_string().contains("no document"));
     }
 }

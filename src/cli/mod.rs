@@ -1,26 +1,22 @@
 //! The command line: `run`, `plan`, `controller`, `crd`.
 
+pub mod controller;
 pub mod manifest;
 pub mod plan;
 pub mod progress;
 pub mod run;
+pub mod signal;
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::IdentityMigrationSpec;
-use crate::db::target::{dsql_target, parse_postgres_url};
-use crate::db::{Connector, DatabaseTarget};
+use crate::db::{Connector, resolve_target};
 use crate::engine::EngineError;
-use crate::engine::validate::{Settings, TargetSource, validate_spec};
+use crate::engine::plan::validate::{Settings, TargetSource, validate_spec};
 use manifest::Manifest;
-pub use run::shutdown_signal;
-
-/// DSQL tokens are generated per connection; this is how long each may be used to open one.
-pub const TOKEN_LIFETIME: Duration = Duration::from_secs(900);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,7 +39,7 @@ pub enum Command {
     /// Print the SQL a migration would run, in order; changes nothing.
     Plan(plan::PlanArgs),
     /// Run the Kubernetes operator.
-    Controller(crate::controller::ControllerArgs),
+    Controller(controller::ControllerArgs),
     /// Print the IdentityMigration CustomResourceDefinition.
     Crd,
 }
@@ -111,7 +107,7 @@ pub async fn dispatch(command: Command) -> Result<(), Failure> {
     match command {
         Command::Run(args) => run::run(args).await,
         Command::Plan(args) => plan::plan(args).await,
-        Command::Controller(args) => crate::controller::main(args).await,
+        Command::Controller(args) => controller::main(args).await,
         Command::Crd => {
             print!("{}", crd_yaml());
             Ok(())
@@ -128,7 +124,7 @@ pub fn crd_yaml() -> String {
 
 /// Reads the manifest and validates the spec on its own.
 pub fn load_settings(file: &Path, target_overridden: bool) -> Result<(Manifest, Settings), Failure> {
-    let manifest = manifest::load(file).map_err(Failure::Input)?;
+    let manifest = manifest::load(file).map_err(|e| Failure::Input(e.to_string()))?;
     let source = if target_overridden { TargetSource::Overridden } else { TargetSource::Spec };
     let settings =
         validate_spec(&manifest.spec, source).map_err(|e| Failure::Input(format!("{}: {e}", file.display())))?;
@@ -141,23 +137,8 @@ pub fn connector_for(
     database_url: Option<&str>,
     ca_file: Option<&Path>,
 ) -> Result<Connector, Failure> {
-    let target = match (database_url, &spec.target.dsql, &spec.target.postgres) {
-        (Some(url), _, _) => DatabaseTarget::Postgres(
-            parse_postgres_url(url).map_err(|e| Failure::Input(format!("--database-url: {e}")))?,
-        ),
-        (None, Some(d), _) => DatabaseTarget::Dsql(
-            dsql_target(&d.endpoint, d.region.as_deref(), &d.user, &d.database, TOKEN_LIFETIME)
-                .map_err(|e| Failure::Input(format!("spec.target.dsql: {e}")))?,
-        ),
-        (None, None, Some(_)) => {
-            return Err(Failure::Input(
-                "spec.target.postgres.urlSecretRef names a Kubernetes Secret, which this command cannot read; \
-                 pass --database-url or set DATABASE_URL"
-                    .into(),
-            ));
-        }
-        (None, None, None) => return Err(Failure::Input("spec.target: set target.dsql or pass --database-url".into())),
-    };
+    let target = resolve_target(&spec.target, database_url.map(|url| ("--database-url", url)))
+        .map_err(|e| Failure::Input(e.to_string()))?;
     let ca = match ca_file {
         Some(path) => {
             Some(std::fs::read(path).map_err(|e| Failure::Input(format!("--ca-file {}: {e}", path.display())))?)

@@ -4,11 +4,12 @@
 use clap::Args;
 
 use super::{Failure, TargetArgs};
-use crate::db::Context;
+use crate::db::Dialect;
+use crate::db::ErrorContext;
 use crate::engine::Job;
-use crate::engine::script::{ScriptInput, render, script};
-use crate::engine::sql::{Dialect, ident};
-use crate::engine::survey::survey;
+use crate::engine::plan::script::{ScriptInput, render, script};
+use crate::engine::plan::sql::select_max_id;
+use crate::engine::steps::survey::survey;
 
 #[derive(Args, Debug)]
 pub struct PlanArgs {
@@ -26,7 +27,7 @@ pub async fn plan(args: PlanArgs) -> Result<(), Failure> {
     let job = Job { dialect, ..Job::new(settings, connector) };
     let surveyed = survey(&job).await.map_err(Failure::from_engine)?;
     let s = &job.settings;
-    let max_sql = &format!("SELECT max({})::bigint FROM {}", ident(&s.id_column), s.source);
+    let max_sql = &select_max_id(&s.source, &s.id_column);
     let max_id = job
         .session()
         .retry("read highest id", |c| async move {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::api::{IdentityMigrationStatus, Phase};
-use crate::engine::{EngineEvent, FileStore, Reporter};
+use crate::engine::error::StoreError;
+use crate::engine::{EngineEvent, FileStore, StatusSink};
 
 /// How often plain (non-terminal) output reports progress.
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
@@ -35,14 +36,14 @@ impl Write for BarAwareStderr {
     }
 }
 
-pub struct CliReporter {
+pub struct TerminalSink {
     pub store: FileStore,
     bar: Option<ProgressBar>,
     last_line: Option<Instant>,
     shown_phase: Option<Phase>,
 }
 
-impl CliReporter {
+impl TerminalSink {
     pub fn new(store: FileStore, bar: bool) -> Self {
         let bar = bar.then(|| {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(10));
@@ -106,9 +107,9 @@ pub fn status_line(status: &IdentityMigrationStatus) -> String {
     line
 }
 
-impl Reporter for CliReporter {
-    async fn save(&mut self, status: &IdentityMigrationStatus) -> Result<(), String> {
-        self.store.write(status)
+impl StatusSink for TerminalSink {
+    async fn save(&mut self, status: &IdentityMigrationStatus) -> Result<(), StoreError> {
+        Ok(self.store.write(status)?)
     }
 
     async fn event(&mut self, event: EngineEvent) {
@@ -127,7 +128,7 @@ impl Reporter for CliReporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::progress::progress;
+    use crate::engine::plan::progress::progress;
 
     #[test]
     fn the_status_line_shows_rows_rate_and_eta() {

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::progress::{CliReporter, wants_bar};
+use super::progress::{TerminalSink, wants_bar};
+use super::signal::shutdown_signal;
 use super::{Failure, TargetArgs};
 use crate::api::IdentityMigrationStatus;
 use crate::engine::store::{MigrationKey, default_state_path};
@@ -39,7 +40,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     };
     let state_path = args.state_file.clone().unwrap_or_else(|| default_state_path(&args.target.file));
     let mut store = FileStore::new(state_path, key);
-    let status = store.load().map_err(Failure::Input)?;
+    let status = store.load().map_err(|e| Failure::Input(e.to_string()))?;
     if let Some(s) = &status {
         eprintln!("resuming from {} (phase {})", store.path().display(), s.phase);
     }
@@ -55,10 +56,10 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         std::process::exit(130);
     });
 
-    let reporter = CliReporter::new(store, wants_bar());
-    let (outcome, status, mut reporter) = Migration::new(job, status, reporter, control).run().await;
-    reporter.finish();
-    report(&outcome, &status, &reporter.store)
+    let sink = TerminalSink::new(store, wants_bar());
+    let (outcome, status, mut sink) = Migration::new(job, status, sink, control).run().await;
+    sink.finish();
+    report(&outcome, &status, &sink.store)
 }
 
 fn report(outcome: &Outcome, status: &IdentityMigrationStatus, store: &FileStore) -> Result<(), Failure> {
@@ -66,7 +67,7 @@ fn report(outcome: &Outcome, status: &IdentityMigrationStatus, store: &FileStore
     match outcome {
         Outcome::Completed => {
             let next = status.identity.as_ref().map_or("?".to_string(), |i| i.next_value.to_string());
-            let window = crate::engine::swap::window_text(status.cutover.as_ref().and_then(|c| c.window_millis));
+            let window = crate::engine::steps::swap::window_text(status.cutover.as_ref().and_then(|c| c.window_millis));
             let rows = status.verification.as_ref().map_or(0, |v| v.source_rows);
             println!("Completed: {rows} rows verified; the next generated id is {next}; cut-over window {window}.");
             println!("The original rows are kept in {table}. State: {}", store.path().display());
@@ -91,19 +92,10 @@ fn report(outcome: &Outcome, status: &IdentityMigrationStatus, store: &FileStore
             status.phase,
             store.path().display()
         ))),
-        Outcome::Failed { invalid_input: true, message } => Err(Failure::Input(message.clone())),
-        Outcome::Failed { invalid_input: false, message } => Err(Failure::Migration(format!(
-            "{message}\nThe state is kept in {}; fix the cause and run again to retry from there.",
+        Outcome::Failed(err) if err.is_invalid_input() => Err(Failure::Input(err.to_string())),
+        Outcome::Failed(err) => Err(Failure::Migration(format!(
+            "{err}\nThe state is kept in {}; fix the cause and run again to retry from there.",
             store.path().display()
         ))),
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

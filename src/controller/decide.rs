@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::api::{Approval, IdentityMigrationSpec, IdentityMigrationStatus, Phase};
-use crate::engine::phase::may_own_shadow;
-use crate::engine::validate::{InvalidInput, TargetSource, validate_spec};
+use crate::engine::plan::phase::{Gate, Work, effective_phase, may_own_shadow, may_proceed, settled};
+use crate::engine::plan::validate::{InvalidInput, TargetSource, validate_spec};
 
 /// The engine task of one migration, as the supervisor sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,13 +74,14 @@ pub fn decide(
         };
     }
     let spec_changed = status.observed_generation.is_some_and(|g| g != generation);
+    // spec.rollback turns a completed migration back; clearing it rolls forward.
+    if settled(status, spec.rollback) {
+        return Decision::Idle;
+    }
+    let gate = Gate { manual_approval: spec.cutover.approval == Approval::Manual, approved: spec.cutover.approved };
     match status.phase {
-        // spec.rollback turns a completed migration back; clearing it rolls forward.
-        Phase::Completed if spec.rollback => Decision::Start,
-        Phase::RolledBack if !spec.rollback => Decision::Start,
-        Phase::Completed | Phase::RolledBack => Decision::Idle,
         _ if spec.suspend => Decision::Idle,
-        Phase::AwaitingCutover if spec.cutover.approval == Approval::Manual && !spec.cutover.approved => Decision::Idle,
+        Phase::AwaitingCutover if !may_proceed(Work::AwaitingCutover, gate) => Decision::Idle,
         Phase::Failed if !spec_changed => {
             let invalid = status.last_error.as_ref().is_some_and(|e| e.invalid_input);
             let wait = if invalid { RECHECK_INVALID } else { retry_delay(status.failures) };
@@ -103,10 +104,7 @@ pub enum Cleanup {
 }
 
 pub fn cleanup_for(status: &IdentityMigrationStatus) -> Cleanup {
-    let phase = match status.phase {
-        Phase::Failed => status.last_error.as_ref().map_or(Phase::Pending, |e| e.phase),
-        phase => phase,
-    };
+    let phase = effective_phase(status);
     // Swapping is included: a deletion inside the window puts the original back first.
     if may_own_shadow(phase) || phase == Phase::Swapping { Cleanup::DropShadow } else { Cleanup::Nothing }
 }

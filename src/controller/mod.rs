@@ -5,79 +5,9 @@
 pub mod decide;
 pub mod operator;
 pub mod reconcile;
-pub mod reporter;
+pub mod status_sink;
 pub mod supervisor;
 pub mod target;
 pub mod workloads;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-
-use clap::Args;
-
-use crate::cli::Failure;
-use crate::http::{HttpState, serve};
-use crate::metrics::Metrics;
 pub use operator::{OperatorConfig, run};
-
-#[derive(Args, Debug)]
-pub struct ControllerArgs {
-    /// Address of the /metrics, /healthz and /readyz port.
-    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
-    pub http_addr: SocketAddr,
-    /// Namespaces to watch, comma separated; all namespaces when empty.
-    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
-    pub watch_namespaces: Vec<String>,
-    /// Migrations run at the same time by this instance; more wait their turn.
-    #[arg(long, env = "MAX_CONCURRENT_MIGRATIONS", default_value_t = 4)]
-    pub max_concurrent_migrations: usize,
-    /// This instance's identity in the lease (the pod name).
-    #[arg(long, env = "POD_NAME")]
-    pub identity: Option<String>,
-    /// The Lease that elects the leader.
-    #[arg(long, env = "LEASE_NAME", default_value = "identity-migrator")]
-    pub lease_name: String,
-    /// Namespace of the Lease; default: the pod's namespace.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    pub lease_namespace: String,
-    #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
-    pub lease_duration_seconds: u64,
-}
-
-pub async fn main(args: ControllerArgs) -> Result<(), Failure> {
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| Failure::Input(format!("cannot configure a Kubernetes client: {e}")))?;
-    let identity = args.identity.clone().unwrap_or_else(|| {
-        std::env::var("HOSTNAME").unwrap_or_else(|_| format!("identity-migrator-{}", std::process::id()))
-    });
-    let config = OperatorConfig {
-        identity,
-        watch_namespaces: args.watch_namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
-        max_concurrent_migrations: args.max_concurrent_migrations,
-        lease_name: args.lease_name,
-        lease_namespace: args.lease_namespace,
-        lease_duration_seconds: args.lease_duration_seconds.max(2),
-        lease_grace_seconds: (args.lease_duration_seconds / 3).max(1),
-    };
-    let metrics = Metrics::default();
-    let ready = Arc::new(AtomicBool::new(false));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let http_stop = {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let http =
-        tokio::spawn(serve(args.http_addr, HttpState { metrics: metrics.clone(), ready: ready.clone() }, http_stop));
-    let shutdown = async move {
-        crate::cli::shutdown_signal().await;
-        tracing::info!("shutting down: stopping migrations at their next checkpoint");
-    };
-    let result = run(client, config, metrics, ready, shutdown).await;
-    let _ = stop_tx.send(true);
-    let _ = http.await;
-    result.map_err(|e| Failure::Migration(e.to_string()))
-}

@@ -12,7 +12,7 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerBuilder;
 
-use super::reconcile::{Context, error_policy, reconcile};
+use super::reconcile::{ReconcileContext, error_policy, reconcile};
 use super::supervisor::Supervisor;
 use crate::api::IdentityMigration;
 use crate::metrics::Metrics;
@@ -77,7 +77,7 @@ pub async fn run(
             client.clone(),
             EventReporter { controller: "identity-migrator".into(), instance: Some(config.identity.clone()) },
         );
-        let ctx = Arc::new(Context {
+        let ctx = Arc::new(ReconcileContext {
             client: client.clone(),
             supervisor: Supervisor::new(config.max_concurrent_migrations),
             metrics: metrics.clone(),
@@ -127,7 +127,7 @@ async fn release(
 }
 
 /// One controller per watched namespace, or one for all.
-async fn controllers(client: Client, namespaces: &[String], ctx: Arc<Context>) {
+async fn controllers(client: Client, namespaces: &[String], ctx: Arc<ReconcileContext>) {
     let apis: Vec<Api<IdentityMigration>> = if namespaces.is_empty() {
         vec![Api::all(client)]
     } else {

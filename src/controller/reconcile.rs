@@ -11,16 +11,17 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::Instrument;
 
 use super::decide::{Cleanup, Decision, cleanup_for, decide};
-use super::reporter::{KubeReporter, publish, write_status};
+use super::status_sink::{ResourceSink, publish, write_status};
 use super::supervisor::{Key, Supervisor};
 use super::target::{TargetError, connector_for};
 use super::workloads::KubeWorkloads;
 use crate::api::conditions::refresh_conditions;
+use crate::api::now;
 use crate::api::{IdentityMigration, IdentityMigrationStatus, LastError, Phase};
-use crate::engine::teardown::drop_unfinished_shadow;
-use crate::engine::tracker::now;
-use crate::engine::validate::{InvalidInput, TargetSource, validate_spec};
-use crate::engine::{Directive, Job, Migration};
+use crate::engine::plan::validate::{TargetSource, validate_spec};
+use crate::engine::steps::teardown::drop_unfinished_shadow;
+use crate::engine::store::Severity;
+use crate::engine::{Directive, EngineError, Job, Migration};
 use crate::metrics::Metrics;
 
 pub const FINALIZER: &str = "migrations.dsql.dev/shadow-cleanup";
@@ -31,7 +32,7 @@ pub const FINALIZER: &str = "migrations.dsql.dev/shadow-cleanup";
 pub const WATCH_RUNNING: Duration = Duration::from_secs(2);
 
 /// What every reconciliation shares.
-pub struct Context {
+pub struct ReconcileContext {
     pub client: Client,
     pub supervisor: Supervisor,
     pub metrics: Metrics,
@@ -40,7 +41,7 @@ pub struct Context {
     pub application_name: String,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum Error {
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -49,18 +50,13 @@ pub enum Error {
     #[error("{0}")]
     Target(#[from] TargetError),
     #[error("cleanup: {0}")]
-    Cleanup(String),
+    Cleanup(#[source] EngineError),
 }
 
 impl Error {
-    /// The label of `identity_migrator_reconcile_errors_total`.
+    /// The label of `identity_migrator_reconcile_errors_total`: the variant's name.
     pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Finalizer(_) => "Finalizer",
-            Error::Status(_) => "Status",
-            Error::Target(_) => "Target",
-            Error::Cleanup(_) => "Cleanup",
-        }
+        self.into()
     }
 }
 
@@ -68,7 +64,7 @@ fn key_of(obj: &IdentityMigration) -> Key {
     (obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
-pub async fn reconcile(obj: Arc<IdentityMigration>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(obj: Arc<IdentityMigration>, ctx: Arc<ReconcileContext>) -> Result<Action, Error> {
     let (namespace, name) = key_of(&obj);
     let span = tracing::info_span!("reconcile", namespace = %namespace, name = %name);
     let started = Instant::now();
@@ -87,14 +83,14 @@ pub async fn reconcile(obj: Arc<IdentityMigration>, ctx: Arc<Context>) -> Result
     result
 }
 
-pub fn error_policy(obj: Arc<IdentityMigration>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(obj: Arc<IdentityMigration>, error: &Error, _ctx: Arc<ReconcileContext>) -> Action {
     tracing::warn!(namespace = obj.namespace().as_deref(), name = %obj.name_any(), error = %error, "reconcile failed");
     Action::requeue(Duration::from_secs(15))
 }
 
 /// The status a decision is made on: what the last task of this instance left
 /// (a watch event may not have delivered it yet), else the object's.
-fn freshest_status(obj: &IdentityMigration, ctx: &Context) -> IdentityMigrationStatus {
+fn freshest_status(obj: &IdentityMigration, ctx: &ReconcileContext) -> IdentityMigrationStatus {
     match ctx.supervisor.last_status(&key_of(obj)) {
         Some((_, status)) => status,
         None => obj.status.clone().unwrap_or_default(),
@@ -106,7 +102,7 @@ fn failed_for(status: &IdentityMigrationStatus) -> Duration {
     at.map_or(Duration::MAX, |t| jiff::Timestamp::now().duration_since(t.0).try_into().unwrap_or(Duration::ZERO))
 }
 
-async fn apply(obj: Arc<IdentityMigration>, ctx: &Context) -> Result<Action, Error> {
+async fn apply(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<Action, Error> {
     let key = key_of(&obj);
     let generation = obj.metadata.generation.unwrap_or(0);
     let status = freshest_status(&obj, ctx);
@@ -140,7 +136,11 @@ async fn apply(obj: Arc<IdentityMigration>, ctx: &Context) -> Result<Action, Err
 
 /// Keeps the status of an idle migration true to its spec (suspended or not,
 /// the generation observed) without rewriting it when nothing changed.
-async fn settle(obj: &IdentityMigration, mut status: IdentityMigrationStatus, ctx: &Context) -> Result<(), Error> {
+async fn settle(
+    obj: &IdentityMigration,
+    mut status: IdentityMigrationStatus,
+    ctx: &ReconcileContext,
+) -> Result<(), Error> {
     let before = status.clone();
     status.observed_generation = obj.metadata.generation;
     let suspended = obj.spec.suspend && !status.phase.is_terminal();
@@ -167,7 +167,7 @@ fn same_ignoring_time(a: &IdentityMigrationStatus, b: &IdentityMigrationStatus) 
 async fn reject(
     obj: &IdentityMigration,
     status: IdentityMigrationStatus,
-    ctx: &Context,
+    ctx: &ReconcileContext,
     message: String,
 ) -> Result<(), Error> {
     let already = status.phase == Phase::Failed
@@ -188,12 +188,16 @@ async fn reject(
     refresh_conditions(&mut status, false, &now());
     let api: Api<IdentityMigration> = Api::namespaced(ctx.client.clone(), &key_of(obj).0);
     write_status(&api, &obj.name_any(), &status).await.map_err(Error::Status)?;
-    publish(&ctx.recorder, &obj.object_ref(&()), true, "InvalidSpec", message).await;
+    publish(&ctx.recorder, &obj.object_ref(&()), Severity::Warning, "InvalidSpec", message).await;
     Ok(())
 }
 
 /// Starts the engine for `obj` from `status`.
-async fn start(obj: Arc<IdentityMigration>, mut status: IdentityMigrationStatus, ctx: &Context) -> Result<(), Error> {
+async fn start(
+    obj: Arc<IdentityMigration>,
+    mut status: IdentityMigrationStatus,
+    ctx: &ReconcileContext,
+) -> Result<(), Error> {
     let key = key_of(&obj);
     let settings = match validate_spec(&obj.spec, TargetSource::Spec) {
         Ok(settings) => settings,
@@ -201,7 +205,7 @@ async fn start(obj: Arc<IdentityMigration>, mut status: IdentityMigrationStatus,
     };
     let connector = match connector_for(&ctx.client, &key.0, &obj.spec, &ctx.application_name).await {
         Ok(connector) => connector,
-        Err(TargetError::Invalid(message)) => return reject(&obj, status, ctx, message).await,
+        Err(e) if e.needs_person() => return reject(&obj, status, ctx, e.to_string()).await,
         Err(e) => return Err(e.into()),
     };
     let generation = obj.metadata.generation.unwrap_or(0);
@@ -212,12 +216,12 @@ async fn start(obj: Arc<IdentityMigration>, mut status: IdentityMigrationStatus,
         ..Job::new(settings, connector)
     };
     let api: Api<IdentityMigration> = Api::namespaced(ctx.client.clone(), &key.0);
-    let reporter = KubeReporter::new(api, &obj, ctx.recorder.clone(), ctx.metrics.clone());
+    let sink = ResourceSink::new(api, &obj, ctx.recorder.clone(), ctx.metrics.clone());
     let span = tracing::info_span!("migration", namespace = %key.0, name = %key.1);
     tracing::info!(parent: &span, phase = %status.phase, generation, "starting the engine");
     ctx.supervisor.start(key, generation, move |control| {
         async move {
-            let (outcome, status, _) = Migration::new(job, Some(status), reporter, control).run().await;
+            let (outcome, status, _) = Migration::new(job, Some(status), sink, control).run().await;
             tracing::info!(?outcome, phase = %status.phase, "engine stopped");
             (outcome, status)
         }
@@ -226,17 +230,16 @@ async fn start(obj: Arc<IdentityMigration>, mut status: IdentityMigrationStatus,
     Ok(())
 }
 
-async fn cleanup(obj: Arc<IdentityMigration>, ctx: &Context) -> Result<Action, Error> {
+async fn cleanup(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<Action, Error> {
     let key = key_of(&obj);
     ctx.supervisor.stop(&key).await;
     let status = freshest_status(&obj, ctx);
     if cleanup_for(&status) == Cleanup::DropShadow {
-        let settings =
-            validate_spec(&obj.spec, TargetSource::Spec).map_err(|e: InvalidInput| Error::Cleanup(e.to_string()))?;
+        let settings = validate_spec(&obj.spec, TargetSource::Spec).map_err(|e| Error::Cleanup(e.into()))?;
         let connector = connector_for(&ctx.client, &key.0, &obj.spec, &ctx.application_name).await?;
-        let dropped = drop_unfinished_shadow(connector, settings).await.map_err(|e| Error::Cleanup(e.to_string()))?;
+        let dropped = drop_unfinished_shadow(connector, settings).await.map_err(Error::Cleanup)?;
         if let Some(what) = dropped {
-            publish(&ctx.recorder, &obj.object_ref(&()), false, "ShadowDropped", what).await;
+            publish(&ctx.recorder, &obj.object_ref(&()), Severity::Normal, "ShadowDropped", what).await;
         }
     }
     ctx.supervisor.forget(&key);

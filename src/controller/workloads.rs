@@ -9,7 +9,7 @@ use kube::{Api, Client};
 use serde_json::json;
 
 use crate::api::{WorkloadKind, WorkloadRef};
-use crate::engine::quiesce::{BoxFuture, Workloads, kind_name};
+use crate::engine::steps::quiesce::{BoxFuture, QuiesceError, Workloads, kind_name};
 
 pub struct KubeWorkloads {
     pub client: Client,
@@ -17,7 +17,7 @@ pub struct KubeWorkloads {
 }
 
 impl KubeWorkloads {
-    async fn get(&self, w: &WorkloadRef) -> Result<Scale, String> {
+    async fn get(&self, w: &WorkloadRef) -> Result<Scale, QuiesceError> {
         let result = match w.kind {
             WorkloadKind::Deployment => {
                 Api::<Deployment>::namespaced(self.client.clone(), &self.namespace).get_scale(&w.name).await
@@ -26,10 +26,10 @@ impl KubeWorkloads {
                 Api::<StatefulSet>::namespaced(self.client.clone(), &self.namespace).get_scale(&w.name).await
             }
         };
-        result.map_err(|e| format!("{} {}/{}: {e}", kind_name(w.kind), self.namespace, w.name))
+        result.map_err(|e| self.api_error("reading", w, e))
     }
 
-    async fn set(&self, w: &WorkloadRef, replicas: i32) -> Result<(), String> {
+    async fn set(&self, w: &WorkloadRef, replicas: i32) -> Result<(), QuiesceError> {
         let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
         let params = PatchParams::default();
         let result = match w.kind {
@@ -44,22 +44,27 @@ impl KubeWorkloads {
                     .await
             }
         };
-        result.map(|_| ()).map_err(|e| format!("scaling {} {}/{}: {e}", kind_name(w.kind), self.namespace, w.name))
+        result.map(|_| ()).map_err(|e| self.api_error("scaling", w, e))
+    }
+
+    fn api_error(&self, action: &'static str, w: &WorkloadRef, e: kube::Error) -> QuiesceError {
+        let name = format!("{}/{}", self.namespace, w.name);
+        QuiesceError::Api { action, kind: kind_name(w.kind), name, source: Box::new(e) }
     }
 }
 
 impl Workloads for KubeWorkloads {
-    fn replicas(&self, w: &WorkloadRef) -> BoxFuture<'_, Result<i32, String>> {
+    fn replicas(&self, w: &WorkloadRef) -> BoxFuture<'_, Result<i32, QuiesceError>> {
         let w = w.clone();
         Box::pin(async move { Ok(self.get(&w).await?.spec.and_then(|s| s.replicas).unwrap_or(0)) })
     }
 
-    fn scale(&self, w: &WorkloadRef, replicas: i32) -> BoxFuture<'_, Result<(), String>> {
+    fn scale(&self, w: &WorkloadRef, replicas: i32) -> BoxFuture<'_, Result<(), QuiesceError>> {
         let w = w.clone();
         Box::pin(async move { self.set(&w, replicas).await })
     }
 
-    fn running(&self, w: &WorkloadRef) -> BoxFuture<'_, Result<i32, String>> {
+    fn running(&self, w: &WorkloadRef) -> BoxFuture<'_, Result<i32, QuiesceError>> {
         let w = w.clone();
         Box::pin(async move { Ok(self.get(&w).await?.status.map_or(0, |s| s.replicas)) })
     }

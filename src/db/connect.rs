@@ -12,10 +12,10 @@ use tokio::sync::{Mutex, OnceCell};
 use tokio_postgres::{Client, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::error::{Context, DbError, ErrorClass};
+use super::error::{DbError, ErrorClass, ErrorContext};
 use super::target::{DatabaseTarget, DsqlTarget, TlsMode};
 use super::tls::verifying_connector;
-use crate::engine::sql::Dialect;
+use crate::db::Dialect;
 
 /// At most this many new connections per second from one process.
 pub const CONNECTS_PER_SECOND: u32 = 50;

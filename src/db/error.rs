@@ -103,11 +103,11 @@ impl DbError {
 }
 
 /// Attaches what the engine was doing to a driver error.
-pub trait Context<T> {
+pub trait ErrorContext<T> {
     fn ctx(self, context: &str) -> Result<T, DbError>;
 }
 
-impl<T> Context<T> for Result<T, tokio_postgres::Error> {
+impl<T> ErrorContext<T> for Result<T, tokio_postgres::Error> {
     fn ctx(self, context: &str) -> Result<T, DbError> {
         self.map_err(|e| DbError::from_pg(context, &e))
     }

@@ -2,6 +2,7 @@
 //! failures are classified and retried.
 
 pub mod connect;
+pub mod dialect;
 pub mod error;
 pub mod retry;
 pub mod session;
@@ -9,7 +10,10 @@ pub mod target;
 pub mod tls;
 
 pub use connect::{Connector, TokenSource};
-pub use error::{Context, DbError, ErrorClass};
+pub use dialect::Dialect;
+pub use error::{DbError, ErrorClass, ErrorContext};
 pub use retry::RetryPolicy;
 pub use session::{RetryCounter, Session};
-pub use target::{DatabaseTarget, DsqlTarget, PostgresTarget, TlsMode};
+pub use target::{
+    DatabaseTarget, DsqlTarget, PostgresTarget, SpecTargetError, TOKEN_LIFETIME, TargetError, TlsMode, resolve_target,
+};

@@ -6,7 +6,69 @@ use std::time::Duration;
 
 use tokio_postgres::config::Host;
 
-use crate::engine::sql::Dialect;
+use crate::api;
+use crate::db::Dialect;
+
+/// DSQL tokens are generated per connection; this is how long each may be used to open one.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(900);
+
+/// Why a target cannot be used, before any connection is tried.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("not a valid PostgreSQL connection string: {0}")]
+    InvalidUrl(#[source] tokio_postgres::Error),
+    #[error("sslmode={0} may fall back to an unencrypted connection; use disable, require or verify-full")]
+    InsecureSslMode(String),
+    #[error("unknown sslmode {0:?}; use disable, require or verify-full")]
+    UnknownSslMode(String),
+    #[error("TLS cannot be used over a Unix socket; use sslmode=disable or a TCP host")]
+    TlsOverUnixSocket,
+    #[error("{0:?} is not a host name; expected <cluster-id>.dsql.<region>.on.aws")]
+    NotAHostName(String),
+    #[error("no region given and none in the endpoint {0:?}; set spec.target.dsql.region")]
+    NoRegion(String),
+    #[error("user must not be empty")]
+    EmptyUser,
+    #[error("names a Kubernetes Secret, which this command cannot read; pass --database-url or set DATABASE_URL")]
+    SecretNotRead,
+    #[error("set target.dsql or pass --database-url")]
+    NoTarget,
+    #[error("exactly one of dsql and postgres must be set")]
+    NotExactlyOne,
+}
+
+/// A [`TargetError`] with the field or flag it is about.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {source}")]
+pub struct SpecTargetError {
+    pub field: &'static str,
+    #[source]
+    pub source: TargetError,
+}
+
+/// Where a spec's `target` points: the one function both front ends use.
+/// `postgres_url` is the PostgreSQL URL the front end found, with the field or
+/// flag it came from (a Secret, or `--database-url`, which replaces the spec's
+/// target); a DSQL target needs none.
+pub fn resolve_target(
+    target: &api::Target,
+    postgres_url: Option<(&'static str, &str)>,
+) -> Result<DatabaseTarget, SpecTargetError> {
+    if let Some((field, url)) = postgres_url {
+        return parse_postgres_url(url)
+            .map(DatabaseTarget::Postgres)
+            .map_err(|source| SpecTargetError { field, source });
+    }
+    match (&target.dsql, &target.postgres) {
+        (Some(d), _) => dsql_target(&d.endpoint, d.region.as_deref(), &d.user, &d.database, TOKEN_LIFETIME)
+            .map(DatabaseTarget::Dsql)
+            .map_err(|source| SpecTargetError { field: "spec.target.dsql", source }),
+        (None, Some(_)) => {
+            Err(SpecTargetError { field: "spec.target.postgres.urlSecretRef", source: TargetError::SecretNotRead })
+        }
+        (None, None) => Err(SpecTargetError { field: "spec.target", source: TargetError::NoTarget }),
+    }
+}
 
 /// How a PostgreSQL connection uses TLS. There is no mode that encrypts
 /// without verifying: `require` verifies like `verify-full`.
@@ -89,10 +151,9 @@ impl DatabaseTarget {
 /// and `sslrootcert` are taken out and handled here; the rest goes to
 /// tokio-postgres. Without `sslmode`, loopback and socket hosts connect in
 /// plain text and every other host with full verification.
-pub fn parse_postgres_url(url: &str) -> Result<PostgresTarget, String> {
+pub fn parse_postgres_url(url: &str) -> Result<PostgresTarget, TargetError> {
     let (rest, sslmode, root_cert_file) = take_tls_params(url.trim());
-    let mut config = tokio_postgres::Config::from_str(&rest)
-        .map_err(|e| format!("not a valid PostgreSQL connection string: {e}"))?;
+    let mut config = tokio_postgres::Config::from_str(&rest).map_err(TargetError::InvalidUrl)?;
     if config.get_hosts().is_empty() {
         config.host("localhost");
     }
@@ -109,15 +170,11 @@ pub fn parse_postgres_url(url: &str) -> Result<PostgresTarget, String> {
         }
         Some("disable") => TlsMode::Disable,
         Some("require" | "verify-ca" | "verify-full") => TlsMode::VerifyFull,
-        Some(other @ ("prefer" | "allow")) => {
-            return Err(format!(
-                "sslmode={other} may fall back to an unencrypted connection; use disable, require or verify-full"
-            ));
-        }
-        Some(other) => return Err(format!("unknown sslmode {other:?}; use disable, require or verify-full")),
+        Some(other @ ("prefer" | "allow")) => return Err(TargetError::InsecureSslMode(other.to_string())),
+        Some(other) => return Err(TargetError::UnknownSslMode(other.to_string())),
     };
     if tls == TlsMode::VerifyFull && config.get_hosts().iter().any(|h| matches!(h, Host::Unix(_))) {
-        return Err("TLS cannot be used over a Unix socket; use sslmode=disable or a TCP host".into());
+        return Err(TargetError::TlsOverUnixSocket);
     }
     Ok(PostgresTarget { config, tls, root_cert_file })
 }
@@ -210,19 +267,17 @@ pub fn dsql_target(
     user: &str,
     database: &str,
     token_lifetime: Duration,
-) -> Result<DsqlTarget, String> {
+) -> Result<DsqlTarget, TargetError> {
     let endpoint = endpoint.trim();
     if endpoint.is_empty() || endpoint.contains(['/', ':', ' ', '@']) {
-        return Err(format!("{endpoint:?} is not a host name; expected <cluster-id>.dsql.<region>.on.aws"));
+        return Err(TargetError::NotAHostName(endpoint.to_string()));
     }
     let region = match region.map(str::trim).filter(|r| !r.is_empty()) {
         Some(r) => r.to_string(),
-        None => region_from_endpoint(endpoint).ok_or_else(|| {
-            format!("no region given and none in the endpoint {endpoint:?}; set spec.target.dsql.region")
-        })?,
+        None => region_from_endpoint(endpoint).ok_or_else(|| TargetError::NoRegion(endpoint.to_string()))?,
     };
     if user.is_empty() {
-        return Err("user must not be empty".into());
+        return Err(TargetError::EmptyUser);
     }
     Ok(DsqlTarget {
         endpoint: endpoint.to_string(),
@@ -256,8 +311,12 @@ mod tests {
             assert_eq!(t.tls, TlsMode::VerifyFull, "{mode}");
             assert_eq!(t.config.get_connect_timeout(), Some(&Duration::from_secs(5)));
         }
-        assert!(parse_postgres_url("postgres://u@h/app?sslmode=prefer").unwrap_err().contains("unencrypted"));
-        assert!(parse_postgres_url("postgres://u@h/app?sslmode=bogus").unwrap_err().contains("unknown sslmode"));
+        assert!(
+            parse_postgres_url("postgres://u@h/app?sslmode=prefer").unwrap_err().to_string().contains("unencrypted")
+        );
+        assert!(
+            parse_postgres_url("postgres://u@h/app?sslmode=bogus").unwrap_err().to_string().contains("unknown sslmode")
+        );
     }
 
     #[test]
@@ -278,7 +337,8 @@ mod tests {
         let t = dsql_target("proxy.internal", Some("ap-south-1"), "app", "postgres", Duration::from_secs(900)).unwrap();
         assert_eq!(t.region, "ap-south-1");
         assert!(!t.is_admin());
-        let err = dsql_target("proxy.internal", None, "admin", "postgres", Duration::from_secs(900)).unwrap_err();
+        let err =
+            dsql_target("proxy.internal", None, "admin", "postgres", Duration::from_secs(900)).unwrap_err().to_string();
         assert!(err.contains("spec.target.dsql.region"), "{err}");
         assert!(dsql_target("https://x.dsql.us-east-1.on.aws", None, "admin", "p", Duration::ZERO).is_err());
     }

@@ -4,11 +4,14 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::quiesce::Workloads;
-use super::shape::TableShape;
-use super::sql::{Dialect, RowStatements, TableName};
-use super::validate::{InvalidInput, Settings};
-use crate::db::{Connector, DbError, RetryCounter, RetryPolicy, Session};
+use super::error::EngineError;
+use crate::db::Dialect;
+use crate::db::{Connector, RetryCounter, RetryPolicy, Session};
+use crate::engine::plan::shape::TableName;
+use crate::engine::plan::shape::TableShape;
+use crate::engine::plan::sql::RowStatements;
+use crate::engine::plan::validate::Settings;
+use crate::engine::steps::quiesce::Workloads;
 
 /// Fixed for the life of one engine run; shared with the workers.
 pub struct Job {
@@ -68,7 +71,7 @@ pub fn always_run() -> (watch::Sender<Directive>, Control) {
 }
 
 /// How an engine run ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Outcome {
     Completed,
     /// `spec.rollback`: the old table has the name again.
@@ -77,33 +80,21 @@ pub enum Outcome {
     AwaitingApproval,
     Suspended,
     Stopped,
-    Failed {
-        invalid_input: bool,
-        message: String,
-    },
+    /// The phase failed; the error says whether a person must fix the input.
+    Failed(Arc<EngineError>),
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("{0}")]
-    Invalid(#[from] InvalidInput),
-    #[error("{0}")]
-    Db(#[from] DbError),
-    /// A check of the engine's own promises failed (verification, identity read-back, catalog state).
-    #[error("{0}")]
-    Check(String),
-    #[error("cannot save status: {0}")]
-    Store(String),
-}
-
-impl EngineError {
-    pub fn sqlstate(&self) -> Option<String> {
-        match self {
-            EngineError::Db(e) => e.sqlstate.clone(),
-            _ => None,
+/// Outcomes are equal when they are the same kind, failures when they say the same.
+impl PartialEq for Outcome {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Outcome::Failed(a), Outcome::Failed(b)) => a.to_string() == b.to_string(),
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
         }
     }
 }
+
+impl Eq for Outcome {}
 
 /// After a phase's work: go on, or stop the engine with an outcome.
 #[derive(Debug, PartialEq, Eq)]

@@ -1,39 +1,48 @@
 //! The engine's driver: walks the phase machine from wherever the status (and
 //! the catalog) say the migration stands, running each phase's work. The
-//! operator and the `run` command both drive this; only their [`Reporter`] differs.
+//! operator and the `run` command both drive this; only their [`StatusSink`] differs.
 
 use std::sync::Arc;
 
-use super::catalog;
-use super::copy::copy_ranges;
-use super::job::{Control, EngineError, Flow, Job, Outcome, halted};
-use super::phase::{Gate, SwapState, may_proceed, next_phase, resume_phase, rollback_allowed, swap_state};
-use super::plan::resync_batch_rows;
-use super::rollback::{original_for_rollback, roll_back};
-use super::shadow::{build_indexes, ensure_shadow_table};
-use super::shape::TableShape;
-use super::store::Reporter;
-use super::survey::{Survey, survey};
-use super::swap::{read_names, swap, window_text};
-use super::tracker::{Tracker, now};
-use super::tracking::TrackedStatements;
-use super::validate::InvalidInput;
-use super::verify::{Baseline, MAX_PASSES, verify_pass};
+use super::error::{CheckFailed, EngineError};
+use super::job::{Control, Flow, Job, Outcome, halted};
+use super::status_keeper::StatusKeeper;
+use super::store::StatusSink;
+use crate::api::now;
 use crate::api::{Checkpoint, IdentityMigrationStatus, Phase, PlanStatus, Verification};
+use crate::engine::plan::batches::resync_batch_rows;
+use crate::engine::plan::phase::{
+    Gate, Stand, Work, after, catalog_jump, may_proceed, needs_catalog_check, resume, rollback_allowed, swap_state,
+};
+use crate::engine::plan::shape::TableShape;
+use crate::engine::plan::validate::InvalidInput;
+use crate::engine::status_keeper::CopyProgress;
+use crate::engine::status_keeper::Pause;
+use crate::engine::status_keeper::Save;
+use crate::engine::steps::catalog;
+use crate::engine::steps::catalog::read_names;
+use crate::engine::steps::change_tracking::TrackedStatements;
+use crate::engine::steps::copy::copy_ranges;
+use crate::engine::steps::rollback::{original_for_rollback, roll_back};
+use crate::engine::steps::shadow::{build_indexes, ensure_shadow_table};
+use crate::engine::steps::survey::{Survey, survey};
+use crate::engine::steps::swap::{swap, window_text};
+use crate::engine::steps::verify::{Baseline, MAX_PASSES, verify_pass};
+use crate::engine::store::Severity;
 
-pub struct Migration<R: Reporter> {
+pub struct Migration<R: StatusSink> {
     job: Arc<Job>,
-    tracker: Tracker<R>,
+    keeper: StatusKeeper<R>,
     control: Control,
     /// The shadow's checksums from the last verification pass of this run.
     baseline: Option<Baseline>,
 }
 
-impl<R: Reporter> Migration<R> {
-    pub fn new(job: Job, status: Option<IdentityMigrationStatus>, reporter: R, control: Control) -> Self {
+impl<R: StatusSink> Migration<R> {
+    pub fn new(job: Job, status: Option<IdentityMigrationStatus>, sink: R, control: Control) -> Self {
         Self {
             job: Arc::new(job),
-            tracker: Tracker::new(status.unwrap_or_default(), reporter),
+            keeper: StatusKeeper::new(status.unwrap_or_default(), sink),
             control,
             baseline: None,
         }
@@ -44,117 +53,118 @@ impl<R: Reporter> Migration<R> {
     }
 
     /// Runs until the migration completes, fails, waits for approval, or is
-    /// told to stop. Returns the final status and the reporter.
+    /// told to stop. Returns the final status and the sink.
     pub async fn run(mut self) -> (Outcome, IdentityMigrationStatus, R) {
         let outcome = self.drive().await;
-        let (status, reporter) = self.tracker.into_parts();
-        (outcome, status, reporter)
+        let (status, sink) = self.keeper.into_parts();
+        (outcome, status, sink)
     }
 
     async fn drive(&mut self) -> Outcome {
-        if self.tracker.status.started_at.is_none() {
-            self.tracker.status.started_at = Some(now());
+        if self.keeper.status.started_at.is_none() {
+            self.keeper.status.started_at = Some(now());
         }
-        let mut phase = resume_phase(&self.tracker.status, self.job.settings.rollback);
-        if self.job.settings.rollback && !rollback_allowed(&self.tracker.status) {
+        let rollback = self.job.settings.rollback;
+        let mut stand = resume(&self.keeper.status, rollback);
+        if rollback && !rollback_allowed(&self.keeper.status) {
             let why = "applies only to a completed migration; delete the resource to abandon an unfinished one";
-            let failed_in = resume_phase(&self.tracker.status, false);
+            let failed_in = resume(&self.keeper.status, false).phase();
             return self.failed(failed_in, InvalidInput::one("spec.rollback", why).into()).await;
         }
-        match self.cutover_already_started(phase).await {
-            Ok(true) => phase = Phase::Swapping,
-            Ok(false) => {}
-            Err(e) => return self.failed(phase, e).await,
+        match self.catalog_stand(stand).await {
+            Ok(from_catalog) => stand = from_catalog,
+            Err(e) => return self.failed(stand.phase(), e).await,
         }
         loop {
-            if phase == Phase::Completed {
-                if self.tracker.status.phase != Phase::Completed {
+            let work = match stand {
+                Stand::Completed => {
                     let detail = self.completed_detail();
-                    if let Err(e) = self.tracker.enter(Phase::Completed, detail).await {
-                        return self.failed(Phase::Completed, e).await;
-                    }
+                    return self.finish(Phase::Completed, detail, Outcome::Completed).await;
                 }
-                return Outcome::Completed;
-            }
-            if phase == Phase::RolledBack {
-                if self.tracker.status.phase != Phase::RolledBack {
+                Stand::RolledBack => {
                     let detail = format!("{} is the original table again", self.job.settings.source);
-                    if let Err(e) = self.tracker.enter(Phase::RolledBack, detail).await {
-                        return self.failed(Phase::RolledBack, e).await;
-                    }
+                    return self.finish(Phase::RolledBack, detail, Outcome::RolledBack).await;
                 }
-                return Outcome::RolledBack;
-            }
-            if phase.is_terminal() {
-                return Outcome::Completed;
-            }
+                Stand::Work(work) => work,
+            };
+            let phase = work.phase();
             if let Some(outcome) = halted(&self.control) {
                 return self.halt(outcome).await;
             }
-            if !may_proceed(phase, self.gate()) {
-                if self.tracker.status.phase != phase
+            if !may_proceed(work, self.gate()) {
+                if self.keeper.status.phase != phase
                     && let Err(e) =
-                        self.tracker.enter(phase, "verified; set spec.cutover.approved to cut over".into()).await
+                        self.keeper.enter(phase, "verified; set spec.cutover.approved to cut over".into()).await
                 {
                     return self.failed(phase, e).await;
                 }
-                if let Err(e) = self.tracker.pause(false).await {
+                if let Err(e) = self.keeper.pause(Pause::AwaitingApproval).await {
                     return self.failed(phase, e).await;
                 }
                 return Outcome::AwaitingApproval;
             }
-            let detail = self.phase_detail(phase);
-            if let Err(e) = self.tracker.enter(phase, detail).await {
+            let detail = self.phase_detail(work);
+            if let Err(e) = self.keeper.enter(phase, detail).await {
                 return self.failed(phase, e).await;
             }
-            match self.run_phase(phase).await {
-                Ok(Flow::Next) => phase = next_phase(phase, self.gate()),
+            match self.run_phase(work).await {
+                Ok(Flow::Next) => stand = after(work, self.gate()),
                 Ok(Flow::Halt(outcome)) => return self.halt(outcome).await,
                 Err(e) => return self.failed(phase, e).await,
             }
         }
     }
 
+    /// Records an end (once) and returns its outcome.
+    async fn finish(&mut self, end: Phase, detail: String, outcome: Outcome) -> Outcome {
+        if self.keeper.status.phase != end
+            && let Err(e) = self.keeper.enter(end, detail).await
+        {
+            return self.failed(end, e).await;
+        }
+        outcome
+    }
+
     async fn failed(&mut self, phase: Phase, err: EngineError) -> Outcome {
-        self.tracker.fail(phase, &err).await;
-        Outcome::Failed { invalid_input: matches!(err, EngineError::Invalid(_)), message: err.to_string() }
+        self.keeper.fail(phase, &err).await;
+        Outcome::Failed(Arc::new(err))
     }
 
     async fn halt(&mut self, outcome: Outcome) -> Outcome {
-        if let Err(e) = self.tracker.pause(outcome == Outcome::Suspended).await {
+        if let Err(e) =
+            self.keeper.pause(if outcome == Outcome::Suspended { Pause::Suspended } else { Pause::Stopped }).await
+        {
             tracing::warn!(error = %e, "could not save the status when pausing");
         }
         outcome
     }
 
-    /// A status that lags behind the database (a crash between a rename and
-    /// its status write, or a lost status write) must not restart the copy:
-    /// the catalog decides once a plan exists.
-    async fn cutover_already_started(&self, phase: Phase) -> Result<bool, EngineError> {
-        let settled = matches!(phase, Phase::Swapping | Phase::Completed | Phase::RollingBack | Phase::RolledBack);
-        if self.tracker.status.plan.is_none() || settled {
-            return Ok(false);
+    /// Where the catalog says the migration stands, when the status may lag
+    /// behind it (see [`needs_catalog_check`]).
+    async fn catalog_stand(&self, stand: Stand) -> Result<Stand, EngineError> {
+        if !needs_catalog_check(stand, self.keeper.status.plan.is_some()) {
+            return Ok(stand);
         }
         let names = read_names(&self.job.settings, &mut self.job.session()).await?;
-        Ok(matches!(swap_state(names), SwapState::InWindow | SwapState::Swapped))
+        Ok(catalog_jump(stand, &swap_state(names)))
     }
 
-    async fn run_phase(&mut self, phase: Phase) -> Result<Flow, EngineError> {
-        match phase {
-            Phase::Validating => self.validate().await,
-            Phase::CreatingTarget => {
+    async fn run_phase(&mut self, work: Work) -> Result<Flow, EngineError> {
+        match work {
+            Work::Validating => self.validate().await,
+            Work::CreatingTarget => {
                 let shape = self.original_shape().await?;
                 ensure_shadow_table(&self.job, &mut self.job.session(), &shape).await?;
                 Ok(Flow::Next)
             }
-            Phase::Copying => self.copy().await,
-            Phase::Verifying => self.verify().await,
-            Phase::Swapping => {
+            Work::Copying => self.copy().await,
+            Work::Verifying => self.verify().await,
+            Work::Swapping => {
                 let shape = self.original_shape().await?;
                 let widest = self.widest_row(&shape).await?;
-                swap(&self.job, &shape, widest, self.baseline.take(), &mut self.tracker).await
+                swap(&self.job, &shape, widest, self.baseline.take(), &mut self.keeper).await
             }
-            Phase::RollingBack => {
+            Work::RollingBack => {
                 let Some(shape) = original_for_rollback(&self.job).await? else {
                     let why = if self.job.settings.retain_old {
                         "the original table is gone; there is nothing to roll back to"
@@ -164,10 +174,9 @@ impl<R: Reporter> Migration<R> {
                     return Err(InvalidInput::one("spec.rollback", why).into());
                 };
                 let widest = self.widest_row(&shape).await?;
-                roll_back(&self.job, &shape, widest, &mut self.tracker).await
+                roll_back(&self.job, &shape, widest, &mut self.keeper).await
             }
-            Phase::AwaitingCutover | Phase::Pending => Ok(Flow::Next),
-            Phase::Completed | Phase::Failed | Phase::RolledBack => Ok(Flow::Next),
+            Work::AwaitingCutover => Ok(Flow::Next),
         }
     }
 
@@ -183,7 +192,7 @@ impl<R: Reporter> Migration<R> {
                 return Ok(shape);
             }
         }
-        Err(EngineError::Check(format!("neither {} nor {} holds the original table", s.source, s.old)))
+        Err(CheckFailed::OriginalMissing { source_table: s.source.clone(), old: s.old.clone() }.into())
     }
 
     async fn widest_row(&self, shape: &TableShape) -> Result<i64, EngineError> {
@@ -198,7 +207,7 @@ impl<R: Reporter> Migration<R> {
         let s = &job.settings;
         let Survey { shape, extent, rows, widest_row, batch_rows, ranges } = survey(&job).await?;
         tracing::info!(rows, ranges = ranges.len(), batch_rows, widest_row_bytes = widest_row, "planned the copy");
-        let status = &mut self.tracker.status;
+        let status = &mut self.keeper.status;
         status.plan = Some(PlanStatus {
             shadow_table: s.shadow.name.clone(),
             old_table: s.old.name.clone(),
@@ -213,7 +222,7 @@ impl<R: Reporter> Migration<R> {
         status.verification = None;
         status.identity = None;
         status.cutover = None;
-        self.tracker.record_copy(0, 0, 0, false);
+        self.keeper.record_copy(0, 0, 0, CopyProgress::Running);
         Ok(Flow::Next)
     }
 
@@ -222,25 +231,25 @@ impl<R: Reporter> Migration<R> {
         let s = &job.settings;
         let shape = self.original_shape().await?;
         let statements = job.statements(&shape, &s.source, &s.shadow);
-        let Some(plan) = self.tracker.status.plan.as_ref() else {
-            return Err(EngineError::Check("the status has no plan; the migration must start over".into()));
+        let Some(plan) = self.keeper.status.plan.as_ref() else {
+            return Err(CheckFailed::NoPlan.into());
         };
         let batch_rows = plan.batch_rows;
-        let ranges = self.tracker.status.checkpoint.as_ref().map_or(1, |c| c.ranges.len().max(1)) as i64;
+        let ranges = self.keeper.status.checkpoint.as_ref().map_or(1, |c| c.ranges.len().max(1)) as i64;
         let rows_per_range = plan.rows_estimated / ranges;
         let flow =
-            copy_ranges(&job, statements, batch_rows, rows_per_range, &mut self.tracker, &mut self.control).await?;
+            copy_ranges(&job, statements, batch_rows, rows_per_range, &mut self.keeper, &mut self.control).await?;
         if let Flow::Halt(outcome) = flow {
             return Ok(Flow::Halt(outcome));
         }
-        let built = self.tracker.status.checkpoint.as_ref().is_some_and(|c| c.indexes_built);
+        let built = self.keeper.status.checkpoint.as_ref().is_some_and(|c| c.indexes_built);
         if !built {
             let count = build_indexes(&job, &mut job.session(), &shape).await?;
-            if let Some(cp) = self.tracker.status.checkpoint.as_mut() {
+            if let Some(cp) = self.keeper.status.checkpoint.as_mut() {
                 cp.indexes_built = true;
             }
             // Saved with the next phase change; a rebuild after a crash finds them valid.
-            self.tracker.checkpoint(false).await?;
+            self.keeper.checkpoint(Save::WhenDue).await?;
             tracing::info!(indexes = count, "secondary indexes built on the shadow table");
         }
         Ok(Flow::Next)
@@ -266,7 +275,7 @@ impl<R: Reporter> Migration<R> {
             if !report.complete {
                 return Ok(Flow::Halt(halted(&self.control).unwrap_or(Outcome::Stopped)));
             }
-            let v = self.tracker.status.verification.get_or_insert_with(Verification::default);
+            let v = self.keeper.status.verification.get_or_insert_with(Verification::default);
             v.passes += 1;
             v.source_rows = report.source_rows;
             v.target_rows = report.target_rows;
@@ -282,13 +291,13 @@ impl<R: Reporter> Migration<R> {
                 "verification pass"
             );
             if report.in_sync() {
-                v.verified_through = self.tracker.status.plan.as_ref().and_then(|p| p.id_max);
-                self.tracker.watch_retries(job.retries.get()).await;
-                self.tracker.checkpoint(false).await?;
+                v.verified_through = self.keeper.status.plan.as_ref().and_then(|p| p.id_max);
+                self.keeper.watch_retries(job.retries.get()).await;
+                self.keeper.checkpoint(Save::WhenDue).await?;
                 return Ok(Flow::Next);
             }
             unresolved = v.unresolved.clone();
-            self.tracker.checkpoint(false).await?;
+            self.keeper.checkpoint(Save::WhenDue).await?;
         }
         // Rows there change faster than a pass: the window, with the table
         // renamed away, copies them; it fails if it cannot make them equal.
@@ -296,41 +305,40 @@ impl<R: Reporter> Migration<R> {
             "id ranges {} changed again during each of {MAX_PASSES} verification passes; the cut-over window will sync them",
             unresolved.join(", ")
         );
-        self.tracker.event(true, "StillChanging", message).await;
-        self.tracker.checkpoint(false).await?;
+        self.keeper.event(Severity::Warning, "StillChanging", message).await;
+        self.keeper.checkpoint(Save::WhenDue).await?;
         Ok(Flow::Next)
     }
 
-    fn phase_detail(&self, phase: Phase) -> String {
+    fn phase_detail(&self, work: Work) -> String {
         let s = &self.job.settings;
-        let plan = self.tracker.status.plan.as_ref();
-        match phase {
-            Phase::Validating => format!("checking the spec and {}", s.source),
-            Phase::CreatingTarget => {
+        let plan = self.keeper.status.plan.as_ref();
+        match work {
+            Work::Validating => format!("checking the spec and {}", s.source),
+            Work::CreatingTarget => {
                 format!("creating {} with a {:?} identity (CACHE {})", s.shadow, s.generation, s.cache)
             }
-            Phase::Copying => match plan {
+            Work::Copying => match plan {
                 Some(p) => format!(
                     "{} rows in {} ranges, {} workers, batches of up to {} rows",
                     p.rows_estimated,
-                    self.tracker.status.checkpoint.as_ref().map_or(0, |c| c.ranges.len()),
+                    self.keeper.status.checkpoint.as_ref().map_or(0, |c| c.ranges.len()),
                     s.parallelism,
                     p.batch_rows
                 ),
                 None => String::new(),
             },
-            Phase::Verifying => format!("comparing {} and {} by id range", s.source, s.shadow),
-            Phase::AwaitingCutover => "verified; approved".into(),
-            Phase::Swapping => format!("renaming {} to {} and {} to {}", s.source, s.old.name, s.shadow, s.source.name),
-            Phase::RollingBack => {
+            Work::Verifying => format!("comparing {} and {} by id range", s.source, s.shadow),
+            Work::AwaitingCutover => "verified; approved".into(),
+            Work::Swapping => format!("renaming {} to {} and {} to {}", s.source, s.old.name, s.shadow, s.source.name),
+            Work::RollingBack => {
                 format!("copying rows written since the cut-over into {} and renaming it back", s.old)
             }
-            _ => String::new(),
         }
     }
 
     fn completed_detail(&self) -> String {
-        let status = &self.tracker.status;
+        let status = &self.keeper.status;
         let next = status.identity.as_ref().map(|i| i.next_value.to_string()).unwrap_or_else(|| "?".into());
         let window = window_text(status.cutover.as_ref().and_then(|c| c.window_millis));
         format!("{} generates its ids; next id {next}; cut-over window {window}", self.job.settings.source)

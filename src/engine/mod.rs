@@ -1,34 +1,32 @@
 //! The migration engine: the phases shared by the operator and the `run` command.
 //!
-//! Pure: `plan`, `sql`, `shape`, `validate`, `phase`, `progress`. Database I/O:
-//! `catalog`, `shadow`, `copy`, `verify`, `swap`, driven by `migration`.
+//! Two halves and a driver:
+//! - [`plan`], pure: what the engine will do, decided from plain data (the
+//!   table's shape, the settings, the status) without a database. SQL text,
+//!   batch sizes, validation, the phase machine, progress arithmetic.
+//! - [`steps`], database I/O: each step of a migration against the database
+//!   (read the catalog, create the shadow, copy, verify, swap, roll back,
+//!   clean up) and the quiescing of workloads around the window.
+//! - The driver at the root: [`migration`] walks the phase machine running the
+//!   steps; [`job`] is what one run works with and how it ends;
+//!   [`status_keeper`] is the only writer of the status; [`store`] is where the
+//!   status goes (the front ends implement [`store::StatusSink`]);
+//!   [`error`] says how a run fails; [`failpoint`] crashes the process on
+//!   purpose for the crash tests.
 
-pub mod catalog;
-pub mod copy;
+pub mod error;
 pub mod failpoint;
 pub mod job;
 pub mod migration;
-pub mod phase;
 pub mod plan;
-pub mod progress;
-pub mod quiesce;
-pub mod rollback;
-pub mod script;
-pub mod shadow;
-pub mod shape;
-pub mod sql;
+pub mod status_keeper;
+pub mod steps;
 pub mod store;
-pub mod survey;
-pub mod swap;
-pub mod teardown;
-pub mod tracker;
-pub mod tracking;
-pub mod validate;
-pub mod verify;
 
-pub use job::{Control, Directive, EngineError, Job, Outcome};
+pub use error::{CheckFailed, EngineError};
+pub use job::{Control, Directive, Job, Outcome};
 pub use migration::Migration;
-pub use store::{EngineEvent, FileStore, Reporter};
+pub use store::{EngineEvent, FileStore, StatusSink};
 
 #[cfg(test)]
 pub(crate) mod testing;

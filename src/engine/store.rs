@@ -1,4 +1,4 @@
-//! Where status lives. The engine reports through [`Reporter`]; the `run`
+//! Where status lives. The engine reports through [`StatusSink`]; the `run`
 //! command keeps a state file ([`FileStore`]), the operator the custom
 //! resource's status subresource.
 
@@ -8,24 +8,33 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::error::StoreError;
+use super::plan::phase::effective_phase;
 use crate::api::{IdentityMigrationStatus, Phase};
+
+/// Kubernetes' two kinds of event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    Normal,
+    Warning,
+}
 
 /// A Kubernetes-style event: phase changes, failures, retry storms.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineEvent {
-    pub warning: bool,
+    pub severity: Severity,
     /// CamelCase: the phase entered (`Copying`), `Failed`, `InvalidSpec`, `RetryStorm`.
     pub reason: &'static str,
     pub message: String,
 }
 
 /// What a front end does with the engine's status and events.
-pub trait Reporter: Send {
+pub trait StatusSink: Send {
     /// Persists the status. The engine calls it at most about once a second,
     /// and at every phase change; a failure of a phase-change save stops the engine.
-    fn save(&mut self, status: &IdentityMigrationStatus) -> impl Future<Output = Result<(), String>> + Send;
+    fn save(&mut self, status: &IdentityMigrationStatus) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Publishes an event; failures are the reporter's to log.
+    /// Publishes an event; failures are the sink's to log.
     fn event(&mut self, event: EngineEvent) -> impl Future<Output = ()> + Send;
 
     /// Sees every progress change, unpersisted (progress bars, metrics).
@@ -56,6 +65,36 @@ struct StateFile {
 
 const STATE_VERSION: u32 = 1;
 
+/// Why a state file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error("cannot read state file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state file {path} is not valid: {source}; move it away to start over")]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("state file {path} has version {found}, expected {STATE_VERSION}")]
+    Version { path: PathBuf, found: u32 },
+    #[error(
+        "state file {path} belongs to the migration of {}.{} (id {}) in {}, not this one; pass --state-file to use another",
+        .owner.schema, .owner.table, .owner.id_column, .owner.database
+    )]
+    OtherMigration { path: PathBuf, owner: MigrationKey },
+    #[error("cannot write state file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// The `run` command's status: a JSON file replaced atomically (write, fsync,
 /// rename), so a crash leaves the old or the new state, never half of one.
 pub struct FileStore {
@@ -81,39 +120,29 @@ impl FileStore {
 
     /// The saved status, if any. A state file of another migration is refused
     /// unless it never got past validation (nothing was created for it).
-    pub fn load(&mut self) -> Result<Option<IdentityMigrationStatus>, String> {
+    pub fn load(&mut self) -> Result<Option<IdentityMigrationStatus>, StateFileError> {
+        let path = self.path.clone();
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read state file {}: {e}", self.path.display())),
+            Err(source) => return Err(StateFileError::Read { path, source }),
         };
-        let state: StateFile = serde_json::from_str(&text)
-            .map_err(|e| format!("state file {} is not valid: {e}; move it away to start over", self.path.display()))?;
+        let state: StateFile =
+            serde_json::from_str(&text).map_err(|source| StateFileError::Invalid { path: path.clone(), source })?;
         if state.version != STATE_VERSION {
-            return Err(format!(
-                "state file {} has version {}, expected {STATE_VERSION}",
-                self.path.display(),
-                state.version
-            ));
+            return Err(StateFileError::Version { path, found: state.version });
         }
         if state.migration != self.key {
             if created_nothing(&state.status) {
                 return Ok(None);
             }
-            return Err(format!(
-                "state file {} belongs to the migration of {}.{} (id {}) in {}, not this one; pass --state-file to use another",
-                self.path.display(),
-                state.migration.schema,
-                state.migration.table,
-                state.migration.id_column,
-                state.migration.database
-            ));
+            return Err(StateFileError::OtherMigration { path, owner: state.migration });
         }
         self.writes = state.writes;
         Ok(Some(state.status))
     }
 
-    pub fn write(&mut self, status: &IdentityMigrationStatus) -> Result<(), String> {
+    pub fn write(&mut self, status: &IdentityMigrationStatus) -> Result<(), StateFileError> {
         self.writes += 1;
         let state = StateFile {
             version: STATE_VERSION,
@@ -121,7 +150,7 @@ impl FileStore {
             writes: self.writes,
             status: status.clone(),
         };
-        let json = serde_json::to_vec_pretty(&state).map_err(|e| e.to_string())?;
+        let json = serde_json::to_vec_pretty(&state).expect("a status serializes");
         let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let tmp = self.path.with_extension("json.tmp");
         let result = (|| -> std::io::Result<()> {
@@ -131,20 +160,14 @@ impl FileStore {
             std::fs::rename(&tmp, &self.path)?;
             std::fs::File::open(dir)?.sync_all()
         })();
-        result.map_err(|e| format!("cannot write state file {}: {e}", self.path.display()))?;
+        result.map_err(|source| StateFileError::Write { path: self.path.clone(), source })?;
         Ok(())
     }
 }
 
 /// Nothing exists in the database for a status that failed in or before validation.
 fn created_nothing(status: &IdentityMigrationStatus) -> bool {
-    match status.phase {
-        Phase::Pending | Phase::Validating => true,
-        Phase::Failed => {
-            status.last_error.as_ref().is_none_or(|e| matches!(e.phase, Phase::Pending | Phase::Validating))
-        }
-        _ => false,
-    }
+    matches!(effective_phase(status), Phase::Pending | Phase::Validating)
 }
 
 #[cfg(test)]
@@ -185,10 +208,10 @@ mod tests {
         let path = dir.path().join("m.state.json");
         let mut mine = FileStore::new(path.clone(), key("post_tag"));
         mine.write(&IdentityMigrationStatus { phase: Phase::Copying, ..Default::default() }).unwrap();
-        let err = FileStore::new(path.clone(), key("other")).load().unwrap_err();
+        let err = FileStore::new(path.clone(), key("other")).load().unwrap_err().to_string();
         assert!(err.contains("belongs to the migration of public.post_tag"), "{err}");
         let elsewhere = MigrationKey { database: "postgres://u@prod:5432/db".into(), ..key("post_tag") };
-        let err = FileStore::new(path.clone(), elsewhere).load().unwrap_err();
+        let err = FileStore::new(path.clone(), elsewhere).load().unwrap_err().to_string();
         assert!(err.contains("in postgres://u@h:5432/db"), "another database is another migration: {err}");
 
         let failed_early = IdentityMigrationStatus {
@@ -200,6 +223,6 @@ mod tests {
         assert_eq!(FileStore::new(path.clone(), key("other")).load().unwrap(), None);
 
         std::fs::write(&path, "{not json").unwrap();
-        assert!(mine.load().unwrap_err().contains("not valid"));
+        assert!(mine.load().unwrap_err().to_string().contains("not valid"));
     }
 }

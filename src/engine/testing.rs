@@ -2,8 +2,8 @@
 
 use crate::api::{IdentityMigrationSpec, PostgresTarget, SecretKeyRef, Target};
 
-use super::shape::{Column, Constraint, ConstraintKind, Index, TableShape};
-use super::sql::TableName;
+use crate::engine::plan::shape::TableName;
+use crate::engine::plan::shape::{Column, Constraint, ConstraintKind, Index, TableShape};
 
 pub fn spec_for(table: &str) -> IdentityMigrationSpec {
     serde_json::from_value(serde_json::json!({ "table": table, "target": {} }))

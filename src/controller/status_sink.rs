@@ -1,0 +1,97 @@
+//! The engine's status and events, in the cluster: the status subresource of
+//! the IdentityMigration, Kubernetes Events on it, and Prometheus metrics.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Resource};
+
+use crate::api::{IdentityMigration, IdentityMigrationStatus};
+use crate::engine::error::StoreError;
+use crate::engine::store::Severity;
+use crate::engine::{EngineEvent, StatusSink};
+use crate::metrics::{Metrics, MigrationLabels, MigrationTotals};
+
+pub const FIELD_MANAGER: &str = "identity-migrator";
+
+/// Replaces the whole status through the status subresource. A JSON Patch
+/// `add` replaces `/status` as one value, so fields the new status no longer
+/// has (a cleared `lastError`) disappear instead of lingering as they would
+/// with a merge patch.
+pub async fn write_status(
+    api: &Api<IdentityMigration>,
+    name: &str,
+    status: &IdentityMigrationStatus,
+) -> Result<(), kube::Error> {
+    let value = serde_json::to_value(status).expect("status serializes");
+    let patch = json_patch::Patch(vec![json_patch::PatchOperation::Add(json_patch::AddOperation {
+        path: json_patch::jsonptr::PointerBuf::parse("/status").expect("a valid pointer"),
+        value,
+    })]);
+    api.patch_status(name, &PatchParams::default(), &Patch::<()>::Json(patch)).await.map(|_| ())
+}
+
+/// Publishes an event about `reference`; a failure is logged, never fatal.
+pub async fn publish(recorder: &Recorder, reference: &ObjectReference, severity: Severity, reason: &str, note: String) {
+    let event = Event {
+        type_: match severity {
+            Severity::Warning => EventType::Warning,
+            Severity::Normal => EventType::Normal,
+        },
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Migrate".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, reference).await {
+        tracing::warn!(error = %e, reason, "could not publish an event");
+    }
+}
+
+/// The engine's [`StatusSink`] for one IdentityMigration.
+pub struct ResourceSink {
+    pub api: Api<IdentityMigration>,
+    pub name: String,
+    pub generation: i64,
+    pub recorder: Recorder,
+    pub reference: ObjectReference,
+    pub metrics: Metrics,
+    pub labels: MigrationLabels,
+    totals: MigrationTotals,
+}
+
+impl ResourceSink {
+    pub fn new(api: Api<IdentityMigration>, object: &IdentityMigration, recorder: Recorder, metrics: Metrics) -> Self {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let labels =
+            MigrationLabels { namespace: object.metadata.namespace.clone().unwrap_or_default(), name: name.clone() };
+        let totals = object.status.as_ref().map(MigrationTotals::of).unwrap_or_default();
+        Self {
+            api,
+            name,
+            generation: object.metadata.generation.unwrap_or(0),
+            recorder,
+            reference: object.object_ref(&()),
+            metrics,
+            labels,
+            totals,
+        }
+    }
+}
+
+impl StatusSink for ResourceSink {
+    async fn save(&mut self, status: &IdentityMigrationStatus) -> Result<(), StoreError> {
+        let mut status = status.clone();
+        status.observed_generation = Some(self.generation);
+        Ok(write_status(&self.api, &self.name, &status).await?)
+    }
+
+    async fn event(&mut self, event: EngineEvent) {
+        publish(&self.recorder, &self.reference, event.severity, event.reason, event.message).await;
+    }
+
+    fn observe(&mut self, status: &IdentityMigrationStatus) {
+        self.metrics.observe_status(&self.labels, &self.totals, status);
+        self.totals = MigrationTotals::of(status);
+    }
+}

@@ -1,0 +1,25 @@
+//! The pure half of the engine: every decision that needs no database.
+//! Functions over plain data (a table's shape, validated settings, a status),
+//! unit tested without a database or a cluster.
+//!
+//! - [`quote`]: identifier and literal quoting, the only way names enter SQL.
+//! - [`shape`]: a table as the catalog describes it, and its qualified name.
+//! - [`sql`]: the statements the engine runs, as text.
+//! - [`ddl`]: the shadow table's `CREATE TABLE` and index builds.
+//! - [`quotas`]: DSQL's limits and the margins kept below them.
+//! - [`batches`]: batch sizes, id spans, ranges and chunks.
+//! - [`validate`]: the spec on its own, and against the table (preflight).
+//! - [`phase`]: the phase machine: every phase and transition.
+//! - [`script`]: the whole migration as an ordered script (`plan` prints it).
+//! - [`progress`]: rates, ETA, throttling and the status write gate.
+
+pub mod batches;
+pub mod ddl;
+pub mod phase;
+pub mod progress;
+pub mod quotas;
+pub mod quote;
+pub mod script;
+pub mod shape;
+pub mod sql;
+pub mod validate;

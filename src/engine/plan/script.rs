@@ -1,0 +1,237 @@
+//! The SQL a migration runs, in order, as `plan` prints it. Built from the same
+//! statement builders the engine executes, so the script is what runs. Pure.
+
+use super::batches::CHUNK_ROWS;
+use super::batches::resync_batch_rows;
+use super::ddl::{create_shadow_table, index_builds};
+use super::shape::TableShape;
+use super::sql::{
+    RowStatements, begin_batch, drop_table, rename_table, restart_identity, restart_value, set_generated_always,
+    setval_identity,
+};
+use super::validate::Settings;
+use crate::api::{Generation, Phase, RangeCheckpoint};
+use crate::db::Dialect;
+
+/// One unit of work: statements that run in one transaction, or alone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    pub phase: Phase,
+    pub note: String,
+    pub statements: Vec<String>,
+    /// Several statements in one explicit transaction.
+    pub transaction: bool,
+    /// How often the step runs (`per batch`, `per chunk`), when not once.
+    pub repeat: Option<String>,
+}
+
+fn once(phase: Phase, note: impl Into<String>, sql: String) -> Step {
+    Step { phase, note: note.into(), statements: vec![sql], transaction: false, repeat: None }
+}
+
+/// What the plan knows about the table now.
+pub struct ScriptInput<'a> {
+    pub shape: &'a TableShape,
+    pub settings: &'a Settings,
+    pub dialect: Dialect,
+    pub ranges: &'a [RangeCheckpoint],
+    pub rows: i64,
+    pub batch_rows: i64,
+    pub widest_row: i64,
+    /// `max(id)` now, for the identity restart shown.
+    pub max_id: Option<i64>,
+}
+
+pub fn script(input: &ScriptInput) -> Vec<Step> {
+    let s = input.settings;
+    let shape = input.shape;
+    let rows = |from, to| RowStatements::new(from, to, &s.id_column, shape, input.dialect);
+    let (copy, final_sync) = (rows(&s.source, &s.shadow), rows(&s.old, &s.shadow));
+    let resync_batch = resync_batch_rows(s, shape, input.widest_row);
+    let mut steps = vec![once(
+        Phase::CreatingTarget,
+        "the shadow table, ids kept by a BY DEFAULT identity",
+        create_shadow_table(shape, s),
+    )];
+
+    let ranges = input.ranges.iter().map(|r| format!("{}..{}", r.from, r.to)).collect::<Vec<_>>().join(", ");
+    steps.push(Step {
+        phase: Phase::Copying,
+        note: format!(
+            "{} rows in {} id ranges ({ranges}); {} workers; $1 = last id copied in the range, $2 = range end, $3 = {} rows",
+            input.rows,
+            input.ranges.len(),
+            s.parallelism,
+            input.batch_rows
+        ),
+        statements: vec![copy.copy_batch.clone()],
+        transaction: false,
+        repeat: Some("per batch".into()),
+    });
+    steps.push(Step {
+        phase: Phase::Copying,
+        note:
+            "fallback for a batch that meets rows already copied: the same batch in one snapshot, existing ids skipped"
+                .into(),
+        statements: vec![
+            begin_batch(input.dialect).to_string(),
+            copy.batch_bounds.clone(),
+            copy.copy_range.clone(),
+            "COMMIT".into(),
+        ],
+        transaction: true,
+        repeat: Some("only on a unique violation".into()),
+    });
+    for index in index_builds(shape, &s.source, &s.shadow, input.dialect) {
+        steps.push(once(Phase::Copying, format!("index {} after the copy", index.name), index.sql.clone()));
+        if input.dialect == Dialect::Dsql {
+            steps.push(once(
+                Phase::Copying,
+                "wait for the index build job",
+                "SELECT sys.wait_for_job('<job id>')".into(),
+            ));
+        }
+    }
+    steps.extend(verification_steps(Phase::Verifying, &copy, resync_batch, "source and shadow"));
+
+    steps.push(once(
+        Phase::Swapping,
+        "the window opens: writers get \"relation does not exist\" and retry",
+        rename_table(&s.source, &s.old.name),
+    ));
+    steps.extend(verification_steps(
+        Phase::Swapping,
+        &final_sync,
+        resync_batch,
+        "old table and shadow (rows written since verification)",
+    ));
+    let restart_with = restart_value(input.max_id, s.start_after).unwrap_or(i64::MAX);
+    steps.push(once(
+        Phase::Swapping,
+        format!("identity past max(id) and startAfter, computed at cut-over (now {restart_with}); setval where RESTART is refused"),
+        restart_identity(&s.shadow, &s.id_column, restart_with),
+    ));
+    steps.push(Step {
+        repeat: Some("only if RESTART WITH is refused".into()),
+        ..once(Phase::Swapping, "fallback", setval_identity(&s.shadow, &s.id_column, restart_with))
+    });
+    if s.generation == Generation::Always {
+        steps.push(once(Phase::Swapping, "generation: Always", set_generated_always(&s.shadow, &s.id_column)));
+    }
+    steps.push(once(Phase::Swapping, "the window closes", rename_table(&s.shadow, &s.source.name)));
+    if !s.retain_old {
+        steps.push(once(Phase::Completed, "oldTable.retain: false", drop_table(&s.old)));
+    }
+    steps
+}
+
+fn verification_steps(phase: Phase, st: &RowStatements, batch: i64, what: &str) -> Vec<Step> {
+    let per_chunk = Some(format!("per chunk of {CHUNK_ROWS} rows"));
+    vec![
+        Step {
+            phase,
+            note: format!(
+                "compare {what}: $1 = the chunk's first id, $2 = its last id; a chunk ends here ($2 = {})",
+                CHUNK_ROWS - 1
+            ),
+            statements: vec![st.chunk_end.clone(), st.source_summary.clone(), st.target_summary.clone()],
+            transaction: false,
+            repeat: per_chunk.clone(),
+        },
+        Step {
+            phase,
+            note: format!("re-sync a chunk that differs, {batch} rows per transaction, until a run touches fewer"),
+            statements: vec![st.delete_stale.clone(), st.insert_missing.clone()],
+            transaction: false,
+            repeat: Some("per differing chunk".into()),
+        },
+    ]
+}
+
+/// The script as SQL text with comments.
+pub fn render(steps: &[Step]) -> String {
+    let mut out = String::new();
+    let mut phase = None;
+    for step in steps {
+        if phase != Some(step.phase) {
+            out.push_str(&format!("\n-- ===== {} =====\n", step.phase));
+            phase = Some(step.phase);
+        }
+        out.push_str(&format!("-- {}", step.note));
+        if let Some(repeat) = &step.repeat {
+            out.push_str(&format!(" [{repeat}]"));
+        }
+        out.push('\n');
+        for sql in &step.statements {
+            out.push_str(sql);
+            out.push_str(";\n");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::plan::validate::{TargetSource, validate_spec};
+    use crate::engine::testing::{post_tag_shape, spec_for};
+
+    fn input_for<'a>(
+        shape: &'a TableShape,
+        settings: &'a Settings,
+        dialect: Dialect,
+        ranges: &'a [RangeCheckpoint],
+    ) -> ScriptInput<'a> {
+        ScriptInput {
+            shape,
+            settings,
+            dialect,
+            ranges,
+            rows: 1000,
+            batch_rows: 2900,
+            widest_row: 80,
+            max_id: Some(1_048_576),
+        }
+    }
+
+    #[test]
+    fn the_script_runs_every_phase_in_order() {
+        let settings = validate_spec(&spec_for("post_tag"), TargetSource::Spec).unwrap();
+        let shape = post_tag_shape();
+        let ranges = [RangeCheckpoint::new(1, 1_048_576)];
+        let text = render(&script(&input_for(&shape, &settings, Dialect::Postgres, &ranges)));
+        let order = [
+            "CREATE TABLE",
+            "LIMIT $3::bigint RETURNING",
+            "BEGIN ISOLATION LEVEL REPEATABLE READ",
+            "ON CONFLICT DO NOTHING",
+            "COMMIT",
+            "CREATE INDEX",
+            "RENAME TO \"post_tag_old\"",
+            "RESTART WITH 1048577",
+            "RENAME TO \"post_tag\"",
+        ];
+        let mut at = 0;
+        for needle in order {
+            let found = text[at..].find(needle).unwrap_or_else(|| panic!("{needle} missing after byte {at}:\n{text}"));
+            at += found;
+        }
+        assert!(!text.contains("SET GENERATED ALWAYS"));
+        assert!(!text.contains("DROP TABLE"));
+    }
+
+    #[test]
+    fn dsql_builds_indexes_asynchronously_and_options_add_steps() {
+        let mut spec = spec_for("post_tag");
+        spec.identity.generation = Generation::Always;
+        spec.old_table.retain = false;
+        let settings = validate_spec(&spec, TargetSource::Spec).unwrap();
+        let shape = post_tag_shape();
+        let text = render(&script(&input_for(&shape, &settings, Dialect::Dsql, &[])));
+        assert!(text.contains("CREATE INDEX ASYNC"));
+        assert!(text.contains("sys.wait_for_job"));
+        assert!(text.contains("\nBEGIN;\n"));
+        assert!(text.contains("SET GENERATED ALWAYS"));
+        assert!(text.contains("DROP TABLE \"public\".\"post_tag_old\""));
+    }
+}

@@ -1,0 +1,339 @@
+//! Identifier quoting and the statements the engine runs. Pure: every function
+//! returns text, so `plan` prints exactly what the engine executes.
+//!
+//! Every identifier goes through [`ident`]; user input never reaches SQL any other
+//! way. Values travel as bind parameters (`$1`, ...).
+
+use super::quote::{ident, literal};
+use super::shape::{TableName, TableShape};
+use crate::db::Dialect;
+
+/// Starts a copy batch: one snapshot for reading its bounds and copying its
+/// rows. DSQL transactions are always repeatable read (snapshot isolation).
+pub fn begin_batch(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Dsql => "BEGIN",
+        Dialect::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ",
+    }
+}
+
+/// Comma-separated quoted column names, optionally prefixed with a table alias.
+pub fn column_list(columns: &[String], alias: Option<&str>) -> String {
+    columns
+        .iter()
+        .map(|c| match alias {
+            Some(a) => format!("{a}.{}", ident(c)),
+            None => ident(c),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Statements that move rows between two tables of the same shape, by id.
+///
+/// Built once per migration; `$1`/`$2` are the exclusive lower and inclusive
+/// upper id bounds and `$3` the row limit, all `bigint`.
+#[derive(Clone, Debug)]
+pub struct RowStatements {
+    /// Copies the next `$3` source rows in `($1, $2]`, keeping ids, in one
+    /// statement; returns rows of `(highest id, rows)` to add up (never the rows' data).
+    pub copy_batch: String,
+    /// Fallback when `copy_batch` meets rows already copied: `(upper bound of
+    /// the batch, rows in it)` among at most `$3` rows in `($1, $2]`, ...
+    pub batch_bounds: String,
+    /// ... then copies `($1, $2]` skipping existing ids, in the same snapshot.
+    pub copy_range: String,
+    /// `(rows, checksum)` of the source in `[$1, $2]`.
+    pub source_summary: String,
+    /// `(rows, checksum)` of the target in `[$1, $2]`.
+    pub target_summary: String,
+    /// Deletes up to `$3` target rows in `[$1, $2]` that differ from the source or are
+    /// gone from it.
+    pub delete_stale: String,
+    /// Inserts up to `$3` source rows in `[$1, $2]` missing from the target.
+    pub insert_missing: String,
+    /// `max(id)` of the target in `[$1, $2]`.
+    pub target_max_in: String,
+    /// Source rows, and target rows, in `[$1, $2]`.
+    pub source_count_in: String,
+    pub target_count_in: String,
+    /// The source id `$2` rows past the first id at or above `$1`: where a
+    /// verification chunk of `$2 + 1` rows ends.
+    pub chunk_end: String,
+    /// `(min(id), max(id))` of the source.
+    pub source_extent: String,
+    /// `(bucket, rows, checksum)` of the source in `[$1, $2]`, ids grouped in
+    /// buckets of `$4` ids counted from `$3`: where in a chunk rows differ.
+    pub source_buckets: String,
+    pub target_buckets: String,
+    /// `(min(id), max(id))` of source and target together in `[$1, $2]`.
+    pub extent_in: String,
+}
+
+impl RowStatements {
+    /// Inserts write the insertable columns (stored generated columns are
+    /// computed); checksums cover every column.
+    pub fn new(source: &TableName, target: &TableName, id: &str, shape: &TableShape, dialect: Dialect) -> Self {
+        let columns = &shape.insertable_columns();
+        let all_columns = &shape.all_columns();
+        let id_q = ident(id);
+        let cols = column_list(columns, None);
+        let src_cols = column_list(columns, Some("s"));
+        let row_text = |alias: &str| format!("ROW({})::text", column_list(all_columns, Some(alias)));
+        // The checksum of a chunk. On PostgreSQL each row is hashed as a record
+        // (about five times cheaper than md5 of its text) and the 64-bit hashes
+        // are summed exactly. DSQL gets only standard text functions: the md5
+        // of every row's md5, in id order.
+        let checksum = match dialect {
+            Dialect::Postgres => {
+                format!("coalesce(sum(hash_record_extended({}, 0)::numeric), 0)::text", hashable_row(shape, "r"))
+            }
+            Dialect::Dsql => format!("coalesce(md5(string_agg(md5({}), '' ORDER BY r.{id_q})), '')", row_text("r")),
+        };
+        let summary = |table: &TableName| {
+            format!(
+                "SELECT count(*)::bigint, {checksum} \
+                 FROM {table} r WHERE r.{id_q} >= $1::bigint AND r.{id_q} <= $2::bigint"
+            )
+        };
+        let buckets = |table: &TableName| {
+            format!(
+                "SELECT ((r.{id_q} - $3::bigint) / $4::bigint)::bigint AS bucket, count(*)::bigint, {checksum} \
+                 FROM {table} r WHERE r.{id_q} >= $1::bigint AND r.{id_q} <= $2::bigint GROUP BY 1"
+            )
+        };
+        Self {
+            copy_batch: {
+                let insert = format!(
+                    "INSERT INTO {target} ({cols}) SELECT {src_cols} FROM {source} s \
+                     WHERE s.{id_q} > $1::bigint AND s.{id_q} <= $2::bigint ORDER BY s.{id_q} LIMIT $3::bigint"
+                );
+                match dialect {
+                    // One row back instead of every id: the client decodes a
+                    // row per batch, not thousands, on cores the server needs.
+                    Dialect::Postgres => format!(
+                        "WITH copied AS ({insert} RETURNING {id_q}) SELECT max({id_q})::bigint, count(*)::bigint FROM copied"
+                    ),
+                    // Whether DSQL takes data-modifying CTEs is not documented: plain RETURNING.
+                    Dialect::Dsql => format!("{insert} RETURNING {id_q}::bigint, 1::bigint"),
+                }
+            },
+            batch_bounds: format!(
+                "SELECT max(b.id), count(*)::bigint FROM (SELECT {id_q}::bigint AS id FROM {source} \
+                 WHERE {id_q} > $1::bigint AND {id_q} <= $2::bigint ORDER BY {id_q} LIMIT $3::bigint) b"
+            ),
+            copy_range: format!(
+                "INSERT INTO {target} ({cols}) SELECT {src_cols} FROM {source} s \
+                 WHERE s.{id_q} > $1::bigint AND s.{id_q} <= $2::bigint ORDER BY s.{id_q} ON CONFLICT DO NOTHING"
+            ),
+            source_summary: summary(source),
+            target_summary: summary(target),
+            source_buckets: buckets(source),
+            target_buckets: buckets(target),
+            extent_in: format!(
+                "SELECT min(x.id), max(x.id) FROM (SELECT {id_q}::bigint AS id FROM {source} \
+                 WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint UNION ALL SELECT {id_q}::bigint FROM {target} \
+                 WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint) x"
+            ),
+            delete_stale: format!(
+                "DELETE FROM {target} WHERE {id_q} IN (SELECT t.{id_q} FROM {target} t \
+                 WHERE t.{id_q} >= $1::bigint AND t.{id_q} <= $2::bigint AND NOT EXISTS \
+                 (SELECT 1 FROM {source} s WHERE s.{id_q} = t.{id_q} AND {} = {}) \
+                 ORDER BY t.{id_q} LIMIT $3::bigint)",
+                row_text("s"),
+                row_text("t")
+            ),
+            insert_missing: format!(
+                "INSERT INTO {target} ({cols}) SELECT {src_cols} FROM {source} s \
+                 WHERE s.{id_q} >= $1::bigint AND s.{id_q} <= $2::bigint AND NOT EXISTS \
+                 (SELECT 1 FROM {target} t WHERE t.{id_q} = s.{id_q}) \
+                 ORDER BY s.{id_q} LIMIT $3::bigint ON CONFLICT DO NOTHING"
+            ),
+            target_max_in: format!(
+                "SELECT max({id_q})::bigint FROM {target} WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"
+            ),
+            source_count_in: format!(
+                "SELECT count(*)::bigint FROM {source} WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"
+            ),
+            target_count_in: format!(
+                "SELECT count(*)::bigint FROM {target} WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"
+            ),
+            chunk_end: format!(
+                "SELECT {id_q}::bigint FROM {source} WHERE {id_q} >= $1::bigint ORDER BY {id_q} OFFSET $2::bigint LIMIT 1"
+            ),
+            source_extent: format!("SELECT min({id_q})::bigint, max({id_q})::bigint FROM {source}"),
+        }
+    }
+}
+
+/// `ROW(...)` of every column for `hash_record_extended`: columns whose hash
+/// equality is exactly value equality go in as they are, the rest as text
+/// (numeric hashes ignore scale, floats equate -0 and 0, and some types have
+/// no hash at all). `integer` and `bigint` ids hash alike, so a widened id
+/// compares equal.
+pub fn hashable_row(shape: &TableShape, alias: &str) -> String {
+    let cols: Vec<String> = shape
+        .columns
+        .iter()
+        .map(|c| {
+            let col = format!("{alias}.{}", ident(&c.name));
+            if exact_hash(&c.data_type) { col } else { format!("{col}::text") }
+        })
+        .collect();
+    format!("ROW({})", cols.join(", "))
+}
+
+fn exact_hash(data_type: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "smallint",
+        "integer",
+        "bigint",
+        "text",
+        "boolean",
+        "date",
+        "uuid",
+        "bytea",
+        "timestamp without time zone",
+        "timestamp with time zone",
+        "time without time zone",
+    ];
+    EXACT.contains(&data_type)
+        || data_type.starts_with("character varying")
+        || data_type.starts_with("timestamp(")
+        || data_type == "\"char\""
+}
+
+/// `ALTER TABLE t RENAME TO n` (the new name is unqualified: a rename stays in its schema).
+pub fn rename_table(table: &TableName, new_name: &str) -> String {
+    format!("ALTER TABLE {table} RENAME TO {}", ident(new_name))
+}
+
+pub fn restart_identity(table: &TableName, id: &str, restart_with: i64) -> String {
+    format!("ALTER TABLE {table} ALTER COLUMN {} RESTART WITH {restart_with}", ident(id))
+}
+
+/// Fallback where `RESTART WITH` is refused: the sequence behind the identity.
+pub fn setval_identity(table: &TableName, id: &str, restart_with: i64) -> String {
+    format!(
+        "SELECT setval(pg_get_serial_sequence({}, {}), {}, false)",
+        literal(&table.to_string()),
+        literal(id),
+        restart_with
+    )
+}
+
+pub fn set_generated_always(table: &TableName, id: &str) -> String {
+    format!("ALTER TABLE {table} ALTER COLUMN {} SET GENERATED ALWAYS", ident(id))
+}
+
+/// The highest id of `table`, as a `bigint` (NULL when empty).
+pub fn select_max_id(table: &TableName, id: &str) -> String {
+    format!("SELECT max({})::bigint FROM {table}", ident(id))
+}
+
+pub fn drop_table(table: &TableName) -> String {
+    format!("DROP TABLE {table}")
+}
+
+pub fn drop_index(schema: &str, index: &str) -> String {
+    format!("DROP INDEX {}.{}", ident(schema), ident(index))
+}
+
+/// The sequence behind an identity column, for reading its next value.
+pub fn identity_sequence(table: &TableName, id: &str) -> String {
+    format!("SELECT pg_get_serial_sequence({}, {})", literal(&table.to_string()), literal(id))
+}
+
+/// The first value the identity may hand out: above the highest id and above
+/// `startAfter`, and at least 1.
+pub fn restart_value(max_id: Option<i64>, start_after: Option<i64>) -> Option<i64> {
+    let floor = max_id.unwrap_or(0).max(start_after.unwrap_or(0)).max(0);
+    floor.checked_add(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_always_quoted_and_inner_quotes_doubled() {
+        assert_eq!(ident("id"), "\"id\"");
+        assert_eq!(ident("Post Tag"), "\"Post Tag\"");
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(ident("x\"; DROP TABLE t; --"), "\"x\"\"; DROP TABLE t; --\"");
+    }
+
+    #[test]
+    fn literals_double_single_quotes() {
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn table_names_render_qualified() {
+        let t = TableName::new("My Schema", "post\"tag");
+        assert_eq!(t.to_string(), "\"My Schema\".\"post\"\"tag\"");
+        assert_eq!(t.sibling("x").to_string(), "\"My Schema\".\"x\"");
+    }
+
+    #[test]
+    fn copy_statement_keeps_ids_and_skips_existing_rows() {
+        let mut shape = crate::engine::testing::post_tag_shape();
+        shape.columns.truncate(2);
+        let s = RowStatements::new(
+            &TableName::new("public", "post_tag"),
+            &TableName::new("public", "post_tag_new"),
+            "id",
+            &shape,
+            Dialect::Postgres,
+        );
+        assert_eq!(
+            s.copy_batch,
+            "WITH copied AS (INSERT INTO \"public\".\"post_tag_new\" (\"id\", \"post_id\") SELECT s.\"id\", s.\"post_id\" \
+             FROM \"public\".\"post_tag\" s WHERE s.\"id\" > $1::bigint AND s.\"id\" <= $2::bigint \
+             ORDER BY s.\"id\" LIMIT $3::bigint RETURNING \"id\") SELECT max(\"id\")::bigint, count(*)::bigint FROM copied"
+        );
+        assert!(s.copy_range.ends_with("ORDER BY s.\"id\" ON CONFLICT DO NOTHING"));
+        assert!(s.source_summary.contains("hash_record_extended(ROW(r.\"id\", r.\"post_id\"), 0)"));
+        assert!(s.batch_bounds.contains("ORDER BY \"id\" LIMIT $3::bigint"));
+        assert!(s.source_summary.contains("FROM \"public\".\"post_tag\" r"));
+        assert!(s.target_summary.contains("FROM \"public\".\"post_tag_new\" r"));
+    }
+
+    #[test]
+    fn checksums_hash_exact_types_directly_and_the_rest_as_text() {
+        let mut shape = crate::engine::testing::post_tag_shape();
+        shape.columns[1].data_type = "numeric(10,2)".into();
+        shape.columns[2].data_type = "json".into();
+        assert_eq!(
+            hashable_row(&shape, "r"),
+            "ROW(r.\"id\", r.\"post_id\"::text, r.\"tag_id\"::text, r.\"created_at\")"
+        );
+        let dsql =
+            RowStatements::new(&TableName::new("p", "a"), &TableName::new("p", "b"), "id", &shape, Dialect::Dsql);
+        assert!(
+            dsql.target_summary.contains("md5(ROW(r.\"id\", r.\"post_id\", r.\"tag_id\", r.\"created_at\")::text)")
+        );
+        assert!(!dsql.target_summary.contains("hash_record"));
+    }
+
+    #[test]
+    fn identity_statements() {
+        let t = TableName::new("public", "t");
+        assert_eq!(restart_identity(&t, "id", 42), "ALTER TABLE \"public\".\"t\" ALTER COLUMN \"id\" RESTART WITH 42");
+        assert_eq!(
+            setval_identity(&TableName::new("o'k", "t"), "id", 7),
+            "SELECT setval(pg_get_serial_sequence('\"o''k\".\"t\"', 'id'), 7, false)"
+        );
+        assert_eq!(rename_table(&t, "t_old"), "ALTER TABLE \"public\".\"t\" RENAME TO \"t_old\"");
+    }
+
+    #[test]
+    fn the_identity_restarts_above_the_highest_id_and_start_after() {
+        assert_eq!(restart_value(Some(1_048_576), None), Some(1_048_577));
+        assert_eq!(restart_value(Some(10), Some(1_200_000)), Some(1_200_001));
+        assert_eq!(restart_value(Some(2_000_000), Some(1_200_000)), Some(2_000_001));
+        assert_eq!(restart_value(None, None), Some(1), "empty table");
+        assert_eq!(restart_value(Some(-50), None), Some(1), "identity values stay positive");
+        assert_eq!(restart_value(Some(i64::MAX), None), None);
+    }
+}

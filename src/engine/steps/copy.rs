@@ -1,0 +1,298 @@
+//! Copying: id ranges shared by `parallelism` workers, each range copied in
+//! ascending keyset batches, one transaction per batch.
+//!
+//! A batch reads its upper bound and copies exactly the rows up to it in one
+//! repeatable-read transaction, so the shadow holds, per range, every source
+//! row up to some id and none past it. On resume the shadow's highest id in a
+//! range is therefore where that range really stands: only the batch that was
+//! in flight when the process died is redone.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use tokio::sync::{Mutex, mpsc};
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+
+use crate::api::RangeCheckpoint;
+use crate::db::{DbError, ErrorClass, ErrorContext, Session};
+use crate::engine::error::{CheckFailed, EngineError};
+use crate::engine::failpoint;
+use crate::engine::job::{Control, Flow, Job, halted};
+use crate::engine::plan::batches::{initial_span, next_span};
+use crate::engine::plan::progress::Throttle;
+use crate::engine::plan::sql::{RowStatements, begin_batch};
+use crate::engine::status_keeper::CopyProgress;
+use crate::engine::status_keeper::Save;
+use crate::engine::status_keeper::StatusKeeper;
+use crate::engine::store::StatusSink;
+
+/// A committed batch, or a range found already copied on resume.
+#[derive(Debug)]
+struct Advance {
+    range: usize,
+    copied_through: i64,
+    rows: i64,
+    /// Rows that were already in the shadow (redone work).
+    recopied: i64,
+    /// A committed copy transaction (not progress found on resume).
+    batch: bool,
+}
+
+enum Report {
+    Advance(Advance),
+    Failed(DbError),
+}
+
+struct Shared {
+    job: Arc<Job>,
+    statements: RowStatements,
+    batch_rows: i64,
+    /// Rows a range holds, about: its first batch's id span follows from it.
+    rows_per_range: i64,
+    throttle: Option<Mutex<Throttle>>,
+    queue: Mutex<VecDeque<(usize, RangeCheckpoint)>>,
+    stop: AtomicBool,
+}
+
+/// Copies every unfinished range of the checkpoint. Returns `Next` when all are done.
+pub async fn copy_ranges<R: StatusSink>(
+    job: &Arc<Job>,
+    statements: RowStatements,
+    batch_rows: i64,
+    rows_per_range: i64,
+    keeper: &mut StatusKeeper<R>,
+    control: &mut Control,
+) -> Result<Flow, EngineError> {
+    let ranges = keeper.status.checkpoint.as_ref().map(|c| c.ranges.clone()).unwrap_or_default();
+    let pending: VecDeque<(usize, RangeCheckpoint)> =
+        ranges.iter().copied().enumerate().filter(|(_, r)| !r.is_done()).collect();
+    let mut copied = keeper.status.progress.as_ref().map(|p| p.rows_copied).unwrap_or(0);
+    let mut recopied = keeper.status.progress.as_ref().map(|p| p.rows_recopied).unwrap_or(0);
+    let mut batches = keeper.status.progress.as_ref().map(|p| p.batches).unwrap_or(0);
+    keeper.record_copy(copied, recopied, batches, CopyProgress::finished_if(pending.is_empty()));
+    if pending.is_empty() {
+        return Ok(Flow::Next);
+    }
+    let workers = job.settings.parallelism.min(pending.len());
+    let shared = Arc::new(Shared {
+        job: job.clone(),
+        statements,
+        batch_rows,
+        rows_per_range,
+        throttle: job.settings.max_rows_per_second.map(|r| Mutex::new(Throttle::new(r, Instant::now()))),
+        queue: Mutex::new(pending),
+        stop: AtomicBool::new(false),
+    });
+    let (tx, mut rx) = mpsc::channel(256);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        tasks.spawn(worker(shared.clone(), tx.clone()));
+    }
+    drop(tx);
+
+    let mut failure = None;
+    let mut halt = None;
+    let mut control_open = true;
+    loop {
+        tokio::select! {
+            report = rx.recv() => match report {
+                None => break,
+                Some(Report::Advance(a)) => {
+                    if let Some(cp) = keeper.status.checkpoint.as_mut() {
+                        let r = &mut cp.ranges[a.range];
+                        r.copied_through = r.copied_through.max(a.copied_through);
+                    }
+                    copied += a.rows;
+                    recopied += a.recopied;
+                    batches += i64::from(a.batch);
+                    keeper.record_copy(copied, recopied, batches, CopyProgress::Running);
+                    if a.batch {
+                        keeper.record_batch_size(a.rows);
+                    }
+                    keeper.watch_retries(job.retries.get()).await;
+                    keeper.checkpoint(Save::WhenDue).await?;
+                }
+                Some(Report::Failed(e)) => {
+                    shared.stop.store(true, Ordering::SeqCst);
+                    failure.get_or_insert(e);
+                }
+            },
+            changed = control.changed(), if control_open => {
+                if changed.is_err() {
+                    control_open = false;
+                } else if let Some(outcome) = halted(control) {
+                    shared.stop.store(true, Ordering::SeqCst);
+                    halt = Some(outcome);
+                }
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    let done = keeper.status.checkpoint.as_ref().is_some_and(|c| c.ranges.iter().all(RangeCheckpoint::is_done));
+    keeper.record_copy(copied, recopied, batches, CopyProgress::finished_if(done));
+    keeper.set_retries(job.retries.get());
+    // A finished copy is saved by the next phase change; a halted one now.
+    keeper.checkpoint(if halt.is_some() { Save::Now } else { Save::WhenDue }).await?;
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    match halt {
+        Some(outcome) => Ok(Flow::Halt(outcome)),
+        None if done => Ok(Flow::Next),
+        None => Err(CheckFailed::CopyUnfinished.into()),
+    }
+}
+
+async fn worker(shared: Arc<Shared>, tx: mpsc::Sender<Report>) {
+    let mut session = shared.job.session();
+    let mut batch_rows = shared.batch_rows;
+    loop {
+        let next = shared.queue.lock().await.pop_front();
+        let Some((index, range)) = next else { return };
+        if let Err(e) = copy_range(&shared, &mut session, index, range, &mut batch_rows, &tx).await {
+            let _ = tx.send(Report::Failed(e)).await;
+            return;
+        }
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+    }
+}
+
+async fn copy_range(
+    shared: &Shared,
+    session: &mut Session,
+    range: usize,
+    checkpoint: RangeCheckpoint,
+    batch_rows: &mut i64,
+    tx: &mpsc::Sender<Report>,
+) -> Result<(), DbError> {
+    let s = &shared.statements;
+    let to = checkpoint.to;
+    let mut after = resume_point(s, session, range, checkpoint, tx).await?;
+    let mut span = initial_span(shared.batch_rows, shared.rows_per_range, checkpoint.from, checkpoint.to);
+    while after < to {
+        if shared.stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if let Some(throttle) = &shared.throttle {
+            let wait = throttle.lock().await.reserve(*batch_rows, Instant::now());
+            tokio::time::sleep(wait).await;
+        }
+        let limit = *batch_rows;
+        let end = after.saturating_add(span).min(to);
+        let begin = begin_batch(shared.job.dialect);
+        let result = session
+            .retry("copy batch", |client| async move {
+                match client.query(&s.copy_batch, &[&after, &end, &limit]).await {
+                    Ok(returned) => {
+                        let rows: i64 = returned.iter().map(|r| r.get::<_, i64>(1)).sum();
+                        let highest = returned.iter().filter_map(|r| r.get::<_, Option<i64>>(0)).max();
+                        // A short batch copied everything up to `end`.
+                        let through = if rows < limit { end } else { highest.unwrap_or(end) };
+                        Ok(Some((through, rows, rows)))
+                    }
+                    // Rows of this batch are already there (a row the copy did not
+                    // expect): copy the batch again, skipping what exists.
+                    Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                        tracing::info!(after, "batch meets rows already copied; copying it idempotently");
+                        copy_batch_idempotently(&client, s, begin, after, end, limit).await
+                    }
+                    Err(e) => Err(DbError::from_pg("copy batch", &e)),
+                }
+            })
+            .await;
+        let advance = match result {
+            Ok(Some((through, rows, inserted))) => {
+                failpoint::hit("copy-batch");
+                span = next_span(span, rows, limit, through - after);
+                Advance { range, copied_through: through, rows, recopied: rows - inserted, batch: true }
+            }
+            Ok(None) => {
+                span = next_span(span, 0, limit, end - after);
+                Advance { range, copied_through: end, rows: 0, recopied: 0, batch: false }
+            }
+            Err(e) if e.class == ErrorClass::TooLarge && *batch_rows > 1 => {
+                *batch_rows = (*batch_rows / 2).max(1);
+                tracing::warn!(batch_rows = *batch_rows, error = %e, "transaction too large; halving the batch");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        after = advance.copied_through;
+        if tx.send(Report::Advance(advance)).await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The slower, idempotent form of a batch: bounds and copy in one snapshot,
+/// existing ids skipped. Returns `(upper bound, rows, rows inserted)`.
+async fn copy_batch_idempotently(
+    client: &Client,
+    s: &RowStatements,
+    begin: &str,
+    after: i64,
+    to: i64,
+    limit: i64,
+) -> Result<Option<(i64, i64, i64)>, DbError> {
+    client.batch_execute(begin).await.ctx("begin copy batch")?;
+    let batch = async {
+        let bounds = client.query_one(&s.batch_bounds, &[&after, &to, &limit]).await.ctx("find batch")?;
+        let Some(hi) = bounds.get::<_, Option<i64>>(0) else { return Ok(None) };
+        let rows: i64 = bounds.get(1);
+        let inserted = client.execute(&s.copy_range, &[&after, &hi]).await.ctx("copy batch")?;
+        // A short batch covered everything up to `to`.
+        Ok(Some((if rows < limit { to } else { hi }, rows, inserted as i64)))
+    }
+    .await;
+    match batch {
+        Ok(done) => {
+            client.batch_execute("COMMIT").await.ctx("commit copy batch")?;
+            Ok(done)
+        }
+        Err(e) => {
+            // Best effort: a broken connection is replaced anyway.
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+/// Where a range really stands: the checkpoint, or further if batches
+/// committed after the last saved checkpoint (they are counted, not redone).
+async fn resume_point(
+    s: &RowStatements,
+    session: &mut Session,
+    range: usize,
+    checkpoint: RangeCheckpoint,
+    tx: &mpsc::Sender<Report>,
+) -> Result<i64, DbError> {
+    let after = checkpoint.copied_through;
+    if after >= checkpoint.to {
+        return Ok(after);
+    }
+    let from = after.saturating_add(1);
+    let to = checkpoint.to;
+    let found = session
+        .retry("find copy progress", |client| async move {
+            let row = client.query_one(&s.target_max_in, &[&from, &to]).await.ctx("find copy progress")?;
+            let Some(max) = row.get::<_, Option<i64>>(0) else { return Ok(None) };
+            let row = client.query_one(&s.target_count_in, &[&from, &max]).await.ctx("count copied rows")?;
+            Ok(Some((max, row.get::<_, i64>(0))))
+        })
+        .await?;
+    match found {
+        Some((max, rows)) => {
+            tracing::info!(range, copied_through = max, rows, "range is further than its checkpoint");
+            let _ =
+                tx.send(Report::Advance(Advance { range, copied_through: max, rows, recopied: 0, batch: false })).await;
+            Ok(max)
+        }
+        None => Ok(after),
+    }
+}

@@ -1,0 +1,26 @@
+//! The database half of the engine: each step of a migration, run against the
+//! database through a retrying [`crate::db::Session`]. Every step is
+//! idempotent and decides from the catalog where it stands, so a crash at any
+//! point resumes here.
+//!
+//! - [`catalog`]: reads a table's shape and the state of the names and indexes.
+//! - [`survey`]: validation against the table, and the plan of the copy.
+//! - [`shadow`]: creates the shadow table and builds its indexes.
+//! - [`copy`]: the range workers that copy rows in batches.
+//! - [`verify`]: chunked comparison of source and shadow, and re-sync.
+//! - [`change_tracking`]: the window's sync by a change tracking column.
+//! - [`swap`]: the cut-over window.
+//! - [`rollback`]: the window in reverse, after a completed migration.
+//! - [`teardown`]: drops an unfinished shadow table when a migration is deleted.
+//! - [`quiesce`]: scales workloads down around the window.
+
+pub mod catalog;
+pub mod change_tracking;
+pub mod copy;
+pub mod quiesce;
+pub mod rollback;
+pub mod shadow;
+pub mod survey;
+pub mod swap;
+pub mod teardown;
+pub mod verify;

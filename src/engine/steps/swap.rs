@@ -1,0 +1,341 @@
+//! Swapping: the cut-over. Each step is its own transaction and the step to
+//! take is read from the catalog every time, so a crash anywhere resumes at
+//! the right step. The table name is absent only between the two renames
+//! (the window); a failure inside the window puts the original table back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::catalog;
+use super::catalog::read_names;
+use super::change_tracking::{TrackedStatements, sync_tracked};
+use super::quiesce::{restore, save_replicas, scale_down};
+use super::shadow::first_value;
+use super::verify::{Baseline, verify_pass};
+use crate::api::now;
+use crate::api::{CutoverStatus, Generation, IdentityStatus};
+use crate::db::{DbError, ErrorClass, ErrorContext, Session};
+use crate::engine::error::{CheckFailed, EngineError};
+use crate::engine::failpoint;
+use crate::engine::job::{Flow, Job, always_run};
+use crate::engine::plan::batches::resync_batch_rows;
+use crate::engine::plan::phase::{SwapState, swap_state};
+use crate::engine::plan::quote::literal;
+use crate::engine::plan::shape::TableName;
+use crate::engine::plan::shape::TableShape;
+use crate::engine::plan::sql::{
+    drop_table, rename_table, restart_identity, restart_value, select_max_id, set_generated_always, setval_identity,
+};
+use crate::engine::plan::validate::InvalidInput;
+use crate::engine::status_keeper::Save;
+use crate::engine::status_keeper::StatusKeeper;
+use crate::engine::store::Severity;
+use crate::engine::store::StatusSink;
+
+/// A baseline older than this is refreshed before the window opens, so the
+/// window only sees what changed in the last few seconds.
+pub const FRESH_BASELINE: Duration = Duration::from_secs(10);
+
+pub async fn swap<R: StatusSink>(
+    job: &Arc<Job>,
+    original: &TableShape,
+    widest_row: i64,
+    mut baseline: Option<Baseline>,
+    keeper: &mut StatusKeeper<R>,
+) -> Result<Flow, EngineError> {
+    let s = &job.settings;
+    let mut session = job.session();
+    let batch = resync_batch_rows(s, original, widest_row);
+    // The window is never paused: suspend and stop wait until it closes.
+    let (_keep, run) = always_run();
+    loop {
+        let names = read_names(s, &mut session).await?;
+        match swap_state(names) {
+            SwapState::BeforeWindow => {
+                if baseline.as_ref().is_none_or(|b| b.taken.elapsed() > FRESH_BASELINE) {
+                    // Catch up while the table is still live: the window then
+                    // re-reads only the source and copies only recent changes.
+                    let statements = Arc::new(job.statements(original, &s.source, &s.shadow));
+                    let mark = tracked(job, original, &s.source).map(|t| t.mark);
+                    let (report, fresh) = verify_pass(job, statements, batch, &run, None, mark.as_deref()).await?;
+                    tracing::info!(resynced = report.rows_resynced, "caught up before the window");
+                    baseline = Some(fresh);
+                }
+                quiesce(job, keeper).await?;
+                keeper.status.cutover.get_or_insert_with(CutoverStatus::default).window_opened_at = Some(now());
+                keeper.checkpoint(Save::Now).await?;
+                rename_guarded(&mut session, &s.source, &s.old).await?;
+                tracing::info!(table = %s.source, to = %s.old, "window open: the table was renamed away");
+                failpoint::hit("swap-renamed-out");
+            }
+            SwapState::InWindow => {
+                if let Err(e) = finish_window(job, &mut session, original, batch, baseline.take(), keeper).await {
+                    tracing::error!(error = %e, "the cut-over failed inside the window; putting the original table back");
+                    if let Err(back) = rename_guarded(&mut session, &s.old, &s.source).await {
+                        tracing::error!(error = %back, "could not put the original table back");
+                    }
+                    restore_workloads(job, keeper).await?;
+                    return Err(e);
+                }
+            }
+            SwapState::Swapped => {
+                restore_workloads(job, keeper).await?;
+                if !s.retain_old && names.old {
+                    let sql = &drop_table(&s.old);
+                    session
+                        .retry("drop old table", |c| async move {
+                            if !catalog::table_exists(&c, &s.old).await? {
+                                return Ok(());
+                            }
+                            c.batch_execute(sql).await.ctx("drop old table")
+                        })
+                        .await?;
+                    tracing::info!(table = %s.old, "dropped the old table (oldTable.retain: false)");
+                }
+                return Ok(Flow::Next);
+            }
+            SwapState::Inconsistent(what) => {
+                return Err(CheckFailed::CutoverState { table: s.source.clone(), state: what }.into());
+            }
+        }
+    }
+}
+
+/// Renames `from` to `to`'s name unless that already happened (a lost reply
+/// to a committed rename must not fail the retry).
+pub async fn rename_guarded(session: &mut Session, from: &TableName, to: &TableName) -> Result<(), DbError> {
+    let sql = &rename_table(from, &to.name);
+    session
+        .retry("rename table", |c| async move {
+            if !catalog::table_exists(&c, from).await? && catalog::table_exists(&c, to).await? {
+                return Ok(());
+            }
+            c.batch_execute(sql).await.ctx("rename table")
+        })
+        .await
+}
+
+/// Inside the window: copy what changed since verification, move the
+/// identity past every id, check it, and rename the shadow in.
+async fn finish_window<R: StatusSink>(
+    job: &Arc<Job>,
+    session: &mut Session,
+    original: &TableShape,
+    batch: i64,
+    baseline: Option<Baseline>,
+    keeper: &mut StatusKeeper<R>,
+) -> Result<(), EngineError> {
+    let s = &job.settings;
+    let (_keep, run) = always_run();
+    let statements = Arc::new(job.statements(original, &s.old, &s.shadow));
+    let (unresolved, rows_in_window) = match (tracked(job, original, &s.old), baseline.as_ref()) {
+        // Only rows written since the last pass began, then counts.
+        (Some(t), Some(b)) if b.mark.is_some() => {
+            let mark = b.mark.as_deref().unwrap_or_default();
+            let sync = sync_tracked(job, &t, &statements, mark, b, batch).await?;
+            tracing::info!(
+                rows = sync.rows_recopied,
+                chunks = sync.chunks_resynced.len(),
+                "copied the rows changed since the last pass"
+            );
+            (sync.unresolved, sync.rows_recopied)
+        }
+        _ => {
+            let (sync, _) = verify_pass(job, statements, batch, &run, baseline.as_ref(), None).await?;
+            (sync.unresolved, sync.rows_resynced)
+        }
+    };
+    if !unresolved.is_empty() {
+        let ranges: Vec<String> = unresolved.iter().map(ToString::to_string).collect();
+        return Err(CheckFailed::WindowSyncDiffers(ranges).into());
+    }
+    keeper.status.cutover.get_or_insert_with(CutoverStatus::default).rows_in_window = rows_in_window;
+    if let Some(v) = keeper.status.verification.as_mut() {
+        v.unresolved.clear();
+    }
+
+    let identity = restart_identity_after_max(job, session).await?;
+    failpoint::hit("swap-identity-restarted");
+    keeper.status.identity = Some(identity);
+
+    if s.generation == Generation::Always
+        && session
+            .retry("read identity", |c| async move { catalog::identity_kind(&c, &s.shadow, &s.id_column).await })
+            .await?
+            != Some('a')
+    {
+        let sql = &set_generated_always(&s.shadow, &s.id_column);
+        session
+            .retry("set generated always", |c| async move { c.batch_execute(sql).await.ctx("set generated always") })
+            .await?;
+    }
+
+    rename_guarded(session, &s.shadow, &s.source).await?;
+    let cutover = keeper.status.cutover.get_or_insert_with(CutoverStatus::default);
+    cutover.swapped_at = Some(now());
+    if let Some(opened) = &cutover.window_opened_at {
+        let millis = jiff::Timestamp::now().duration_since(opened.0).as_millis();
+        cutover.window_millis = Some(millis as i64);
+    }
+    tracing::info!(table = %s.source, window_ms = cutover.window_millis, "window closed: the new table has the name");
+    failpoint::hit("swap-renamed-in");
+    // Completed is saved next; the catalog says where a crash before it stood.
+    keeper.checkpoint(Save::WhenDue).await?;
+    Ok(())
+}
+
+/// `RESTART WITH` past the highest id (and `startAfter`), falling back to
+/// `setval` where the engine refuses it; then the next value is read back and
+/// must be above every id.
+async fn restart_identity_after_max(job: &Job, session: &mut Session) -> Result<IdentityStatus, EngineError> {
+    let s = &job.settings;
+    let max_sql = &select_max_id(&s.shadow, &s.id_column);
+    let max_id: Option<i64> = session
+        .retry("read highest id", |c| async move {
+            Ok(c.query_one(max_sql.as_str(), &[]).await.ctx("read highest id")?.get(0))
+        })
+        .await?;
+    let restart_with =
+        restart_value(max_id, s.start_after).ok_or_else(|| EngineError::from(CheckFailed::IdsExhausted))?;
+
+    let restart = &restart_identity(&s.shadow, &s.id_column, restart_with);
+    match session
+        .retry("restart identity", |c| async move { c.batch_execute(restart).await.ctx("restart identity") })
+        .await
+    {
+        Ok(()) => {}
+        Err(e) if e.class == ErrorClass::Permanent => {
+            tracing::warn!(error = %e, "RESTART WITH refused; setting the sequence instead");
+            let setval = &setval_identity(&s.shadow, &s.id_column, restart_with);
+            session
+                .retry("set identity sequence", |c| async move { c.batch_execute(setval).await.ctx("setval") })
+                .await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+
+    let next_value = read_next_value(job, session).await?;
+    let floor = max_id.unwrap_or(0).max(s.start_after.unwrap_or(0));
+    if next_value <= floor {
+        return Err(CheckFailed::IdentityTooLow { next_value, floor }.into());
+    }
+    tracing::info!(restart_with, next_value, "identity moved past the highest id");
+    Ok(IdentityStatus { restart_with, next_value })
+}
+
+/// The value the identity's sequence hands out next, read without using it
+/// where the sequence can be read; otherwise by drawing one value.
+async fn read_next_value(job: &Job, session: &mut Session) -> Result<i64, EngineError> {
+    let s = &job.settings;
+    let table = &s.shadow.to_string();
+    let column = &s.id_column.clone();
+    let seq: Option<String> = session
+        .retry("find identity sequence", |c| async move {
+            Ok(c.query_one("SELECT pg_get_serial_sequence($1, $2)", &[&table, &column])
+                .await
+                .ctx("find sequence")?
+                .get(0))
+        })
+        .await?;
+    let seq = seq.ok_or_else(|| {
+        EngineError::from(CheckFailed::NoIdentitySequence { table: s.shadow.clone(), column: column.clone() })
+    })?;
+    // The name comes from the catalog, already quoted by pg_get_serial_sequence.
+    let read = &format!("SELECT last_value, is_called FROM {seq}");
+    match session
+        .retry("read identity sequence", |c| async move { c.simple_query(read).await.ctx("read sequence") })
+        .await
+    {
+        Ok(rows) => {
+            let values = match rows.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some((r.get(0), r.get(1))),
+                _ => None,
+            }) {
+                Some((Some(last), Some(called))) => (last.parse::<i64>().ok(), called == "t"),
+                _ => (None, false),
+            };
+            match values {
+                (Some(last), true) => Ok(last + 1),
+                (Some(last), false) => Ok(last),
+                (None, _) => Err(CheckFailed::SequenceUnreadable(seq.clone()).into()),
+            }
+        }
+        Err(e) if e.class == ErrorClass::Permanent => {
+            tracing::info!(error = %e, "sequence not readable; drawing one value to check it");
+            let draw = &format!("SELECT nextval({})", literal(&seq));
+            let rows = session
+                .retry("draw identity value", |c| async move { c.simple_query(draw).await.ctx("nextval") })
+                .await?;
+            first_value(&rows)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| EngineError::from(CheckFailed::NextvalEmpty(seq.clone())))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Scales `spec.cutover.quiesce` to zero, the counts saved in status first
+/// (kept from an earlier attempt, which may have scaled some already).
+async fn quiesce<R: StatusSink>(job: &Job, keeper: &mut StatusKeeper<R>) -> Result<(), EngineError> {
+    let targets = &job.settings.quiesce;
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let workloads = job.workloads.as_deref().ok_or_else(|| {
+        InvalidInput::one("spec.cutover.quiesce", "scaling workloads needs the operator (the Kubernetes API)")
+    })?;
+    let cutover = keeper.status.cutover.get_or_insert_with(CutoverStatus::default);
+    if cutover.saved_replicas.is_empty() {
+        cutover.saved_replicas = save_replicas(workloads, targets).await.map_err(EngineError::Quiesce)?;
+        keeper.checkpoint(Save::Now).await?;
+    }
+    if let Err(e) = scale_down(workloads, targets).await {
+        restore_workloads(job, keeper).await?;
+        return Err(EngineError::Quiesce(e));
+    }
+    let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    keeper.event(Severity::Normal, "Quiesced", format!("scaled to zero for the cut-over: {}", names.join(", "))).await;
+    Ok(())
+}
+
+/// Scales quiesced workloads back to their saved counts, and forgets the counts.
+async fn restore_workloads<R: StatusSink>(job: &Job, keeper: &mut StatusKeeper<R>) -> Result<(), EngineError> {
+    let saved = keeper.status.cutover.as_ref().map(|c| c.saved_replicas.clone()).unwrap_or_default();
+    if saved.is_empty() {
+        return Ok(());
+    }
+    let workloads = job.workloads.as_deref().ok_or(CheckFailed::CannotRestoreWorkloads)?;
+    restore(workloads, &saved).await.map_err(EngineError::Restore)?;
+    if let Some(c) = keeper.status.cutover.as_mut() {
+        c.saved_replicas.clear();
+    }
+    keeper.checkpoint(Save::Now).await?;
+    let names: Vec<String> = saved.iter().map(|s| format!("{} to {}", s.name, s.replicas)).collect();
+    keeper.event(Severity::Normal, "Restored", format!("scaled back after the cut-over: {}", names.join(", "))).await;
+    Ok(())
+}
+
+/// The change-tracking statements from `source` into the shadow, when the spec names a column.
+fn tracked(job: &Job, original: &TableShape, source: &TableName) -> Option<TrackedStatements> {
+    let s = &job.settings;
+    s.change_tracking_column.as_deref().map(|tc| TrackedStatements::new(source, &s.shadow, &s.id_column, original, tc))
+}
+
+/// How long a window took, for events.
+pub fn window_text(millis: Option<i64>) -> String {
+    match millis {
+        Some(ms) => format!("{:.3}s", Duration::from_millis(ms.max(0) as u64).as_secs_f64()),
+        None => "unknown".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_reads_in_seconds() {
+        assert_eq!(window_text(Some(1234)), "1.234s");
+        assert_eq!(window_text(None), "unknown");
+    }
+}

@@ -1,0 +1,282 @@
+//! The operator against an in-process API server and a real PostgreSQL: the
+//! real `Controller`, finalizer, events and leader election run; only the
+//! API server is a stand-in.
+
+use std::time::Duration;
+
+use crate::support::fake_api::FakeApi;
+use crate::support::operator::{
+    NS, Operator, condition, create_migration, create_url_secret, create_workload, delete, patch_spec, phase, wait_for,
+    workload_replicas,
+};
+use crate::support::{PostTag, TestDb};
+use serde_json::json;
+
+async fn setup(name: &str, rows: i64) -> (TestDb, FakeApi, (i64, String)) {
+    let db = TestDb::new(name).await;
+    PostTag::rows(rows).create(&db).await;
+    let before = db.fingerprint("public.post_tag", "id").await;
+    let api = FakeApi::new();
+    create_url_secret(&api, "db", &db.url).await;
+    (db, api, before)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_created_migration_runs_to_completed_with_status_conditions_and_events() {
+    let (db, api, before) = setup("ctl_complete", 8_000).await;
+    let operator = Operator::start(&api, "pod-a");
+    create_migration(&api, "post-tag", "post_tag", json!({"copy": {"parallelism": 2}})).await;
+    let done = wait_for(&api, "post-tag", 60, "Completed", |o| phase(o) == "Completed").await;
+    operator.shutdown().await;
+
+    assert_eq!(db.fingerprint("public.post_tag", "id").await, before);
+    assert_eq!(db.identity_of("public", "post_tag", "id").await.0, "d");
+    let status = &done["status"];
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(status["plan"]["shadowTable"], "post_tag_new");
+    assert_eq!(status["verification"]["sourceRows"], 8_000);
+    assert!(status["identity"]["nextValue"].as_i64().unwrap() > 0);
+    // The printer columns' paths: Phase, Progress, ETA.
+    assert_eq!(status["progress"]["percent"], 100);
+    assert_eq!(status["progress"]["eta"], "0s");
+    let ready = condition(&done, "Ready").unwrap();
+    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("True"), Some("Completed")));
+    assert_eq!(ready["observedGeneration"], 1);
+    assert_eq!(condition(&done, "Progressing").unwrap()["status"], "False");
+    assert_eq!(condition(&done, "Degraded").unwrap()["status"], "False");
+    assert_eq!(done["metadata"]["finalizers"], json!(["migrations.dsql.dev/shadow-cleanup"]));
+
+    let reasons: Vec<String> =
+        api.events_for(NS, "post-tag").into_iter().map(|(_, reason, note)| format!("{reason}: {note}")).collect();
+    for phase in ["Validating", "CreatingTarget", "Copying", "Verifying", "Swapping", "Completed"] {
+        assert!(reasons.iter().any(|r| r.starts_with(&format!("{phase}: phase {phase}"))), "{phase} in {reasons:#?}");
+    }
+    // Status goes only through the status subresource.
+    let status_writes =
+        api.requests().iter().filter(|r| r.method == "PATCH" && r.body.to_string().contains("\"/status\"")).count();
+    assert!(status_writes > 0);
+    let main_with_status = api
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && !r.path.ends_with("/status") && r.body.to_string().contains("\"phase\""))
+        .count();
+    assert_eq!(main_with_status, 0);
+}
+
+fn rows_copied(o: &serde_json::Value) -> i64 {
+    o["status"]["progress"]["rowsCopied"].as_i64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_instance_resumes_from_the_checkpoint_after_a_crash_mid_copy() {
+    let (db, api, before) = setup("ctl_crash", 40_000).await;
+    db.install_dsql_harness(0).await;
+    let a = Operator::start(&api, "pod-a");
+    let spec = json!({"copy": {"parallelism": 2, "batchRows": 500, "maxRowsPerSecond": 10000}});
+    let started = std::time::Instant::now();
+    create_migration(&api, "post-tag", "post_tag", spec).await;
+    let seen = wait_for(&api, "post-tag", 60, "copying", |o| phase(o) == "Copying" && rows_copied(o) >= 8_000).await;
+    a.crash().await;
+    let copied_at_crash = db.scalar_i64("SELECT count(*) FROM post_tag_new").await;
+    assert!(copied_at_crash < 40_000, "the crash must land mid-copy");
+
+    let b = Operator::start(&api, "pod-b");
+    let done = wait_for(&api, "post-tag", 90, "Completed", |o| phase(o) == "Completed").await;
+    let seconds = started.elapsed().as_secs_f64().ceil() as usize;
+    b.shutdown().await;
+    assert_eq!(db.fingerprint("public.post_tag", "id").await, before);
+    assert_eq!(db.fingerprint("public.post_tag_old", "id").await, before);
+    let progress = &done["status"]["progress"];
+    assert_eq!(progress["rowsCopied"], 40_000, "every row counted once: {progress}");
+    assert!(progress["rowsRecopied"].as_i64().unwrap() <= 2 * 500, "{progress}");
+    let redone = db.harness_counter("rows_written").await - 40_000;
+    assert!(redone <= 2 * 500, "{redone} rows written twice");
+    assert!(rows_copied(&seen) > 0);
+
+    // Status writes: at most one a second, plus the forced ones at phase
+    // changes and checkpoints (about a dozen in all, over two instances). A
+    // write per batch would be 80 here.
+    let writes = api.count("PATCH", "/post-tag/status");
+    assert!(writes <= seconds + 15, "{writes} status writes in {seconds} s");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manual_approval_waits_and_suspend_pauses_and_resumes() {
+    let (db, api, before) = setup("ctl_manual", 20_000).await;
+    let operator = Operator::start(&api, "pod-a");
+    let spec = json!({"cutover": {"approval": "Manual"}, "copy": {"parallelism": 1, "batchRows": 500, "maxRowsPerSecond": 8000}});
+    create_migration(&api, "post-tag", "post_tag", spec).await;
+
+    wait_for(&api, "post-tag", 60, "copying", |o| phase(o) == "Copying" && rows_copied(o) >= 2_000).await;
+    patch_spec(&api, "post-tag", json!({"suspend": true})).await;
+    let paused = wait_for(&api, "post-tag", 30, "suspended", |o| {
+        condition(o, "Progressing").is_some_and(|c| c["reason"] == "Suspended" && c["status"] == "False")
+    })
+    .await;
+    assert_eq!(phase(&paused), "Copying");
+    let frozen = db.scalar_i64("SELECT count(*) FROM post_tag_new").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM post_tag_new").await, frozen, "no copying while suspended");
+
+    patch_spec(&api, "post-tag", json!({"suspend": false})).await;
+    let waiting = wait_for(&api, "post-tag", 60, "AwaitingCutover", |o| phase(o) == "AwaitingCutover").await;
+    let progressing = condition(&waiting, "Progressing").unwrap();
+    assert_eq!(progressing["reason"], "AwaitingApproval");
+    assert!(progressing["message"].as_str().unwrap().contains("spec.cutover.approved"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(db.exists("public", "post_tag_new").await && !db.exists("public", "post_tag_old").await, "not swapped");
+
+    patch_spec(&api, "post-tag", json!({"cutover": {"approved": true}})).await;
+    wait_for(&api, "post-tag", 60, "Completed", |o| phase(o) == "Completed").await;
+    operator.shutdown().await;
+    assert_eq!(db.fingerprint("public.post_tag", "id").await, before);
+    let reasons: Vec<String> = api.events_for(NS, "post-tag").into_iter().map(|(_, r, _)| r).collect();
+    assert!(reasons.contains(&"AwaitingCutover".to_string()), "{reasons:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_before_completion_drops_only_the_shadow_and_after_completion_nothing() {
+    let (db, api, before) = setup("ctl_delete", 30_000).await;
+    let operator = Operator::start(&api, "pod-a");
+    let slow = json!({"copy": {"parallelism": 1, "batchRows": 500, "maxRowsPerSecond": 5000}});
+    create_migration(&api, "unfinished", "post_tag", slow).await;
+    wait_for(&api, "unfinished", 60, "copying", |o| phase(o) == "Copying" && rows_copied(o) > 0).await;
+    delete(&api, "unfinished").await;
+    wait_for(&api, "unfinished", 30, "gone", |o| o.is_null()).await;
+    assert!(!db.exists("public", "post_tag_new").await, "the unfinished shadow is dropped");
+    assert_eq!(db.fingerprint("public.post_tag", "id").await, before, "the source is untouched");
+    let reasons: Vec<String> = api.events_for(NS, "unfinished").into_iter().map(|(_, r, _)| r).collect();
+    assert!(reasons.contains(&"ShadowDropped".to_string()), "{reasons:?}");
+
+    create_migration(&api, "finished", "post_tag", json!({})).await;
+    wait_for(&api, "finished", 60, "Completed", |o| phase(o) == "Completed").await;
+    delete(&api, "finished").await;
+    wait_for(&api, "finished", 30, "gone", |o| o.is_null()).await;
+    operator.shutdown().await;
+    assert_eq!(db.fingerprint("public.post_tag", "id").await, before, "the new table stays");
+    assert_eq!(db.fingerprint("public.post_tag_old", "id").await, before, "the old table stays");
+    assert_eq!(db.identity_of("public", "post_tag", "id").await.0, "d");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_specs_and_missing_tables_are_degraded_with_a_reason_and_change_nothing() {
+    let (db, api, _) = setup("ctl_invalid", 1_000).await;
+    let catalog = db.catalog_snapshot().await;
+    let operator = Operator::start(&api, "pod-a");
+    create_migration(&api, "bad-cache", "post_tag", json!({"identity": {"cache": 1000}})).await;
+    create_migration(&api, "no-table", "nope", json!({})).await;
+    create_migration(
+        &api,
+        "no-secret",
+        "post_tag",
+        json!({"target": {"postgres": {"urlSecretRef": {"name": "missing", "key": "url"}}}}),
+    )
+    .await;
+    for (name, says) in [
+        ("bad-cache", "spec.identity.cache: 1000 is not allowed"),
+        ("no-table", "spec.table: table \"public\".\"nope\" does not exist"),
+        ("no-secret", "Secret blog/missing does not exist"),
+    ] {
+        let o =
+            wait_for(&api, name, 30, "Degraded", |o| condition(o, "Degraded").is_some_and(|c| c["status"] == "True"))
+                .await;
+        let degraded = condition(&o, "Degraded").unwrap();
+        assert_eq!(degraded["reason"], "InvalidSpec", "{name}");
+        assert!(degraded["message"].as_str().unwrap().contains(says), "{name}: {degraded}");
+        assert_eq!(phase(&o), "Failed");
+        let events = api.events_for(NS, name);
+        assert!(
+            events.iter().any(|(t, r, n)| t == "Warning" && r == "InvalidSpec" && n.contains(says)),
+            "{name}: {events:?}"
+        );
+    }
+    // Fixing the spec retries at once.
+    patch_spec(&api, "bad-cache", json!({"identity": {"cache": 65536}})).await;
+    wait_for(&api, "bad-cache", 60, "Completed", |o| phase(o) == "Completed").await;
+    operator.shutdown().await;
+    let after: Vec<String> = db.catalog_snapshot().await.into_iter().filter(|r| !r.contains("post_tag")).collect();
+    let expected: Vec<String> = catalog.into_iter().filter(|r| !r.contains("post_tag")).collect();
+    assert_eq!(after, expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_share_one_lease_and_only_the_holder_touches_the_database() {
+    let (db, api, before) = setup("ctl_leader", 30_000).await;
+    let a = Operator::start(&api, "pod-a");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = Operator::start(&api, "pod-b");
+    let spec = json!({"copy": {"parallelism": 2, "batchRows": 500, "maxRowsPerSecond": 8000}});
+    create_migration(&api, "post-tag", "post_tag", spec).await;
+    wait_for(&api, "post-tag", 60, "copying", |o| phase(o) == "Copying" && rows_copied(o) > 0).await;
+
+    let lease = api.get("coordination.k8s.io/v1", "leases", "identity-migrator", "identity-migrator").unwrap();
+    let holder = lease["spec"]["holderIdentity"].as_str().unwrap().to_string();
+    let (leader, follower) = if holder == "pod-a" { (a, b) } else { (b, a) };
+    assert_eq!(leader.metrics.leader.get(), 1);
+    assert_eq!(follower.metrics.leader.get(), 0);
+    for _ in 0..10 {
+        let apps: Vec<String> = db
+            .client
+            .query("SELECT DISTINCT application_name FROM pg_stat_activity WHERE application_name LIKE 'identity-migrator/%'", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(
+            apps.iter().all(|a| *a == format!("identity-migrator/{holder}")),
+            "connections of {apps:?}, holder {holder}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The leader stops gracefully (SIGTERM): the other takes over and resumes.
+    let follower_name = follower.identity.clone();
+    leader.shutdown().await;
+    let done = wait_for(&api, "post-tag", 90, "Completed", |o| phase(o) == "Completed").await;
+    let lease = api.get("coordination.k8s.io/v1", "leases", "identity-migrator", "identity-migrator").unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], follower_name.as_str());
+    follower.shutdown().await;
+    assert_eq!(db.fingerprint("public.post_tag", "id").await, before);
+    assert!(done["status"]["progress"]["rowsRecopied"].as_i64().unwrap() <= 2 * 500);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quiesced_workloads_are_scaled_to_zero_for_the_window_and_restored_across_a_restart() {
+    let (db, api, before) = setup("ctl_quiesce", 5_000).await;
+    create_workload(&api, "Deployment", "blog-api", 3).await;
+    create_workload(&api, "StatefulSet", "blog-worker", 2).await;
+    // Pods take their time to stop: the engine waits in the scale-down.
+    api.set_scaling_frozen(true);
+    let a = Operator::start(&api, "pod-a");
+    let quiesce = json!({"cutover": {"quiesce": [{"kind": "Deployment", "name": "blog-api"}, {"kind": "StatefulSet", "name": "blog-worker"}]}});
+    create_migration(&api, "post-tag", "post_tag", quiesce).await;
+    let saved = wait_for(&api, "post-tag", 60, "saved replica counts", |o| {
+        o["status"]["cutover"]["savedReplicas"].as_array().is_some_and(|s| s.len() == 2)
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while workload_replicas(&api, "statefulsets", "blog-worker").0 != 0 {
+        assert!(std::time::Instant::now() < deadline, "not scaled down");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(workload_replicas(&api, "deployments", "blog-api").0, 0);
+    assert_eq!(saved["status"]["cutover"]["savedReplicas"][0]["replicas"], 3);
+    a.crash().await;
+    assert!(
+        db.exists("public", "post_tag").await && !db.exists("public", "post_tag_old").await,
+        "the window waits for the pods"
+    );
+
+    // The pods stop; a new instance finishes the cut-over and restores the saved counts.
+    api.set_scaling_frozen(false);
+    let b = Operator::start(&api, "pod-b");
+    let done = wait_for(&api, "post-tag", 60, "Completed", |o| phase(o) == "Completed").await;
+    b.shutdown().await;
+    assert_eq!(workload_replicas(&api, "deployments", "blog-api"), (3, 3));
+    assert_eq!(workload_replicas(&api, "statefulsets", "blog-worker"), (2, 2));
+    assert!(done["status"]["cutover"]["savedReplicas"].is_null(), "the saved counts are forgotten once restored");
+    assert_eq!(db.fingerprint("public.post_tag", "id").await, before);
+    let reasons: Vec<String> = api.events_for(NS, "post-tag").into_iter().map(|(_, r, _)| r).collect();
+    assert!(reasons.contains(&"Quiesced".to_string()) && reasons.contains(&"Restored".to_string()), "{reasons:?}");
+}

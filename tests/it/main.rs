@@ -1,0 +1,21 @@
+//! The integration tests, built once as one binary: a module per area, and
+//! the shared fixtures in `support` (PostgreSQL databases, the DSQL-strict
+//! harness, the fake API server, a ledger writer).
+
+mod support;
+
+mod bad_input;
+mod chart;
+mod cli;
+mod controller;
+mod controller_requests;
+mod crash;
+mod crd;
+mod dsql;
+mod harness;
+mod layers;
+mod live;
+mod migrate;
+mod retry;
+mod rollback;
+mod tls;

@@ -1,0 +1,82 @@
+//! Rollback of a completed migration, and rolling forward again.
+
+use crate::support::{Manifest, PostTag, TestDb, run_migration, text};
+
+fn set_spec(m: &Manifest, base: &str, extra: &str) {
+    std::fs::write(&m.path, format!("{base}{extra}")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_brings_back_the_old_table_with_new_rows_and_rolling_forward_works() {
+    let db = TestDb::new("rollback").await;
+    let t = PostTag::rows(6_000).id_type("INTEGER").jump(1_000);
+    t.create(&db).await;
+    db.install_dsql_harness(5).await;
+    let m = Manifest::for_table(&t, "");
+    let base = std::fs::read_to_string(&m.path).unwrap();
+    let out = run_migration(&m, &db.url, &[], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The application writes to the new table: generated ids, updates, deletes.
+    db.exec(
+        "INSERT INTO post_tag (post_id, tag_id) SELECT 'after-cutover', 'new' FROM generate_series(1, 50);
+         UPDATE post_tag SET tag_id = 'changed' WHERE id % 97 = 0;
+         DELETE FROM post_tag WHERE id % 89 = 0;",
+    )
+    .await;
+    let new_rows = db.fingerprint("public.post_tag", "id").await;
+
+    set_spec(&m, &base, "  rollback: true\n");
+    let out = run_migration(&m, &db.url, &[], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("Rolled back"), "{}", text(&out));
+    assert_eq!(m.status()["phase"], "RolledBack");
+    assert_eq!(db.fingerprint("public.post_tag", "id").await, new_rows, "the old table got every write");
+    assert_eq!(db.identity_of("public", "post_tag_new", "id").await.0, "d", "the new table waits aside");
+    let old_type = db.scalar_i64("SELECT count(*) FROM pg_attribute WHERE attrelid = 'post_tag'::regclass AND attname = 'id' AND atttypid = 'int4'::regtype AND attidentity = ''").await;
+    assert_eq!(old_type, 1, "post_tag is the original table again (integer id, no identity)");
+    assert!(!db.exists("public", "post_tag_old").await);
+    assert_eq!(db.harness_counter("violations").await, 0);
+
+    // Running again changes nothing.
+    let out = run_migration(&m, &db.url, &[], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Back on the old table the application gives ids itself.
+    db.exec("INSERT INTO post_tag (id, post_id, tag_id) VALUES (2000000, 'rolled-back', 'old')").await;
+    let old_rows = db.fingerprint("public.post_tag", "id").await;
+
+    set_spec(&m, &base, "  rollback: false\n");
+    let out = run_migration(&m, &db.url, &[], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(m.status()["phase"], "Completed");
+    assert_eq!(db.fingerprint("public.post_tag", "id").await, old_rows, "rolled forward with every row");
+    let id = db.scalar_i64("INSERT INTO post_tag (post_id, tag_id) VALUES ('forward', 'again') RETURNING id").await;
+    assert_eq!(id, 2_000_001, "the identity moved past the rows written while rolled back");
+    assert_eq!(db.harness_counter("violations").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_is_refused_without_an_old_table_or_before_completion() {
+    let db = TestDb::new("rollback_refused").await;
+    let t = PostTag::rows(1_000);
+    t.create(&db).await;
+    // Unfinished: refused, nothing changed.
+    let m = Manifest::for_table(&t, "  rollback: true\n");
+    let catalog = db.catalog_snapshot().await;
+    let out = run_migration(&m, &db.url, &[], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("spec.rollback: applies only to a completed migration"), "{}", text(&out));
+    assert_eq!(db.catalog_snapshot().await, catalog);
+
+    // The old table was dropped at completion: nothing to roll back to.
+    let m = Manifest::for_table(&t, "  oldTable: {retain: false}\n");
+    let base = std::fs::read_to_string(&m.path).unwrap();
+    assert!(run_migration(&m, &db.url, &[], &[]).status.success());
+    set_spec(&m, &base, "  rollback: true\n");
+    let before = db.fingerprint("public.post_tag", "id").await;
+    let out = run_migration(&m, &db.url, &[], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("oldTable.retain: false"), "{}", text(&out));
+    assert_eq!(db.fingerprint("public.post_tag", "id").await, before);
+}

@@ -1,0 +1,164 @@
+//! Operator instances for the controller tests: the real operator, against
+//! the fake API server and a real PostgreSQL.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use identity_migrator::api::{IdentityMigration, IdentityMigrationSpec};
+use identity_migrator::controller::{OperatorConfig, run};
+use identity_migrator::metrics::Metrics;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::fake_api::FakeApi;
+
+pub const NS: &str = "blog";
+
+pub struct Operator {
+    pub identity: String,
+    pub metrics: Metrics,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Operator {
+    pub fn start(api: &FakeApi, identity: &str) -> Self {
+        init_logging();
+        let config = OperatorConfig {
+            identity: identity.to_string(),
+            watch_namespaces: vec![],
+            max_concurrent_migrations: 4,
+            lease_name: "identity-migrator".into(),
+            lease_namespace: "identity-migrator".into(),
+            lease_duration_seconds: 3,
+            lease_grace_seconds: 1,
+        };
+        let metrics = Metrics::default();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (client, m) = (api.client(), metrics.clone());
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            run(client, config, m, Arc::new(AtomicBool::new(false)), shutdown).await.expect("operator");
+        });
+        Self { identity: identity.to_string(), metrics, stop: Some(stop), task }
+    }
+
+    /// SIGTERM: engines stop at their next checkpoint, the lease is released.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(30), &mut self.task).await.expect("graceful shutdown").unwrap();
+    }
+
+    /// The process dies: nothing is saved or released.
+    pub async fn crash(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+pub fn migrations(api: &FakeApi) -> Api<IdentityMigration> {
+    Api::namespaced(api.client(), NS)
+}
+
+pub async fn create_url_secret(api: &FakeApi, name: &str, url: &str) {
+    let secrets: Api<Secret> = Api::namespaced(api.client(), NS);
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
+        data: Some(BTreeMap::from([("url".to_string(), ByteString(url.as_bytes().to_vec()))])),
+        ..Default::default()
+    };
+    secrets.create(&PostParams::default(), &secret).await.unwrap();
+}
+
+/// A migration of `table` whose URL is in Secret `db`; `extra` is merged into the spec.
+pub async fn create_migration(api: &FakeApi, name: &str, table: &str, extra: Value) -> IdentityMigration {
+    let mut spec =
+        serde_json::json!({"target": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}}, "table": table});
+    merge(&mut spec, &extra);
+    let spec: IdentityMigrationSpec = serde_json::from_value(spec).unwrap();
+    let mut object = IdentityMigration::new(name, spec);
+    object.metadata.namespace = Some(NS.into());
+    migrations(api).create(&PostParams::default(), &object).await.unwrap()
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(t), Some(p)) => {
+            for (k, v) in p {
+                merge(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
+pub async fn patch_spec(api: &FakeApi, name: &str, spec: Value) {
+    let patch = serde_json::json!({"spec": spec});
+    migrations(api).patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+}
+
+pub async fn delete(api: &FakeApi, name: &str) {
+    migrations(api).delete(name, &DeleteParams::default()).await.unwrap();
+}
+
+/// The object as stored, once `check` holds (panics after `secs`).
+pub async fn wait_for(api: &FakeApi, name: &str, secs: u64, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let object = api.get("migrations.dsql.dev/v1alpha1", "identitymigrations", NS, name).unwrap_or(Value::Null);
+        if check(&object) {
+            return object;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; object: {object:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn phase(object: &Value) -> &str {
+    object["status"]["phase"].as_str().unwrap_or("")
+}
+
+pub fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
+    object["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
+}
+
+/// Logs for the operator tests, shown with `RUST_LOG=identity_migrator=debug`.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
+/// A Deployment or StatefulSet with `replicas`, for quiesce.
+pub async fn create_workload(api: &FakeApi, kind: &str, name: &str, replicas: i32) {
+    let object = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "namespace": NS},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app", "image": "app"}]}}}
+    });
+    let plural = if kind == "Deployment" { "deployments" } else { "statefulsets" };
+    let api_resource = kube::core::ApiResource {
+        group: "apps".into(),
+        version: "v1".into(),
+        api_version: "apps/v1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    let objects: Api<kube::core::DynamicObject> = Api::namespaced_with(api.client(), NS, &api_resource);
+    let object: kube::core::DynamicObject = serde_json::from_value(object).unwrap();
+    objects.create(&PostParams::default(), &object).await.unwrap();
+}
+
+/// `(spec.replicas, status.replicas)` of a workload.
+pub fn workload_replicas(api: &FakeApi, plural: &str, name: &str) -> (i64, i64) {
+    let o = api.get("apps/v1", plural, NS, name).expect("workload");
+    (o["spec"]["replicas"].as_i64().unwrap_or(-1), o["status"]["replicas"].as_i64().unwrap_or(-1))
+}
