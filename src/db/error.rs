@@ -9,29 +9,56 @@ pub enum ErrorClass {
     /// Retry the whole transaction after a jittered backoff: OCC conflicts,
     /// lost connections, throttling, server restarts.
     Transient,
-    /// The transaction was too large (SQLSTATE 54000): retry with a smaller batch.
+    /// The transaction mutated too many rows or bytes (SQLSTATE 54000,
+    /// "transaction row limit exceeded" or "transaction size limit"): retry
+    /// with a smaller batch.
     TooLarge,
+    /// The transaction ran past DSQL's age limit (SQLSTATE 54000, "transaction
+    /// age limit of 300s exceeded"): retry the work in smaller pieces, so that
+    /// each transaction is shorter.
+    TooLong,
     /// Retrying cannot help; surface it.
     Permanent,
 }
 
 /// Classifies by SQLSTATE and message. `None` for the state means the error
 /// came from the connection (I/O, closed socket), not from the server.
+///
+/// DSQL's limits (its quotas page) share SQLSTATE 54000 and differ by
+/// message: rows or bytes per transaction mean a smaller batch, the
+/// transaction age a shorter transaction, and the key, row and column sizes
+/// are the data's own (no retry helps).
 pub fn classify(sqlstate: Option<&str>, message: &str) -> ErrorClass {
     let Some(code) = sqlstate else {
         return ErrorClass::Transient;
     };
+    let lower = message.to_ascii_lowercase();
     match code {
-        // Serialization failure: DSQL's OC000 (data conflict) and OC001 (schema changed).
-        "40001" | "40P01" => ErrorClass::Transient,
+        // Serialization failure: DSQL's OC000 (data conflict) and OC001 (schema
+        // changed), which AWS's connectors also see as SQLSTATEs of their own.
+        "40001" | "40P01" | "OC000" | "OC001" => ErrorClass::Transient,
         // Lock timeout (the engine bounds its waits for DDL locks on PostgreSQL).
         "55P03" => ErrorClass::Transient,
-        "54000" => ErrorClass::TooLarge,
-        "XX000" if message.to_ascii_lowercase().contains("server unavailable") => ErrorClass::Transient,
-        // Connection exceptions, insufficient resources, operator intervention
-        // (admin shutdown, pg_terminate_backend, cannot connect now).
+        "54000" if lower.contains("transaction row limit") || lower.contains("transaction size limit") => {
+            ErrorClass::TooLarge
+        }
+        "54000" if lower.contains("transaction age limit") => ErrorClass::TooLong,
+        "XX000" if lower.contains("server unavailable") => ErrorClass::Transient,
+        // Out of memory (DSQL's 128 MiB per query) and a full disk: the same
+        // statement fails the same way again.
+        "53100" | "53200" => ErrorClass::Permanent,
+        // Connection exceptions, too many connections or connects per second,
+        // operator intervention (admin shutdown, pg_terminate_backend).
         _ if code.starts_with("08") || code.starts_with("53") || code.starts_with("57") => ErrorClass::Transient,
         _ => ErrorClass::Permanent,
+    }
+}
+
+impl ErrorClass {
+    /// A smaller piece of the same work may succeed: fewer rows per batch, or
+    /// a shorter transaction.
+    pub fn wants_smaller_piece(self) -> bool {
+        matches!(self, ErrorClass::TooLarge | ErrorClass::TooLong)
     }
 }
 
@@ -149,9 +176,12 @@ mod tests {
             classify(Some("40001"), "schema has been updated by another transaction (OC001)"),
             ErrorClass::Transient
         );
-        for code in ["08006", "08001", "53300", "53200", "57P01", "57P03", "57014", "55P03", "40P01"] {
+        for code in ["08006", "08001", "53300", "53400", "57P01", "57P03", "57014", "55P03", "40P01"] {
             assert_eq!(classify(Some(code), ""), ErrorClass::Transient, "{code}");
         }
+        // AWS's connectors see DSQL's conflicts under SQLSTATEs of their own too.
+        assert_eq!(classify(Some("OC000"), "change conflicts with another transaction"), ErrorClass::Transient);
+        assert_eq!(classify(Some("OC001"), "schema has been updated"), ErrorClass::Transient);
         assert_eq!(classify(Some("XX000"), "Server Unavailable, retry later"), ErrorClass::Transient);
         assert_eq!(classify(None, "connection closed"), ErrorClass::Transient);
     }
@@ -159,6 +189,17 @@ mod tests {
     #[test]
     fn limits_shrink_the_batch_and_everything_else_is_permanent() {
         assert_eq!(classify(Some("54000"), "transaction row limit exceeded"), ErrorClass::TooLarge);
+        let size = "transaction size limit 10mb exceeded";
+        assert_eq!(classify(Some("54000"), size), ErrorClass::TooLarge);
+        assert_eq!(classify(Some("54000"), "transaction age limit of 300s exceeded"), ErrorClass::TooLong);
+        assert!(ErrorClass::TooLong.wants_smaller_piece() && ErrorClass::TooLarge.wants_smaller_piece());
+        // The data's own limits: no smaller batch helps.
+        for message in ["key size too large", "maximum row size exceeded", "maximum column size exceeded"] {
+            assert_eq!(classify(Some("54000"), message), ErrorClass::Permanent, "{message}");
+        }
+        // Out of memory fails the same way each time: not retried 25 times.
+        assert_eq!(classify(Some("53200"), "out of memory"), ErrorClass::Permanent);
+        assert_eq!(classify(Some("53100"), "Current cluster size exceeds cluster size limit."), ErrorClass::Permanent);
         for code in ["42P01", "42703", "23505", "XX000", "0A000", "28P01", "54001"] {
             assert_eq!(classify(Some(code), "boom"), ErrorClass::Permanent, "{code}");
         }

@@ -51,7 +51,7 @@ pub fn script(input: &ScriptInput) -> Vec<Step> {
     let mut steps = vec![once(
         Phase::CreatingTarget,
         "the shadow table, ids kept by a BY DEFAULT identity",
-        create_shadow_table(shape, s),
+        create_shadow_table(shape, s, input.dialect),
     )];
 
     let ranges = input.ranges.iter().map(|r| format!("{}..{}", r.from, r.to)).collect::<Vec<_>>().join(", ");
@@ -87,8 +87,8 @@ pub fn script(input: &ScriptInput) -> Vec<Step> {
         if input.dialect == Dialect::Dsql {
             steps.push(once(
                 Phase::Copying,
-                "wait for the index build job",
-                "SELECT sys.wait_for_job('<job id>')".into(),
+                "wait for the index build job (false: read sys.jobs; failed, or wait again)",
+                "CALL sys.wait_for_job('<job id>')".into(),
             ));
         }
     }

@@ -251,6 +251,47 @@ pub fn restart_value(max_id: Option<i64>, start_after: Option<i64>) -> Option<i6
     floor.checked_add(1)
 }
 
+/// `CALL sys.wait_for_job('<job id>')`: DSQL's procedure that waits for an
+/// asynchronous job. `None` unless `job_id` looks like DSQL's ids (lower-case
+/// base32), which also keeps it safe inside a literal.
+pub fn wait_for_job(job_id: &str) -> Option<String> {
+    let plausible = !job_id.is_empty()
+        && job_id.len() <= 64
+        && job_id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    plausible.then(|| format!("CALL sys.wait_for_job({})", literal(job_id)))
+}
+
+/// A job's state and its engine's words, by job id (`$1`).
+pub const JOB_STATUS: &str = "SELECT status::text, details::text FROM sys.jobs WHERE job_id = $1::text";
+
+/// What a wait on an asynchronous DSQL job means.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobVerdict {
+    Done,
+    /// Still submitted or processing (the wait timed out): wait again.
+    Wait,
+    /// The job failed; what DSQL says about it.
+    Failed(String),
+}
+
+/// `sys.wait_for_job` answered `finished`; when false, `sys.jobs` says the
+/// job's `status` and `details`. False means failed *or timed out*.
+pub fn job_verdict(finished: bool, status: Option<&str>, details: Option<&str>) -> JobVerdict {
+    if finished {
+        return JobVerdict::Done;
+    }
+    let details = details.filter(|d| !d.is_empty());
+    match status {
+        Some("completed") => JobVerdict::Done,
+        Some(s @ ("failed" | "cancelled" | "canceled")) => JobVerdict::Failed(match details {
+            Some(d) => format!("{s}: {d}"),
+            None => s.to_string(),
+        }),
+        // submitted, processing, or a row not (yet) visible.
+        _ => JobVerdict::Wait,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +376,24 @@ mod tests {
         assert_eq!(restart_value(None, None), Some(1), "empty table");
         assert_eq!(restart_value(Some(-50), None), Some(1), "identity values stay positive");
         assert_eq!(restart_value(Some(i64::MAX), None), None);
+    }
+
+    #[test]
+    fn a_dsql_job_wait_tells_done_from_failed_from_still_running() {
+        assert_eq!(job_verdict(true, None, None), JobVerdict::Done);
+        assert_eq!(job_verdict(false, Some("completed"), None), JobVerdict::Done);
+        assert_eq!(job_verdict(false, Some("processing"), None), JobVerdict::Wait, "the wait timed out");
+        assert_eq!(job_verdict(false, Some("submitted"), None), JobVerdict::Wait);
+        assert_eq!(job_verdict(false, None, None), JobVerdict::Wait);
+        assert_eq!(
+            job_verdict(false, Some("failed"), Some("duplicate key value")),
+            JobVerdict::Failed("failed: duplicate key value".into())
+        );
+        assert_eq!(
+            wait_for_job("abcdefghijklmnopqrstuvwxyz").as_deref(),
+            Some("CALL sys.wait_for_job('abcdefghijklmnopqrstuvwxyz')"),
+            "a procedure: CALL, never SELECT"
+        );
+        assert_eq!(wait_for_job("x'); DROP TABLE t; --"), None);
     }
 }

@@ -349,10 +349,23 @@ pub fn preflight(
                 ),
             );
         }
-        for index in shape.indexes.iter().filter(|i| i.method != "btree") {
+        // DSQL's catalog names its B-tree `btree_index` (`pg_am`, `pg_get_indexdef`).
+        for index in shape.indexes.iter().filter(|i| !matches!(i.method.as_str(), "btree" | "btree_index")) {
             refuse(
                 "spec.table",
                 format!("index {:?} uses {}; DSQL supports btree indexes only", index.name, index.method),
+            );
+        }
+        // DSQL accepts no COLLATE clause in DDL: a column with its own
+        // collation cannot be recreated there.
+        for column in shape.columns.iter().filter(|c| c.collation.is_some()) {
+            refuse(
+                "spec.table",
+                format!(
+                    "column {:?} has collation {}; DSQL accepts no COLLATE in DDL",
+                    column.name,
+                    column.collation.as_deref().unwrap_or_default()
+                ),
             );
         }
     }
@@ -552,6 +565,25 @@ mod tests {
         let err = preflight(&s, Some(&post_tag_shape()), &Surroundings::default(), Dialect::Dsql).unwrap_err();
         assert_eq!(err.0[0].field, "spec.copy.batchRows");
         preflight(&s, Some(&post_tag_shape()), &Surroundings::default(), Dialect::Postgres).unwrap();
+    }
+
+    #[test]
+    fn dsql_catalog_indexes_are_btree_index_and_collations_are_refused() {
+        // DSQL's catalog names its B-tree `btree_index`: such a table is accepted.
+        let mut shape = post_tag_shape();
+        for index in &mut shape.indexes {
+            index.method = "btree_index".into();
+        }
+        preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Dsql).unwrap();
+        shape.indexes[0].method = "hash".into();
+        let err = preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Dsql).unwrap_err();
+        assert!(err.to_string().contains("uses hash"), "{err}");
+
+        let mut shape = post_tag_shape();
+        shape.columns[1].collation = Some("\"C\"".into());
+        let err = preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Dsql).unwrap_err();
+        assert!(err.to_string().contains("accepts no COLLATE"), "{err}");
+        preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Postgres).unwrap();
     }
 
     #[test]

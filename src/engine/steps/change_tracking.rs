@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use super::verify::{Baseline, Chunk, resync_chunk};
-use crate::db::{DbError, ErrorClass, ErrorContext};
+use crate::db::{DbError, ErrorContext};
 use crate::engine::job::Job;
 use crate::engine::plan::quote::ident;
 use crate::engine::plan::shape::TableName;
@@ -28,7 +28,8 @@ pub const CLOCK_MARGIN_SECONDS: i64 = 5;
 pub struct TrackedStatements {
     /// The mark to keep for the next window: rows written from now on have `tc >= mark`.
     pub mark: String,
-    /// Up to `$3` ids after `$2` whose `tc >= $1` (the mark, as text).
+    /// Up to `$3` ids in `($2, $4]` whose `tc >= $1` (the mark, as text): one
+    /// id slice at a time, so no statement reads the whole table.
     pub changed_ids: String,
     /// Removes the target rows of the ids in `$1`.
     pub delete_ids: String,
@@ -54,7 +55,7 @@ impl TrackedStatements {
             },
             changed_ids: format!(
                 "SELECT {id_q}::bigint FROM {source} WHERE {tc_q} >= CAST($1::text AS {tc_type}) AND {id_q} > $2::bigint \
-                 ORDER BY {id_q} LIMIT $3::bigint"
+                 AND {id_q} <= $4::bigint ORDER BY {id_q} LIMIT $3::bigint"
             ),
             delete_ids: format!("DELETE FROM {target} WHERE {id_q} = ANY($1::bigint[])"),
             insert_ids: format!(
@@ -73,6 +74,23 @@ pub struct TrackedSync {
     pub unresolved: Vec<Chunk>,
 }
 
+/// Contiguous id slices `(after, through]` that cover every id: one per
+/// verified chunk, below the first and above the last.
+fn id_slices(chunks: impl Iterator<Item = Chunk>) -> Vec<(i64, i64)> {
+    let mut slices = Vec::new();
+    let mut after = i64::MIN;
+    for chunk in chunks {
+        if chunk.hi > after {
+            slices.push((after, chunk.hi));
+            after = chunk.hi;
+        }
+    }
+    if after < i64::MAX {
+        slices.push((after, i64::MAX));
+    }
+    slices
+}
+
 /// Copies the rows changed since `mark`, then re-syncs chunks whose counts differ.
 pub async fn sync_tracked(
     job: &Arc<Job>,
@@ -84,39 +102,41 @@ pub async fn sync_tracked(
 ) -> Result<TrackedSync, DbError> {
     let mut session = job.session();
     let mut result = TrackedSync::default();
-    let mut after = i64::MIN;
     let mut limit = batch_rows;
-    loop {
-        let sql = &tracked.changed_ids;
-        let ids: Vec<i64> = session
-            .retry("find changed rows", |c| async move {
-                let found = c.query(sql.as_str(), &[&mark, &after, &limit]).await.ctx("find changed rows")?;
-                Ok(found.iter().map(|r| r.get(0)).collect())
-            })
-            .await?;
-        let Some(&last) = ids.last() else { break };
-        let ids = &ids;
-        let copied = async {
-            for sql in [&tracked.delete_ids, &tracked.insert_ids] {
-                session
-                    .retry("copy changed rows", |c| async move {
-                        c.execute(sql.as_str(), &[ids]).await.ctx("copy changed rows")
-                    })
-                    .await?;
+    for (start, end) in id_slices(baseline.chunks.iter().map(|(c, _)| *c)) {
+        let mut after = start;
+        loop {
+            let sql = &tracked.changed_ids;
+            let ids: Vec<i64> = session
+                .retry("find changed rows", |c| async move {
+                    let found = c.query(sql.as_str(), &[&mark, &after, &limit, &end]).await.ctx("find changed rows")?;
+                    Ok(found.iter().map(|r| r.get(0)).collect())
+                })
+                .await?;
+            let Some(&last) = ids.last() else { break };
+            let ids = &ids;
+            let copied = async {
+                for sql in [&tracked.delete_ids, &tracked.insert_ids] {
+                    session
+                        .retry("copy changed rows", |c| async move {
+                            c.execute(sql.as_str(), &[ids]).await.ctx("copy changed rows")
+                        })
+                        .await?;
+                }
+                Ok::<_, DbError>(())
             }
-            Ok::<_, DbError>(())
-        }
-        .await;
-        match copied {
-            Ok(()) => {}
-            Err(e) if e.class == ErrorClass::TooLarge && limit > 1 => {
-                limit = (limit / 2).max(1);
-                continue;
+            .await;
+            match copied {
+                Ok(()) => {}
+                Err(e) if e.class.wants_smaller_piece() && limit > 1 => {
+                    limit = (limit / 2).max(1);
+                    continue;
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
+            result.rows_recopied += ids.len() as i64;
+            after = last;
         }
-        result.rows_recopied += ids.len() as i64;
-        after = last;
     }
     for (chunk, _) in &baseline.chunks {
         let counts = (&rows.source_count_in, &rows.target_count_in);
@@ -161,5 +181,21 @@ mod tests {
         let t =
             TrackedStatements::new(&TableName::new("p", "a"), &TableName::new("p", "b"), "id", &shape, "created_at");
         assert_eq!(t.mark, "SELECT coalesce(max(\"created_at\"), 0)::text FROM \"p\".\"a\"");
+    }
+
+    #[test]
+    fn changed_rows_are_looked_for_one_id_slice_at_a_time() {
+        let t = TrackedStatements::new(
+            &TableName::new("public", "post_tag_old"),
+            &TableName::new("public", "post_tag_new"),
+            "id",
+            &post_tag_shape(),
+            "created_at",
+        );
+        assert!(t.changed_ids.contains("\"id\" > $2::bigint AND \"id\" <= $4::bigint"), "{}", t.changed_ids);
+        let chunks = [Chunk { lo: 1, hi: 100 }, Chunk { lo: 101, hi: 250 }];
+        let slices = id_slices(chunks.into_iter());
+        assert_eq!(slices, vec![(i64::MIN, 100), (100, 250), (250, i64::MAX)], "every id in exactly one slice");
+        assert_eq!(id_slices(std::iter::empty()), vec![(i64::MIN, i64::MAX)]);
     }
 }

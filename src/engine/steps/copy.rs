@@ -17,7 +17,7 @@ use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
 use crate::api::RangeCheckpoint;
-use crate::db::{DbError, ErrorClass, ErrorContext, Session};
+use crate::db::{DbError, ErrorContext, Session};
 use crate::engine::error::{CheckFailed, EngineError};
 use crate::engine::failpoint;
 use crate::engine::job::{Control, Flow, Job, halted};
@@ -215,7 +215,7 @@ async fn copy_range(
                 span = next_span(span, 0, limit, end - after);
                 Advance { range, copied_through: end, rows: 0, recopied: 0, batch: false }
             }
-            Err(e) if e.class == ErrorClass::TooLarge && *batch_rows > 1 => {
+            Err(e) if e.class.wants_smaller_piece() && *batch_rows > 1 => {
                 *batch_rows = (*batch_rows / 2).max(1);
                 tracing::warn!(batch_rows = *batch_rows, error = %e, "transaction too large; halving the batch");
                 continue;

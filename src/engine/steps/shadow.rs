@@ -1,6 +1,8 @@
 //! The shadow table: created once (reused on resume when its shape is the
 //! expected one), and its secondary indexes built after the copy.
 
+use std::time::{Duration, Instant};
+
 use super::catalog::{self, IndexState};
 use crate::db::Dialect;
 use crate::db::{DbError, ErrorContext, Session};
@@ -8,9 +10,9 @@ use crate::engine::error::{CheckFailed, EngineError};
 use crate::engine::failpoint;
 use crate::engine::job::Job;
 use crate::engine::plan::ddl::{create_shadow_table, index_builds};
-use crate::engine::plan::quote::literal;
 use crate::engine::plan::shape::TableShape;
 use crate::engine::plan::sql::drop_index;
+use crate::engine::plan::sql::{JOB_STATUS, JobVerdict, job_verdict, wait_for_job};
 
 /// Creates the shadow table, or checks that the one already there is ours.
 pub async fn ensure_shadow_table(job: &Job, session: &mut Session, source: &TableShape) -> Result<(), EngineError> {
@@ -26,7 +28,7 @@ pub async fn ensure_shadow_table(job: &Job, session: &mut Session, source: &Tabl
         }
         return Err(CheckFailed::ForeignShadow(shadow.clone()).into());
     }
-    let ddl = &create_shadow_table(source, settings);
+    let ddl = &create_shadow_table(source, settings, job.dialect);
     session
         .retry("create shadow table", |c| async move {
             // A lost reply to a committed CREATE must not fail the retry.
@@ -41,7 +43,9 @@ pub async fn ensure_shadow_table(job: &Job, session: &mut Session, source: &Tabl
 
 /// Builds the source's secondary indexes on the shadow table: each one DDL
 /// statement in its own transaction; on DSQL `CREATE INDEX ASYNC` and a wait on
-/// its job. Valid indexes from an earlier run are kept; invalid ones rebuilt.
+/// its job. Valid indexes from an earlier run are kept. An invalid one is
+/// rebuilt on PostgreSQL; on DSQL it may be a build still running (dropping
+/// it would cancel the build), so the engine waits for it instead.
 pub async fn build_indexes(job: &Job, session: &mut Session, source: &TableShape) -> Result<usize, EngineError> {
     let settings = &job.settings;
     let schema = settings.shadow.schema.as_str();
@@ -49,16 +53,22 @@ pub async fn build_indexes(job: &Job, session: &mut Session, source: &TableShape
     for index in &index_builds(source, &settings.source, &settings.shadow, job.dialect) {
         let state =
             session.retry("read index", |c| async move { catalog::index_state(&c, schema, &index.name).await }).await?;
-        match state {
-            IndexState::Valid => continue,
-            IndexState::Invalid => {
+        match (state, job.dialect) {
+            (IndexState::Valid, _) => continue,
+            (IndexState::Invalid, Dialect::Dsql) => {
+                tracing::info!(index = %index.name, "an earlier build of the index is not finished; waiting for it");
+                wait_until_valid(session, schema, &index.name).await?;
+                built += 1;
+                continue;
+            }
+            (IndexState::Invalid, Dialect::Postgres) => {
                 tracing::warn!(index = %index.name, "dropping an index left invalid by an earlier build");
                 let sql = &drop_index(schema, &index.name);
                 session
                     .retry("drop invalid index", |c| async move { c.batch_execute(sql).await.ctx("drop index") })
                     .await?;
             }
-            IndexState::Absent => {}
+            (IndexState::Absent, _) => {}
         }
         tracing::info!(index = %index.name, "building index");
         match job.dialect {
@@ -72,7 +82,7 @@ pub async fn build_indexes(job: &Job, session: &mut Session, source: &TableShape
                     })
                     .await?
             }
-            Dialect::Dsql => build_async_index(session, &index.sql, &index.name).await?,
+            Dialect::Dsql => build_async_index(session, &index.sql, schema, &index.name).await?,
         }
         failpoint::hit("index-built");
         built += 1;
@@ -80,31 +90,96 @@ pub async fn build_indexes(job: &Job, session: &mut Session, source: &TableShape
     Ok(built)
 }
 
-/// DSQL: `CREATE INDEX ASYNC` returns a job id; `sys.wait_for_job` returns
-/// true when the index is ready and false when the build failed.
-async fn build_async_index(session: &mut Session, sql: &str, name: &str) -> Result<(), DbError> {
-    let job_id: String = session
+/// How long the engine waits for one DSQL index build before it gives up.
+pub const INDEX_BUILD_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+/// How often an index whose job is unknown is looked at again.
+const INDEX_POLL: Duration = Duration::from_secs(2);
+
+/// DSQL: `CREATE INDEX ASYNC` answers a job id; `CALL sys.wait_for_job` waits
+/// for it and answers false when the job failed *or the wait timed out*, so
+/// `sys.jobs` tells which. A lost reply to the CREATE shows on its retry as
+/// 42P07 (the index exists): the engine then waits on the catalog.
+async fn build_async_index(session: &mut Session, sql: &str, schema: &str, name: &str) -> Result<(), DbError> {
+    let job_id: Option<String> = session
         .retry("create index", |c| async move {
-            let rows = c.simple_query(sql).await.ctx("create index")?;
-            first_value(&rows).ok_or_else(|| DbError::engine("create index", "CREATE INDEX ASYNC returned no job id"))
+            match c.simple_query(sql).await {
+                Ok(rows) => first_value(&rows)
+                    .map(Some)
+                    .ok_or_else(|| DbError::engine("create index", "CREATE INDEX ASYNC returned no job id")),
+                Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "42P07") => Ok(None),
+                Err(e) => Err(DbError::from_pg("create index", &e)),
+            }
         })
         .await?;
+    let Some(job_id) = job_id else {
+        tracing::info!(index = name, "the index exists already (a lost reply); waiting for its build");
+        return wait_until_valid(session, schema, name).await;
+    };
+    let wait = &wait_for_job(&job_id)
+        .ok_or_else(|| DbError::engine("create index", format!("{job_id:?} is not a DSQL job id")))?;
     tracing::info!(index = name, job_id = %job_id, "waiting for the index build job");
-    // The job id goes in as a literal: its SQL type is DSQL's to choose.
-    let wait = &format!("SELECT sys.wait_for_job({})", literal(&job_id));
-    let ok: bool = session
-        .retry("wait for index job", |c| async move {
-            let rows = c.simple_query(wait).await.ctx("wait for index job")?;
-            Ok(first_value(&rows).is_some_and(|v| v == "t" || v.eq_ignore_ascii_case("true")))
-        })
-        .await?;
-    if ok {
-        Ok(())
-    } else {
-        Err(DbError::engine(
-            "build index",
-            format!("index {name}: build job {job_id} failed (the index is left INVALID)"),
-        ))
+    let deadline = Instant::now() + INDEX_BUILD_TIMEOUT;
+    loop {
+        let finished: bool = session
+            .retry("wait for index job", |c| async move {
+                let rows = c.simple_query(wait).await.ctx("wait for index job")?;
+                Ok(first_value(&rows).is_some_and(|v| v == "t" || v.eq_ignore_ascii_case("true")))
+            })
+            .await?;
+        let job = &job_id;
+        let (status, details): (Option<String>, Option<String>) = if finished {
+            (None, None)
+        } else {
+            session
+                .retry("read index job", |c| async move {
+                    let row = c.query_opt(JOB_STATUS, &[job]).await.ctx("read sys.jobs")?;
+                    Ok(row.map_or((None, None), |r| (r.get(0), r.get(1))))
+                })
+                .await?
+        };
+        match job_verdict(finished, status.as_deref(), details.as_deref()) {
+            JobVerdict::Done => return Ok(()),
+            JobVerdict::Failed(why) => {
+                return Err(DbError::engine("build index", format!("index {name}: build job {job_id} {why}")));
+            }
+            JobVerdict::Wait if Instant::now() > deadline => {
+                return Err(DbError::engine(
+                    "build index",
+                    format!("index {name}: build job {job_id} still runs after {INDEX_BUILD_TIMEOUT:?}"),
+                ));
+            }
+            JobVerdict::Wait => tracing::info!(index = name, job_id = %job_id, ?status, "index build continues"),
+        }
+    }
+}
+
+/// Waits until DSQL reports the index valid: a build whose job id is not known
+/// (a lost reply, or an earlier run's build) is never dropped, since that
+/// would cancel it.
+async fn wait_until_valid(session: &mut Session, schema: &str, name: &str) -> Result<(), DbError> {
+    let deadline = Instant::now() + INDEX_BUILD_TIMEOUT;
+    loop {
+        let state =
+            session.retry("read index", |c| async move { catalog::index_state(&c, schema, name).await }).await?;
+        match state {
+            IndexState::Valid => return Ok(()),
+            IndexState::Absent => {
+                return Err(DbError::engine(
+                    "build index",
+                    format!("index {name} disappeared while it was being built"),
+                ));
+            }
+            IndexState::Invalid if Instant::now() > deadline => {
+                return Err(DbError::engine(
+                    "build index",
+                    format!(
+                        "index {name} is still not valid after {INDEX_BUILD_TIMEOUT:?}; its build job may have failed \
+                         (see sys.jobs): drop the index and run again"
+                    ),
+                ));
+            }
+            IndexState::Invalid => tokio::time::sleep(INDEX_POLL).await,
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tokio::sync::{Mutex, mpsc};
 
-use crate::db::{DbError, ErrorClass, ErrorContext, Session};
+use crate::db::{DbError, ErrorContext, Session};
 use crate::engine::failpoint;
 use crate::engine::job::{Control, Job, halted};
 use crate::engine::plan::batches::CHUNK_ROWS;
@@ -359,7 +359,7 @@ async fn repeat_until_short(session: &mut Session, sql: &str, chunk: Chunk, batc
             .await
         {
             Ok(n) => n as i64,
-            Err(e) if e.class == ErrorClass::TooLarge && limit > 1 => {
+            Err(e) if e.class.wants_smaller_piece() && limit > 1 => {
                 limit = (limit / 2).max(1);
                 continue;
             }

@@ -84,12 +84,12 @@ BEGIN
     SELECT * INTO lim FROM dsql_harness.settings;
     IF total > lim.row_limit THEN
         PERFORM dsql_harness.violation('54000', format(
-            'transaction mutates %s rows counting index rows (%s on %s), over the limit of %s',
+            'transaction row limit exceeded: %s rows counting index rows (%s on %s), over the limit of %s',
             total, TG_OP, TG_TABLE_NAME, lim.row_limit));
     END IF;
     IF bytes > lim.byte_limit THEN
         PERFORM dsql_harness.violation('54000', format(
-            'transaction writes %s bytes, over the limit of %s', bytes, lim.byte_limit));
+            'transaction size limit exceeded: %s bytes, over the limit of %s', bytes, lim.byte_limit));
     END IF;
     PERFORM dsql_harness.set_local('rows', total);
     PERFORM dsql_harness.set_local('bytes', bytes);
