@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use super::status::IdentityMigrationStatus;
 
-pub const DEFAULT_CACHE: i64 = 65536;
+/// The identity cache when the spec names none: DSQL ...
+pub const DSQL_DEFAULT_CACHE: i64 = 65536;
+/// ... and PostgreSQL, whose sequences cache per session.
+pub const POSTGRES_DEFAULT_CACHE: i64 = 1;
 pub const DEFAULT_PARALLELISM: i32 = 4;
 
 /// Moves an existing table onto a database-generated identity column: a shadow
@@ -130,26 +133,22 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IdentitySpec {
     /// `ByDefault` accepts explicit ids; `Always` is set at cut-over.
     #[serde(default)]
     pub generation: Generation,
-    /// Identity cache: 1 or at least 65536 (DSQL rule).
-    #[serde(default = "default_cache")]
+    /// Identity cache: 1 or at least 65536 (DSQL rule). Default: 65536 on
+    /// DSQL (about 100x faster bulk inserts), 1 on PostgreSQL, which caches
+    /// per session: every new connection would skip up to `cache` ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == 1 || self >= 65536")
         .message("cache must be 1 or at least 65536"))]
-    pub cache: i64,
+    pub cache: Option<i64>,
     /// Generated ids start above this value (and above every existing id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_after: Option<i64>,
-}
-
-impl Default for IdentitySpec {
-    fn default() -> Self {
-        Self { generation: Generation::default(), cache: DEFAULT_CACHE, start_after: None }
-    }
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -249,9 +248,6 @@ fn default_dsql_user() -> String {
 }
 fn default_database() -> String {
     "postgres".into()
-}
-fn default_cache() -> i64 {
-    DEFAULT_CACHE
 }
 fn default_parallelism() -> i32 {
     DEFAULT_PARALLELISM

@@ -120,7 +120,7 @@ mod tests {
         assert_eq!(m.namespace.as_deref(), Some("blog"));
         assert_eq!(m.spec.schema, "public");
         assert_eq!(m.spec.id_column, "id");
-        assert_eq!(m.spec.identity.cache, 65536);
+        assert_eq!(m.spec.identity.cache, None, "the default depends on the target: 65536 on DSQL, 1 on PostgreSQL");
         assert_eq!(m.resource().metadata.name.as_deref(), Some("post-tag-identity"));
     }
 

@@ -191,7 +191,7 @@ mod tests {
     #[test]
     fn an_invalid_spec_is_rejected_and_stops_a_running_engine() {
         let mut spec = spec_for("t");
-        spec.identity.cache = 1000;
+        spec.identity.cache = Some(1000);
         match decide(&spec, &status(Phase::Pending), 1, Task::None, NOW) {
             Decision::Reject(invalid) => assert_eq!(invalid.0[0].field, "spec.identity.cache"),
             other => panic!("{other:?}"),

@@ -96,11 +96,9 @@ impl DbError {
     pub fn from_pg(context: impl Into<String>, err: &tokio_postgres::Error) -> Self {
         let context = context.into();
         if let Some(db) = err.as_db_error() {
-            let mut message = db.message().to_string();
-            if let Some(detail) = db.detail() {
-                message.push_str(&format!(" ({detail})"));
-            }
-            return Self::new(context, Some(db.code().code().to_string()), message);
+            let code = db.code().code().to_string();
+            let message = without_row_data(&code, db.message(), db.constraint());
+            return Self::new(context, Some(code), message);
         }
         let message = error_chain(err);
         // TLS and configuration problems do not heal by retrying.
@@ -138,6 +136,24 @@ impl<T> ErrorContext<T> for Result<T, tokio_postgres::Error> {
     fn ctx(self, context: &str) -> Result<T, DbError> {
         self.map_err(|e| DbError::from_pg(context, &e))
     }
+}
+
+/// The server's message without the row data it may carry: this text goes
+/// into status and Events, which many people can read. `DETAIL` ("Key
+/// (email)=(...)", "Failing row contains (...)") is dropped, and so is the
+/// value a data exception quotes ("invalid input syntax for type integer:
+/// "..."); the SQLSTATE and the constraint's name stay.
+fn without_row_data(code: &str, message: &str, constraint: Option<&str>) -> String {
+    let mut message = match message.find(": \"") {
+        Some(at) if code.starts_with("22") => message[..at].to_string(),
+        _ => message.to_string(),
+    };
+    if let Some(name) = constraint
+        && !message.contains(name)
+    {
+        message.push_str(&format!(" (constraint {name})"));
+    }
+    message
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {
@@ -203,6 +219,17 @@ mod tests {
         for code in ["42P01", "42703", "23505", "XX000", "0A000", "28P01", "54001"] {
             assert_eq!(classify(Some(code), "boom"), ErrorClass::Permanent, "{code}");
         }
+    }
+
+    #[test]
+    fn row_data_never_reaches_the_message() {
+        let m = without_row_data("22P02", "invalid input syntax for type integer: \"4111 1111\"", None);
+        assert_eq!(m, "invalid input syntax for type integer");
+        let m =
+            without_row_data("23505", "duplicate key value violates unique constraint \"u_email\"", Some("u_email"));
+        assert_eq!(m, "duplicate key value violates unique constraint \"u_email\"");
+        let m = without_row_data("23514", "new row violates a check", Some("positive"));
+        assert_eq!(m, "new row violates a check (constraint positive)");
     }
 
     #[test]

@@ -161,13 +161,8 @@ pub fn parse_postgres_url(url: &str) -> Result<PostgresTarget, TargetError> {
         config.application_name("identity-migrator");
     }
     let tls = match sslmode.as_deref() {
-        None => {
-            if config.get_hosts().iter().all(is_local) {
-                TlsMode::Disable
-            } else {
-                TlsMode::VerifyFull
-            }
-        }
+        None if connects_locally(&config) => TlsMode::Disable,
+        None => TlsMode::VerifyFull,
         Some("disable") => TlsMode::Disable,
         Some("require" | "verify-ca" | "verify-full") => TlsMode::VerifyFull,
         Some(other @ ("prefer" | "allow")) => return Err(TargetError::InsecureSslMode(other.to_string())),
@@ -219,13 +214,25 @@ fn take_tls_params(url: &str) -> (String, Option<String>, Option<String>) {
     }
 }
 
-fn is_local(host: &Host) -> bool {
-    match host {
+/// Whether every address the connection may use is this machine: decided by
+/// the address actually connected to (`hostaddr` when given, which overrides
+/// the name), never by how a host name looks (`127.example.com` is remote).
+fn connects_locally(config: &tokio_postgres::Config) -> bool {
+    let addrs = config.get_hostaddrs();
+    if !addrs.is_empty() {
+        return addrs.iter().all(|a| a.is_loopback());
+    }
+    config.get_hosts().iter().all(|host| match host {
         Host::Unix(_) => true,
         Host::Tcp(name) => {
-            name == "localhost" || name == "::1" || name.starts_with("127.") || name.eq_ignore_ascii_case("[::1]")
+            name == "localhost"
+                || name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
         }
-    }
+    })
 }
 
 fn describe_postgres(config: &tokio_postgres::Config, tls: TlsMode) -> String {
@@ -299,6 +306,30 @@ mod tests {
         let t = parse_postgres_url("postgres://u:secret@db.example.com/app").unwrap();
         assert_eq!(t.tls, TlsMode::VerifyFull);
         assert!(!format!("{t:?}").contains("secret"), "password never shown");
+    }
+
+    #[test]
+    fn plain_text_is_decided_by_the_address_connected_to() {
+        let remote = [
+            // hostaddr overrides the name: the connection goes to 10.1.2.3.
+            "host=localhost hostaddr=10.1.2.3 user=u dbname=app",
+            "postgres://u@127.example.com/app",
+            "postgres://u@127.0.0.1.nip.io/app",
+        ];
+        for url in remote {
+            assert_eq!(parse_postgres_url(url).unwrap().tls, TlsMode::VerifyFull, "{url}");
+        }
+        let local = [
+            "postgres://u@127.0.0.1/app",
+            "postgres://u@127.1.2.3/app",
+            "postgres://u@[::1]/app",
+            "postgres://u@localhost/app",
+            "host=db.internal hostaddr=127.0.0.1 user=u dbname=app",
+            "host=/var/run/postgresql user=u dbname=app",
+        ];
+        for url in local {
+            assert_eq!(parse_postgres_url(url).unwrap().tls, TlsMode::Disable, "{url}");
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!
 //! Points: `enter-<Phase>` (after the phase change is saved), `copy-batch`
 //! (after a batch commits, before its checkpoint is saved), `verify-chunk`,
-//! `index-built`, `swap-renamed-out`, `swap-identity-restarted`, `swap-renamed-in`.
+//! `index-built`, `swap-renamed-out`, `swap-identity-restarted`, `swap-renamed-in`,
+//! `swap-old-dropped`, `rollback-renamed-aside`.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -48,7 +48,7 @@ impl Job {
     /// Statements that move and compare rows from `source` into `target`, which
     /// have the table's columns.
     pub fn statements(&self, shape: &TableShape, source: &TableName, target: &TableName) -> RowStatements {
-        RowStatements::new(source, target, &self.settings.id_column, shape, self.dialect)
+        RowStatements::new(source, target, &self.settings.id_column, shape, self.dialect, self.settings.generation)
     }
 }
 

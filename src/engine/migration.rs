@@ -12,7 +12,8 @@ use crate::api::now;
 use crate::api::{Checkpoint, IdentityMigrationStatus, Phase, PlanStatus, Verification};
 use crate::engine::plan::batches::resync_batch_rows;
 use crate::engine::plan::phase::{
-    Gate, Stand, Work, after, catalog_jump, may_proceed, needs_catalog_check, resume, rollback_allowed, swap_state,
+    Gate, Stand, SwapState, Work, after, catalog_jump, may_proceed, needs_catalog_check, resume, rollback_allowed,
+    swap_state,
 };
 use crate::engine::plan::shape::TableShape;
 use crate::engine::plan::validate::InvalidInput;
@@ -26,7 +27,7 @@ use crate::engine::steps::copy::copy_ranges;
 use crate::engine::steps::rollback::{original_for_rollback, roll_back};
 use crate::engine::steps::shadow::{build_indexes, ensure_shadow_table};
 use crate::engine::steps::survey::{Survey, survey};
-use crate::engine::steps::swap::{swap, window_text};
+use crate::engine::steps::swap::{finish_swapped, rename_guarded, swap, window_text};
 use crate::engine::steps::verify::{Baseline, MAX_PASSES, verify_pass};
 use crate::engine::store::Severity;
 
@@ -67,6 +68,11 @@ impl<R: StatusSink> Migration<R> {
         let rollback = self.job.settings.rollback;
         let mut stand = resume(&self.keeper.status, rollback);
         if rollback && !rollback_allowed(&self.keeper.status) {
+            // A swap that crashed inside its window left the table name empty:
+            // put the original back before refusing, as a failed swap does.
+            if let Err(e) = self.close_open_window().await {
+                return self.failed(stand.phase(), e).await;
+            }
             let why = "applies only to a completed migration; delete the resource to abandon an unfinished one";
             let failed_in = resume(&self.keeper.status, false).phase();
             return self.failed(failed_in, InvalidInput::one("spec.rollback", why).into()).await;
@@ -139,6 +145,21 @@ impl<R: StatusSink> Migration<R> {
         outcome
     }
 
+    /// Renames the original table back when the catalog shows a cut-over
+    /// window open (the table renamed away, the shadow not yet in).
+    async fn close_open_window(&self) -> Result<(), EngineError> {
+        let s = &self.job.settings;
+        if self.keeper.status.plan.is_none() {
+            return Ok(());
+        }
+        let mut session = self.job.session();
+        if swap_state(read_names(s, &mut session).await?) == SwapState::InWindow {
+            tracing::warn!(table = %s.source, "a cut-over window was left open; putting the original table back");
+            rename_guarded(&mut session, &s.old, &s.source).await?;
+        }
+        Ok(())
+    }
+
     /// Where the catalog says the migration stands, when the status may lag
     /// behind it (see [`needs_catalog_check`]).
     async fn catalog_stand(&self, stand: Stand) -> Result<Stand, EngineError> {
@@ -160,6 +181,12 @@ impl<R: StatusSink> Migration<R> {
             Work::Copying => self.copy().await,
             Work::Verifying => self.verify().await,
             Work::Swapping => {
+                // The catalog first: after the swap the original may be gone
+                // (dropped with `oldTable.retain: false`) and is not needed.
+                let names = read_names(&self.job.settings, &mut self.job.session()).await?;
+                if swap_state(names) == SwapState::Swapped {
+                    return finish_swapped(&self.job, names, &mut self.keeper).await;
+                }
                 let shape = self.original_shape().await?;
                 let widest = self.widest_row(&shape).await?;
                 swap(&self.job, &shape, widest, self.baseline.take(), &mut self.keeper).await
@@ -265,7 +292,7 @@ impl<R: StatusSink> Migration<R> {
         let tracked = s
             .change_tracking_column
             .as_deref()
-            .map(|tc| TrackedStatements::new(&s.source, &s.shadow, &s.id_column, &shape, tc));
+            .map(|tc| TrackedStatements::new(&s.source, &s.shadow, &s.id_column, &shape, tc, s.generation));
         let mark_sql = tracked.as_ref().map(|t| t.mark.as_str());
         let mut unresolved = Vec::new();
         for _ in 0..MAX_PASSES {
@@ -316,7 +343,12 @@ impl<R: StatusSink> Migration<R> {
         match work {
             Work::Validating => format!("checking the spec and {}", s.source),
             Work::CreatingTarget => {
-                format!("creating {} with a {:?} identity (CACHE {})", s.shadow, s.generation, s.cache)
+                format!(
+                    "creating {} with a {:?} identity (CACHE {})",
+                    s.shadow,
+                    s.generation,
+                    s.cache(self.job.dialect)
+                )
             }
             Work::Copying => match plan {
                 Some(p) => format!(

@@ -163,6 +163,7 @@ async fn the_dsql_row_statements_copy_and_compare_on_postgres() {
         "id",
         &shape,
         Dialect::Dsql,
+        identity_migrator::api::Generation::ByDefault,
     );
     let copied = db.client.query(&s.copy_batch, &[&0i64, &i64::MAX, &10_000i64]).await.unwrap();
     assert_eq!(copied.len(), 1_000);

@@ -12,6 +12,7 @@ mod controller_requests;
 mod crash;
 mod crd;
 mod dsql;
+mod edges;
 mod harness;
 mod layers;
 mod live;

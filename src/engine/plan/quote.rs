@@ -15,16 +15,37 @@ pub fn ident(name: &str) -> String {
     out
 }
 
-/// Quotes a string literal (used only where a statement cannot take a parameter, such as DDL).
+/// Quotes a string literal (used only where a statement cannot take a
+/// parameter, such as DDL). Safe whatever `standard_conforming_strings` says:
+/// a value with a backslash takes the `E'...'` form, in which backslashes are
+/// escapes under either setting, and is written with each one doubled.
 pub fn literal(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
+    let escape = value.contains('\\');
+    let mut out = String::with_capacity(value.len() + 3);
+    if escape {
+        out.push('E');
+    }
     out.push('\'');
     for ch in value.chars() {
-        if ch == '\'' {
-            out.push('\'');
+        if ch == '\'' || (escape && ch == '\\') {
+            out.push(ch);
         }
         out.push(ch);
     }
     out.push('\'');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_cannot_be_escaped_under_either_string_setting() {
+        assert_eq!(literal("it's"), "'it''s'");
+        // Under standard_conforming_strings = off, '\' would escape the quote
+        // that follows; the E form doubles every backslash instead.
+        assert_eq!(literal("a\\'); DROP TABLE t; --"), "E'a\\\\''); DROP TABLE t; --'");
+        assert_eq!(literal("\\"), "E'\\\\'");
+    }
 }

@@ -45,12 +45,20 @@ pub struct ScriptInput<'a> {
 pub fn script(input: &ScriptInput) -> Vec<Step> {
     let s = input.settings;
     let shape = input.shape;
-    let rows = |from, to| RowStatements::new(from, to, &s.id_column, shape, input.dialect);
+    let rows = |from, to| RowStatements::new(from, to, &s.id_column, shape, input.dialect, s.generation);
     let (copy, final_sync) = (rows(&s.source, &s.shadow), rows(&s.old, &s.shadow));
     let resync_batch = resync_batch_rows(s, shape, input.widest_row);
+    let cache = match (s.cache, input.dialect) {
+        (Some(n), _) => format!("CACHE {n} as the spec asks"),
+        (None, Dialect::Dsql) => "CACHE 65536, DSQL's fast default".to_string(),
+        (None, Dialect::Postgres) => {
+            "CACHE 1, PostgreSQL's default here: it caches per session, so a larger cache skips ids on every new connection"
+                .to_string()
+        }
+    };
     let mut steps = vec![once(
         Phase::CreatingTarget,
-        "the shadow table, ids kept by a BY DEFAULT identity",
+        format!("the shadow table, ids kept by a BY DEFAULT identity ({cache})"),
         create_shadow_table(shape, s, input.dialect),
     )];
 
@@ -200,6 +208,7 @@ mod tests {
         let shape = post_tag_shape();
         let ranges = [RangeCheckpoint::new(1, 1_048_576)];
         let text = render(&script(&input_for(&shape, &settings, Dialect::Postgres, &ranges)));
+        assert!(text.contains("IDENTITY (CACHE 1)") && text.contains("caches per session"), "{text}");
         let order = [
             "CREATE TABLE",
             "LIMIT $3::bigint RETURNING",
@@ -230,6 +239,7 @@ mod tests {
         let text = render(&script(&input_for(&shape, &settings, Dialect::Dsql, &[])));
         assert!(text.contains("CREATE INDEX ASYNC"));
         assert!(text.contains("sys.wait_for_job"));
+        assert!(text.contains("IDENTITY (CACHE 65536)") && text.contains("DSQL's fast default"));
         assert!(text.contains("\nBEGIN;\n"));
         assert!(text.contains("SET GENERATED ALWAYS"));
         assert!(text.contains("DROP TABLE \"public\".\"post_tag_old\""));

@@ -6,6 +6,7 @@
 
 use super::quote::{ident, literal};
 use super::shape::{TableName, TableShape};
+use crate::api::Generation;
 use crate::db::Dialect;
 
 /// Starts a copy batch: one snapshot for reading its bounds and copying its
@@ -72,12 +73,25 @@ pub struct RowStatements {
 
 impl RowStatements {
     /// Inserts write the insertable columns (stored generated columns are
-    /// computed); checksums cover every column.
-    pub fn new(source: &TableName, target: &TableName, id: &str, shape: &TableShape, dialect: Dialect) -> Self {
+    /// computed); checksums cover every column. With `generation: Always` the
+    /// target's id may be `GENERATED ALWAYS` (a roll-forward after a rollback
+    /// copies into it), so inserts say `OVERRIDING SYSTEM VALUE`.
+    pub fn new(
+        source: &TableName,
+        target: &TableName,
+        id: &str,
+        shape: &TableShape,
+        dialect: Dialect,
+        generation: Generation,
+    ) -> Self {
         let columns = &shape.insertable_columns();
         let all_columns = &shape.all_columns();
         let id_q = ident(id);
         let cols = column_list(columns, None);
+        let into = match generation {
+            Generation::ByDefault => format!("INSERT INTO {target} ({cols})"),
+            Generation::Always => format!("INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE"),
+        };
         let src_cols = column_list(columns, Some("s"));
         let row_text = |alias: &str| format!("ROW({})::text", column_list(all_columns, Some(alias)));
         // The checksum of a chunk. On PostgreSQL each row is hashed as a record
@@ -105,7 +119,7 @@ impl RowStatements {
         Self {
             copy_batch: {
                 let insert = format!(
-                    "INSERT INTO {target} ({cols}) SELECT {src_cols} FROM {source} s \
+                    "{into} SELECT {src_cols} FROM {source} s \
                      WHERE s.{id_q} > $1::bigint AND s.{id_q} <= $2::bigint ORDER BY s.{id_q} LIMIT $3::bigint"
                 );
                 match dialect {
@@ -123,7 +137,7 @@ impl RowStatements {
                  WHERE {id_q} > $1::bigint AND {id_q} <= $2::bigint ORDER BY {id_q} LIMIT $3::bigint) b"
             ),
             copy_range: format!(
-                "INSERT INTO {target} ({cols}) SELECT {src_cols} FROM {source} s \
+                "{into} SELECT {src_cols} FROM {source} s \
                  WHERE s.{id_q} > $1::bigint AND s.{id_q} <= $2::bigint ORDER BY s.{id_q} ON CONFLICT DO NOTHING"
             ),
             source_summary: summary(source),
@@ -144,7 +158,7 @@ impl RowStatements {
                 row_text("t")
             ),
             insert_missing: format!(
-                "INSERT INTO {target} ({cols}) SELECT {src_cols} FROM {source} s \
+                "{into} SELECT {src_cols} FROM {source} s \
                  WHERE s.{id_q} >= $1::bigint AND s.{id_q} <= $2::bigint AND NOT EXISTS \
                  (SELECT 1 FROM {target} t WHERE t.{id_q} = s.{id_q}) \
                  ORDER BY s.{id_q} LIMIT $3::bigint ON CONFLICT DO NOTHING"
@@ -170,17 +184,27 @@ impl RowStatements {
 /// equality is exactly value equality go in as they are, the rest as text
 /// (numeric hashes ignore scale, floats equate -0 and 0, and some types have
 /// no hash at all). `integer` and `bigint` ids hash alike, so a widened id
-/// compares equal.
+/// compares equal. Text hashes under `COLLATE "C"`, by its bytes: under a
+/// nondeterministic collation `'Alice'` and `'alice'` hash alike, and a
+/// case-only change would pass unseen.
 pub fn hashable_row(shape: &TableShape, alias: &str) -> String {
     let cols: Vec<String> = shape
         .columns
         .iter()
         .map(|c| {
             let col = format!("{alias}.{}", ident(&c.name));
-            if exact_hash(&c.data_type) { col } else { format!("{col}::text") }
+            match exact_hash(&c.data_type) {
+                true if is_text(&c.data_type) => format!("{col} COLLATE \"C\""),
+                true => col,
+                false => format!("{col}::text COLLATE \"C\""),
+            }
         })
         .collect();
     format!("ROW({})", cols.join(", "))
+}
+
+fn is_text(data_type: &str) -> bool {
+    data_type == "text" || data_type.starts_with("character varying")
 }
 
 fn exact_hash(data_type: &str) -> bool {
@@ -326,6 +350,7 @@ mod tests {
             "id",
             &shape,
             Dialect::Postgres,
+            Generation::ByDefault,
         );
         assert_eq!(
             s.copy_batch,
@@ -334,10 +359,22 @@ mod tests {
              ORDER BY s.\"id\" LIMIT $3::bigint RETURNING \"id\") SELECT max(\"id\")::bigint, count(*)::bigint FROM copied"
         );
         assert!(s.copy_range.ends_with("ORDER BY s.\"id\" ON CONFLICT DO NOTHING"));
-        assert!(s.source_summary.contains("hash_record_extended(ROW(r.\"id\", r.\"post_id\"), 0)"));
+        assert!(s.source_summary.contains("hash_record_extended(ROW(r.\"id\", r.\"post_id\" COLLATE \"C\"), 0)"));
         assert!(s.batch_bounds.contains("ORDER BY \"id\" LIMIT $3::bigint"));
         assert!(s.source_summary.contains("FROM \"public\".\"post_tag\" r"));
         assert!(s.target_summary.contains("FROM \"public\".\"post_tag_new\" r"));
+        // A GENERATED ALWAYS target (a roll-forward after a rollback) takes ids only when told to.
+        let always = RowStatements::new(
+            &TableName::new("public", "post_tag"),
+            &TableName::new("public", "post_tag_new"),
+            "id",
+            &shape,
+            Dialect::Postgres,
+            Generation::Always,
+        );
+        for insert in [&always.copy_batch, &always.copy_range, &always.insert_missing] {
+            assert!(insert.contains("(\"id\", \"post_id\") OVERRIDING SYSTEM VALUE SELECT"), "{insert}");
+        }
     }
 
     #[test]
@@ -347,10 +384,10 @@ mod tests {
         shape.columns[2].data_type = "json".into();
         assert_eq!(
             hashable_row(&shape, "r"),
-            "ROW(r.\"id\", r.\"post_id\"::text, r.\"tag_id\"::text, r.\"created_at\")"
+            "ROW(r.\"id\", r.\"post_id\"::text COLLATE \"C\", r.\"tag_id\"::text COLLATE \"C\", r.\"created_at\")"
         );
-        let dsql =
-            RowStatements::new(&TableName::new("p", "a"), &TableName::new("p", "b"), "id", &shape, Dialect::Dsql);
+        let (a, b) = (TableName::new("p", "a"), TableName::new("p", "b"));
+        let dsql = RowStatements::new(&a, &b, "id", &shape, Dialect::Dsql, Generation::ByDefault);
         assert!(
             dsql.target_summary.contains("md5(ROW(r.\"id\", r.\"post_id\", r.\"tag_id\", r.\"created_at\")::text)")
         );

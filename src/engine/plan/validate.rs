@@ -4,7 +4,9 @@
 
 use std::fmt;
 
-use crate::api::{Approval, Generation, IdentityMigrationSpec, WorkloadRef};
+use crate::api::{
+    Approval, DSQL_DEFAULT_CACHE, Generation, IdentityMigrationSpec, POSTGRES_DEFAULT_CACHE, WorkloadRef,
+};
 
 use super::quotas::{DSQL_MAX_COLUMNS, DSQL_MAX_INDEXES, DSQL_MAX_TABLES, DSQL_MUTATION_LIMIT, MAX_IDENTIFIER_BYTES};
 use super::shape::TableName;
@@ -58,7 +60,8 @@ pub struct Settings {
     pub old: TableName,
     pub id_column: String,
     pub generation: Generation,
-    pub cache: i64,
+    /// `spec.identity.cache`; None: the dialect's default ([`Settings::cache`]).
+    pub cache: Option<i64>,
     pub start_after: Option<i64>,
     /// None: choose automatically from the table's indexes and row size.
     pub batch_rows: Option<i64>,
@@ -71,6 +74,18 @@ pub struct Settings {
     pub rollback: bool,
     /// Workloads scaled to zero for the cut-over window.
     pub quiesce: Vec<WorkloadRef>,
+}
+
+impl Settings {
+    /// The identity cache on `dialect`: the spec's, else 65536 on DSQL and 1
+    /// on PostgreSQL (which caches per session, so each new connection would
+    /// skip up to that many ids).
+    pub fn cache(&self, dialect: Dialect) -> i64 {
+        self.cache.unwrap_or(match dialect {
+            Dialect::Dsql => DSQL_DEFAULT_CACHE,
+            Dialect::Postgres => POSTGRES_DEFAULT_CACHE,
+        })
+    }
 }
 
 /// Where the migration connects; `run --database-url` replaces the spec's target.
@@ -106,7 +121,10 @@ pub fn validate_spec(spec: &IdentityMigrationSpec, target: TargetSource) -> Resu
     }
 
     let cache = spec.identity.cache;
-    if cache != 1 && cache < 65536 {
+    if let Some(cache) = cache
+        && cache != 1
+        && cache < 65536
+    {
         problems.push(Problem::new(
             "spec.identity.cache",
             format!("{cache} is not allowed: DSQL requires CACHE 1 or at least 65536"),
@@ -405,7 +423,9 @@ mod tests {
         let s = validate_spec(&spec_for("post_tag"), TargetSource::Spec).unwrap();
         assert_eq!(s.shadow.to_string(), "\"public\".\"post_tag_new\"");
         assert_eq!(s.old.to_string(), "\"public\".\"post_tag_old\"");
-        assert_eq!(s.cache, 65536);
+        assert_eq!(s.cache, None);
+        assert_eq!(s.cache(Dialect::Dsql), 65536, "DSQL: about 100x faster bulk inserts");
+        assert_eq!(s.cache(Dialect::Postgres), 1, "PostgreSQL caches per session");
         assert_eq!(s.parallelism, 4);
         assert_eq!(s.batch_rows, None);
         assert!(s.retain_old);
@@ -416,14 +436,14 @@ mod tests {
     fn cache_must_be_one_or_at_least_65536() {
         for bad in [0, 2, 1000, 65535, -1] {
             let mut spec = spec_for("t");
-            spec.identity.cache = bad;
+            spec.identity.cache = Some(bad);
             let p = problems(&spec);
             assert_eq!(p[0].field, "spec.identity.cache", "cache {bad}");
             assert!(p[0].message.contains("CACHE 1 or at least 65536"));
         }
         for good in [1, 65536, 1 << 20] {
             let mut spec = spec_for("t");
-            spec.identity.cache = good;
+            spec.identity.cache = Some(good);
             assert!(validate_spec(&spec, TargetSource::Spec).is_ok(), "cache {good}");
         }
     }

@@ -11,6 +11,8 @@
 
 use std::sync::Arc;
 
+use crate::api::Generation;
+
 use super::verify::{Baseline, Chunk, resync_chunk};
 use crate::db::{DbError, ErrorContext};
 use crate::engine::job::Job;
@@ -38,7 +40,14 @@ pub struct TrackedStatements {
 }
 
 impl TrackedStatements {
-    pub fn new(source: &TableName, target: &TableName, id: &str, shape: &TableShape, tc: &str) -> Self {
+    pub fn new(
+        source: &TableName,
+        target: &TableName,
+        id: &str,
+        shape: &TableShape,
+        tc: &str,
+        generation: Generation,
+    ) -> Self {
         let id_q = ident(id);
         let tc_q = ident(tc);
         // The column's type as the catalog printed it.
@@ -59,7 +68,11 @@ impl TrackedStatements {
             ),
             delete_ids: format!("DELETE FROM {target} WHERE {id_q} = ANY($1::bigint[])"),
             insert_ids: format!(
-                "INSERT INTO {target} ({cols}) SELECT {src_cols} FROM {source} s WHERE s.{id_q} = ANY($1::bigint[])"
+                "INSERT INTO {target} ({cols}){} SELECT {src_cols} FROM {source} s WHERE s.{id_q} = ANY($1::bigint[])",
+                match generation {
+                    Generation::ByDefault => "",
+                    Generation::Always => " OVERRIDING SYSTEM VALUE",
+                }
             ),
         }
     }
@@ -172,14 +185,21 @@ mod tests {
             "id",
             &shape,
             "created_at",
+            Generation::ByDefault,
         );
         assert_eq!(t.mark, "SELECT (clock_timestamp() - interval '5 seconds')::timestamp without time zone::text");
         assert!(t.changed_ids.contains("\"created_at\" >= CAST($1::text AS timestamp without time zone)"));
         assert!(t.insert_ids.starts_with("INSERT INTO \"public\".\"post_tag_new\""));
         let mut shape = shape;
         shape.columns[3].data_type = "bigint".into();
-        let t =
-            TrackedStatements::new(&TableName::new("p", "a"), &TableName::new("p", "b"), "id", &shape, "created_at");
+        let t = TrackedStatements::new(
+            &TableName::new("p", "a"),
+            &TableName::new("p", "b"),
+            "id",
+            &shape,
+            "created_at",
+            Generation::ByDefault,
+        );
         assert_eq!(t.mark, "SELECT coalesce(max(\"created_at\"), 0)::text FROM \"p\".\"a\"");
     }
 
@@ -191,6 +211,7 @@ mod tests {
             "id",
             &post_tag_shape(),
             "created_at",
+            Generation::ByDefault,
         );
         assert!(t.changed_ids.contains("\"id\" > $2::bigint AND \"id\" <= $4::bigint"), "{}", t.changed_ids);
         let chunks = [Chunk { lo: 1, hi: 100 }, Chunk { lo: 101, hi: 250 }];

@@ -54,13 +54,25 @@ pub async fn roll_back<R: StatusSink>(
             }
             RollbackState::InWindow => {
                 let statements = Arc::new(job.statements(original, &s.shadow, &s.old));
-                let (sync, _) = verify_pass(job, statements, batch, &run, None, None).await?;
-                if !sync.unresolved.is_empty() {
-                    // Give the new table its name back: writers keep working.
-                    rename_guarded(&mut session, &s.shadow, &s.source).await?;
-                    let ranges: Vec<String> = sync.unresolved.iter().map(ToString::to_string).collect();
-                    return Err(CheckFailed::RollbackSyncDiffers(ranges).into());
-                }
+                let synced = match verify_pass(job, statements, batch, &run, None, None).await {
+                    Ok((sync, _)) if sync.unresolved.is_empty() => Ok(sync),
+                    Ok((sync, _)) => {
+                        let ranges: Vec<String> = sync.unresolved.iter().map(ToString::to_string).collect();
+                        Err(CheckFailed::RollbackSyncDiffers(ranges).into())
+                    }
+                    Err(e) => Err(EngineError::from(e)),
+                };
+                let sync = match synced {
+                    Ok(sync) => sync,
+                    Err(e) => {
+                        // Give the new table its name back: writers keep working.
+                        tracing::error!(error = %e, "the rollback failed inside its window; giving the new table its name back");
+                        if let Err(back) = rename_guarded(&mut session, &s.shadow, &s.source).await {
+                            tracing::error!(error = %back, "could not give the new table its name back");
+                        }
+                        return Err(e);
+                    }
+                };
                 rename_guarded(&mut session, &s.old, &s.source).await?;
                 let cutover = keeper.status.cutover.get_or_insert_with(CutoverStatus::default);
                 cutover.rows_in_window = sync.rows_resynced;

@@ -19,7 +19,7 @@ use crate::engine::error::{CheckFailed, EngineError};
 use crate::engine::failpoint;
 use crate::engine::job::{Flow, Job, always_run};
 use crate::engine::plan::batches::resync_batch_rows;
-use crate::engine::plan::phase::{SwapState, swap_state};
+use crate::engine::plan::phase::{Names, SwapState, swap_state};
 use crate::engine::plan::quote::literal;
 use crate::engine::plan::shape::TableName;
 use crate::engine::plan::shape::TableShape;
@@ -78,22 +78,7 @@ pub async fn swap<R: StatusSink>(
                     return Err(e);
                 }
             }
-            SwapState::Swapped => {
-                restore_workloads(job, keeper).await?;
-                if !s.retain_old && names.old {
-                    let sql = &drop_table(&s.old);
-                    session
-                        .retry("drop old table", |c| async move {
-                            if !catalog::table_exists(&c, &s.old).await? {
-                                return Ok(());
-                            }
-                            c.batch_execute(sql).await.ctx("drop old table")
-                        })
-                        .await?;
-                    tracing::info!(table = %s.old, "dropped the old table (oldTable.retain: false)");
-                }
-                return Ok(Flow::Next);
-            }
+            SwapState::Swapped => return finish_swapped(job, names, keeper).await,
             SwapState::Inconsistent(what) => {
                 return Err(CheckFailed::CutoverState { table: s.source.clone(), state: what }.into());
             }
@@ -113,6 +98,32 @@ pub async fn rename_guarded(session: &mut Session, from: &TableName, to: &TableN
             c.batch_execute(sql).await.ctx("rename table")
         })
         .await
+}
+
+/// After the window: workloads back, and the old table dropped when
+/// `oldTable.retain: false`. Needs nothing of the original table, which may
+/// already be gone (a crash after the drop resumes here from the catalog).
+pub async fn finish_swapped<R: StatusSink>(
+    job: &Job,
+    names: Names,
+    keeper: &mut StatusKeeper<R>,
+) -> Result<Flow, EngineError> {
+    let s = &job.settings;
+    restore_workloads(job, keeper).await?;
+    if !s.retain_old && names.old {
+        let sql = &drop_table(&s.old);
+        job.session()
+            .retry("drop old table", |c| async move {
+                if !catalog::table_exists(&c, &s.old).await? {
+                    return Ok(());
+                }
+                c.batch_execute(sql).await.ctx("drop old table")
+            })
+            .await?;
+        tracing::info!(table = %s.old, "dropped the old table (oldTable.retain: false)");
+        failpoint::hit("swap-old-dropped");
+    }
+    Ok(Flow::Next)
 }
 
 /// Inside the window: copy what changed since verification, move the
@@ -318,7 +329,9 @@ async fn restore_workloads<R: StatusSink>(job: &Job, keeper: &mut StatusKeeper<R
 /// The change-tracking statements from `source` into the shadow, when the spec names a column.
 fn tracked(job: &Job, original: &TableShape, source: &TableName) -> Option<TrackedStatements> {
     let s = &job.settings;
-    s.change_tracking_column.as_deref().map(|tc| TrackedStatements::new(source, &s.shadow, &s.id_column, original, tc))
+    s.change_tracking_column
+        .as_deref()
+        .map(|tc| TrackedStatements::new(source, &s.shadow, &s.id_column, original, tc, s.generation))
 }
 
 /// How long a window took, for events.
