@@ -24,6 +24,7 @@ use crate::engine::steps::catalog;
 use crate::engine::steps::catalog::read_names;
 use crate::engine::steps::change_tracking::TrackedStatements;
 use crate::engine::steps::copy::copy_ranges;
+use crate::engine::steps::fidelity::with_fidelity;
 use crate::engine::steps::rollback::{original_for_rollback, roll_back};
 use crate::engine::steps::shadow::{build_indexes, ensure_shadow_table};
 use crate::engine::steps::survey::{Survey, survey};
@@ -175,6 +176,7 @@ impl<R: StatusSink> Migration<R> {
             Work::Validating => self.validate().await,
             Work::CreatingTarget => {
                 let shape = self.original_shape().await?;
+                let shape = with_fidelity(&mut self.job.session(), shape, self.job.dialect).await?;
                 ensure_shadow_table(&self.job, &mut self.job.session(), &shape).await?;
                 Ok(Flow::Next)
             }
@@ -271,7 +273,9 @@ impl<R: StatusSink> Migration<R> {
         }
         let built = self.keeper.status.checkpoint.as_ref().is_some_and(|c| c.indexes_built);
         if !built {
-            let count = build_indexes(&job, &mut job.session(), &shape).await?;
+            let mut session = job.session();
+            let shape = with_fidelity(&mut session, shape, job.dialect).await?;
+            let count = build_indexes(&job, &mut session, &shape).await?;
             if let Some(cp) = self.keeper.status.checkpoint.as_mut() {
                 cp.indexes_built = true;
             }

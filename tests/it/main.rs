@@ -13,6 +13,7 @@ mod crash;
 mod crd;
 mod dsql;
 mod edges;
+mod fidelity;
 mod harness;
 mod layers;
 mod live;

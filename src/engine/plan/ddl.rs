@@ -1,7 +1,8 @@
 //! The shadow table's DDL: `CREATE TABLE` with an identity id, its secondary
 //! indexes in either dialect, and the names its objects take. Pure.
 
-use super::quotas::MAX_IDENTIFIER_BYTES;
+use super::carried::Fidelity;
+use super::names::derived_name;
 use super::quote::ident;
 use super::shape::{ConstraintKind, TableName, TableShape};
 use super::validate::Settings;
@@ -16,31 +17,13 @@ pub struct IndexBuild {
     pub sql: String,
 }
 
-/// A name for an object of the new table, derived from the source object's name:
-/// `post_tag_pkey` on `post_tag` becomes `post_tag_new_pkey` on `post_tag_new`.
-/// Kept within the identifier limit with a stable hash suffix when too long.
-pub fn derived_name(original: &str, source_table: &str, new_table: &str) -> String {
-    let candidate = match original.strip_prefix(source_table) {
-        Some(rest) if !rest.is_empty() => format!("{new_table}{rest}"),
-        _ => format!("{new_table}_{original}"),
-    };
-    fit_identifier(&candidate)
-}
-
-fn fit_identifier(name: &str) -> String {
-    if name.len() <= MAX_IDENTIFIER_BYTES {
-        return name.to_string();
+/// `UNLOGGED` and `WITH (...)` for `CREATE TABLE`, as the source has them
+/// (neither exists on DSQL).
+pub fn create_table_options(f: &Fidelity, dialect: Dialect) -> (bool, Option<String>) {
+    match dialect {
+        Dialect::Postgres => (f.unlogged, (!f.storage.is_empty()).then(|| format!("WITH ({})", f.storage.join(", ")))),
+        Dialect::Dsql => (false, None),
     }
-    let hash = fnv1a(name.as_bytes());
-    let mut cut = MAX_IDENTIFIER_BYTES - 9;
-    while !name.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}_{:08x}", &name[..cut], hash as u32)
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3))
 }
 
 /// `CREATE TABLE` for the shadow table: every column with its type, default,
@@ -82,7 +65,10 @@ pub fn create_shadow_table(shape: &TableShape, settings: &Settings, dialect: Dia
         };
         parts.push(format!("    CONSTRAINT {} {}", ident(&name), con.definition));
     }
-    format!("CREATE TABLE {} (\n{}\n)", settings.shadow, parts.join(",\n"))
+    let (unlogged, with) = create_table_options(&shape.fidelity, dialect);
+    let unlogged = if unlogged { "UNLOGGED " } else { "" };
+    let with = with.map(|w| format!(" {w}")).unwrap_or_default();
+    format!("CREATE {unlogged}TABLE {} (\n{}\n){with}", settings.shadow, parts.join(",\n"))
 }
 
 /// The secondary indexes of the source, recreated on `table` (the shadow).
@@ -115,18 +101,6 @@ mod tests {
     use crate::engine::plan::shape::Index;
     use crate::engine::plan::validate::{TargetSource, validate_spec};
     use crate::engine::testing::{post_tag_shape, spec_for};
-
-    #[test]
-    fn derived_names_follow_the_table_and_fit_the_limit() {
-        assert_eq!(derived_name("post_tag_pkey", "post_tag", "post_tag_new"), "post_tag_new_pkey");
-        assert_eq!(derived_name("idx_post", "post_tag", "post_tag_new"), "post_tag_new_idx_post");
-        let long = derived_name(&"x".repeat(60), "t", "t_new");
-        assert_eq!(long.len(), MAX_IDENTIFIER_BYTES);
-        assert_eq!(long, derived_name(&"x".repeat(60), "t", "t_new"), "stable");
-        assert_ne!(long, derived_name(&format!("{}y", "x".repeat(59)), "t", "t_new"));
-        let multibyte = derived_name(&"é".repeat(40), "t", "t_new");
-        assert!(multibyte.len() <= MAX_IDENTIFIER_BYTES);
-    }
 
     #[test]
     fn shadow_table_clones_columns_and_constraints_with_an_identity_id() {

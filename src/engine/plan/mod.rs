@@ -6,6 +6,9 @@
 //! - [`shape`]: a table as the catalog describes it, and its qualified name.
 //! - [`sql`]: the statements the engine runs, as text.
 //! - [`ddl`]: the shadow table's `CREATE TABLE` and index builds.
+//! - [`carried`]: what a table carries besides rows (owner, privileges, ...).
+//! - [`fidelity`]: the statements that give that to the shadow table.
+//! - [`names`]: the names of the new table's objects.
 //! - [`quotas`]: DSQL's limits and the margins kept below them.
 //! - [`batches`]: batch sizes, id spans, ranges and chunks.
 //! - [`validate`]: the spec on its own, and against the table (preflight).
@@ -14,7 +17,10 @@
 //! - [`progress`]: rates, ETA, throttling and the status write gate.
 
 pub mod batches;
+pub mod carried;
 pub mod ddl;
+pub mod fidelity;
+pub mod names;
 pub mod phase;
 pub mod progress;
 pub mod quotas;

@@ -4,6 +4,7 @@
 use super::batches::CHUNK_ROWS;
 use super::batches::resync_batch_rows;
 use super::ddl::{create_shadow_table, index_builds};
+use super::fidelity::{index_statements, not_carried, shadow_statements};
 use super::shape::TableShape;
 use super::sql::{
     RowStatements, begin_batch, drop_table, rename_table, restart_identity, restart_value, set_generated_always,
@@ -61,6 +62,20 @@ pub fn script(input: &ScriptInput) -> Vec<Step> {
         format!("the shadow table, ids kept by a BY DEFAULT identity ({cache})"),
         create_shadow_table(shape, s, input.dialect),
     )];
+    let f = &shape.fidelity;
+    for sql in shadow_statements(f, shape, &s.source, &s.shadow, input.dialect) {
+        steps.push(once(Phase::CreatingTarget, "what the table carries besides rows", sql));
+    }
+    let lost = not_carried(f, input.dialect);
+    if !lost.is_empty() {
+        steps.push(Step {
+            phase: Phase::CreatingTarget,
+            note: format!("not carried over: DSQL has no {}", lost.join(", ")),
+            statements: Vec::new(),
+            transaction: false,
+            repeat: None,
+        });
+    }
 
     let ranges = input.ranges.iter().map(|r| format!("{}..{}", r.from, r.to)).collect::<Vec<_>>().join(", ");
     steps.push(Step {
@@ -99,6 +114,9 @@ pub fn script(input: &ScriptInput) -> Vec<Step> {
                 "CALL sys.wait_for_job('<job id>')".into(),
             ));
         }
+    }
+    for sql in index_statements(f, shape, &s.source, &s.shadow, input.dialect) {
+        steps.push(once(Phase::Copying, "what the indexes carry", sql));
     }
     steps.extend(verification_steps(Phase::Verifying, &copy, resync_batch, "source and shadow"));
 

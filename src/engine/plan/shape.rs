@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use super::carried::Fidelity;
 use super::quote::ident;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -64,10 +65,12 @@ pub struct TableShape {
     pub triggers: Vec<String>,
     pub dependent_views: Vec<String>,
     pub inheritance: Vec<String>,
-    pub row_security: bool,
     /// Anything else the engine cannot recreate (exclusion constraints, invalid
     /// or unparsable indexes), described.
     pub unsupported: Vec<String>,
+    /// Owner, privileges, comments, options and policies: read separately
+    /// (`steps::fidelity`), default until then.
+    pub fidelity: Fidelity,
 }
 
 impl TableShape {

@@ -315,8 +315,19 @@ pub fn preflight(
     for what in &shape.unsupported {
         refuse("spec.table", format!("{table} has an object the migration cannot recreate: {what}"));
     }
-    if shape.row_security {
-        refuse("spec.table", format!("{table} has row-level security enabled; the copy would see only some rows"));
+    if shape.fidelity.force_row_security {
+        refuse(
+            "spec.table",
+            format!(
+                "{table} forces row-level security on its owner; the copy would see only the rows its policies allow"
+            ),
+        );
+    }
+    for what in &shape.fidelity.dependents {
+        refuse(
+            "spec.table",
+            format!("{what} is bound to {table} and would keep using the old table after the swap; drop it first"),
+        );
     }
     for taken in &around.names_taken {
         if *taken == settings.shadow.name {

@@ -11,10 +11,10 @@ use crate::engine::plan::validate::Settings;
 use crate::engine::plan::validate::Surroundings;
 
 /// A relation's oid and kind, or None when the name is free.
-async fn relation(client: &Client, table: &TableName) -> Result<Option<(u32, char, i64, bool)>, DbError> {
+async fn relation(client: &Client, table: &TableName) -> Result<Option<(u32, char, i64)>, DbError> {
     let row = client
         .query_opt(
-            "SELECT c.oid, c.relkind::text, c.reltuples::bigint, c.relrowsecurity \
+            "SELECT c.oid, c.relkind::text, c.reltuples::bigint \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relname = $2",
             &[&table.schema, &table.name],
@@ -23,8 +23,13 @@ async fn relation(client: &Client, table: &TableName) -> Result<Option<(u32, cha
         .ctx("look up table")?;
     Ok(row.map(|r| {
         let kind: String = r.get(1);
-        (r.get(0), kind.chars().next().unwrap_or('?'), r.get(2), r.get(3))
+        (r.get(0), kind.chars().next().unwrap_or('?'), r.get(2))
     }))
+}
+
+/// The table's oid, or None when the name is free.
+pub async fn table_oid(client: &Client, table: &TableName) -> Result<Option<u32>, DbError> {
+    Ok(relation(client, table).await?.map(|r| r.0))
 }
 
 pub async fn table_exists(client: &Client, table: &TableName) -> Result<bool, DbError> {
@@ -49,11 +54,10 @@ pub async fn identity_kind(client: &Client, table: &TableName, column: &str) -> 
 
 /// Everything the engine needs to know about a table, or None when it does not exist.
 pub async fn read_shape(client: &Client, table: &TableName) -> Result<Option<TableShape>, DbError> {
-    let Some((oid, kind, reltuples, row_security)) = relation(client, table).await? else {
+    let Some((oid, kind, reltuples)) = relation(client, table).await? else {
         return Ok(None);
     };
-    let mut shape =
-        TableShape { table: Some(table.clone()), kind, estimated_rows: reltuples, row_security, ..Default::default() };
+    let mut shape = TableShape { table: Some(table.clone()), kind, estimated_rows: reltuples, ..Default::default() };
 
     for r in client
         .query(

@@ -6,6 +6,8 @@
 //! - [`catalog`]: reads a table's shape and the state of the names and indexes.
 //! - [`survey`]: validation against the table, and the plan of the copy.
 //! - [`shadow`]: creates the shadow table and builds its indexes.
+//! - [`fidelity`]: gives the shadow the source's owner, privileges, comments,
+//!   statistics and policies; moves column sequences at the swap.
 //! - [`copy`]: the range workers that copy rows in batches.
 //! - [`verify`]: chunked comparison of source and shadow, and re-sync.
 //! - [`change_tracking`]: the window's sync by a change tracking column.
@@ -17,6 +19,7 @@
 pub mod catalog;
 pub mod change_tracking;
 pub mod copy;
+pub mod fidelity;
 pub mod quiesce;
 pub mod rollback;
 pub mod shadow;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::catalog;
 use super::catalog::read_names;
+use super::fidelity::adopt_sequences;
 use super::swap::rename_guarded;
 use super::verify::verify_pass;
 use crate::api::CutoverStatus;
@@ -81,7 +82,13 @@ pub async fn roll_back<R: StatusSink>(
                 }
                 failpoint::hit("rollback-renamed-in");
             }
-            RollbackState::Back => return Ok(Flow::Next),
+            RollbackState::Back => {
+                if job.dialect == crate::db::Dialect::Postgres {
+                    // The original owns its column sequences again.
+                    adopt_sequences(&mut session, &s.source).await?;
+                }
+                return Ok(Flow::Next);
+            }
             RollbackState::Refused(why) => return Err(InvalidInput::one("spec.rollback", why).into()),
         }
     }

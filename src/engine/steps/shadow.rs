@@ -4,12 +4,14 @@
 use std::time::{Duration, Instant};
 
 use super::catalog::{self, IndexState};
+use super::fidelity;
 use crate::db::Dialect;
 use crate::db::{DbError, ErrorContext, Session};
 use crate::engine::error::{CheckFailed, EngineError};
 use crate::engine::failpoint;
 use crate::engine::job::Job;
 use crate::engine::plan::ddl::{create_shadow_table, index_builds};
+use crate::engine::plan::fidelity::{index_statements, shadow_statements};
 use crate::engine::plan::shape::TableShape;
 use crate::engine::plan::sql::drop_index;
 use crate::engine::plan::sql::{JOB_STATUS, JobVerdict, job_verdict, wait_for_job};
@@ -24,7 +26,7 @@ pub async fn ensure_shadow_table(job: &Job, session: &mut Session, source: &Tabl
         let same_columns = found.all_columns() == source.all_columns();
         if same_columns && id.is_some_and(|c| c.identity.is_some()) {
             tracing::info!(table = %shadow, "reusing the shadow table created earlier");
-            return Ok(());
+            return apply_extras(job, session, source).await;
         }
         return Err(CheckFailed::ForeignShadow(shadow.clone()).into());
     }
@@ -38,7 +40,15 @@ pub async fn ensure_shadow_table(job: &Job, session: &mut Session, source: &Tabl
             c.batch_execute(ddl).await.ctx("create shadow table")
         })
         .await?;
-    Ok(())
+    apply_extras(job, session, source).await
+}
+
+/// Owner, privileges, comments, statistics and policies of the source, on
+/// the shadow (idempotent: a resumed run applies them again).
+async fn apply_extras(job: &Job, session: &mut Session, source: &TableShape) -> Result<(), EngineError> {
+    let s = &job.settings;
+    let statements = shadow_statements(&source.fidelity, source, &s.source, &s.shadow, job.dialect);
+    Ok(fidelity::apply(session, "carry table extras", &statements).await?)
 }
 
 /// Builds the source's secondary indexes on the shadow table: each one DDL
@@ -87,6 +97,8 @@ pub async fn build_indexes(job: &Job, session: &mut Session, source: &TableShape
         failpoint::hit("index-built");
         built += 1;
     }
+    let extras = index_statements(&source.fidelity, source, &settings.source, &settings.shadow, job.dialect);
+    fidelity::apply(session, "carry index extras", &extras).await?;
     Ok(built)
 }
 

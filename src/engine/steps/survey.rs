@@ -3,13 +3,15 @@
 //! and the `plan` command.
 
 use super::catalog;
+use super::fidelity::with_fidelity;
 use crate::api::RangeCheckpoint;
 use crate::db::Dialect;
 use crate::db::{DbError, ErrorContext, Session};
 use crate::engine::error::EngineError;
 use crate::engine::job::Job;
 use crate::engine::plan::batches::{self, indexes_during_copy, next_span, range_count, split_by_quantiles};
-use crate::engine::plan::ddl::{derived_name, index_builds};
+use crate::engine::plan::ddl::index_builds;
+use crate::engine::plan::names::derived_name;
 use crate::engine::plan::shape::{ConstraintKind, TableShape};
 use crate::engine::plan::validate::preflight;
 
@@ -30,6 +32,10 @@ pub async fn survey(job: &Job) -> Result<Survey, EngineError> {
     let s = &job.settings;
     let mut session = job.session();
     let shape = session.retry("read table", |c| async move { catalog::read_shape(&c, &s.source).await }).await?;
+    let shape = match shape {
+        Some(shape) => Some(with_fidelity(&mut session, shape, job.dialect).await?),
+        None => None,
+    };
     let mut names = vec![s.shadow.name.clone(), s.old.name.clone()];
     if let Some(shape) = &shape {
         names.extend(

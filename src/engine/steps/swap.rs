@@ -9,12 +9,13 @@ use std::time::Duration;
 use super::catalog;
 use super::catalog::read_names;
 use super::change_tracking::{TrackedStatements, sync_tracked};
+use super::fidelity::{adopt_sequences, sync_privileges};
 use super::quiesce::{restore, save_replicas, scale_down};
 use super::shadow::first_value;
 use super::verify::{Baseline, verify_pass};
 use crate::api::now;
 use crate::api::{CutoverStatus, Generation, IdentityStatus};
-use crate::db::{DbError, ErrorClass, ErrorContext, Session};
+use crate::db::{DbError, Dialect, ErrorClass, ErrorContext, Session};
 use crate::engine::error::{CheckFailed, EngineError};
 use crate::engine::failpoint;
 use crate::engine::job::{Flow, Job, always_run};
@@ -110,6 +111,10 @@ pub async fn finish_swapped<R: StatusSink>(
 ) -> Result<Flow, EngineError> {
     let s = &job.settings;
     restore_workloads(job, keeper).await?;
+    if job.dialect == Dialect::Postgres {
+        // Before the old table may go: sequences it owns would block its drop.
+        adopt_sequences(&mut job.session(), &s.source).await?;
+    }
     if !s.retain_old && names.old {
         let sql = &drop_table(&s.old);
         job.session()
@@ -181,6 +186,8 @@ async fn finish_window<R: StatusSink>(
             .await?;
     }
 
+    // A GRANT or REVOKE on the table during the copy reaches the new table.
+    sync_privileges(session, &s.old, &s.shadow, job.dialect).await?;
     rename_guarded(session, &s.shadow, &s.source).await?;
     let cutover = keeper.status.cutover.get_or_insert_with(CutoverStatus::default);
     cutover.swapped_at = Some(now());

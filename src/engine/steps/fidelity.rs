@@ -1,0 +1,328 @@
+//! Reads what a table carries besides rows ([`Fidelity`]) and gives it to the
+//! shadow table; keeps the privileges current into the window; moves the
+//! ownership of the sequences behind column defaults to the table that has the
+//! name.
+
+use tokio_postgres::Client;
+
+use super::catalog::table_oid;
+use crate::db::{DbError, Dialect, ErrorContext, Session};
+use crate::engine::plan::carried::{ExtendedStatistics, Fidelity, Grant, Policy, ReplicaIdentity};
+use crate::engine::plan::fidelity::{privilege_statements, statistics_definition_middle};
+use crate::engine::plan::quote::ident;
+use crate::engine::plan::shape::{TableName, TableShape};
+
+/// What `table` carries besides its rows, or None when it does not exist.
+/// On DSQL only what exists there is read: owner, privileges and comments.
+pub async fn read_fidelity(client: &Client, table: &TableName, dialect: Dialect) -> Result<Option<Fidelity>, DbError> {
+    let Some(oid) = table_oid(client, table).await? else { return Ok(None) };
+    let row = client
+        .query_one(
+            "SELECT pg_catalog.pg_get_userbyid(c.relowner)::text, c.relacl IS NOT NULL, \
+                    coalesce(c.reloptions, '{}')::text[], c.relreplident::text, c.relpersistence = 'u', \
+                    c.relrowsecurity, c.relforcerowsecurity \
+             FROM pg_catalog.pg_class c WHERE c.oid = $1",
+            &[&oid],
+        )
+        .await
+        .ctx("read table options")?;
+    let mut f = Fidelity {
+        owner: row.get(0),
+        storage: row.get(2),
+        unlogged: row.get(4),
+        row_security: row.get(5),
+        force_row_security: row.get(6),
+        ..Default::default()
+    };
+    let has_acl: bool = row.get(1);
+    f.grants = read_grants(client, oid, has_acl).await?;
+    read_comments(client, oid, &mut f).await.or_else(|e| tolerated_on_dsql(dialect, e))?;
+    if dialect == Dialect::Dsql {
+        return Ok(Some(f));
+    }
+    f.replica_identity = match row.get::<_, String>(3).as_str() {
+        "n" => ReplicaIdentity::Nothing,
+        "f" => ReplicaIdentity::Full,
+        "i" => {
+            let index = client
+                .query_opt(
+                    "SELECT i.relname::text FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid \
+                     WHERE x.indrelid = $1 AND x.indisreplident",
+                    &[&oid],
+                )
+                .await
+                .ctx("read replica identity")?;
+            index.map_or(ReplicaIdentity::Default, |r| ReplicaIdentity::Index(r.get(0)))
+        }
+        _ => ReplicaIdentity::Default,
+    };
+    f.statistics_targets = client
+        .query(
+            "SELECT attname::text, attstattarget::int4 FROM pg_catalog.pg_attribute \
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND coalesce(attstattarget::int4, -1) >= 0 \
+             ORDER BY attnum",
+            &[&oid],
+        )
+        .await
+        .ctx("read statistics targets")?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for r in client
+        .query(
+            "SELECT s.stxname::text, pg_catalog.pg_get_statisticsobjdef(s.oid), pg_catalog.quote_ident(n.nspname), \
+                    pg_catalog.quote_ident(s.stxname), pg_catalog.quote_ident(c.relname) \
+             FROM pg_catalog.pg_statistic_ext s JOIN pg_catalog.pg_namespace n ON n.oid = s.stxnamespace \
+             JOIN pg_catalog.pg_class c ON c.oid = s.stxrelid WHERE s.stxrelid = $1 ORDER BY 1",
+            &[&oid],
+        )
+        .await
+        .ctx("read extended statistics")?
+    {
+        let (name, def): (String, String) = (r.get(0), r.get(1));
+        match statistics_definition_middle(&def, r.get(2), r.get(3), r.get(4)) {
+            Some(definition) => f.extended_statistics.push(ExtendedStatistics { name, definition }),
+            None => f.dependents.push(format!("statistics object {name} ({def}), which cannot be recreated")),
+        }
+    }
+    f.policies = client
+        .query(
+            "SELECT p.polname::text, p.polpermissive, p.polcmd::text, \
+                    ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_catalog.pg_get_userbyid(r)::text END \
+                          FROM unnest(p.polroles) r ORDER BY 1), \
+                    pg_catalog.pg_get_expr(p.polqual, p.polrelid), pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) \
+             FROM pg_catalog.pg_policy p WHERE p.polrelid = $1 ORDER BY 1",
+            &[&oid],
+        )
+        .await
+        .ctx("read policies")?
+        .iter()
+        .map(|r| Policy {
+            name: r.get(0),
+            permissive: r.get(1),
+            command: match r.get::<_, String>(2).as_str() {
+                "r" => "SELECT",
+                "a" => "INSERT",
+                "w" => "UPDATE",
+                "d" => "DELETE",
+                _ => "ALL",
+            }
+            .to_string(),
+            roles: r.get::<_, Vec<String>>(3).into_iter().filter(|r| r != "public").collect(),
+            using: r.get(4),
+            check: r.get(5),
+        })
+        .collect();
+    f.dependents.extend(dependents(client, oid).await?);
+    Ok(Some(f))
+}
+
+/// Privileges of the table (its owner's defaults spelled out once any column
+/// or table privilege was changed) and of its columns; None while untouched.
+async fn read_grants(client: &Client, oid: u32, has_acl: bool) -> Result<Option<Vec<Grant>>, DbError> {
+    let rows = client
+        .query(
+            "SELECT NULL::text, a.grantee, a.privilege_type::text, a.is_grantable \
+             FROM pg_catalog.pg_class c, \
+                  pg_catalog.aclexplode(coalesce(c.relacl, pg_catalog.acldefault('r', c.relowner))) a \
+             WHERE c.oid = $1 \
+             UNION ALL \
+             SELECT t.attname::text, a.grantee, a.privilege_type::text, a.is_grantable \
+             FROM pg_catalog.pg_attribute t, pg_catalog.aclexplode(t.attacl) a \
+             WHERE t.attrelid = $1 AND t.attnum > 0 AND NOT t.attisdropped AND t.attacl IS NOT NULL",
+            &[&oid],
+        )
+        .await
+        .ctx("read privileges")?;
+    let column_grants = rows.iter().any(|r| r.get::<_, Option<String>>(0).is_some());
+    if !has_acl && !column_grants {
+        return Ok(None);
+    }
+    let mut grants = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let role: u32 = r.get(1);
+        let grantee = if role == 0 {
+            None
+        } else {
+            let name = client
+                .query_one("SELECT pg_catalog.pg_get_userbyid($1)::text", &[&role])
+                .await
+                .ctx("read privileges")?;
+            Some(name.get(0))
+        };
+        grants.push(Grant { column: r.get(0), grantee, privilege: r.get(2), grantable: r.get(3) });
+    }
+    grants.sort();
+    grants.dedup();
+    Ok(Some(grants))
+}
+
+async fn read_comments(client: &Client, oid: u32, f: &mut Fidelity) -> Result<(), DbError> {
+    let pairs = |sql: &'static str| async move {
+        let rows = client.query(sql, &[&oid]).await.ctx("read comments")?;
+        Ok::<Vec<(String, String)>, DbError>(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    };
+    f.comment = client
+        .query_opt(
+            "SELECT description FROM pg_catalog.pg_description \
+             WHERE classoid = 'pg_catalog.pg_class'::regclass AND objoid = $1 AND objsubid = 0",
+            &[&oid],
+        )
+        .await
+        .ctx("read comments")?
+        .map(|r| r.get(0));
+    f.column_comments = pairs(
+        "SELECT a.attname::text, d.description FROM pg_catalog.pg_description d \
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = d.objoid AND a.attnum = d.objsubid \
+         WHERE d.classoid = 'pg_catalog.pg_class'::regclass AND d.objoid = $1 AND d.objsubid > 0 ORDER BY a.attnum",
+    )
+    .await?;
+    f.constraint_comments = pairs(
+        "SELECT c.conname::text, d.description FROM pg_catalog.pg_constraint c \
+         JOIN pg_catalog.pg_description d ON d.classoid = 'pg_catalog.pg_constraint'::regclass AND d.objoid = c.oid \
+         WHERE c.conrelid = $1 ORDER BY 1",
+    )
+    .await?;
+    f.index_comments = pairs(
+        "SELECT i.relname::text, d.description FROM pg_catalog.pg_index x \
+         JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid \
+         JOIN pg_catalog.pg_description d ON d.classoid = 'pg_catalog.pg_class'::regclass AND d.objoid = i.oid \
+              AND d.objsubid = 0 \
+         WHERE x.indrelid = $1 ORDER BY 1",
+    )
+    .await?;
+    Ok(())
+}
+
+/// DSQL may not keep every catalog PostgreSQL has: there a missing one means
+/// the feature is absent; on PostgreSQL every error counts.
+fn tolerated_on_dsql(dialect: Dialect, e: DbError) -> Result<(), DbError> {
+    match dialect {
+        Dialect::Dsql => {
+            tracing::debug!(error = %e, "a catalog DSQL does not keep; nothing to carry over");
+            Ok(())
+        }
+        Dialect::Postgres => Err(e),
+    }
+}
+
+/// Objects bound to the table's OID that are not the table's own and not
+/// reported otherwise (foreign keys, triggers and views are): functions with
+/// `BEGIN ATOMIC` bodies, rules, other tables' policies, publications, and
+/// anything else `pg_depend` knows of.
+async fn dependents(client: &Client, oid: u32) -> Result<Vec<String>, DbError> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, 0) \
+             FROM pg_catalog.pg_depend d \
+             WHERE d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid = $1 AND d.deptype <> 'i' \
+               AND d.classid NOT IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_attrdef'::regclass, \
+                                     'pg_catalog.pg_trigger'::regclass) \
+               AND NOT (d.classid = 'pg_catalog.pg_constraint'::regclass AND EXISTS (SELECT 1 \
+                    FROM pg_catalog.pg_constraint c WHERE c.oid = d.objid AND (c.conrelid = $1 OR c.contype = 'f'))) \
+               AND NOT (d.classid = 'pg_catalog.pg_policy'::regclass AND EXISTS (SELECT 1 \
+                    FROM pg_catalog.pg_policy p WHERE p.oid = d.objid AND p.polrelid = $1)) \
+               AND NOT (d.classid = 'pg_catalog.pg_statistic_ext'::regclass AND EXISTS (SELECT 1 \
+                    FROM pg_catalog.pg_statistic_ext s WHERE s.oid = d.objid AND s.stxrelid = $1)) \
+               AND NOT (d.classid = 'pg_catalog.pg_rewrite'::regclass AND EXISTS (SELECT 1 \
+                    FROM pg_catalog.pg_rewrite w WHERE w.oid = d.objid AND w.ev_class <> $1)) \
+             ORDER BY 1",
+            &[&oid],
+        )
+        .await
+        .ctx("read dependent objects")?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// `shape` with what its table carries besides rows filled in.
+pub async fn with_fidelity(
+    session: &mut Session,
+    mut shape: TableShape,
+    dialect: Dialect,
+) -> Result<TableShape, DbError> {
+    let Some(table) = shape.table.clone() else { return Ok(shape) };
+    let table = &table;
+    if let Some(f) =
+        session.retry("read table extras", |c| async move { read_fidelity(&c, table, dialect).await }).await?
+    {
+        shape.fidelity = f;
+    }
+    Ok(shape)
+}
+
+/// Runs each statement in its own transaction (DSQL: one DDL per
+/// transaction); every one is idempotent.
+pub async fn apply(session: &mut Session, what: &str, statements: &[String]) -> Result<(), DbError> {
+    for sql in statements {
+        session.retry(what, |c| async move { c.batch_execute(sql).await.ctx(what) }).await?;
+    }
+    Ok(())
+}
+
+/// Makes the privileges of `to` those of `from` again when they differ: a
+/// GRANT or REVOKE on the table during the copy reaches the new table.
+pub async fn sync_privileges(
+    session: &mut Session,
+    from: &TableName,
+    to: &TableName,
+    dialect: Dialect,
+) -> Result<(), DbError> {
+    let (source, target) = session
+        .retry("read privileges", |c| async move {
+            let source = read_fidelity_privileges(&c, from).await?;
+            let target = read_fidelity_privileges(&c, to).await?;
+            Ok((source, target))
+        })
+        .await?;
+    let (Some(source), Some(target)) = (source, target) else { return Ok(()) };
+    if source.grants == target.grants && source.owner == target.owner {
+        return Ok(());
+    }
+    tracing::info!(table = %to, "privileges changed during the migration; applying them again");
+    apply(session, "apply privileges", &privilege_statements(&source, to, dialect)).await
+}
+
+/// Owner and privileges only.
+async fn read_fidelity_privileges(client: &Client, table: &TableName) -> Result<Option<Fidelity>, DbError> {
+    let Some(oid) = table_oid(client, table).await? else { return Ok(None) };
+    let row = client
+        .query_one(
+            "SELECT pg_catalog.pg_get_userbyid(relowner)::text, relacl IS NOT NULL FROM pg_catalog.pg_class WHERE oid = $1",
+            &[&oid],
+        )
+        .await
+        .ctx("read privileges")?;
+    let grants = read_grants(client, oid, row.get(1)).await?;
+    Ok(Some(Fidelity { owner: row.get(0), grants, ..Default::default() }))
+}
+
+/// The sequences behind `table`'s column defaults (`serial` columns other
+/// than the id) become owned by `table`: owned by the old table they would
+/// block its drop, and a rollback gives them back the same way.
+pub async fn adopt_sequences(session: &mut Session, table: &TableName) -> Result<usize, DbError> {
+    let pairs: Vec<(String, String)> = session
+        .retry("read column sequences", |c| async move {
+            let Some(oid) = table_oid(&c, table).await? else { return Ok(Vec::new()) };
+            let rows = c
+                .query(
+                    "SELECT DISTINCT s.oid::regclass::text, a.attname::text \
+                     FROM pg_catalog.pg_attrdef ad \
+                     JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_attrdef'::regclass AND d.objid = ad.oid \
+                          AND d.refclassid = 'pg_catalog.pg_class'::regclass \
+                     JOIN pg_catalog.pg_class s ON s.oid = d.refobjid AND s.relkind = 'S' \
+                     JOIN pg_catalog.pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum \
+                     WHERE ad.adrelid = $1 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend o \
+                          WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objid = s.oid AND o.deptype = 'a' \
+                            AND o.refobjid = $1 AND o.refobjsubid = a.attnum)",
+                    &[&oid],
+                )
+                .await
+                .ctx("read column sequences")?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+        .await?;
+    let statements: Vec<String> =
+        pairs.iter().map(|(seq, column)| format!("ALTER SEQUENCE {seq} OWNED BY {table}.{}", ident(column))).collect();
+    apply(session, "move sequence ownership", &statements).await?;
+    Ok(statements.len())
+}
