@@ -77,18 +77,26 @@ pub async fn run(
             client.clone(),
             EventReporter { controller: "identity-migrator".into(), instance: Some(config.identity.clone()) },
         );
+        // The engines' view of the lease: a channel of its own, since a clone
+        // of the lease's receiver would keep the lease task from releasing.
+        let (leading, _) = tokio::sync::watch::channel(true);
         let ctx = Arc::new(ReconcileContext {
             client: client.clone(),
             supervisor: Supervisor::new(config.max_concurrent_migrations),
             metrics: metrics.clone(),
             recorder,
             application_name: format!("identity-migrator/{}", config.identity),
+            leading: leading.subscribe(),
         });
         let stop = tokio::select! {
             () = controllers(client.clone(), &config.watch_namespaces, ctx.clone()) => Stop::LostLease,
             () = lost(&mut leader) => Stop::LostLease,
             () = &mut shutdown => Stop::Shutdown,
         };
+        if let Stop::LostLease = stop {
+            // Engines inside a cut-over window stop before their next schema change.
+            let _ = leading.send(false);
+        }
         // Every engine finishes or abandons its batch and saves its checkpoint.
         ctx.supervisor.stop_all().await;
         metrics.leader.set(0);

@@ -39,6 +39,9 @@ pub struct ReconcileContext {
     pub recorder: Recorder,
     /// `application_name` of this instance's database connections.
     pub application_name: String,
+    /// Whether this instance still holds the leader lease: an engine that
+    /// sees it false stops before its next schema change.
+    pub leading: tokio::sync::watch::Receiver<bool>,
 }
 
 #[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
@@ -212,6 +215,7 @@ async fn start(
     status.observed_generation = Some(generation);
     let job = Job {
         approved: obj.spec.cutover.approved,
+        leading: Some(ctx.leading.clone()),
         workloads: Some(Arc::new(KubeWorkloads { client: ctx.client.clone(), namespace: key.0.clone() })),
         ..Job::new(settings, connector)
     };

@@ -4,6 +4,7 @@
 
 use super::plan::shape::TableName;
 use super::plan::validate::InvalidInput;
+use super::steps::claim::ClaimError;
 use super::steps::quiesce::QuiesceError;
 use crate::db::DbError;
 
@@ -26,6 +27,9 @@ pub enum EngineError {
     Quiesce(#[source] QuiesceError),
     #[error("restoring quiesced workloads: {0}")]
     Restore(#[source] QuiesceError),
+    /// Another engine works on the table, or this one lost its claim.
+    #[error("{0}")]
+    Claim(#[from] ClaimError),
 }
 
 impl EngineError {
@@ -34,6 +38,12 @@ impl EngineError {
             EngineError::Db(e) => e.sqlstate.clone(),
             _ => None,
         }
+    }
+
+    /// This engine lost its claim on the table: it must change nothing more,
+    /// not even to put a table back (the engine that holds it now will).
+    pub fn lost_claim(&self) -> bool {
+        matches!(self, EngineError::Claim(ClaimError::Lost { .. }))
     }
 
     /// Bad input: a person must change the spec, the table or a Secret.

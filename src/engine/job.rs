@@ -1,6 +1,6 @@
 //! What one run of the engine works with, and how it ends.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
@@ -11,6 +11,7 @@ use crate::engine::plan::shape::TableName;
 use crate::engine::plan::shape::TableShape;
 use crate::engine::plan::sql::RowStatements;
 use crate::engine::plan::validate::Settings;
+use crate::engine::steps::claim::{Claim, ClaimError};
 use crate::engine::steps::quiesce::Workloads;
 
 /// Fixed for the life of one engine run; shared with the workers.
@@ -24,6 +25,10 @@ pub struct Job {
     pub approved: bool,
     /// How to quiesce workloads; only the operator has it.
     pub workloads: Option<Arc<dyn Workloads>>,
+    /// The operator's leader lease: false once lost.
+    pub leading: Option<watch::Receiver<bool>>,
+    /// This engine's claim on the table, taken when the run starts.
+    pub claim: Mutex<Option<Arc<Claim>>>,
 }
 
 impl Job {
@@ -38,6 +43,24 @@ impl Job {
             retries: Arc::new(RetryCounter::default()),
             approved: false,
             workloads: None,
+            leading: None,
+            claim: Mutex::new(None),
+        }
+    }
+
+    /// Called before every statement that changes the schema: an engine that
+    /// lost its claim on the table, or its leader lease, stops there.
+    pub async fn before_change(&self) -> Result<(), EngineError> {
+        if let Some(leading) = &self.leading
+            && !*leading.borrow()
+        {
+            let why = "the operator lost its leader lease".to_string();
+            return Err(ClaimError::Lost { table: self.settings.source.clone(), why }.into());
+        }
+        let claim = self.claim.lock().expect("claim lock").clone();
+        match claim {
+            Some(claim) => Ok(claim.check().await?),
+            None => Ok(()),
         }
     }
 

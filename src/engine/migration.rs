@@ -3,6 +3,7 @@
 //! operator and the `run` command both drive this; only their [`StatusSink`] differs.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::error::{CheckFailed, EngineError};
 use super::job::{Control, Flow, Job, Outcome, halted};
@@ -23,6 +24,7 @@ use crate::engine::status_keeper::Save;
 use crate::engine::steps::catalog;
 use crate::engine::steps::catalog::read_names;
 use crate::engine::steps::change_tracking::TrackedStatements;
+use crate::engine::steps::claim::Claim;
 use crate::engine::steps::copy::copy_ranges;
 use crate::engine::steps::fidelity::with_fidelity;
 use crate::engine::steps::rollback::{original_for_rollback, roll_back};
@@ -31,6 +33,9 @@ use crate::engine::steps::survey::{Survey, survey};
 use crate::engine::steps::swap::{finish_swapped, rename_guarded, swap, window_text};
 use crate::engine::steps::verify::{Baseline, MAX_PASSES, verify_pass};
 use crate::engine::store::Severity;
+
+/// Times a run claims its table again after losing the claim with a connection.
+const MAX_RECLAIMS: u32 = 5;
 
 pub struct Migration<R: StatusSink> {
     job: Arc<Job>,
@@ -57,9 +62,48 @@ impl<R: StatusSink> Migration<R> {
     /// Runs until the migration completes, fails, waits for approval, or is
     /// told to stop. Returns the final status and the sink.
     pub async fn run(mut self) -> (Outcome, IdentityMigrationStatus, R) {
-        let outcome = self.drive().await;
+        let mut reclaims = 0;
+        let outcome = loop {
+            let outcome = match self.claim().await {
+                Ok(()) => self.drive().await,
+                Err(e) => {
+                    let phase = resume(&self.keeper.status, false).phase();
+                    self.failed(phase, e).await
+                }
+            };
+            self.release_claim().await;
+            // A claim lost with its connection (a network cut, a restarted
+            // server) is taken again when it is free, and the run resumes from
+            // the status and the catalog as a new run would; an engine that
+            // took it meanwhile keeps it.
+            match &outcome {
+                Outcome::Failed(e) if e.lost_claim() && reclaims < MAX_RECLAIMS => {
+                    reclaims += 1;
+                    tracing::warn!(error = %e, attempt = reclaims, "claim lost; claiming the table again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                _ => break outcome,
+            }
+        };
         let (status, sink) = self.keeper.into_parts();
         (outcome, status, sink)
+    }
+
+    /// Gives the claim up (the workers have ended).
+    async fn release_claim(&mut self) {
+        let claim = self.job.claim.lock().expect("claim lock").take();
+        // Still shared, it ends with its connection when the last holder drops it.
+        if let Some(Ok(claim)) = claim.map(Arc::try_unwrap) {
+            claim.release(&self.job.connector).await;
+        }
+    }
+
+    /// One engine per table: claims it in the database before anything else.
+    async fn claim(&mut self) -> Result<(), EngineError> {
+        let job = &self.job;
+        let claim = Claim::take(&job.connector, &job.settings.source, job.dialect).await?;
+        *job.claim.lock().expect("claim lock") = Some(Arc::new(claim));
+        Ok(())
     }
 
     async fn drive(&mut self) -> Outcome {
@@ -155,6 +199,7 @@ impl<R: StatusSink> Migration<R> {
         }
         let mut session = self.job.session();
         if swap_state(read_names(s, &mut session).await?) == SwapState::InWindow {
+            self.job.before_change().await?;
             tracing::warn!(table = %s.source, "a cut-over window was left open; putting the original table back");
             rename_guarded(&mut session, &s.old, &s.source).await?;
         }
@@ -293,10 +338,9 @@ impl<R: StatusSink> Migration<R> {
         let statements = Arc::new(job.statements(&shape, &s.source, &s.shadow));
         let widest = self.widest_row(&shape).await?;
         let batch = resync_batch_rows(s, &shape, widest);
-        let tracked = s
-            .change_tracking_column
-            .as_deref()
-            .map(|tc| TrackedStatements::new(&s.source, &s.shadow, &s.id_column, &shape, tc, s.generation));
+        let tracked = s.change_tracking_column.as_deref().map(|tc| {
+            TrackedStatements::new(&s.source, &s.shadow, &s.id_column, &shape, tc, s.generation, job.dialect)
+        });
         let mark_sql = tracked.as_ref().map(|t| t.mark.as_str());
         let mut unresolved = Vec::new();
         for _ in 0..MAX_PASSES {

@@ -63,6 +63,7 @@ fn context() -> (Arc<ReconcileContext>, ApiHandle) {
         metrics: Metrics::default(),
         recorder,
         application_name: "identity-migrator/test".into(),
+        leading: tokio::sync::watch::channel(true).1,
     };
     (Arc::new(ctx), handle)
 }

@@ -10,8 +10,9 @@ use identity_migrator::db::{DbError, Dialect};
 use identity_migrator::engine::plan::quote::literal;
 use identity_migrator::engine::plan::shape::TableName;
 use identity_migrator::engine::plan::sql::RowStatements;
+use identity_migrator::engine::steps::change_tracking::{CLOCK_MARGIN_SECONDS, TrackedStatements};
 
-use crate::support::{Manifest, PostTag, TestDb, run_migration, text};
+use crate::support::{Manifest, PostTag, TestDb, connect, run_migration, text};
 
 fn set_spec(m: &Manifest, base: &str, extra: &str) {
     std::fs::write(&m.path, format!("{base}{extra}")).unwrap();
@@ -158,4 +159,36 @@ async fn checksums_see_case_only_changes_under_a_nondeterministic_collation() {
     db.exec("UPDATE people SET name = 'alice' WHERE id = 1").await;
     let after: String = db.client.query_one(sql, &[&0i64, &10i64]).await.unwrap().get(1);
     assert_ne!(after, before, "'Alice' became 'alice': the chunk must differ");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_change_tracking_mark_never_passes_an_open_transaction() {
+    let db = TestDb::new("edge_mark").await;
+    let t = PostTag::rows(100);
+    t.create(&db).await;
+    // A writer stamps a row with its transaction's start and stays open
+    // longer than the clock margin: it commits after any pass that starts now.
+    let writer = connect(&db.url).await;
+    writer.batch_execute("BEGIN; UPDATE post_tag SET created_at = now() WHERE id = 13").await.unwrap();
+    let stamped: String = writer.query_one("SELECT now()::timestamp::text", &[]).await.unwrap().get(0);
+    let older = format!(
+        "SELECT clock_timestamp()::timestamp - '{stamped}'::timestamp > interval '{} seconds'",
+        CLOCK_MARGIN_SECONDS + 1
+    );
+    while !db.client.query_one(&older, &[]).await.unwrap().get::<_, bool>(0) {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let table = TableName::new("public", "post_tag");
+    let shape = identity_migrator::engine::steps::catalog::read_shape(&db.client, &table).await.unwrap().unwrap();
+    let tracked =
+        TrackedStatements::new(&table, &table, "id", &shape, "created_at", Generation::ByDefault, Dialect::Postgres);
+    let mark: String = db.client.query_one(&tracked.mark, &[]).await.unwrap().get(0);
+    let covered: bool = db
+        .client
+        .query_one("SELECT $1::text::timestamp <= $2::text::timestamp", &[&mark, &stamped])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(covered, "the mark {mark} is after the open transaction's stamp {stamped}: its row would be lost");
+    writer.batch_execute("COMMIT").await.unwrap();
 }

@@ -6,6 +6,7 @@ mod support;
 
 mod bad_input;
 mod chart;
+mod claim;
 mod cli;
 mod controller;
 mod controller_requests;

@@ -217,6 +217,9 @@ pub struct Surroundings {
     pub names_taken: Vec<String>,
     /// Ordinary tables in the database (DSQL allows 1,000).
     pub table_count: i64,
+    /// The role reads every session's `pg_stat_activity` (superuser or
+    /// `pg_read_all_stats`): the change-tracking mark needs it.
+    pub sees_all_sessions: bool,
 }
 
 /// The spec against the database: everything that must hold before the engine
@@ -350,9 +353,20 @@ pub fn preflight(
     if let Some(col) = &settings.change_tracking_column {
         match shape.column(col) {
             None => refuse("spec.copy.changeTrackingColumn", format!("column {col:?} does not exist in {table}")),
-            Some(c) if !is_change_tracking_type(&c.data_type) => refuse(
+            Some(c) if !c.data_type.starts_with("timestamp") => refuse(
                 "spec.copy.changeTrackingColumn",
-                format!("column {col:?} has type {}; a timestamp or integer column is needed", c.data_type),
+                format!(
+                    "column {col:?} has type {}; a timestamp column that every write sets is needed (an integer \
+                     version gives no safe mark: a transaction that took its number earlier may commit later)",
+                    c.data_type
+                ),
+            ),
+            // The mark is the start of the oldest open transaction, which only
+            // a role that sees every session can read.
+            Some(_) if dialect == Dialect::Postgres && !around.sees_all_sessions => refuse(
+                "spec.copy.changeTrackingColumn",
+                "needs to see when every open transaction began: grant the role pg_read_all_stats (or omit the option)"
+                    .to_string(),
             ),
             Some(_) => {}
         }
@@ -413,10 +427,6 @@ pub fn preflight(
         }
     }
     if problems.is_empty() { Ok(()) } else { Err(InvalidInput(problems)) }
-}
-
-fn is_change_tracking_type(data_type: &str) -> bool {
-    data_type.starts_with("timestamp") || is_integer_type(data_type)
 }
 
 #[cfg(test)]
@@ -562,7 +572,11 @@ mod tests {
 
     #[test]
     fn taken_names_and_dependents_are_refused() {
-        let around = Surroundings { names_taken: vec!["post_tag_new".into(), "post_tag_old".into()], table_count: 3 };
+        let around = Surroundings {
+            names_taken: vec!["post_tag_new".into(), "post_tag_old".into()],
+            table_count: 3,
+            ..Default::default()
+        };
         let err = preflight(&settings(), Some(&post_tag_shape()), &around, Dialect::Postgres).unwrap_err();
         assert_eq!(err.0.len(), 2);
         assert_eq!(err.0[0].field, "spec.table");
@@ -625,9 +639,17 @@ mod tests {
         assert_eq!(err.0[0].field, "spec.copy.changeTrackingColumn");
         s.change_tracking_column = Some("tag_id".into());
         let err = preflight(&s, Some(&post_tag_shape()), &Surroundings::default(), Dialect::Postgres).unwrap_err();
-        assert!(err.to_string().contains("timestamp or integer"));
+        assert!(err.to_string().contains("a timestamp column"));
+        let mut integer = post_tag_shape();
+        integer.columns[3].data_type = "bigint".into();
         s.change_tracking_column = Some("created_at".into());
-        preflight(&s, Some(&post_tag_shape()), &Surroundings::default(), Dialect::Postgres).unwrap();
+        let err = preflight(&s, Some(&integer), &Surroundings::default(), Dialect::Postgres).unwrap_err();
+        assert!(err.to_string().contains("gives no safe mark"), "{err}");
+        let seeing = Surroundings { sees_all_sessions: true, ..Default::default() };
+        preflight(&s, Some(&post_tag_shape()), &seeing, Dialect::Postgres).unwrap();
+        let err = preflight(&s, Some(&post_tag_shape()), &Surroundings::default(), Dialect::Postgres).unwrap_err();
+        assert!(err.to_string().contains("pg_read_all_stats"), "{err}");
+        preflight(&s, Some(&post_tag_shape()), &Surroundings::default(), Dialect::Dsql).unwrap();
     }
 
     #[test]

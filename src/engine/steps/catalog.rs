@@ -209,7 +209,21 @@ pub async fn surroundings(client: &Client, schema: &str, names: &[String]) -> Re
         )
         .await
         .ctx("count tables")?;
-    Ok(Surroundings { names_taken: taken.iter().map(|r| r.get(0)).collect(), table_count: count.get(0) })
+    // DSQL keeps no pg_stat_activity: there the mark needs no session list.
+    let sees_all_sessions = client
+        .query_one(
+            "SELECT rolsuper OR pg_catalog.pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER') \
+             FROM pg_catalog.pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(false);
+    Ok(Surroundings {
+        names_taken: taken.iter().map(|r| r.get(0)).collect(),
+        table_count: count.get(0),
+        sees_all_sessions,
+    })
 }
 
 /// Whether an index exists and finished building.

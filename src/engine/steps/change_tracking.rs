@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::api::Generation;
 
 use super::verify::{Baseline, Chunk, resync_chunk};
-use crate::db::{DbError, ErrorContext};
+use crate::db::{DbError, Dialect, ErrorContext};
 use crate::engine::job::Job;
 use crate::engine::plan::quote::ident;
 use crate::engine::plan::shape::TableName;
@@ -47,21 +47,16 @@ impl TrackedStatements {
         shape: &TableShape,
         tc: &str,
         generation: Generation,
+        dialect: Dialect,
     ) -> Self {
         let id_q = ident(id);
         let tc_q = ident(tc);
         // The column's type as the catalog printed it.
         let tc_type = shape.column(tc).map(|c| c.data_type.clone()).unwrap_or_else(|| "timestamptz".into());
-        let timestamp = tc_type.starts_with("timestamp");
         let cols = column_list(&shape.insertable_columns(), None);
         let src_cols = column_list(&shape.insertable_columns(), Some("s"));
         Self {
-            mark: if timestamp {
-                format!("SELECT (clock_timestamp() - interval '{CLOCK_MARGIN_SECONDS} seconds')::{tc_type}::text")
-            } else {
-                // An integer column must grow on every write (a global version).
-                format!("SELECT coalesce(max({tc_q}), 0)::text FROM {source}")
-            },
+            mark: mark_sql(dialect, &tc_type),
             changed_ids: format!(
                 "SELECT {id_q}::bigint FROM {source} WHERE {tc_q} >= CAST($1::text AS {tc_type}) AND {id_q} > $2::bigint \
                  AND {id_q} <= $4::bigint ORDER BY {id_q} LIMIT $3::bigint"
@@ -75,6 +70,29 @@ impl TrackedStatements {
                 }
             ),
         }
+    }
+}
+
+/// DSQL ends every transaction within this many seconds.
+pub const DSQL_TRANSACTION_AGE_SECONDS: i64 = 300;
+
+/// The mark: a stamp that no commit after it can carry an older one of.
+/// A transaction stamps rows with its start time (`now()`) or later, and may
+/// commit long after it began, after its chunk was compared; so the mark is
+/// the start of the oldest transaction still open (PostgreSQL; the preflight
+/// makes sure every session can be seen), or on DSQL the oldest start any
+/// transaction can have, less the margin for application clocks.
+fn mark_sql(dialect: Dialect, tc_type: &str) -> String {
+    match dialect {
+        Dialect::Postgres => format!(
+            "SELECT (least(clock_timestamp(), (SELECT min(xact_start) FROM pg_catalog.pg_stat_activity \
+             WHERE xact_start IS NOT NULL AND pid <> pg_catalog.pg_backend_pid())) \
+             - interval '{CLOCK_MARGIN_SECONDS} seconds')::{tc_type}::text"
+        ),
+        Dialect::Dsql => format!(
+            "SELECT (clock_timestamp() - interval '{} seconds')::{tc_type}::text",
+            DSQL_TRANSACTION_AGE_SECONDS + CLOCK_MARGIN_SECONDS
+        ),
     }
 }
 
@@ -186,12 +204,13 @@ mod tests {
             &shape,
             "created_at",
             Generation::ByDefault,
+            Dialect::Postgres,
         );
-        assert_eq!(t.mark, "SELECT (clock_timestamp() - interval '5 seconds')::timestamp without time zone::text");
+        // Not the clock alone: the start of the oldest open transaction.
+        assert!(t.mark.contains("least(clock_timestamp(), (SELECT min(xact_start) FROM pg_catalog.pg_stat_activity"));
+        assert!(t.mark.ends_with("- interval '5 seconds')::timestamp without time zone::text"), "{}", t.mark);
         assert!(t.changed_ids.contains("\"created_at\" >= CAST($1::text AS timestamp without time zone)"));
         assert!(t.insert_ids.starts_with("INSERT INTO \"public\".\"post_tag_new\""));
-        let mut shape = shape;
-        shape.columns[3].data_type = "bigint".into();
         let t = TrackedStatements::new(
             &TableName::new("p", "a"),
             &TableName::new("p", "b"),
@@ -199,8 +218,12 @@ mod tests {
             &shape,
             "created_at",
             Generation::ByDefault,
+            Dialect::Dsql,
         );
-        assert_eq!(t.mark, "SELECT coalesce(max(\"created_at\"), 0)::text FROM \"p\".\"a\"");
+        assert_eq!(
+            t.mark, "SELECT (clock_timestamp() - interval '305 seconds')::timestamp without time zone::text",
+            "no DSQL transaction is older than 300 s"
+        );
     }
 
     #[test]
@@ -212,6 +235,7 @@ mod tests {
             &post_tag_shape(),
             "created_at",
             Generation::ByDefault,
+            Dialect::Postgres,
         );
         assert!(t.changed_ids.contains("\"id\" > $2::bigint AND \"id\" <= $4::bigint"), "{}", t.changed_ids);
         let chunks = [Chunk { lo: 1, hi: 100 }, Chunk { lo: 101, hi: 250 }];

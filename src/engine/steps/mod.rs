@@ -4,6 +4,7 @@
 //! point resumes here.
 //!
 //! - [`catalog`]: reads a table's shape and the state of the names and indexes.
+//! - [`claim`]: one engine per table, claimed in the database.
 //! - [`survey`]: validation against the table, and the plan of the copy.
 //! - [`shadow`]: creates the shadow table and builds its indexes.
 //! - [`fidelity`]: gives the shadow the source's owner, privileges, comments,
@@ -18,6 +19,7 @@
 
 pub mod catalog;
 pub mod change_tracking;
+pub mod claim;
 pub mod copy;
 pub mod fidelity;
 pub mod quiesce;

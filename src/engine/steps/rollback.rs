@@ -50,6 +50,7 @@ pub async fn roll_back<R: StatusSink>(
                 );
                 keeper.status.cutover.get_or_insert_with(CutoverStatus::default).window_opened_at = Some(now());
                 keeper.checkpoint(Save::Now).await?;
+                job.before_change().await?;
                 rename_guarded(&mut session, &s.source, &s.shadow).await?;
                 failpoint::hit("rollback-renamed-out");
             }
@@ -65,6 +66,7 @@ pub async fn roll_back<R: StatusSink>(
                 };
                 let sync = match synced {
                     Ok(sync) => sync,
+                    Err(e) if e.lost_claim() => return Err(e),
                     Err(e) => {
                         // Give the new table its name back: writers keep working.
                         tracing::error!(error = %e, "the rollback failed inside its window; giving the new table its name back");
@@ -74,6 +76,7 @@ pub async fn roll_back<R: StatusSink>(
                         return Err(e);
                     }
                 };
+                job.before_change().await?;
                 rename_guarded(&mut session, &s.old, &s.source).await?;
                 let cutover = keeper.status.cutover.get_or_insert_with(CutoverStatus::default);
                 cutover.rows_in_window = sync.rows_resynced;
@@ -85,6 +88,7 @@ pub async fn roll_back<R: StatusSink>(
             RollbackState::Back => {
                 if job.dialect == crate::db::Dialect::Postgres {
                     // The original owns its column sequences again.
+                    job.before_change().await?;
                     adopt_sequences(&mut session, &s.source).await?;
                 }
                 return Ok(Flow::Next);

@@ -31,6 +31,7 @@ pub async fn ensure_shadow_table(job: &Job, session: &mut Session, source: &Tabl
         return Err(CheckFailed::ForeignShadow(shadow.clone()).into());
     }
     let ddl = &create_shadow_table(source, settings, job.dialect);
+    job.before_change().await?;
     session
         .retry("create shadow table", |c| async move {
             // A lost reply to a committed CREATE must not fail the retry.
@@ -48,6 +49,7 @@ pub async fn ensure_shadow_table(job: &Job, session: &mut Session, source: &Tabl
 async fn apply_extras(job: &Job, session: &mut Session, source: &TableShape) -> Result<(), EngineError> {
     let s = &job.settings;
     let statements = shadow_statements(&source.fidelity, source, &s.source, &s.shadow, job.dialect);
+    job.before_change().await?;
     Ok(fidelity::apply(session, "carry table extras", &statements).await?)
 }
 
@@ -81,6 +83,7 @@ pub async fn build_indexes(job: &Job, session: &mut Session, source: &TableShape
             (IndexState::Absent, _) => {}
         }
         tracing::info!(index = %index.name, "building index");
+        job.before_change().await?;
         match job.dialect {
             Dialect::Postgres => {
                 session
@@ -98,6 +101,7 @@ pub async fn build_indexes(job: &Job, session: &mut Session, source: &TableShape
         built += 1;
     }
     let extras = index_statements(&source.fidelity, source, &settings.source, &settings.shadow, job.dialect);
+    job.before_change().await?;
     fidelity::apply(session, "carry index extras", &extras).await?;
     Ok(built)
 }

@@ -65,12 +65,17 @@ pub async fn swap<R: StatusSink>(
                 quiesce(job, keeper).await?;
                 keeper.status.cutover.get_or_insert_with(CutoverStatus::default).window_opened_at = Some(now());
                 keeper.checkpoint(Save::Now).await?;
+                job.before_change().await?;
                 rename_guarded(&mut session, &s.source, &s.old).await?;
                 tracing::info!(table = %s.source, to = %s.old, "window open: the table was renamed away");
                 failpoint::hit("swap-renamed-out");
             }
             SwapState::InWindow => {
                 if let Err(e) = finish_window(job, &mut session, original, batch, baseline.take(), keeper).await {
+                    if e.lost_claim() {
+                        // The engine that holds the table now finishes or undoes the window.
+                        return Err(e);
+                    }
                     tracing::error!(error = %e, "the cut-over failed inside the window; putting the original table back");
                     if let Err(back) = rename_guarded(&mut session, &s.old, &s.source).await {
                         tracing::error!(error = %back, "could not put the original table back");
@@ -113,9 +118,11 @@ pub async fn finish_swapped<R: StatusSink>(
     restore_workloads(job, keeper).await?;
     if job.dialect == Dialect::Postgres {
         // Before the old table may go: sequences it owns would block its drop.
+        job.before_change().await?;
         adopt_sequences(&mut job.session(), &s.source).await?;
     }
     if !s.retain_old && names.old {
+        job.before_change().await?;
         let sql = &drop_table(&s.old);
         job.session()
             .retry("drop old table", |c| async move {
@@ -170,6 +177,7 @@ async fn finish_window<R: StatusSink>(
         v.unresolved.clear();
     }
 
+    job.before_change().await?;
     let identity = restart_identity_after_max(job, session).await?;
     failpoint::hit("swap-identity-restarted");
     keeper.status.identity = Some(identity);
@@ -187,7 +195,9 @@ async fn finish_window<R: StatusSink>(
     }
 
     // A GRANT or REVOKE on the table during the copy reaches the new table.
+    job.before_change().await?;
     sync_privileges(session, &s.old, &s.shadow, job.dialect).await?;
+    job.before_change().await?;
     rename_guarded(session, &s.shadow, &s.source).await?;
     let cutover = keeper.status.cutover.get_or_insert_with(CutoverStatus::default);
     cutover.swapped_at = Some(now());
@@ -338,7 +348,7 @@ fn tracked(job: &Job, original: &TableShape, source: &TableName) -> Option<Track
     let s = &job.settings;
     s.change_tracking_column
         .as_deref()
-        .map(|tc| TrackedStatements::new(source, &s.shadow, &s.id_column, original, tc, s.generation))
+        .map(|tc| TrackedStatements::new(source, &s.shadow, &s.id_column, original, tc, s.generation, job.dialect))
 }
 
 /// How long a window took, for events.

@@ -1,0 +1,255 @@
+//! One engine per table. Before it changes anything an engine claims the
+//! table in the database itself, where every other engine (a second `run`, an
+//! operator replica, a `run` beside the operator) sees and respects the claim:
+//! on PostgreSQL a session advisory lock held by a connection of its own for
+//! the whole run; on DSQL, which has no advisory locks, a row with an owner
+//! and an expiry, written under optimistic concurrency and renewed while the
+//! engine runs. An engine that loses its claim (or, in the operator, its
+//! leader lease) stops before its next statement that changes the schema.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio_postgres::Client;
+
+use crate::db::{Connector, DbError, Dialect, ErrorContext};
+use crate::engine::plan::shape::TableName;
+
+/// How long a DSQL claim lasts without renewal, and how often it is renewed.
+pub const CLAIM_TTL: Duration = Duration::from_secs(60);
+pub const CLAIM_RENEW_EVERY: Duration = Duration::from_secs(15);
+/// The table that holds DSQL claims, in the migrated table's schema.
+pub const CLAIMS_TABLE: &str = "identity_migrator_claims";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("{table} is being migrated by another engine ({holder}); run again once it has stopped")]
+    Taken { table: TableName, holder: String },
+    #[error("this engine lost its claim on {table} ({why}); it stops before its next change")]
+    Lost { table: TableName, why: String },
+    #[error("claiming {table}: {source}")]
+    Db {
+        table: TableName,
+        #[source]
+        source: DbError,
+    },
+}
+
+enum Holder {
+    /// The connection holding the advisory lock (the lock ends with it).
+    Advisory { client: Mutex<Client> },
+    /// The owner written in the claim row; `lost` once a renewal failed.
+    Row { owner: String, lost: Arc<AtomicBool>, _renewer: Renewer },
+}
+
+/// The renewal task, stopped with its claim however the claim ends.
+struct Renewer(tokio::task::JoinHandle<()>);
+
+impl Drop for Renewer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub struct Claim {
+    table: TableName,
+    holder: Holder,
+}
+
+/// The advisory lock key of a table: stable across processes and versions.
+pub fn advisory_key(table: &TableName) -> i64 {
+    let text = format!("identity-migrator:{}.{}", table.schema, table.name);
+    text.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3)) as i64
+}
+
+fn claims_table(table: &TableName) -> TableName {
+    table.sibling(CLAIMS_TABLE)
+}
+
+impl Claim {
+    /// Claims `table` for this engine, or says who holds it.
+    pub async fn take(connector: &Connector, table: &TableName, dialect: Dialect) -> Result<Self, ClaimError> {
+        let db = |source: DbError| ClaimError::Db { table: table.clone(), source };
+        let client = connector.connect().await.map_err(db)?;
+        match dialect {
+            Dialect::Postgres => {
+                let key = advisory_key(table);
+                let taken: bool = client
+                    .query_one("SELECT pg_catalog.pg_try_advisory_lock($1::bigint)", &[&key])
+                    .await
+                    .ctx("take the advisory lock")
+                    .map_err(db)?
+                    .get(0);
+                if !taken {
+                    let holder = advisory_holder(&client, key).await.unwrap_or_default();
+                    return Err(ClaimError::Taken { table: table.clone(), holder });
+                }
+                tracing::debug!(table = %table, key, "claimed the table with an advisory lock");
+                Ok(Self { table: table.clone(), holder: Holder::Advisory { client: Mutex::new(client) } })
+            }
+            Dialect::Dsql => {
+                let owner = format!(
+                    "{}/{}/{:016x}",
+                    std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into()),
+                    std::process::id(),
+                    rand::random::<u64>()
+                );
+                let claims = claims_table(table);
+                let create = format!(
+                    "CREATE TABLE IF NOT EXISTS {claims} (table_name text PRIMARY KEY, owner text NOT NULL, \
+                     expires_at timestamptz NOT NULL)"
+                );
+                client.batch_execute(&create).await.ctx("create the claims table").map_err(db)?;
+                if let Some(holder) = claim_row(&client, &claims, table, &owner).await.map_err(db)? {
+                    return Err(ClaimError::Taken { table: table.clone(), holder });
+                }
+                let lost = Arc::new(AtomicBool::new(false));
+                let renewer = tokio::spawn(renew_forever(client, claims, table.clone(), owner.clone(), lost.clone()));
+                Ok(Self { table: table.clone(), holder: Holder::Row { owner, lost, _renewer: Renewer(renewer) } })
+            }
+        }
+    }
+
+    /// Whether the claim still holds; called before every schema change.
+    pub async fn check(&self) -> Result<(), ClaimError> {
+        let lost = |why: &str| ClaimError::Lost { table: self.table.clone(), why: why.to_string() };
+        match &self.holder {
+            Holder::Advisory { client } => {
+                let client = client.lock().await;
+                if client.is_closed() || client.simple_query("SELECT 1").await.is_err() {
+                    return Err(lost("the connection holding the advisory lock is gone"));
+                }
+                Ok(())
+            }
+            Holder::Row { lost: flag, .. } if flag.load(Ordering::SeqCst) => {
+                Err(lost("the claim row could not be renewed; another engine may hold it"))
+            }
+            Holder::Row { .. } => Ok(()),
+        }
+    }
+
+    /// Gives the claim up (the engine stopped).
+    pub async fn release(self, connector: &Connector) {
+        match self.holder {
+            Holder::Advisory { client } => {
+                let key = advisory_key(&self.table);
+                let _ =
+                    client.lock().await.query_one("SELECT pg_catalog.pg_advisory_unlock($1::bigint)", &[&key]).await;
+            }
+            Holder::Row { owner, _renewer, .. } => {
+                drop(_renewer);
+                let sql = format!("DELETE FROM {} WHERE table_name = $1 AND owner = $2", claims_table(&self.table));
+                let name = self.table.to_string();
+                if let Ok(client) = connector.connect().await
+                    && let Err(e) = client.execute(sql.as_str(), &[&name, &owner]).await
+                {
+                    tracing::warn!(error = %e, "could not delete the claim row; it expires by itself");
+                }
+            }
+        }
+    }
+}
+
+/// Who holds the advisory lock of `key`, for the message.
+async fn advisory_holder(client: &Client, key: i64) -> Result<String, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT coalesce(string_agg(coalesce(nullif(a.application_name, ''), 'a session') || ' (pid ' || l.pid || ')', \
+                    ', '), 'another session') \
+             FROM pg_catalog.pg_locks l LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+               AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
+            &[&key],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Writes the claim row for `owner` unless another owner holds an unexpired
+/// one; answers that owner. One transaction: a concurrent claim fails it with
+/// an OCC conflict (or a duplicate key), and the loser reads the winner.
+async fn claim_row(
+    client: &Client,
+    claims: &TableName,
+    table: &TableName,
+    owner: &str,
+) -> Result<Option<String>, DbError> {
+    let name = table.to_string();
+    let ttl = CLAIM_TTL.as_secs() as i64;
+    for _ in 0..10 {
+        let attempt = async {
+            client.batch_execute("BEGIN").await.ctx("claim")?;
+            let row = client
+                .query_opt(&format!("SELECT owner, expires_at > now() FROM {claims} WHERE table_name = $1"), &[&name])
+                .await
+                .ctx("read the claim")?;
+            match row {
+                Some(r) if r.get::<_, bool>(1) && r.get::<_, String>(0) != owner => {
+                    client.batch_execute("ROLLBACK").await.ctx("claim")?;
+                    return Ok(Some(r.get::<_, String>(0)));
+                }
+                Some(_) => {
+                    let sql = format!(
+                        "UPDATE {claims} SET owner = $2, expires_at = now() + make_interval(secs => $3::bigint) \
+                         WHERE table_name = $1"
+                    );
+                    client.execute(sql.as_str(), &[&name, &owner, &ttl]).await.ctx("write the claim")?;
+                }
+                None => {
+                    let sql = format!(
+                        "INSERT INTO {claims} (table_name, owner, expires_at) \
+                         VALUES ($1, $2, now() + make_interval(secs => $3::bigint))"
+                    );
+                    client.execute(sql.as_str(), &[&name, &owner, &ttl]).await.ctx("write the claim")?;
+                }
+            }
+            client.batch_execute("COMMIT").await.ctx("claim")?;
+            Ok::<_, DbError>(None)
+        }
+        .await;
+        match attempt {
+            Ok(holder) => return Ok(holder),
+            Err(e) if e.is_transient() || e.sqlstate.as_deref() == Some("23505") => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                tokio::time::sleep(Duration::from_millis(50 + rand::random::<u64>() % 200)).await;
+            }
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(e);
+            }
+        }
+    }
+    Err(DbError::transient("claim", "the claim row kept conflicting"))
+}
+
+/// Extends the claim until the task is stopped; marks it lost when the row no
+/// longer names this owner or cannot be written before it would expire.
+async fn renew_forever(client: Client, claims: TableName, table: TableName, owner: String, lost: Arc<AtomicBool>) {
+    let sql = format!(
+        "UPDATE {claims} SET expires_at = now() + make_interval(secs => $3::bigint) \
+         WHERE table_name = $1 AND owner = $2 AND expires_at > now()"
+    );
+    let (name, ttl) = (table.to_string(), CLAIM_TTL.as_secs() as i64);
+    let mut last = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(CLAIM_RENEW_EVERY).await;
+        match client.execute(sql.as_str(), &[&name, &owner, &ttl]).await {
+            Ok(1) => last = std::time::Instant::now(),
+            Ok(_) => {
+                tracing::error!(table = %table, "the claim row names another engine now");
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
+            Err(e) if last.elapsed() + CLAIM_RENEW_EVERY < CLAIM_TTL => {
+                tracing::warn!(error = %e, table = %table, "could not renew the claim; trying again");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, table = %table, "the claim expires before it can be renewed");
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+}
