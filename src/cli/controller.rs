@@ -10,6 +10,7 @@ use clap::Args;
 
 use super::Failure;
 use super::signal::shutdown_signal;
+use crate::controller::target::DsqlEndpoints;
 use crate::controller::{OperatorConfig, run};
 use crate::http::{HttpState, serve};
 use crate::metrics::Metrics;
@@ -36,6 +37,10 @@ pub struct ControllerArgs {
     pub lease_namespace: String,
     #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
+    /// DSQL endpoints each namespace may name, as JSON: {"blog": ["host"], "*": []}.
+    /// A namespace with no entry may use DSQL only if it is the operator's own.
+    #[arg(long, env = "DSQL_ENDPOINTS", default_value = "{}")]
+    pub dsql_endpoints: String,
 }
 
 pub async fn main(args: ControllerArgs) -> Result<(), Failure> {
@@ -45,6 +50,8 @@ pub async fn main(args: ControllerArgs) -> Result<(), Failure> {
     let identity = args.identity.clone().unwrap_or_else(|| {
         std::env::var("HOSTNAME").unwrap_or_else(|_| format!("identity-migrator-{}", std::process::id()))
     });
+    let dsql_endpoints = DsqlEndpoints::parse(&args.dsql_endpoints, &args.lease_namespace)
+        .map_err(|e| Failure::Input(format!("--dsql-endpoints (DSQL_ENDPOINTS): {e}")))?;
     let config = OperatorConfig {
         identity,
         watch_namespaces: args.watch_namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
@@ -53,6 +60,7 @@ pub async fn main(args: ControllerArgs) -> Result<(), Failure> {
         lease_namespace: args.lease_namespace,
         lease_duration_seconds: args.lease_duration_seconds.max(2),
         lease_grace_seconds: (args.lease_duration_seconds / 3).max(1),
+        dsql_endpoints,
     };
     let metrics = Metrics::default();
     let ready = Arc::new(AtomicBool::new(false));

@@ -14,6 +14,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 
 use super::reconcile::{ReconcileContext, error_policy, reconcile};
 use super::supervisor::Supervisor;
+use super::target::DsqlEndpoints;
 use crate::api::IdentityMigration;
 use crate::metrics::Metrics;
 
@@ -29,6 +30,8 @@ pub struct OperatorConfig {
     /// How long the lease lasts without renewal, and how long before expiry it is renewed.
     pub lease_duration_seconds: u64,
     pub lease_grace_seconds: u64,
+    /// The DSQL endpoints each namespace may name (the chart's `dsqlEndpoints`).
+    pub dsql_endpoints: DsqlEndpoints,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +90,7 @@ pub async fn run(
             recorder,
             application_name: format!("identity-migrator/{}", config.identity),
             leading: leading.subscribe(),
+            dsql_endpoints: config.dsql_endpoints.clone(),
         });
         let stop = tokio::select! {
             () = controllers(client.clone(), &config.watch_namespaces, ctx.clone()) => Stop::LostLease,

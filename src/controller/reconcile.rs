@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::decide::{Cleanup, Decision, cleanup_for, decide};
 use super::status_sink::{ResourceSink, publish, write_status};
 use super::supervisor::{Key, Supervisor};
-use super::target::{TargetError, connector_for};
+use super::target::{DsqlEndpoints, TargetError, connector_for};
 use super::workloads::KubeWorkloads;
 use crate::api::conditions::refresh_conditions;
 use crate::api::now;
@@ -42,6 +42,8 @@ pub struct ReconcileContext {
     /// Whether this instance still holds the leader lease: an engine that
     /// sees it false stops before its next schema change.
     pub leading: tokio::sync::watch::Receiver<bool>,
+    /// The DSQL endpoints each namespace may name.
+    pub dsql_endpoints: DsqlEndpoints,
 }
 
 #[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
@@ -206,11 +208,12 @@ async fn start(
         Ok(settings) => settings,
         Err(invalid) => return reject(&obj, status, ctx, invalid.to_string()).await,
     };
-    let connector = match connector_for(&ctx.client, &key.0, &obj.spec, &ctx.application_name).await {
-        Ok(connector) => connector,
-        Err(e) if e.needs_person() => return reject(&obj, status, ctx, e.to_string()).await,
-        Err(e) => return Err(e.into()),
-    };
+    let connector =
+        match connector_for(&ctx.client, &key.0, &obj.spec, &ctx.application_name, &ctx.dsql_endpoints).await {
+            Ok(connector) => connector,
+            Err(e) if e.needs_person() => return reject(&obj, status, ctx, e.to_string()).await,
+            Err(e) => return Err(e.into()),
+        };
     let generation = obj.metadata.generation.unwrap_or(0);
     status.observed_generation = Some(generation);
     let job = Job {
@@ -240,7 +243,8 @@ async fn cleanup(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<
     let status = freshest_status(&obj, ctx);
     if cleanup_for(&status) == Cleanup::DropShadow {
         let settings = validate_spec(&obj.spec, TargetSource::Spec).map_err(|e| Error::Cleanup(e.into()))?;
-        let connector = connector_for(&ctx.client, &key.0, &obj.spec, &ctx.application_name).await?;
+        let connector =
+            connector_for(&ctx.client, &key.0, &obj.spec, &ctx.application_name, &ctx.dsql_endpoints).await?;
         let dropped = drop_unfinished_shadow(connector, settings).await.map_err(Error::Cleanup)?;
         if let Some(what) = dropped {
             publish(&ctx.recorder, &obj.object_ref(&()), Severity::Normal, "ShadowDropped", what).await;

@@ -1,14 +1,51 @@
 //! The database of a migration, resolved in the cluster: a PostgreSQL URL
 //! from a Secret, or a DSQL endpoint with an optional CA bundle Secret.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
 use crate::api::{IdentityMigrationSpec, SecretKeyRef};
 use crate::db::{Connector, DatabaseTarget, DbError, SpecTargetError, resolve_target};
 
+/// Which DSQL endpoints the migrations of each namespace may name: the
+/// operator connects with its own IAM role, so it must not lend that role to
+/// whoever can create an IdentityMigration (a confused deputy).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DsqlEndpoints {
+    /// Namespace (or `*`) to endpoint host names (or `*`).
+    pub by_namespace: BTreeMap<String, Vec<String>>,
+    /// The operator's own namespace: allowed any endpoint when it has no entry.
+    pub home: String,
+}
+
+impl DsqlEndpoints {
+    /// Parses the chart's `dsqlEndpoints` as JSON (`{"blog": ["host"], "*": []}`).
+    pub fn parse(json: &str, home: &str) -> Result<Self, serde_json::Error> {
+        let by_namespace = if json.trim().is_empty() { BTreeMap::new() } else { serde_json::from_str(json)? };
+        Ok(Self { by_namespace, home: home.to_string() })
+    }
+
+    /// Whether a migration in `namespace` may connect to `endpoint` (host, or
+    /// `host:port`): its namespace's entry decides, else the `*` entry, else
+    /// only the operator's own namespace may.
+    pub fn allows(&self, namespace: &str, endpoint: &str) -> bool {
+        let host = endpoint.rsplit_once(':').map_or(endpoint, |(h, _)| h).trim().to_ascii_lowercase();
+        match self.by_namespace.get(namespace).or_else(|| self.by_namespace.get("*")) {
+            Some(allowed) => allowed.iter().any(|a| a == "*" || a.to_ascii_lowercase() == host),
+            None => namespace == self.home,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
+    #[error(
+        "spec.target.dsql.endpoint: {endpoint} is not allowed for namespace {namespace}; \
+         the operator's administrator lists it in the chart's dsqlEndpoints"
+    )]
+    EndpointNotAllowed { namespace: String, endpoint: String },
     #[error("{field}: Secret {namespace}/{name} does not exist")]
     MissingSecret { field: &'static str, namespace: String, name: String },
     #[error("{field}: Secret {namespace}/{name} has no key {key:?}")]
@@ -65,6 +102,7 @@ pub async fn connector_for(
     namespace: &str,
     spec: &IdentityMigrationSpec,
     application_name: &str,
+    endpoints: &DsqlEndpoints,
 ) -> Result<Connector, TargetError> {
     let (target, ca) = match (&spec.target.postgres, &spec.target.dsql) {
         (Some(pg), None) => {
@@ -80,6 +118,10 @@ pub async fn connector_for(
             (target, None)
         }
         (None, Some(d)) => {
+            if !endpoints.allows(namespace, &d.endpoint) {
+                let endpoint = d.endpoint.clone();
+                return Err(TargetError::EndpointNotAllowed { namespace: namespace.to_string(), endpoint });
+            }
             let target = resolve_target(&spec.target, None)?;
             let ca = match &d.ca_bundle_secret_ref {
                 Some(r) => Some(secret_value(client, namespace, r, "spec.target.dsql.caBundleSecretRef").await?),
@@ -93,4 +135,27 @@ pub async fn connector_for(
         }
     };
     Connector::new(target, ca).map_err(TargetError::Connector)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_namespace_reaches_only_the_endpoints_listed_for_it() {
+        let e = DsqlEndpoints::parse(r#"{"blog": ["abc.dsql.us-east-1.on.aws"], "shop": ["*"]}"#, "identity-migrator")
+            .unwrap();
+        assert!(e.allows("blog", "abc.dsql.us-east-1.on.aws"));
+        assert!(e.allows("blog", "ABC.dsql.us-east-1.on.aws:5432"), "the host decides, in any case, with any port");
+        assert!(!e.allows("blog", "other.dsql.us-east-1.on.aws"));
+        assert!(e.allows("shop", "anything.dsql.eu-west-1.on.aws"));
+        // Unlisted namespaces: denied, but for the operator's own.
+        assert!(!e.allows("intruder", "abc.dsql.us-east-1.on.aws"));
+        assert!(e.allows("identity-migrator", "abc.dsql.us-east-1.on.aws"));
+        let everyone = DsqlEndpoints::parse(r#"{"*": ["abc.dsql.us-east-1.on.aws"]}"#, "ns").unwrap();
+        assert!(everyone.allows("any", "abc.dsql.us-east-1.on.aws") && !everyone.allows("any", "x.on.aws"));
+        let unset = DsqlEndpoints::parse("", "home").unwrap();
+        assert!(!unset.allows("blog", "abc.dsql.us-east-1.on.aws"), "deny cross-namespace use when unset");
+        assert!(DsqlEndpoints::parse("[1, 2]", "home").is_err());
+    }
 }

@@ -172,7 +172,14 @@ async fn invalid_specs_and_missing_tables_are_degraded_with_a_reason_and_change_
         json!({"target": {"postgres": {"urlSecretRef": {"name": "missing", "key": "url"}}}}),
     )
     .await;
+    // The operator's IAM role is not lent to a namespace it was not told to serve.
+    let dsql = json!({"target": {"postgres": null, "dsql": {"endpoint": "abcdefghijklmnop.dsql.us-east-1.on.aws"}}});
+    create_migration(&api, "foreign-dsql", "post_tag", dsql).await;
     for (name, says) in [
+        (
+            "foreign-dsql",
+            "spec.target.dsql.endpoint: abcdefghijklmnop.dsql.us-east-1.on.aws is not allowed for namespace blog",
+        ),
         ("bad-cache", "spec.identity.cache: 1000 is not allowed"),
         ("no-table", "spec.table: table \"public\".\"nope\" does not exist"),
         ("no-secret", "Secret blog/missing does not exist"),

@@ -64,6 +64,7 @@ fn context() -> (Arc<ReconcileContext>, ApiHandle) {
         recorder,
         application_name: "identity-migrator/test".into(),
         leading: tokio::sync::watch::channel(true).1,
+        dsql_endpoints: Default::default(),
     };
     (Arc::new(ctx), handle)
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use identity_migrator::api::{IdentityMigration, IdentityMigrationSpec};
+use identity_migrator::controller::target::DsqlEndpoints;
 use identity_migrator::controller::{OperatorConfig, run};
 use identity_migrator::metrics::Metrics;
 use k8s_openapi::ByteString;
@@ -39,6 +40,8 @@ impl Operator {
             lease_namespace: "identity-migrator".into(),
             lease_duration_seconds: 3,
             lease_grace_seconds: 1,
+            // No namespace listed: only the operator's own may name DSQL endpoints.
+            dsql_endpoints: DsqlEndpoints { home: "identity-migrator".into(), ..Default::default() },
         };
         let metrics = Metrics::default();
         let (stop, stopped) = oneshot::channel::<()>();
