@@ -134,3 +134,25 @@ pub fn halted(control: &Control) -> Option<Outcome> {
         Directive::Stop => Some(Outcome::Stopped),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::DatabaseTarget;
+    use crate::db::target::parse_postgres_url;
+    use crate::engine::plan::validate::{TargetSource, validate_spec};
+    use crate::engine::testing::spec_for;
+
+    #[tokio::test]
+    async fn an_engine_whose_operator_lost_the_lease_stops_before_its_next_change() {
+        let settings = validate_spec(&spec_for("post_tag"), TargetSource::Spec).unwrap();
+        let target = DatabaseTarget::Postgres(parse_postgres_url("postgres://u@127.0.0.1/db").unwrap());
+        let (lease, leading) = watch::channel(true);
+        let job = Job { leading: Some(leading), ..Job::new(settings, Connector::new(target, None).unwrap()) };
+        job.before_change().await.unwrap();
+        lease.send(false).unwrap();
+        let err = job.before_change().await.unwrap_err();
+        assert!(err.lost_claim(), "{err}");
+        assert!(err.to_string().contains("lost its leader lease"), "{err}");
+    }
+}

@@ -119,19 +119,29 @@ async fn objects_bound_to_the_table_are_refused_by_name_before_anything_changes(
         "CREATE FUNCTION tag_count() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM post_tag; END;
          CREATE RULE keep AS ON DELETE TO post_tag DO ALSO NOTHING;
          CREATE TABLE other (id int);
-         CREATE POLICY through ON other USING (id IN (SELECT length(tag_id) FROM post_tag));",
+         CREATE POLICY through ON other USING (id IN (SELECT length(tag_id) FROM post_tag));
+         SET client_min_messages = error;
+         CREATE PUBLICATION tags FOR TABLE post_tag;",
     )
     .await;
     let catalog = db.catalog_snapshot().await;
     let m = Manifest::for_table(&t, "");
     let out = run_migration(&m, &db.url, &[], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    for named in ["function tag_count()", "rule keep on table post_tag", "policy through on table other"] {
+    for named in [
+        "function tag_count()",
+        "rule keep on table post_tag",
+        "policy through on table other",
+        "publication of table post_tag in publication tags",
+    ] {
         assert!(text(&out).contains(named), "{named} not named in:\n{}", text(&out));
     }
     assert_eq!(db.catalog_snapshot().await, catalog, "nothing changed");
 
-    db.exec("DROP FUNCTION tag_count(); DROP RULE keep ON post_tag; DROP POLICY through ON other;").await;
+    db.exec(
+        "DROP FUNCTION tag_count(); DROP RULE keep ON post_tag; DROP POLICY through ON other; DROP PUBLICATION tags;",
+    )
+    .await;
     db.exec("ALTER TABLE post_tag ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY").await;
     let out = run_migration(&m, &db.url, &[], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));

@@ -33,7 +33,9 @@ pub async fn survey(job: &Job) -> Result<Survey, EngineError> {
     let mut session = job.session();
     let shape = session.retry("read table", |c| async move { catalog::read_shape(&c, &s.source).await }).await?;
     let shape = match shape {
-        Some(shape) => Some(with_fidelity(&mut session, shape, job.dialect).await?),
+        // Read as the database keeps it (a PostgreSQL table planned for DSQL
+        // shows everything DSQL will not carry).
+        Some(shape) => Some(with_fidelity(&mut session, shape, job.connector.dialect()).await?),
         None => None,
     };
     let mut names = vec![s.shadow.name.clone(), s.old.name.clone()];
