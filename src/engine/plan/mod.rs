@@ -11,7 +11,8 @@
 //! - [`names`]: the names of the new table's objects.
 //! - [`quotas`]: DSQL's limits and the margins kept below them.
 //! - [`batches`]: batch sizes, id spans, ranges and chunks.
-//! - [`validate`]: the spec on its own, and against the table (preflight).
+//! - [`validate`]: the spec on its own, and the settings it yields.
+//! - [`preflight`]: the spec against the table, before anything is created.
 //! - [`phase`]: the phase machine: every phase and transition.
 //! - [`script`]: the whole migration as an ordered script (`plan` prints it).
 //! - [`progress`]: rates, ETA, throttling and the status write gate.
@@ -22,6 +23,7 @@ pub mod ddl;
 pub mod fidelity;
 pub mod names;
 pub mod phase;
+pub mod preflight;
 pub mod progress;
 pub mod quotas;
 pub mod quote;

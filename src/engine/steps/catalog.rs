@@ -5,10 +5,10 @@ use tokio_postgres::Client;
 
 use crate::db::{DbError, ErrorContext, Session};
 use crate::engine::plan::phase::Names;
+use crate::engine::plan::preflight::Surroundings;
 use crate::engine::plan::shape::TableName;
 use crate::engine::plan::shape::{Column, Constraint, ConstraintKind, Index, TableShape};
 use crate::engine::plan::validate::Settings;
-use crate::engine::plan::validate::Surroundings;
 
 /// A relation's oid and kind, or None when the name is free.
 async fn relation(client: &Client, table: &TableName) -> Result<Option<(u32, char, i64)>, DbError> {

@@ -12,8 +12,8 @@ use crate::engine::job::Job;
 use crate::engine::plan::batches::{self, indexes_during_copy, next_span, range_count, split_by_quantiles};
 use crate::engine::plan::ddl::index_builds;
 use crate::engine::plan::names::derived_name;
+use crate::engine::plan::preflight::preflight;
 use crate::engine::plan::shape::{ConstraintKind, TableShape};
-use crate::engine::plan::validate::preflight;
 
 /// What the engine knows about the table before it changes anything.
 #[derive(Clone, Debug)]
