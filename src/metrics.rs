@@ -30,20 +30,6 @@ pub struct ErrorLabels {
     pub error: String,
 }
 
-const PHASES: [Phase; 11] = [
-    Phase::Pending,
-    Phase::Validating,
-    Phase::CreatingTarget,
-    Phase::Copying,
-    Phase::Verifying,
-    Phase::AwaitingCutover,
-    Phase::Swapping,
-    Phase::Completed,
-    Phase::Failed,
-    Phase::RollingBack,
-    Phase::RolledBack,
-];
-
 /// Every metric, shared by reconcilers, engine reporters and the HTTP server.
 #[derive(Clone)]
 pub struct Metrics {
@@ -117,7 +103,7 @@ impl Metrics {
         bump(&self.rows_copied, before.rows_copied, now.rows_copied);
         bump(&self.batches, before.batches, now.batches);
         bump(&self.retries, before.retries, now.retries);
-        for phase in PHASES {
+        for phase in Phase::ALL {
             let value = i64::from(phase == status.phase);
             let labels = PhaseLabels {
                 namespace: labels.namespace.clone(),

@@ -58,6 +58,21 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in the order a migration meets them.
+    pub const ALL: [Phase; 11] = [
+        Phase::Pending,
+        Phase::Validating,
+        Phase::CreatingTarget,
+        Phase::Copying,
+        Phase::Verifying,
+        Phase::AwaitingCutover,
+        Phase::Swapping,
+        Phase::Completed,
+        Phase::Failed,
+        Phase::RollingBack,
+        Phase::RolledBack,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Pending => "Pending",

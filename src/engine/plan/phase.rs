@@ -375,19 +375,7 @@ mod tests {
         assert_eq!(catalog_jump(copying, &SwapState::InWindow), Stand::Work(Work::Swapping));
         assert_eq!(catalog_jump(copying, &SwapState::Swapped), Stand::Work(Work::Swapping));
         assert_eq!(catalog_jump(copying, &SwapState::BeforeWindow), copying);
-        for phase in [
-            Pending,
-            Validating,
-            CreatingTarget,
-            Copying,
-            Verifying,
-            AwaitingCutover,
-            Swapping,
-            Completed,
-            Failed,
-            RollingBack,
-            RolledBack,
-        ] {
+        for phase in Phase::ALL {
             assert!(covered.contains(&phase), "{phase} is in no transition");
         }
     }
