@@ -206,7 +206,7 @@ fn manifest(dir: &std::path::Path, parallelism: usize) -> PathBuf {
         &path,
         format!(
             "apiVersion: migrations.dsql.dev/v1alpha1\nkind: IdentityMigration\nmetadata: {{name: bench}}\nspec:\n  \
-             target: {{postgres: {{urlSecretRef: {{name: db, key: url}}}}}}\n  table: post_tag\n  copy: {{parallelism: {parallelism}}}\n"
+             target: {{postgres: {{urlSecretRef: {{name: db, key: url}}}}}}\n  strategy: Copy\n  table: post_tag\n  copy: {{parallelism: {parallelism}}}\n"
         ),
     )
     .unwrap();

@@ -81,9 +81,10 @@ ANALYZE post_tag;
 SQL
 }
 
-# Writes an IdentityMigration manifest for table $2 to $1 (target replaced by --database-url).
+# Writes an IdentityMigration manifest for table $2 to $1 (target replaced by
+# --database-url), with strategy $3 (default Copy).
 write_manifest() {
-    local path=$1 table=$2
+    local path=$1 table=$2 strategy=${3:-Copy}
     cat > "$path" <<YAML
 apiVersion: migrations.dsql.dev/v1alpha1
 kind: IdentityMigration
@@ -93,6 +94,7 @@ spec:
   target:
     postgres:
       urlSecretRef: {name: database, key: url}
+  strategy: $strategy
   table: $table
   identity:
     generation: ByDefault

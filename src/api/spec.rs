@@ -50,6 +50,13 @@ pub struct IdentityMigrationSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("target is immutable"))]
     pub target: Target,
 
+    /// How the identity is added: `Auto` in place where the server accepts
+    /// `ADD GENERATED ... AS IDENTITY` (PostgreSQL; DSQL is probed) and by the
+    /// copy otherwise; `InPlace` fails where the server refuses it; `Copy`
+    /// always builds a new table.
+    #[serde(default)]
+    pub strategy: Strategy,
+
     /// Schema of the table.
     #[serde(default = "default_schema")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("schema is immutable"))]
@@ -149,6 +156,14 @@ pub struct IdentitySpec {
     /// Generated ids start above this value (and above every existing id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_after: Option<i64>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Strategy {
+    #[default]
+    Auto,
+    InPlace,
+    Copy,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]

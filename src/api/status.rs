@@ -22,6 +22,9 @@ pub struct IdentityMigrationStatus {
     pub progress: Option<Progress>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// Which way the identity is added, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<StrategyStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<IdentityStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -202,6 +205,25 @@ pub struct Verification {
 pub struct IdentityStatus {
     pub restart_with: i64,
     pub next_value: i64,
+    /// In place: the id column's default before it became an identity (such
+    /// as `nextval('t_id_seq')`); the sequence is kept, never dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_default: Option<String>,
+}
+
+/// The way taken: `InPlace` or `Copy`, and why.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StrategyStatus {
+    pub taken: TakenStrategy,
+    pub reason: String,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TakenStrategy {
+    InPlace,
+    #[default]
+    Copy,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

@@ -78,7 +78,11 @@ pub fn decide(
     if settled(status, spec.rollback) {
         return Decision::Idle;
     }
-    let gate = Gate { manual_approval: spec.cutover.approval == Approval::Manual, approved: spec.cutover.approved };
+    let gate = Gate {
+        manual_approval: spec.cutover.approval == Approval::Manual,
+        approved: spec.cutover.approved,
+        in_place: false,
+    };
     match status.phase {
         _ if spec.suspend => Decision::Idle,
         Phase::AwaitingCutover if !may_proceed(Work::AwaitingCutover, gate) => Decision::Idle,

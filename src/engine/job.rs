@@ -124,6 +124,8 @@ impl Eq for Outcome {}
 pub enum Flow {
     Next,
     Halt(Outcome),
+    /// The server refused to add the identity in place: the copy does it.
+    FallBackToCopy,
 }
 
 /// Checks the control without waiting.

@@ -10,11 +10,15 @@ use super::job::{Control, Flow, Job, Outcome, halted};
 use super::status_keeper::StatusKeeper;
 use super::store::StatusSink;
 use crate::api::now;
-use crate::api::{Checkpoint, IdentityMigrationStatus, Phase, PlanStatus, Verification};
+use crate::api::{
+    Checkpoint, CutoverStatus, IdentityMigrationStatus, Phase, PlanStatus, Strategy, StrategyStatus, TakenStrategy,
+    Verification,
+};
+use crate::db::Dialect;
 use crate::engine::plan::batches::resync_batch_rows;
 use crate::engine::plan::phase::{
-    Gate, Stand, SwapState, Work, after, catalog_jump, may_proceed, needs_catalog_check, resume, rollback_allowed,
-    swap_state,
+    Gate, Stand, SwapState, Work, after, catalog_jump, fall_back_to_copy, may_proceed, needs_catalog_check, resume,
+    rollback_allowed, swap_state,
 };
 use crate::engine::plan::shape::TableShape;
 use crate::engine::plan::validate::InvalidInput;
@@ -27,6 +31,7 @@ use crate::engine::steps::change_tracking::TrackedStatements;
 use crate::engine::steps::claim::Claim;
 use crate::engine::steps::copy::copy_ranges;
 use crate::engine::steps::fidelity::with_fidelity;
+use crate::engine::steps::in_place::{InPlace, add_identity_in_place};
 use crate::engine::steps::rollback::{original_for_rollback, roll_back};
 use crate::engine::steps::shadow::{build_indexes, ensure_shadow_table};
 use crate::engine::steps::survey::{Survey, survey};
@@ -56,7 +61,8 @@ impl<R: StatusSink> Migration<R> {
     }
 
     fn gate(&self) -> Gate {
-        Gate { manual_approval: self.job.settings.manual_approval, approved: self.job.approved }
+        let in_place = self.keeper.status.strategy.as_ref().is_some_and(|s| s.taken == TakenStrategy::InPlace);
+        Gate { manual_approval: self.job.settings.manual_approval, approved: self.job.approved, in_place }
     }
 
     /// Runs until the migration completes, fails, waits for approval, or is
@@ -160,6 +166,7 @@ impl<R: StatusSink> Migration<R> {
             }
             match self.run_phase(work).await {
                 Ok(Flow::Next) => stand = after(work, self.gate()),
+                Ok(Flow::FallBackToCopy) => stand = fall_back_to_copy(),
                 Ok(Flow::Halt(outcome)) => return self.halt(outcome).await,
                 Err(e) => return self.failed(phase, e).await,
             }
@@ -227,6 +234,7 @@ impl<R: StatusSink> Migration<R> {
             }
             Work::Copying => self.copy().await,
             Work::Verifying => self.verify().await,
+            Work::Swapping if self.gate().in_place => self.in_place().await,
             Work::Swapping => {
                 // The catalog first: after the swap the original may be gone
                 // (dropped with `oldTable.retain: false`) and is not needed.
@@ -296,6 +304,7 @@ impl<R: StatusSink> Migration<R> {
         status.verification = None;
         status.identity = None;
         status.cutover = None;
+        status.strategy = Some(choose_strategy(s.strategy, job.dialect));
         self.keeper.record_copy(0, 0, 0, CopyProgress::Running);
         Ok(Flow::Next)
     }
@@ -385,6 +394,38 @@ impl<R: StatusSink> Migration<R> {
         Ok(Flow::Next)
     }
 
+    /// Adds the identity to the table itself; when the server refuses and the
+    /// spec allows it, the copy takes over.
+    async fn in_place(&mut self) -> Result<Flow, EngineError> {
+        let started = std::time::Instant::now();
+        let added = add_identity_in_place(&self.job).await;
+        self.keeper.watch_retries(self.job.retries.get()).await;
+        match added? {
+            InPlace::Added(identity) => {
+                let cutover = self.keeper.status.cutover.get_or_insert_with(CutoverStatus::default);
+                // The lock is all a writer sees of it: the window.
+                cutover.window_millis.get_or_insert(started.elapsed().as_millis() as i64);
+                cutover.swapped_at = Some(now());
+                tracing::info!(next_value = identity.next_value, "the identity was added in place");
+                self.keeper.status.identity = Some(identity);
+                Ok(Flow::Next)
+            }
+            InPlace::Refused(why) if self.job.settings.strategy == Strategy::InPlace => Err(InvalidInput::one(
+                "spec.strategy",
+                format!("InPlace: the server refused ADD IDENTITY ({why}); use Auto or Copy"),
+            )
+            .into()),
+            InPlace::Refused(why) => {
+                let reason = format!("server refused ADD IDENTITY: {why}");
+                tracing::warn!(%reason, "adding the identity in place was refused; copying instead");
+                self.keeper.event(Severity::Normal, "Strategy", format!("Copy: {reason}")).await;
+                self.keeper.status.strategy = Some(StrategyStatus { taken: TakenStrategy::Copy, reason });
+                self.keeper.checkpoint(Save::Now).await?;
+                Ok(Flow::FallBackToCopy)
+            }
+        }
+    }
+
     fn phase_detail(&self, work: Work) -> String {
         let s = &self.job.settings;
         let plan = self.keeper.status.plan.as_ref();
@@ -410,6 +451,9 @@ impl<R: StatusSink> Migration<R> {
             },
             Work::Verifying => format!("comparing {} and {} by id range", s.source, s.shadow),
             Work::AwaitingCutover => "verified; approved".into(),
+            Work::Swapping if self.gate().in_place => {
+                format!("adding a {:?} identity to {}.{} in place", s.generation, s.source, s.id_column)
+            }
             Work::Swapping => format!("renaming {} to {} and {} to {}", s.source, s.old.name, s.shadow, s.source.name),
             Work::RollingBack => {
                 format!("copying rows written since the cut-over into {} and renaming it back", s.old)
@@ -422,6 +466,22 @@ impl<R: StatusSink> Migration<R> {
         let next = status.identity.as_ref().map(|i| i.next_value.to_string()).unwrap_or_else(|| "?".into());
         let window = window_text(status.cutover.as_ref().and_then(|c| c.window_millis));
         format!("{} generates its ids; next id {next}; cut-over window {window}", self.job.settings.source)
+    }
+}
+
+/// The way the identity will be added, before trying: by copy when the spec
+/// says so, else in place (on DSQL a probe: a refusal falls back to the copy).
+fn choose_strategy(asked: Strategy, dialect: Dialect) -> StrategyStatus {
+    match (asked, dialect) {
+        (Strategy::Copy, _) => StrategyStatus { taken: TakenStrategy::Copy, reason: "spec.strategy: Copy".into() },
+        (_, Dialect::Postgres) => StrategyStatus {
+            taken: TakenStrategy::InPlace,
+            reason: "PostgreSQL adds the identity to the existing column in place, without a copy".into(),
+        },
+        (_, Dialect::Dsql) => StrategyStatus {
+            taken: TakenStrategy::InPlace,
+            reason: "trying ADD IDENTITY in place; the copy follows if DSQL refuses it".into(),
+        },
     }
 }
 

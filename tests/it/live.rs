@@ -9,6 +9,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::support::writer::{Writer, read_table};
 use crate::support::{Manifest, PostTag, TestDb, run_migration, text};
 
+/// The writer wrote enough, also without ids after the cut-over, and the
+/// table holds exactly what its ledger says.
+pub(crate) async fn assert_table_matches_ledger(db: &TestDb, writer: &Writer) {
+    let table = read_table(&db.client).await;
+    let stats = &writer.stats;
+    assert!(
+        stats.inserts_with_id > 50 && stats.updates > 50 && stats.deletes > 20,
+        "the writer must have written: {stats:?}"
+    );
+    assert!(stats.inserts_without_id > 0, "inserts without id after the cut-over: {stats:?}");
+    let missing: Vec<_> = writer.ledger.keys().filter(|id| !table.contains_key(id)).take(5).collect();
+    let extra: Vec<_> = table.keys().filter(|id| !writer.ledger.contains_key(id)).take(5).collect();
+    let changed: Vec<_> =
+        writer.ledger.iter().filter(|(id, row)| table.get(id).is_some_and(|r| r != *row)).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && changed.is_empty(),
+        "lost {missing:?}, resurrected {extra:?}, changed {changed:?} ({stats:?})"
+    );
+    assert_eq!(table.len(), writer.ledger.len());
+}
+
 /// Runs the migration (several runs when crash points are given) while the
 /// writer writes; returns the final status.
 async fn migrate_under_writes(name: &str, spec: &str, crash_at: &[&str]) -> serde_json::Value {
@@ -39,22 +60,7 @@ async fn migrate_under_writes(name: &str, spec: &str, crash_at: &[&str]) -> serd
     let writer = writer.await.unwrap();
     assert!(out.status.success(), "{}", text(&out));
 
-    let table = read_table(&db.client).await;
-    let stats = &writer.stats;
-    assert!(
-        stats.inserts_with_id > 50 && stats.updates > 50 && stats.deletes > 20,
-        "the writer must have written: {stats:?}"
-    );
-    assert!(stats.inserts_without_id > 0, "inserts without id after the cut-over: {stats:?}");
-    let missing: Vec<_> = writer.ledger.keys().filter(|id| !table.contains_key(id)).take(5).collect();
-    let extra: Vec<_> = table.keys().filter(|id| !writer.ledger.contains_key(id)).take(5).collect();
-    let changed: Vec<_> =
-        writer.ledger.iter().filter(|(id, row)| table.get(id).is_some_and(|r| r != *row)).take(5).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty() && changed.is_empty(),
-        "lost {missing:?}, resurrected {extra:?}, changed {changed:?} ({stats:?})"
-    );
-    assert_eq!(table.len(), writer.ledger.len());
+    assert_table_matches_ledger(&db, &writer).await;
     assert_eq!(db.harness_counter("violations").await, 0);
     let status = m.status();
     assert_eq!(status["phase"], "Completed");

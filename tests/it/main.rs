@@ -16,6 +16,7 @@ mod dsql;
 mod edges;
 mod fidelity;
 mod harness;
+mod in_place;
 mod layers;
 mod live;
 mod migrate;

@@ -2,6 +2,9 @@
 //! that choose one, and where a resumed migration picks up. Pure.
 //!
 //! ```text
+//!          ┌─ in place ─▶ (AwaitingCutover) ─▶ Swapping: ADD GENERATED on the table ─▶ Completed
+//!          │                                      │ refused (Auto)
+//!          │                                      ▼
 //! Pending ─▶ Validating ─▶ CreatingTarget ─▶ Copying ─▶ Verifying
 //!                                                          │
 //!            ┌──────────── approval: Automatic ───────────┤
@@ -16,7 +19,8 @@
 //! any phase ─(error)─▶ Failed ─(run again, retry, spec changed)─▶ the phase that failed
 //! ```
 //!
-//! Every rule is a function here: [`after`] (the next phase), [`may_proceed`]
+//! Every rule is a function here: [`after`] (the next phase),
+//! [`fall_back_to_copy`] (in place refused), [`may_proceed`]
 //! (the approval gate), [`resume`] (where a run starts, from the status),
 //! [`catalog_jump`] (where the catalog overrides a lagging status),
 //! [`effective_phase`] (which phase a failed migration failed in),
@@ -29,6 +33,8 @@ use crate::api::{IdentityMigrationStatus, Phase};
 pub struct Gate {
     pub manual_approval: bool,
     pub approved: bool,
+    /// The identity is added in place: no shadow table, no copy.
+    pub in_place: bool,
 }
 
 /// A phase in which the engine has work to do.
@@ -94,6 +100,8 @@ fn stand(phase: Phase) -> Stand {
 /// Where the migration goes once `work` is done.
 pub fn after(work: Work, gate: Gate) -> Stand {
     match work {
+        Work::Validating if gate.in_place && gate.manual_approval => Stand::Work(Work::AwaitingCutover),
+        Work::Validating if gate.in_place => Stand::Work(Work::Swapping),
         Work::Validating => Stand::Work(Work::CreatingTarget),
         Work::CreatingTarget => Stand::Work(Work::Copying),
         Work::Copying => Stand::Work(Work::Verifying),
@@ -102,6 +110,12 @@ pub fn after(work: Work, gate: Gate) -> Stand {
         Work::Swapping => Stand::Completed,
         Work::RollingBack => Stand::RolledBack,
     }
+}
+
+/// Where a migration goes when the server refused to add the identity in
+/// place (`strategy: Auto`): the copy, from its first phase.
+pub fn fall_back_to_copy() -> Stand {
+    Stand::Work(Work::CreatingTarget)
 }
 
 /// Whether `work` may start now, or must wait for a person: the approval rule.
@@ -251,9 +265,11 @@ mod tests {
         Names { table, table_is_identity, shadow, old }
     }
 
-    const AUTO: Gate = Gate { manual_approval: false, approved: false };
-    const MANUAL: Gate = Gate { manual_approval: true, approved: false };
-    const APPROVED: Gate = Gate { manual_approval: true, approved: true };
+    const AUTO: Gate = Gate { manual_approval: false, approved: false, in_place: false };
+    const MANUAL: Gate = Gate { manual_approval: true, approved: false, in_place: false };
+    const APPROVED: Gate = Gate { manual_approval: true, approved: true, in_place: false };
+    const IN_PLACE: Gate = Gate { manual_approval: false, approved: false, in_place: true };
+    const IN_PLACE_MANUAL: Gate = Gate { manual_approval: true, approved: false, in_place: true };
 
     fn walk_from(start: Stand, gate: Gate) -> Vec<Phase> {
         let mut seen = vec![start.phase()];
@@ -336,8 +352,10 @@ mod tests {
             ..Default::default()
         };
         // (from, rule, to) through `after` and the gate.
-        let work: [(Work, Gate, Phase); 9] = [
+        let work: [(Work, Gate, Phase); 11] = [
             (Work::Validating, AUTO, CreatingTarget),
+            (Work::Validating, IN_PLACE, Swapping),
+            (Work::Validating, IN_PLACE_MANUAL, AwaitingCutover),
             (Work::CreatingTarget, AUTO, Copying),
             (Work::Copying, AUTO, Verifying),
             (Work::Verifying, AUTO, Swapping),
@@ -353,6 +371,8 @@ mod tests {
             covered.extend([from.phase(), to]);
         }
         assert!(!may_proceed(Work::AwaitingCutover, MANUAL), "the gate holds until approved");
+        assert!(!may_proceed(Work::AwaitingCutover, IN_PLACE_MANUAL), "in place waits for approval too");
+        assert_eq!(fall_back_to_copy(), Stand::Work(Work::CreatingTarget), "in place refused: the copy");
         // (status, spec.rollback, where a run starts) through `resume`.
         let resumes = [
             (status(Pending, None), false, Validating),

@@ -5,6 +5,7 @@
 use super::quotas::{DSQL_MAX_COLUMNS, DSQL_MAX_INDEXES, DSQL_MAX_TABLES, DSQL_MUTATION_LIMIT};
 use super::shape::{ConstraintKind, TableShape, is_integer_type};
 use super::validate::{InvalidInput, Problem, Settings};
+use crate::api::Strategy;
 use crate::db::Dialect;
 
 /// What the catalog said, besides the table's own shape.
@@ -21,11 +22,30 @@ pub struct Surroundings {
 
 /// The spec against the database: everything that must hold before the engine
 /// creates anything. `shape` is None when the table does not exist.
+/// Which checks apply: the table itself keeps everything it carries when the
+/// identity is added in place, so only the copy needs the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    InPlace,
+    Copy,
+}
+
+/// The checks for `strategy` on `dialect`: PostgreSQL adds the identity in
+/// place unless told to copy; on DSQL `Auto` may fall back to the copy after
+/// the probe, so the copy's checks apply from the start.
+pub fn route_for(strategy: Strategy, dialect: Dialect) -> Route {
+    match (strategy, dialect) {
+        (Strategy::Copy, _) | (Strategy::Auto, Dialect::Dsql) => Route::Copy,
+        (Strategy::InPlace, _) | (Strategy::Auto, Dialect::Postgres) => Route::InPlace,
+    }
+}
+
 pub fn preflight(
     settings: &Settings,
     shape: Option<&TableShape>,
     around: &Surroundings,
     dialect: Dialect,
+    route: Route,
 ) -> Result<(), InvalidInput> {
     let table = &settings.source;
     let Some(shape) = shape else {
@@ -77,6 +97,14 @@ pub fn preflight(
     }
     for other in shape.columns.iter().filter(|c| c.name != id && c.identity.is_some()) {
         refuse("spec.table", format!("column {:?} of {table} is already an identity column", other.name));
+    }
+    if route == Route::InPlace {
+        // Views, triggers, foreign keys, privileges and the rest stay with the
+        // table: nothing is left behind, nothing is copied.
+        if !shape.inheritance.is_empty() {
+            refuse("spec.table", format!("{table} uses table inheritance ({})", shape.inheritance.join(", ")));
+        }
+        return if problems.is_empty() { Ok(()) } else { Err(InvalidInput(problems)) };
     }
     if shape.constraints.iter().any(|c| c.kind == ConstraintKind::Check && c.definition.contains("NOT VALID")) {
         refuse("spec.table", format!("{table} has a NOT VALID check constraint; validate it first"));
@@ -238,19 +266,19 @@ mod tests {
     }
 
     fn refused(shape: &TableShape) -> String {
-        preflight(&settings(), Some(shape), &Surroundings::default(), Dialect::Postgres)
+        preflight(&settings(), Some(shape), &Surroundings::default(), Dialect::Postgres, Route::Copy)
             .expect_err("refused")
             .to_string()
     }
 
     #[test]
     fn the_seed_table_passes_preflight() {
-        preflight(&settings(), Some(&post_tag_shape()), &Surroundings::default(), Dialect::Dsql).unwrap();
+        preflight(&settings(), Some(&post_tag_shape()), &Surroundings::default(), Dialect::Dsql, Route::Copy).unwrap();
     }
 
     #[test]
     fn missing_table_and_columns_are_named() {
-        let err = preflight(&settings(), None, &Surroundings::default(), Dialect::Postgres).unwrap_err();
+        let err = preflight(&settings(), None, &Surroundings::default(), Dialect::Postgres, Route::Copy).unwrap_err();
         assert_eq!(err.to_string(), "spec.table: table \"public\".\"post_tag\" does not exist");
         let mut shape = post_tag_shape();
         shape.columns.retain(|c| c.name != "id");
@@ -285,7 +313,7 @@ mod tests {
         for ty in ["integer", "smallint"] {
             let mut shape = post_tag_shape();
             shape.columns[0].data_type = ty.into();
-            preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Postgres).unwrap();
+            preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Postgres, Route::Copy).unwrap();
         }
     }
 
@@ -296,7 +324,7 @@ mod tests {
             table_count: 3,
             ..Default::default()
         };
-        let err = preflight(&settings(), Some(&post_tag_shape()), &around, Dialect::Postgres).unwrap_err();
+        let err = preflight(&settings(), Some(&post_tag_shape()), &around, Dialect::Postgres, Route::Copy).unwrap_err();
         assert_eq!(err.0.len(), 2);
         assert_eq!(err.0[0].field, "spec.table");
         assert_eq!(err.0[1].field, "spec.oldTable.name");
@@ -321,14 +349,16 @@ mod tests {
             identity: None,
             collation: None,
         }));
-        let err = preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Dsql).unwrap_err();
+        let err =
+            preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Dsql, Route::Copy).unwrap_err();
         assert!(err.to_string().contains("DSQL allows 255"));
 
         let mut s = settings();
         s.batch_rows = Some(2000);
-        let err = preflight(&s, Some(&post_tag_shape()), &Surroundings::default(), Dialect::Dsql).unwrap_err();
+        let err =
+            preflight(&s, Some(&post_tag_shape()), &Surroundings::default(), Dialect::Dsql, Route::Copy).unwrap_err();
         assert_eq!(err.0[0].field, "spec.copy.batchRows");
-        preflight(&s, Some(&post_tag_shape()), &Surroundings::default(), Dialect::Postgres).unwrap();
+        preflight(&s, Some(&post_tag_shape()), &Surroundings::default(), Dialect::Postgres, Route::Copy).unwrap();
     }
 
     #[test]
@@ -338,37 +368,42 @@ mod tests {
         for index in &mut shape.indexes {
             index.method = "btree_index".into();
         }
-        preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Dsql).unwrap();
+        preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Dsql, Route::Copy).unwrap();
         shape.indexes[0].method = "hash".into();
-        let err = preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Dsql).unwrap_err();
+        let err =
+            preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Dsql, Route::Copy).unwrap_err();
         assert!(err.to_string().contains("uses hash"), "{err}");
 
         let mut shape = post_tag_shape();
         shape.columns[1].collation = Some("\"C\"".into());
-        let err = preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Dsql).unwrap_err();
+        let err =
+            preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Dsql, Route::Copy).unwrap_err();
         assert!(err.to_string().contains("accepts no COLLATE"), "{err}");
-        preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Postgres).unwrap();
+        preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Postgres, Route::Copy).unwrap();
     }
 
     #[test]
     fn change_tracking_column_must_exist_with_a_usable_type() {
         let mut s = settings();
         s.change_tracking_column = Some("missing".into());
-        let err = preflight(&s, Some(&post_tag_shape()), &Surroundings::default(), Dialect::Postgres).unwrap_err();
+        let err = preflight(&s, Some(&post_tag_shape()), &Surroundings::default(), Dialect::Postgres, Route::Copy)
+            .unwrap_err();
         assert_eq!(err.0[0].field, "spec.copy.changeTrackingColumn");
         s.change_tracking_column = Some("tag_id".into());
-        let err = preflight(&s, Some(&post_tag_shape()), &Surroundings::default(), Dialect::Postgres).unwrap_err();
+        let err = preflight(&s, Some(&post_tag_shape()), &Surroundings::default(), Dialect::Postgres, Route::Copy)
+            .unwrap_err();
         assert!(err.to_string().contains("a timestamp column"));
         let mut integer = post_tag_shape();
         integer.columns[3].data_type = "bigint".into();
         s.change_tracking_column = Some("created_at".into());
-        let err = preflight(&s, Some(&integer), &Surroundings::default(), Dialect::Postgres).unwrap_err();
+        let err = preflight(&s, Some(&integer), &Surroundings::default(), Dialect::Postgres, Route::Copy).unwrap_err();
         assert!(err.to_string().contains("gives no safe mark"), "{err}");
         let seeing = Surroundings { sees_all_sessions: true, ..Default::default() };
-        preflight(&s, Some(&post_tag_shape()), &seeing, Dialect::Postgres).unwrap();
-        let err = preflight(&s, Some(&post_tag_shape()), &Surroundings::default(), Dialect::Postgres).unwrap_err();
+        preflight(&s, Some(&post_tag_shape()), &seeing, Dialect::Postgres, Route::Copy).unwrap();
+        let err = preflight(&s, Some(&post_tag_shape()), &Surroundings::default(), Dialect::Postgres, Route::Copy)
+            .unwrap_err();
         assert!(err.to_string().contains("pg_read_all_stats"), "{err}");
-        preflight(&s, Some(&post_tag_shape()), &Surroundings::default(), Dialect::Dsql).unwrap();
+        preflight(&s, Some(&post_tag_shape()), &Surroundings::default(), Dialect::Dsql, Route::Copy).unwrap();
     }
 
     #[test]
@@ -380,6 +415,25 @@ mod tests {
             definition: "UNIQUE (post_id, tag_id)".into(),
             columns: vec!["post_id".into(), "tag_id".into()],
         });
-        preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Postgres).unwrap();
+        preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Postgres, Route::Copy).unwrap();
+    }
+
+    #[test]
+    fn in_place_keeps_the_table_so_only_the_id_is_checked() {
+        let mut shape = post_tag_shape();
+        shape.triggers = vec!["audit".into()];
+        shape.dependent_views = vec!["public.tag_counts".into()];
+        shape.foreign_keys = vec!["fk (public.other -> public.post_tag)".into()];
+        shape.fidelity.force_row_security = true;
+        let around = Surroundings { names_taken: vec!["post_tag_new".into()], ..Default::default() };
+        preflight(&settings(), Some(&shape), &around, Dialect::Postgres, Route::InPlace).unwrap();
+        assert!(preflight(&settings(), Some(&shape), &around, Dialect::Postgres, Route::Copy).is_err());
+        shape.columns[0].identity = Some('d');
+        let err = preflight(&settings(), Some(&shape), &around, Dialect::Postgres, Route::InPlace).unwrap_err();
+        assert!(err.to_string().contains("already an identity"), "{err}");
+        assert_eq!(route_for(Strategy::Auto, Dialect::Postgres), Route::InPlace);
+        assert_eq!(route_for(Strategy::Auto, Dialect::Dsql), Route::Copy, "the probe may fall back to the copy");
+        assert_eq!(route_for(Strategy::InPlace, Dialect::Dsql), Route::InPlace);
+        assert_eq!(route_for(Strategy::Copy, Dialect::Postgres), Route::Copy);
     }
 }

@@ -250,6 +250,32 @@ pub fn set_generated_always(table: &TableName, id: &str) -> String {
     format!("ALTER TABLE {table} ALTER COLUMN {} SET GENERATED ALWAYS", ident(id))
 }
 
+/// How long the in-place transaction waits for the table's lock: writers
+/// queue behind the waiting lock for no longer than this.
+pub const IN_PLACE_LOCK_TIMEOUT_MS: u64 = 1000;
+
+/// `LOCK TABLE t IN ACCESS EXCLUSIVE MODE`: in place, nothing reads or writes
+/// between the highest id and the identity (PostgreSQL only).
+pub fn lock_table(table: &TableName) -> String {
+    format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+}
+
+pub fn drop_default(table: &TableName, id: &str) -> String {
+    format!("ALTER TABLE {table} ALTER COLUMN {} DROP DEFAULT", ident(id))
+}
+
+/// `ADD GENERATED ... AS IDENTITY` on the existing id column, starting past every id.
+pub fn add_identity(table: &TableName, id: &str, generation: Generation, start_with: i64, cache: i64) -> String {
+    let generation = match generation {
+        Generation::ByDefault => "BY DEFAULT",
+        Generation::Always => "ALWAYS",
+    };
+    format!(
+        "ALTER TABLE {table} ALTER COLUMN {} ADD GENERATED {generation} AS IDENTITY (START WITH {start_with} CACHE {cache})",
+        ident(id)
+    )
+}
+
 /// The highest id of `table`, as a `bigint` (NULL when empty).
 pub fn select_max_id(table: &TableName, id: &str) -> String {
     format!("SELECT max({})::bigint FROM {table}", ident(id))

@@ -6,7 +6,7 @@
 use std::fmt;
 
 use crate::api::{
-    Approval, DSQL_DEFAULT_CACHE, Generation, IdentityMigrationSpec, POSTGRES_DEFAULT_CACHE, WorkloadRef,
+    Approval, DSQL_DEFAULT_CACHE, Generation, IdentityMigrationSpec, POSTGRES_DEFAULT_CACHE, Strategy, WorkloadRef,
 };
 
 use super::quotas::MAX_IDENTIFIER_BYTES;
@@ -60,6 +60,8 @@ pub struct Settings {
     pub old: TableName,
     pub id_column: String,
     pub generation: Generation,
+    /// `spec.strategy`: in place, by copy, or in place where the server accepts it.
+    pub strategy: Strategy,
     /// `spec.identity.cache`; None: the dialect's default ([`Settings::cache`]).
     pub cache: Option<i64>,
     pub start_after: Option<i64>,
@@ -184,6 +186,7 @@ pub fn validate_spec(spec: &IdentityMigrationSpec, target: TargetSource) -> Resu
         source,
         id_column: spec.id_column.clone(),
         generation: spec.identity.generation,
+        strategy: spec.strategy,
         cache,
         start_after: spec.identity.start_after,
         batch_rows: (spec.copy.batch_rows > 0).then_some(spec.copy.batch_rows as i64),

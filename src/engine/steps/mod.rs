@@ -13,6 +13,9 @@
 //! - [`verify`]: chunked comparison of source and shadow, and re-sync.
 //! - [`change_tracking`]: the window's sync by a change tracking column.
 //! - [`swap`]: the cut-over window.
+//! - [`in_place`]: `ADD GENERATED ... AS IDENTITY` on the table itself, where
+//!   the server accepts it.
+//! - [`identity`]: the identity moved past every id and read back.
 //! - [`rollback`]: the window in reverse, after a completed migration.
 //! - [`teardown`]: drops an unfinished shadow table when a migration is deleted.
 //! - [`quiesce`]: scales workloads down around the window.
@@ -22,6 +25,8 @@ pub mod change_tracking;
 pub mod claim;
 pub mod copy;
 pub mod fidelity;
+pub mod identity;
+pub mod in_place;
 pub mod quiesce;
 pub mod rollback;
 pub mod shadow;

@@ -12,7 +12,7 @@ use crate::engine::job::Job;
 use crate::engine::plan::batches::{self, indexes_during_copy, next_span, range_count, split_by_quantiles};
 use crate::engine::plan::ddl::index_builds;
 use crate::engine::plan::names::derived_name;
-use crate::engine::plan::preflight::preflight;
+use crate::engine::plan::preflight::{preflight, route_for};
 use crate::engine::plan::shape::{ConstraintKind, TableShape};
 
 /// What the engine knows about the table before it changes anything.
@@ -53,7 +53,7 @@ pub async fn survey(job: &Job) -> Result<Survey, EngineError> {
     let around = session
         .retry("check names", |c| async move { catalog::surroundings(&c, &s.source.schema, names).await })
         .await?;
-    preflight(s, shape.as_ref(), &around, job.dialect)?;
+    preflight(s, shape.as_ref(), &around, job.dialect, route_for(s.strategy, job.dialect))?;
     let shape = shape.expect("preflight refuses a missing table");
 
     let statements = job.statements(&shape, &s.source, &s.shadow);

@@ -222,7 +222,11 @@ pub struct Manifest {
 
 impl Manifest {
     /// `spec_extra` is YAML appended under `spec:` (two-space indented lines).
+    /// The tests of the copy name no strategy: they get `strategy: Copy`
+    /// (PostgreSQL would otherwise add the identity in place).
     pub fn new(schema: &str, table: &str, id: &str, spec_extra: &str) -> Self {
+        let strategy = if spec_extra.contains("strategy:") { "" } else { "  strategy: Copy\n" };
+        let spec_extra = &format!("{strategy}{spec_extra}");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("migration.yaml");
         let yaml = format!(

@@ -84,8 +84,8 @@ pub async fn create_url_secret(api: &FakeApi, name: &str, url: &str) {
 
 /// A migration of `table` whose URL is in Secret `db`; `extra` is merged into the spec.
 pub async fn create_migration(api: &FakeApi, name: &str, table: &str, extra: Value) -> IdentityMigration {
-    let mut spec =
-        serde_json::json!({"target": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}}, "table": table});
+    let mut spec = serde_json::json!({"target": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}}, "table": table,
+                           "strategy": "Copy"});
     merge(&mut spec, &extra);
     let spec: IdentityMigrationSpec = serde_json::from_value(spec).unwrap();
     let mut object = IdentityMigration::new(name, spec);

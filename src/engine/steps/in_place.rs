@@ -1,0 +1,163 @@
+//! The identity added to the table itself, where the server accepts
+//! `ALTER COLUMN ... ADD GENERATED ... AS IDENTITY`: no copy, no second table,
+//! and everything the table carries stays as it is.
+//!
+//! PostgreSQL: one short transaction that takes the table's lock with a lock
+//! timeout (writers queue behind it for at most that long; a timeout is retried
+//! with backoff), reads the highest id under the lock, drops the id's old
+//! default (its sequence is kept and reported) and adds the identity past
+//! every id. DSQL: the statement is tried in a DDL transaction of its own (a
+//! refusal changes nothing), then the identity is moved past the ids written
+//! meanwhile. Either way the catalog says on resume whether it happened.
+
+use std::sync::Arc;
+
+use tokio_postgres::Client;
+
+use super::catalog;
+use super::identity::restart_identity_after_max;
+use crate::api::IdentityStatus;
+use crate::db::{DbError, Dialect, ErrorContext};
+use crate::engine::error::EngineError;
+use crate::engine::failpoint;
+use crate::engine::job::Job;
+use crate::engine::plan::sql::{
+    IN_PLACE_LOCK_TIMEOUT_MS, add_identity, drop_default, lock_table, restart_value, select_max_id,
+};
+
+/// How the attempt ended.
+#[derive(Debug)]
+pub enum InPlace {
+    /// The table's id is an identity now.
+    Added(IdentityStatus),
+    /// The server refused `ADD GENERATED` (what it said): the copy must do it.
+    Refused(String),
+}
+
+/// Whether an error is the server refusing the statement itself (DSQL before
+/// it supported it: `0A000` "unsupported ALTER TABLE ALTER COLUMN ... ADD
+/// IDENTITY statement"), as opposed to a failure to run it.
+pub fn refuses_add_identity(e: &DbError) -> bool {
+    e.sqlstate.as_deref() == Some("0A000")
+        || (e.message.to_ascii_lowercase().contains("unsupported")
+            && e.message.to_ascii_lowercase().contains("identity"))
+}
+
+/// Adds the identity in place, or says why the server would not.
+pub async fn add_identity_in_place(job: &Arc<Job>) -> Result<InPlace, EngineError> {
+    let s = &job.settings;
+    let mut session = job.session();
+    let (table, id) = (&s.source, s.id_column.as_str());
+    let default =
+        session.retry("read the id's default", |c| async move { column_default(&c, table, id).await }).await?;
+    let already =
+        session.retry("read identity", |c| async move { catalog::identity_kind(&c, table, id).await }).await?.is_some();
+    let replaced_default = if already {
+        tracing::info!(table = %table, "the id is an identity already (a crash after the change); checking it");
+        None
+    } else {
+        job.before_change().await?;
+        let added = match job.dialect {
+            Dialect::Postgres => add_under_lock(job, &mut session, default.is_some()).await,
+            Dialect::Dsql if default.is_some() => {
+                let why = "the id column has a default; on DSQL dropping it and adding the identity are two \
+                           DDL transactions, which would not be one step";
+                return Ok(InPlace::Refused(why.to_string()));
+            }
+            Dialect::Dsql => add_in_own_transaction(job, &mut session).await,
+        };
+        match added {
+            Ok(()) => {}
+            Err(e) if refuses_add_identity(&e) => return Ok(InPlace::Refused(e.message)),
+            Err(e) => return Err(e.into()),
+        }
+        failpoint::hit("in-place-added");
+        default
+    };
+    // Writers that gave their own ids meanwhile (DSQL) or a crash before the
+    // check: the identity is moved past every id and read back either way.
+    let mut identity = restart_identity_after_max(job, &mut session, table).await?;
+    identity.replaced_default = replaced_default;
+    Ok(InPlace::Added(identity))
+}
+
+/// The id column's default expression, if any.
+async fn column_default(
+    client: &Client,
+    table: &crate::engine::plan::shape::TableName,
+    id: &str,
+) -> Result<Option<String>, DbError> {
+    let row = client
+        .query_opt(
+            "SELECT pg_catalog.pg_get_expr(d.adbin, d.adrelid) FROM pg_catalog.pg_attrdef d \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum \
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND a.attgenerated = ''",
+            &[&table.schema, &table.name, &id],
+        )
+        .await
+        .ctx("read the id's default")?;
+    Ok(row.and_then(|r| r.get(0)))
+}
+
+/// Sequences owned by the column `$3` of `$1.$2` (a `serial`'s), as regclass text.
+const OWNED_SEQUENCES: &str = "SELECT s.oid::regclass::text FROM pg_catalog.pg_depend d \
+     JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
+     JOIN pg_catalog.pg_class t ON t.oid = d.refobjid JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace \
+     JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid \
+     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.deptype = 'a' \
+       AND n.nspname = $1 AND t.relname = $2 AND a.attname = $3";
+
+/// PostgreSQL: lock, read the highest id, replace the default by the
+/// identity, in one transaction.
+async fn add_under_lock(job: &Job, session: &mut crate::db::Session, has_default: bool) -> Result<(), DbError> {
+    let s = &job.settings;
+    let (table, id) = (&s.source, s.id_column.as_str());
+    let begin = &format!("BEGIN; SET LOCAL lock_timeout = '{IN_PLACE_LOCK_TIMEOUT_MS}ms'; {}", lock_table(table));
+    let max_sql = &select_max_id(table, id);
+    session
+        .retry("add identity in place", |c| async move {
+            let attempt = async {
+                c.batch_execute(begin).await.ctx("lock the table")?;
+                let max: Option<i64> = c.query_one(max_sql.as_str(), &[]).await.ctx("read highest id")?.get(0);
+                let start = restart_value(max, s.start_after)
+                    .ok_or_else(|| DbError::engine("add identity", "ids have reached the largest bigint"))?;
+                let mut ddl = Vec::new();
+                if has_default {
+                    ddl.push(drop_default(table, id));
+                    // A serial's sequence stays, detached from the column: kept
+                    // for whoever still uses it, and no longer mistaken for the
+                    // identity's own sequence.
+                    let owned =
+                        c.query(OWNED_SEQUENCES, &[&table.schema, &table.name, &id]).await.ctx("read sequences")?;
+                    ddl.extend(owned.iter().map(|r| format!("ALTER SEQUENCE {} OWNED BY NONE", r.get::<_, String>(0))));
+                }
+                ddl.push(add_identity(table, id, s.generation, start, s.cache(Dialect::Postgres)));
+                ddl.push("COMMIT".to_string());
+                c.batch_execute(&ddl.join(";\n")).await.ctx("add identity")
+            }
+            .await;
+            if attempt.is_err() {
+                let _ = c.batch_execute("ROLLBACK").await;
+            }
+            attempt
+        })
+        .await
+}
+
+/// DSQL: the statement alone in its DDL transaction, starting past the ids
+/// read just before (the identity is moved again after).
+async fn add_in_own_transaction(job: &Job, session: &mut crate::db::Session) -> Result<(), DbError> {
+    let s = &job.settings;
+    let (table, id) = (&s.source, s.id_column.as_str());
+    let max_sql = &select_max_id(table, id);
+    let max: Option<i64> = session
+        .retry("read highest id", |c| async move {
+            Ok(c.query_one(max_sql.as_str(), &[]).await.ctx("read highest id")?.get(0))
+        })
+        .await?;
+    let start = restart_value(max, s.start_after)
+        .ok_or_else(|| DbError::engine("add identity", "ids have reached the largest bigint"))?;
+    let ddl = &add_identity(table, id, s.generation, start, s.cache(Dialect::Dsql));
+    session.retry("add identity in place", |c| async move { c.batch_execute(ddl).await.ctx("add identity") }).await
+}
