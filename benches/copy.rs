@@ -84,6 +84,7 @@ async fn reset(db: &Client) {
            END IF;
          END $$;
          DROP TABLE IF EXISTS public.post_tag_new, public.floor_t;
+         ALTER TABLE public.post_tag ALTER COLUMN id DROP IDENTITY IF EXISTS;
          CHECKPOINT;",
     )
     .await
@@ -201,17 +202,41 @@ fn run_engine(args: &Args, manifest: &std::path::Path, crash_at: Option<&str>) -
 }
 
 fn manifest(dir: &std::path::Path, parallelism: usize) -> PathBuf {
-    let path = dir.join(format!("p{parallelism}.yaml"));
+    manifest_with(dir, &format!("p{parallelism}"), &format!("strategy: Copy\n  copy: {{parallelism: {parallelism}}}"))
+}
+
+fn manifest_with(dir: &std::path::Path, name: &str, spec: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
     std::fs::write(
         &path,
         format!(
             "apiVersion: migrations.dsql.dev/v1alpha1\nkind: IdentityMigration\nmetadata: {{name: bench}}\nspec:\n  \
-             target: {{postgres: {{urlSecretRef: {{name: db, key: url}}}}}}\n  strategy: Copy\n  table: post_tag\n  copy: {{parallelism: {parallelism}}}\n"
+             target: {{postgres: {{urlSecretRef: {{name: db, key: url}}}}}}\n  table: post_tag\n  {spec}\n"
         ),
     )
     .unwrap();
-    let _ = std::fs::remove_file(dir.join(format!("p{parallelism}.yaml.state.json")));
+    let _ = std::fs::remove_file(dir.join(format!("{name}.yaml.state.json")));
     path
+}
+
+/// `strategy: InPlace`: the identity added to the table itself (PostgreSQL).
+async fn in_place(db: &Client, args: &Args, dir: &std::path::Path) -> Run {
+    reset(db).await;
+    let m = manifest_with(dir, "in-place", "strategy: InPlace");
+    let (seconds, rss, ok) = run_engine(args, &m, None);
+    assert!(ok, "the in-place run failed");
+    let st = state(&m);
+    Run {
+        name: "identity-migrator, strategy InPlace (no copy)".into(),
+        parallelism: None,
+        seconds,
+        peak_rss_mib: rss,
+        largest_txn: None,
+        mean_txn: None,
+        state_writes: st["writes"].as_u64(),
+        retries: st["status"]["retries"].as_i64(),
+        note: format!("lock held {} ms", st["status"]["cutover"]["windowMillis"].as_i64().unwrap_or(-1)),
+    }
 }
 
 fn state(path: &std::path::Path) -> Value {
@@ -465,6 +490,17 @@ async fn main() {
         eprintln!("engine, parallelism {p}");
         runs.push(median(n, || engine(&db, &args, dir.path(), p)).await);
     }
+    eprintln!("in place");
+    let in_place_run = median(n, || in_place(&db, &args, dir.path())).await;
+    if let Some(copy) = runs.iter().find(|r| r.parallelism == Some(4)) {
+        eprintln!(
+            "in place / copy (parallelism 4): {:.4} ({:.3} s / {:.3} s)",
+            in_place_run.seconds / copy.seconds,
+            in_place_run.seconds,
+            copy.seconds
+        );
+    }
+    runs.push(in_place_run);
     let mut naive_seconds = None;
     if args.full {
         eprintln!("naive script");

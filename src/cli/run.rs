@@ -8,7 +8,7 @@ use clap::Args;
 use super::progress::{TerminalSink, wants_bar};
 use super::signal::shutdown_signal;
 use super::{Failure, TargetArgs};
-use crate::api::IdentityMigrationStatus;
+use crate::api::{IdentityMigrationStatus, StrategyStatus, TakenStrategy};
 use crate::engine::store::{MigrationKey, default_state_path};
 use crate::engine::{Directive, FileStore, Job, Migration, Outcome};
 
@@ -68,9 +68,27 @@ fn report(outcome: &Outcome, status: &IdentityMigrationStatus, store: &FileStore
         Outcome::Completed => {
             let next = status.identity.as_ref().map_or("?".to_string(), |i| i.next_value.to_string());
             let window = crate::engine::steps::swap::window_text(status.cutover.as_ref().and_then(|c| c.window_millis));
-            let rows = status.verification.as_ref().map_or(0, |v| v.source_rows);
-            println!("Completed: {rows} rows verified; the next generated id is {next}; cut-over window {window}.");
-            println!("The original rows are kept in {table}. State: {}", store.path().display());
+            match &status.strategy {
+                Some(StrategyStatus { taken: TakenStrategy::InPlace, reason }) => {
+                    println!(
+                        "Completed in place ({reason}); the next generated id is {next}; the change took {window}."
+                    );
+                    if let Some(default) = status.identity.as_ref().and_then(|i| i.replaced_default.as_deref()) {
+                        println!("The id's former default {default} was replaced; its sequence is kept.");
+                    }
+                }
+                strategy => {
+                    let rows = status.verification.as_ref().map_or(0, |v| v.source_rows);
+                    if let Some(s) = strategy {
+                        println!("Copied ({}).", s.reason);
+                    }
+                    println!(
+                        "Completed: {rows} rows verified; the next generated id is {next}; cut-over window {window}."
+                    );
+                    println!("The original rows are kept in {table}.");
+                }
+            }
+            println!("State: {}", store.path().display());
             Ok(())
         }
         Outcome::RolledBack => {

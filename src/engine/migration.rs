@@ -248,7 +248,12 @@ impl<R: StatusSink> Migration<R> {
             }
             Work::RollingBack => {
                 let Some(shape) = original_for_rollback(&self.job).await? else {
-                    let why = if self.job.settings.retain_old {
+                    let in_place =
+                        self.keeper.status.strategy.as_ref().is_some_and(|s| s.taken == TakenStrategy::InPlace);
+                    let why = if in_place {
+                        "the identity was added in place, so there is no old table; \
+                         ALTER TABLE ... ALTER COLUMN ... DROP IDENTITY undoes it"
+                    } else if self.job.settings.retain_old {
                         "the original table is gone; there is nothing to roll back to"
                     } else {
                         "the old table was dropped at completion (oldTable.retain: false); there is nothing to roll back to"
