@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio_postgres::Client;
 
 use super::catalog;
-use super::identity::restart_identity_after_max;
+use super::identity::{read_next_value, restart_identity_after_max};
 use crate::api::IdentityStatus;
 use crate::db::{DbError, Dialect, ErrorContext};
 use crate::engine::error::EngineError;
@@ -74,11 +74,31 @@ pub async fn add_identity_in_place(job: &Arc<Job>) -> Result<InPlace, EngineErro
         failpoint::hit("in-place-added");
         default
     };
-    // Writers that gave their own ids meanwhile (DSQL) or a crash before the
-    // check: the identity is moved past every id and read back either way.
-    let mut identity = restart_identity_after_max(job, &mut session, table).await?;
+    let mut identity = settle_identity(job, &mut session).await?;
     identity.replaced_default = replaced_default;
     Ok(InPlace::Added(identity))
+}
+
+/// Reads the identity's next value back and checks it is above every id.
+/// Writers use the identity as soon as the change commits, so it is never
+/// restarted backwards: only when ids were written above it (DSQL, where no
+/// lock holds writers off while the change is made) is it moved forward.
+async fn settle_identity(job: &Job, session: &mut crate::db::Session) -> Result<IdentityStatus, EngineError> {
+    let s = &job.settings;
+    let table = &s.source;
+    let next_value = read_next_value(job, session, table).await?;
+    let max_sql = &select_max_id(table, &s.id_column);
+    let max_id: Option<i64> = session
+        .retry("read highest id", |c| async move {
+            Ok(c.query_one(max_sql.as_str(), &[]).await.ctx("read highest id")?.get(0))
+        })
+        .await?;
+    let floor = max_id.unwrap_or(0).max(s.start_after.unwrap_or(0));
+    if next_value > floor {
+        return Ok(IdentityStatus { restart_with: next_value, next_value, replaced_default: None });
+    }
+    tracing::warn!(next_value, floor, "ids were written above the new identity; moving it forward");
+    restart_identity_after_max(job, session, table).await
 }
 
 /// The id column's default expression, if any.
