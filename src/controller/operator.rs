@@ -10,7 +10,7 @@ use futures::StreamExt;
 use kube::runtime::events::{Recorder, Reporter as EventReporter};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
-use kube_lease_manager::LeaseManagerBuilder;
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 
 use super::reconcile::{ReconcileContext, error_policy, reconcile};
 use super::supervisor::Supervisor;
@@ -56,13 +56,7 @@ pub async fn run(
     ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), OperatorError> {
-    let manager = LeaseManagerBuilder::new(client.clone(), &config.lease_name)
-        .with_namespace(&config.lease_namespace)
-        .with_identity(&config.identity)
-        .with_duration(config.lease_duration_seconds)
-        .with_grace(config.lease_grace_seconds)
-        .build()
-        .await?;
+    let manager = lease_manager(&client, &config).await?;
     let (mut leader, lease_task) = manager.watch().await;
     ready.store(true, Ordering::SeqCst);
     tokio::pin!(shutdown);
@@ -114,6 +108,42 @@ pub async fn run(
     }
 }
 
+/// Replicas starting together race to create the Lease: the losers get 409
+/// (AlreadyExists or a conflict), which is the ordinary outcome of that race
+/// and is tried again, not a reason to exit.
+async fn lease_manager(client: &Client, config: &OperatorConfig) -> Result<LeaseManager, OperatorError> {
+    let mut delay = std::time::Duration::from_millis(100);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let built = LeaseManagerBuilder::new(client.clone(), &config.lease_name)
+            .with_namespace(&config.lease_namespace)
+            .with_identity(&config.identity)
+            .with_duration(config.lease_duration_seconds)
+            .with_grace(config.lease_grace_seconds)
+            .build()
+            .await;
+        match built {
+            Err(e) if lease_race(&e) && attempt < 10 => {
+                tracing::info!(error = %e, attempt, "another replica created the lease first; trying again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(2));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// A create race or an update conflict on the Lease (HTTP 409).
+fn lease_race(e: &kube_lease_manager::LeaseManagerError) -> bool {
+    use kube_lease_manager::LeaseManagerError as E;
+    match e {
+        E::LeaseAlreadyExists(_) => true,
+        E::KubeError(kube::Error::Api(status)) => status.code == 409,
+        _ => false,
+    }
+}
+
 async fn lost(leader: &mut tokio::sync::watch::Receiver<bool>) {
     while *leader.borrow_and_update() {
         if leader.changed().await.is_err() {
@@ -155,4 +185,20 @@ async fn controllers(client: Client, namespaces: &[String], ctx: Arc<ReconcileCo
             })
     });
     futures::future::join_all(runs).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube_lease_manager::LeaseManagerError as E;
+
+    #[test]
+    fn the_race_to_create_the_lease_is_ordinary() {
+        assert!(lease_race(&E::LeaseAlreadyExists("identity-migrator".into())));
+        let conflict =
+            kube::core::Status::failure("leases \"identity-migrator\" already exists", "AlreadyExists").with_code(409);
+        assert!(lease_race(&E::KubeError(kube::Error::Api(conflict.boxed()))));
+        let forbidden = kube::core::Status::failure("forbidden", "Forbidden").with_code(403);
+        assert!(!lease_race(&E::KubeError(kube::Error::Api(forbidden.boxed()))));
+    }
 }
