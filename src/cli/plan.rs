@@ -5,10 +5,9 @@ use clap::Args;
 
 use super::{Failure, TargetArgs};
 use crate::db::Dialect;
-use crate::db::ErrorContext;
 use crate::engine::Job;
 use crate::engine::plan::script::{ScriptInput, render, script};
-use crate::engine::plan::sql::select_max_id;
+use crate::engine::steps::identity::read_max_id;
 use crate::engine::steps::survey::survey;
 
 #[derive(Args, Debug)]
@@ -27,12 +26,7 @@ pub async fn plan(args: PlanArgs) -> Result<(), Failure> {
     let job = Job { dialect, ..Job::new(settings, connector) };
     let surveyed = survey(&job).await.map_err(Failure::from_engine)?;
     let s = &job.settings;
-    let max_sql = &select_max_id(&s.source, &s.id_column);
-    let max_id = job
-        .session()
-        .retry("read highest id", |c| async move {
-            Ok(c.query_one(max_sql.as_str(), &[]).await.ctx("read highest id")?.get(0))
-        })
+    let max_id = read_max_id(&mut job.session(), &s.source, &s.id_column)
         .await
         .map_err(|e| Failure::Migration(e.to_string()))?;
     let steps = script(&ScriptInput {

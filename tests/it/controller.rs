@@ -191,11 +191,16 @@ async fn invalid_specs_and_missing_tables_are_degraded_with_a_reason_and_change_
         assert_eq!(degraded["reason"], "InvalidSpec", "{name}");
         assert!(degraded["message"].as_str().unwrap().contains(says), "{name}: {degraded}");
         assert_eq!(phase(&o), "Failed");
+        // The Event follows the status write: wait for it.
+        let warned = |events: &[(String, String, String)]| {
+            events.iter().any(|(t, r, n)| t == "Warning" && r == "InvalidSpec" && n.contains(says))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !warned(&api.events_for(NS, name)) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let events = api.events_for(NS, name);
-        assert!(
-            events.iter().any(|(t, r, n)| t == "Warning" && r == "InvalidSpec" && n.contains(says)),
-            "{name}: {events:?}"
-        );
+        assert!(warned(&events), "{name}: {events:?}");
     }
     // Fixing the spec retries at once.
     patch_spec(&api, "bad-cache", json!({"identity": {"cache": 65536}})).await;

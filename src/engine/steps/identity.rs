@@ -3,12 +3,23 @@
 
 use super::shadow::first_value;
 use crate::api::IdentityStatus;
-use crate::db::{ErrorClass, ErrorContext, Session};
+use crate::db::{DbError, ErrorClass, ErrorContext, Session};
 use crate::engine::error::{CheckFailed, EngineError};
 use crate::engine::job::Job;
 use crate::engine::plan::quote::literal;
 use crate::engine::plan::shape::TableName;
 use crate::engine::plan::sql::{restart_identity, restart_value, select_max_id, setval_identity};
+
+/// The highest id of `table` (None when it is empty), in a statement of its own.
+pub async fn read_max_id(session: &mut Session, table: &TableName, id: &str) -> Result<Option<i64>, DbError> {
+    let sql = &select_max_id(table, id);
+    session
+        .retry(
+            "read highest id",
+            |c| async move { Ok(c.query_one(sql.as_str(), &[]).await.ctx("read highest id")?.get(0)) },
+        )
+        .await
+}
 
 /// `RESTART WITH` past the highest id (and `startAfter`), falling back to
 /// `setval` where the engine refuses it; then the next value is read back and
@@ -19,12 +30,7 @@ pub async fn restart_identity_after_max(
     table: &TableName,
 ) -> Result<IdentityStatus, EngineError> {
     let s = &job.settings;
-    let max_sql = &select_max_id(table, &s.id_column);
-    let max_id: Option<i64> = session
-        .retry("read highest id", |c| async move {
-            Ok(c.query_one(max_sql.as_str(), &[]).await.ctx("read highest id")?.get(0))
-        })
-        .await?;
+    let max_id = read_max_id(session, table, &s.id_column).await?;
     let restart_with =
         restart_value(max_id, s.start_after).ok_or_else(|| EngineError::from(CheckFailed::IdsExhausted))?;
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio_postgres::Client;
 
 use super::catalog;
-use super::identity::{read_next_value, restart_identity_after_max};
+use super::identity::{read_max_id, read_next_value, restart_identity_after_max};
 use crate::api::IdentityStatus;
 use crate::db::{DbError, Dialect, ErrorContext};
 use crate::engine::error::EngineError;
@@ -87,12 +87,7 @@ async fn settle_identity(job: &Job, session: &mut crate::db::Session) -> Result<
     let s = &job.settings;
     let table = &s.source;
     let next_value = read_next_value(job, session, table).await?;
-    let max_sql = &select_max_id(table, &s.id_column);
-    let max_id: Option<i64> = session
-        .retry("read highest id", |c| async move {
-            Ok(c.query_one(max_sql.as_str(), &[]).await.ctx("read highest id")?.get(0))
-        })
-        .await?;
+    let max_id = read_max_id(session, table, &s.id_column).await?;
     let floor = max_id.unwrap_or(0).max(s.start_after.unwrap_or(0));
     if next_value > floor {
         return Ok(IdentityStatus { restart_with: next_value, next_value, replaced_default: None });
@@ -170,12 +165,7 @@ async fn add_under_lock(job: &Job, session: &mut crate::db::Session, has_default
 async fn add_in_own_transaction(job: &Job, session: &mut crate::db::Session) -> Result<(), DbError> {
     let s = &job.settings;
     let (table, id) = (&s.source, s.id_column.as_str());
-    let max_sql = &select_max_id(table, id);
-    let max: Option<i64> = session
-        .retry("read highest id", |c| async move {
-            Ok(c.query_one(max_sql.as_str(), &[]).await.ctx("read highest id")?.get(0))
-        })
-        .await?;
+    let max = read_max_id(session, table, id).await?;
     let start = restart_value(max, s.start_after)
         .ok_or_else(|| DbError::engine("add identity", "ids have reached the largest bigint"))?;
     let ddl = &add_identity(table, id, s.generation, start, s.cache(Dialect::Dsql));
