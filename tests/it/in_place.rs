@@ -84,7 +84,9 @@ async fn a_lock_held_elsewhere_is_waited_for_in_short_tries() {
     let waiting = "SELECT coalesce(min(query_start)::text, '') FROM pg_stat_activity \
                    WHERE application_name = 'identity-migrator' AND wait_event_type = 'Lock'";
     let mut first = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
+        assert!(std::time::Instant::now() < deadline, "the engine never waited on the lock twice");
         let seen: String = db.client.query_one(waiting, &[]).await.unwrap().get(0);
         match (first.is_empty(), seen.is_empty()) {
             (true, false) => first = seen,
