@@ -64,6 +64,7 @@ async fn owner_privileges_comments_options_statistics_and_policies_survive_the_s
          COMMENT ON INDEX post_tag_post_idx IS 'by post';
          ALTER TABLE post_tag SET (fillfactor = 70, autovacuum_enabled = false);
          ALTER TABLE post_tag REPLICA IDENTITY FULL;
+         ALTER TABLE post_tag SET UNLOGGED;
          ALTER TABLE post_tag ALTER COLUMN post_id SET STATISTICS 500;
          CREATE STATISTICS post_tag_stats (ndistinct, dependencies) ON post_id, tag_id FROM post_tag;
          CREATE POLICY visible ON post_tag FOR SELECT TO idmig_app USING (tag_id <> 'hidden');",
