@@ -122,12 +122,14 @@ pub async fn read_fidelity(client: &Client, table: &TableName, dialect: Dialect)
 async fn read_grants(client: &Client, oid: u32, has_acl: bool) -> Result<Option<Vec<Grant>>, DbError> {
     let rows = client
         .query(
-            "SELECT NULL::text, a.grantee, a.privilege_type::text, a.is_grantable \
+            "SELECT NULL::text, CASE WHEN a.grantee = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END, \
+                    a.privilege_type::text, a.is_grantable \
              FROM pg_catalog.pg_class c, \
                   pg_catalog.aclexplode(coalesce(c.relacl, pg_catalog.acldefault('r', c.relowner))) a \
              WHERE c.oid = $1 \
              UNION ALL \
-             SELECT t.attname::text, a.grantee, a.privilege_type::text, a.is_grantable \
+             SELECT t.attname::text, CASE WHEN a.grantee = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END, \
+                    a.privilege_type::text, a.is_grantable \
              FROM pg_catalog.pg_attribute t, pg_catalog.aclexplode(t.attacl) a \
              WHERE t.attrelid = $1 AND t.attnum > 0 AND NOT t.attisdropped AND t.attacl IS NOT NULL",
             &[&oid],
@@ -138,20 +140,11 @@ async fn read_grants(client: &Client, oid: u32, has_acl: bool) -> Result<Option<
     if !has_acl && !column_grants {
         return Ok(None);
     }
-    let mut grants = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let role: u32 = r.get(1);
-        let grantee = if role == 0 {
-            None
-        } else {
-            let name = client
-                .query_one("SELECT pg_catalog.pg_get_userbyid($1)::text", &[&role])
-                .await
-                .ctx("read privileges")?;
-            Some(name.get(0))
-        };
-        grants.push(Grant { column: r.get(0), grantee, privilege: r.get(2), grantable: r.get(3) });
-    }
+    // A NULL grantee is PUBLIC.
+    let mut grants: Vec<Grant> = rows
+        .iter()
+        .map(|r| Grant { column: r.get(0), grantee: r.get(1), privilege: r.get(2), grantable: r.get(3) })
+        .collect();
     grants.sort();
     grants.dedup();
     Ok(Some(grants))

@@ -12,8 +12,6 @@
 
 use std::sync::Arc;
 
-use tokio_postgres::Client;
-
 use super::catalog;
 use super::identity::{read_max_id, read_next_value, restart_identity_after_max};
 use crate::api::IdentityStatus;
@@ -48,10 +46,10 @@ pub async fn add_identity_in_place(job: &Arc<Job>) -> Result<InPlace, EngineErro
     let s = &job.settings;
     let mut session = job.session();
     let (table, id) = (&s.source, s.id_column.as_str());
-    let default =
-        session.retry("read the id's default", |c| async move { column_default(&c, table, id).await }).await?;
-    let already =
-        session.retry("read identity", |c| async move { catalog::identity_kind(&c, table, id).await }).await?.is_some();
+    let shape = session.retry("read table", |c| async move { catalog::read_shape(&c, table).await }).await?;
+    let column = shape.as_ref().and_then(|t| t.column(id));
+    let default = column.and_then(|c| c.default.clone());
+    let already = column.is_some_and(|c| c.identity.is_some());
     let replaced_default = if already {
         tracing::info!(table = %table, "the id is an identity already (a crash after the change); checking it");
         None
@@ -94,25 +92,6 @@ async fn settle_identity(job: &Job, session: &mut crate::db::Session) -> Result<
     }
     tracing::warn!(next_value, floor, "ids were written above the new identity; moving it forward");
     restart_identity_after_max(job, session, table).await
-}
-
-/// The id column's default expression, if any.
-async fn column_default(
-    client: &Client,
-    table: &crate::engine::plan::shape::TableName,
-    id: &str,
-) -> Result<Option<String>, DbError> {
-    let row = client
-        .query_opt(
-            "SELECT pg_catalog.pg_get_expr(d.adbin, d.adrelid) FROM pg_catalog.pg_attrdef d \
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum \
-             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND a.attgenerated = ''",
-            &[&table.schema, &table.name, &id],
-        )
-        .await
-        .ctx("read the id's default")?;
-    Ok(row.and_then(|r| r.get(0)))
 }
 
 /// Sequences owned by the column `$3` of `$1.$2` (a `serial`'s), as regclass text.
