@@ -5,6 +5,9 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# Workspace members the manifest names (test support, not built into the image).
+COPY benches ./benches
+COPY dsql-sim ./dsql-sim
 RUN cargo build --release --locked --bin identity-migrator
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -110,7 +110,8 @@ pub struct Target {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DsqlTarget {
-    /// Cluster endpoint, `<cluster-id>.dsql.<region>.on.aws`.
+    /// Cluster endpoint, `<cluster-id>.dsql.<region>.on.aws`, optionally
+    /// `host:port` (default 5432) for a proxy or a stand-in; tokens are signed for the host.
     pub endpoint: String,
     /// AWS region; taken from the endpoint when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -127,7 +127,7 @@ impl Connector {
                 let mut config = tokio_postgres::Config::new();
                 config
                     .host(&d.endpoint)
-                    .port(5432)
+                    .port(d.port)
                     .user(&d.user)
                     .dbname(&d.database)
                     .password(token)

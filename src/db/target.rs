@@ -23,8 +23,10 @@ pub enum TargetError {
     UnknownSslMode(String),
     #[error("TLS cannot be used over a Unix socket; use sslmode=disable or a TCP host")]
     TlsOverUnixSocket,
-    #[error("{0:?} is not a host name; expected <cluster-id>.dsql.<region>.on.aws")]
+    #[error("{0:?} is not a host name; expected <cluster-id>.dsql.<region>.on.aws, optionally with :<port>")]
     NotAHostName(String),
+    #[error("{0:?} is not a port number (1 to 65535)")]
+    BadPort(String),
     #[error("no region given and none in the endpoint {0:?}; set spec.target.dsql.region")]
     NoRegion(String),
     #[error("user must not be empty")]
@@ -97,7 +99,10 @@ impl std::fmt::Debug for PostgresTarget {
 /// An Aurora DSQL cluster reached with IAM authentication tokens.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DsqlTarget {
+    /// The host name: what tokens are signed for and TLS verifies.
     pub endpoint: String,
+    /// 5432 unless the spec's endpoint says `host:port` (a proxy or a stand-in).
+    pub port: u16,
     pub region: String,
     pub user: String,
     pub database: String,
@@ -110,7 +115,15 @@ impl DsqlTarget {
     pub fn is_admin(&self) -> bool {
         self.user == "admin"
     }
+
+    /// `host`, or `host:port` when the port is not DSQL's 5432.
+    pub fn host_port(&self) -> String {
+        if self.port == DSQL_PORT { self.endpoint.clone() } else { format!("{}:{}", self.endpoint, self.port) }
+    }
 }
+
+/// The port every DSQL cluster listens on.
+pub const DSQL_PORT: u16 = 5432;
 
 #[derive(Clone, Debug)]
 pub enum DatabaseTarget {
@@ -134,7 +147,7 @@ impl DatabaseTarget {
                 let described = describe_postgres(&pg.config, pg.tls);
                 described.split(" (").next().unwrap_or_default().to_string()
             }
-            DatabaseTarget::Dsql(d) => format!("dsql://{}@{}/{}", d.user, d.endpoint, d.database),
+            DatabaseTarget::Dsql(d) => format!("dsql://{}@{}/{}", d.user, d.host_port(), d.database),
         }
     }
 
@@ -142,7 +155,7 @@ impl DatabaseTarget {
     pub fn describe(&self) -> String {
         match self {
             DatabaseTarget::Postgres(pg) => describe_postgres(&pg.config, pg.tls),
-            DatabaseTarget::Dsql(d) => format!("dsql://{}@{}/{} ({})", d.user, d.endpoint, d.database, d.region),
+            DatabaseTarget::Dsql(d) => format!("dsql://{}@{}/{} ({})", d.user, d.host_port(), d.database, d.region),
         }
     }
 }
@@ -275,9 +288,16 @@ pub fn dsql_target(
     database: &str,
     token_lifetime: Duration,
 ) -> Result<DsqlTarget, TargetError> {
-    let endpoint = endpoint.trim();
-    if endpoint.is_empty() || endpoint.contains(['/', ':', ' ', '@']) {
-        return Err(TargetError::NotAHostName(endpoint.to_string()));
+    let written = endpoint.trim();
+    let (endpoint, port) = match written.rsplit_once(':') {
+        Some((host, port)) => {
+            let port = port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| TargetError::BadPort(port.into()))?;
+            (host, port)
+        }
+        None => (written, DSQL_PORT),
+    };
+    if endpoint.is_empty() || endpoint.contains(['/', ':', ' ', '@', '[', ']']) {
+        return Err(TargetError::NotAHostName(written.to_string()));
     }
     let region = match region.map(str::trim).filter(|r| !r.is_empty()) {
         Some(r) => r.to_string(),
@@ -288,6 +308,7 @@ pub fn dsql_target(
     }
     Ok(DsqlTarget {
         endpoint: endpoint.to_string(),
+        port,
         region,
         user: user.to_string(),
         database: database.to_string(),
@@ -372,5 +393,19 @@ mod tests {
             dsql_target("proxy.internal", None, "admin", "postgres", Duration::from_secs(900)).unwrap_err().to_string();
         assert!(err.contains("spec.target.dsql.region"), "{err}");
         assert!(dsql_target("https://x.dsql.us-east-1.on.aws", None, "admin", "p", Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn an_endpoint_may_carry_a_port_and_tokens_are_for_the_host() {
+        let t = dsql_target("localhost:15432", Some("us-east-1"), "admin", "postgres", Duration::ZERO).unwrap();
+        assert_eq!((t.endpoint.as_str(), t.port), ("localhost", 15432));
+        assert_eq!(t.host_port(), "localhost:15432");
+        let t = dsql_target("abc.dsql.us-east-1.on.aws", None, "admin", "postgres", Duration::ZERO).unwrap();
+        assert_eq!((t.port, t.host_port().as_str()), (5432, "abc.dsql.us-east-1.on.aws"));
+        for bad in ["localhost:0", "localhost:99999", "localhost:x", "localhost:"] {
+            let err = dsql_target(bad, Some("us-east-1"), "admin", "p", Duration::ZERO).unwrap_err().to_string();
+            assert!(err.contains("port"), "{bad}: {err}");
+        }
+        assert!(dsql_target(":5432", Some("us-east-1"), "admin", "p", Duration::ZERO).is_err());
     }
 }

@@ -22,4 +22,5 @@ mod live;
 mod migrate;
 mod retry;
 mod rollback;
+mod stand_in;
 mod tls;

@@ -225,13 +225,18 @@ impl Manifest {
     /// The tests of the copy name no strategy: they get `strategy: Copy`
     /// (PostgreSQL would otherwise add the identity in place).
     pub fn new(schema: &str, table: &str, id: &str, spec_extra: &str) -> Self {
+        Self::with_target("{postgres: {urlSecretRef: {name: db, key: url}}}", schema, table, id, spec_extra)
+    }
+
+    /// A manifest whose `spec.target` is `target` (YAML flow style).
+    pub fn with_target(target: &str, schema: &str, table: &str, id: &str, spec_extra: &str) -> Self {
         let strategy = if spec_extra.contains("strategy:") { "" } else { "  strategy: Copy\n" };
         let spec_extra = &format!("{strategy}{spec_extra}");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("migration.yaml");
         let yaml = format!(
             "apiVersion: migrations.dsql.dev/v1alpha1\nkind: IdentityMigration\nmetadata:\n  name: test\nspec:\n  \
-             target: {{postgres: {{urlSecretRef: {{name: db, key: url}}}}}}\n  schema: {}\n  table: {}\n  idColumn: {}\n{spec_extra}",
+             target: {target}\n  schema: {}\n  table: {}\n  idColumn: {}\n{spec_extra}",
             json(schema),
             json(table),
             json(id)
@@ -287,4 +292,5 @@ pub fn text(out: &Output) -> String {
 
 pub mod fake_api;
 pub mod operator;
+pub mod stand_in;
 pub mod writer;
