@@ -443,7 +443,7 @@ pub fn refusal(s: &Statement, refuse_add_identity: bool) -> Option<Refused> {
 }
 
 /// `CREATE [UNIQUE] INDEX ASYNC i ON t (...)` as the PostgreSQL statement that
-/// builds it in the background: `CONCURRENTLY`, with DSQL's access method.
+/// builds it in the background: `CONCURRENTLY` (the catalog shows btree as btree_index).
 pub fn background_build(s: &Statement) -> Option<String> {
     let asynch = s.tokens.iter().find(|t| t.tok == Tok::Word("async".into()))?;
     let on = s.tokens.iter().position(|t| t.tok == Tok::Word("on".into()))?;
@@ -451,7 +451,7 @@ pub fn background_build(s: &Statement) -> Option<String> {
     let open = s.tokens.get(after_table)?;
     let sql = &s.sql;
     Some(format!(
-        "{}CONCURRENTLY{}USING btree_index {}",
+        "{}CONCURRENTLY{}USING btree {}",
         &sql[..asynch.start],
         &sql[asynch.end..open.start],
         &sql[open.start..]
@@ -559,11 +559,11 @@ mod tests {
     }
 
     #[test]
-    fn an_async_index_becomes_a_concurrent_build_with_dsqls_access_method() {
+    fn an_async_index_becomes_a_concurrent_build() {
         let s = Statement::parse("CREATE UNIQUE INDEX ASYNC \"i\" ON \"s\".\"t\" (a, lower(b)) INCLUDE (c)");
         assert_eq!(
             background_build(&s).unwrap(),
-            "CREATE UNIQUE INDEX CONCURRENTLY \"i\" ON \"s\".\"t\" USING btree_index (a, lower(b)) INCLUDE (c)"
+            "CREATE UNIQUE INDEX CONCURRENTLY \"i\" ON \"s\".\"t\" USING btree (a, lower(b)) INCLUDE (c)"
         );
     }
 

@@ -133,6 +133,8 @@ impl<R: StatusSink> Migration<R> {
             Err(e) => return self.failed(stand.phase(), e).await,
         }
         loop {
+            // Retries of every phase count, not only the copy's (saved with the next phase).
+            self.keeper.set_retries(self.job.retries.get());
             let work = match stand {
                 Stand::Completed => {
                     let detail = self.completed_detail();
@@ -184,6 +186,7 @@ impl<R: StatusSink> Migration<R> {
     }
 
     async fn failed(&mut self, phase: Phase, err: EngineError) -> Outcome {
+        self.keeper.set_retries(self.job.retries.get());
         self.keeper.fail(phase, &err).await;
         Outcome::Failed(Arc::new(err))
     }

@@ -13,6 +13,7 @@ mod controller_requests;
 mod crash;
 mod crd;
 mod dsql;
+mod dsql_run;
 mod edges;
 mod fidelity;
 mod harness;
