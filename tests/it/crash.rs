@@ -7,23 +7,33 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Manifest, PostTag, TestDb, binary, run_migration, text};
+use crate::support::stand_in::Through;
+use crate::support::{PostTag, TestDb, binary, text};
 
 const ROWS: i64 = 12_000;
 const BATCH: i64 = 500;
 const WORKERS: i64 = 3;
 
-/// Migrates a fresh seed table, killed at `point`, then resumed; checks the result.
+/// Migrates a fresh seed table, killed at `point`, then resumed; checks the
+/// result. Straight on PostgreSQL, then through the DSQL stand-in.
 async fn crash_and_resume(point: &str) {
-    let db = TestDb::new("crash").await;
+    for via in Through::each("crash").await {
+        crash_and_resume_through(point, &via).await;
+    }
+}
+
+async fn crash_and_resume_through(point: &str, via: &Through) {
+    let db = via.db();
+    let point = &format!("{point} ({})", via.name());
+    let crash_at = point.split(' ').next().unwrap();
     let t = PostTag::rows(ROWS);
     t.create(&db).await;
     let before = db.fingerprint("public.post_tag", "id").await;
     let max_id = db.scalar_i64("SELECT max(id) FROM post_tag").await;
     db.install_dsql_harness(0).await;
-    let m = Manifest::for_table(&t, &format!("  copy: {{batchRows: {BATCH}, parallelism: {WORKERS}}}\n"));
+    let m = via.manifest(&t, &format!("  copy: {{batchRows: {BATCH}, parallelism: {WORKERS}}}\n"));
 
-    let out = run_migration(&m, &db.url, &[], &[("IDENTITY_MIGRATOR_CRASH_AT", point)]);
+    let out = via.run(&m, &[("IDENTITY_MIGRATOR_CRASH_AT", crash_at)]);
     assert_eq!(
         out.status.signal(),
         Some(9),
@@ -31,10 +41,10 @@ async fn crash_and_resume(point: &str) {
         text(&out)
     );
 
-    let out = run_migration(&m, &db.url, &[], &[]);
+    let out = via.run(&m, &[]);
     assert!(out.status.success(), "{point}: resume failed:\n{}", text(&out));
     assert!(text(&out).contains("resuming from"), "{point}: {}", text(&out));
-    assert_result(&db, point, &before, max_id).await;
+    assert_result(db, point, &before, max_id).await;
     let redone = db.harness_counter("rows_written").await - ROWS;
     assert!(redone <= WORKERS * BATCH, "{point}: {redone} rows written twice, more than one batch per worker");
     let status = m.status();
@@ -85,22 +95,27 @@ async fn killed_inside_verification_and_the_cutover_window() {
 /// copy is throttled so that the kills land in it), then lets it finish.
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_from_outside_several_times_while_copying() {
+    for via in Through::each("kill9").await {
+        killed_from_outside_through(&via).await;
+    }
+}
+
+async fn killed_from_outside_through(via: &Through) {
     let rows = 30_000;
-    let db = TestDb::new("kill9").await;
+    let db = via.db();
     let t = PostTag::rows(rows);
     t.create(&db).await;
     let before = db.fingerprint("public.post_tag", "id").await;
     let max_id = db.scalar_i64("SELECT max(id) FROM post_tag").await;
     db.install_dsql_harness(0).await;
-    let m = Manifest::for_table(
-        &t,
-        &format!("  copy: {{batchRows: {BATCH}, parallelism: {WORKERS}, maxRowsPerSecond: 15000}}\n"),
-    );
-    let path = m.path.to_str().unwrap().to_string();
+    let m =
+        via.manifest(&t, &format!("  copy: {{batchRows: {BATCH}, parallelism: {WORKERS}, maxRowsPerSecond: 15000}}\n"));
+    let (args, env) = via.run_args(&m);
     let mut kills = 0;
     for threshold in [4_000, 11_000, 19_000] {
         let mut child = Command::new(binary())
-            .args(["run", "-f", &path, "--database-url", &db.url])
+            .args(&args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("NO_PROGRESS", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -127,9 +142,9 @@ async fn killed_from_outside_several_times_while_copying() {
         let copied = db.scalar_i64("SELECT count(*) FROM post_tag_new").await;
         assert!(copied < rows, "killed after the copy finished ({copied} rows); the kill must land mid-copy");
     }
-    let out = run_migration(&m, &db.url, &[], &[]);
+    let out = via.run(&m, &[]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_result(&db, "kill -9", &before, max_id).await;
+    assert_result(db, &format!("kill -9 ({})", via.name()), &before, max_id).await;
     let redone = db.harness_counter("rows_written").await - rows;
     assert!(redone <= kills * WORKERS * BATCH, "{redone} rows written twice over {kills} kills");
     let progress = &m.status()["progress"];

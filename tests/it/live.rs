@@ -6,8 +6,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::support::stand_in::{Through, run_owned};
 use crate::support::writer::{Writer, read_table};
-use crate::support::{Manifest, PostTag, TestDb, run_migration, text};
+use crate::support::{PostTag, TestDb, text};
 
 /// The writer wrote enough, also without ids after the cut-over, and the
 /// table holds exactly what its ledger says.
@@ -33,34 +34,35 @@ pub(crate) async fn assert_table_matches_ledger(db: &TestDb, writer: &Writer) {
 /// Runs the migration (several runs when crash points are given) while the
 /// writer writes; returns the final status.
 async fn migrate_under_writes(name: &str, spec: &str, crash_at: &[&str]) -> serde_json::Value {
-    let db = TestDb::new(name).await;
+    let mut last = serde_json::Value::Null;
+    for via in Through::each(name).await {
+        last = migrate_under_writes_through(&via, spec, crash_at).await;
+    }
+    last
+}
+
+async fn migrate_under_writes_through(via: &Through, spec: &str, crash_at: &[&str]) -> serde_json::Value {
+    let db = via.db();
     let t = PostTag::rows(30_000);
-    t.create(&db).await;
+    t.create(db).await;
     db.install_dsql_harness(9).await;
-    let m = Manifest::for_table(&t, spec);
+    let m = via.manifest(&t, spec);
+    let (args, env) = via.run_args(&m);
 
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(Writer::new(&db.url, 7).await.run_until(stop.clone(), 200));
-    let mut m = m;
     for point in crash_at {
-        let url = db.url.clone();
-        let env = [("IDENTITY_MIGRATOR_CRASH_AT", point.to_string())];
-        let (out, back) = tokio::task::spawn_blocking(move || {
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            (run_migration(&m, &url, &[], &env), m)
-        })
-        .await
-        .unwrap();
-        m = back;
-        assert_eq!(out.status.signal(), Some(9), "{point}: {}", text(&out));
+        let (args, mut env) = (args.clone(), env.clone());
+        env.push(("IDENTITY_MIGRATOR_CRASH_AT".into(), point.to_string()));
+        let out = tokio::task::spawn_blocking(move || run_owned(args, env)).await.unwrap();
+        assert_eq!(out.status.signal(), Some(9), "{point} ({}): {}", via.name(), text(&out));
     }
-    let url = db.url.clone();
-    let (out, m) = tokio::task::spawn_blocking(move || (run_migration(&m, &url, &[], &[]), m)).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || run_owned(args, env)).await.unwrap();
     stop.store(true, Ordering::SeqCst);
     let writer = writer.await.unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}: {}", via.name(), text(&out));
 
-    assert_table_matches_ledger(&db, &writer).await;
+    assert_table_matches_ledger(db, &writer).await;
     assert_eq!(db.harness_counter("violations").await, 0);
     let status = m.status();
     assert_eq!(status["phase"], "Completed");

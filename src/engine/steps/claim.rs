@@ -90,12 +90,7 @@ impl Claim {
                 Ok(Self { table: table.clone(), holder: Holder::Advisory { client: Mutex::new(client) } })
             }
             Dialect::Dsql => {
-                let owner = format!(
-                    "{}/{}/{:016x}",
-                    std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into()),
-                    std::process::id(),
-                    rand::random::<u64>()
-                );
+                let owner = format!("{}/{}/{:016x}", this_host(), std::process::id(), rand::random::<u64>());
                 let claims = claims_table(table);
                 let create = format!(
                     "CREATE TABLE IF NOT EXISTS {claims} (table_name text PRIMARY KEY, owner text NOT NULL, \
@@ -186,7 +181,11 @@ async fn claim_row(
                 .await
                 .ctx("read the claim")?;
             match row {
-                Some(r) if r.get::<_, bool>(1) && r.get::<_, String>(0) != owner => {
+                Some(r)
+                    if r.get::<_, bool>(1)
+                        && r.get::<_, String>(0) != owner
+                        && !holder_is_gone(&r.get::<_, String>(0)) =>
+                {
                     client.batch_execute("ROLLBACK").await.ctx("claim")?;
                     return Ok(Some(r.get::<_, String>(0)));
                 }
@@ -222,6 +221,28 @@ async fn claim_row(
         }
     }
     Err(DbError::transient("claim", "the claim row kept conflicting"))
+}
+
+fn this_host() -> String {
+    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty() && !h.contains('/')).unwrap_or_else(|| "local".into())
+}
+
+/// Whether a claim's owner (`host/pid/nonce`) was a process on this host that
+/// no longer runs: a `run` killed before it could release its claim. Its
+/// claim is taken over at once instead of after it expires. Any doubt (another
+/// host, this very pid, a live pid) leaves the claim to expire.
+fn holder_is_gone(holder: &str) -> bool {
+    let mut parts = holder.split('/');
+    let (Some(host), Some(pid), Some(_)) = (parts.next(), parts.next(), parts.next()) else { return false };
+    let Ok(pid) = pid.parse::<i32>() else { return false };
+    if host != this_host() || pid == std::process::id() as i32 || pid <= 1 {
+        return false;
+    }
+    let gone = matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH));
+    if gone {
+        tracing::warn!(holder, "the claim belongs to a process of this host that no longer runs; taking it over");
+    }
+    gone
 }
 
 /// Extends the claim until the task is stopped; marks it lost when the row no

@@ -74,3 +74,73 @@ pub fn credentials_env() -> Vec<(&'static str, &'static str)> {
         ("AWS_EC2_METADATA_DISABLED", "true"),
     ]
 }
+
+/// Where a test's migration runs: straight on PostgreSQL, or through the
+/// stand-in with a DSQL target (the same database behind it either way).
+pub enum Through {
+    Postgres(TestDb),
+    StandIn(Box<StandIn>),
+}
+
+impl Through {
+    pub async fn postgres(test: &str) -> Self {
+        Through::Postgres(TestDb::new(test).await)
+    }
+
+    pub async fn stand_in(test: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        Through::StandIn(Box::new(StandIn::start(test, tweak).await))
+    }
+
+    /// Both ways, for tests that must hold on either.
+    pub async fn each(test: &str) -> [Self; 2] {
+        [Self::postgres(test).await, Self::stand_in(&format!("{test}_sim"), |_| {}).await]
+    }
+
+    /// The database itself (for fixtures and checks, never through the stand-in).
+    pub fn db(&self) -> &TestDb {
+        match self {
+            Through::Postgres(db) => db,
+            Through::StandIn(s) => &s.db,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Through::Postgres(_) => "postgres",
+            Through::StandIn(_) => "dsql stand-in",
+        }
+    }
+
+    pub fn manifest(&self, t: &PostTag, spec_extra: &str) -> Manifest {
+        match self {
+            Through::Postgres(_) => Manifest::for_table(t, spec_extra),
+            Through::StandIn(s) => s.manifest(t, spec_extra),
+        }
+    }
+
+    /// The `run` command line and environment for `m`, owned (for other threads).
+    pub fn run_args(&self, m: &Manifest) -> (Vec<String>, Vec<(String, String)>) {
+        let mut args = vec!["run".to_string(), "-f".into(), m.path.to_str().unwrap().into()];
+        let mut env = Vec::new();
+        match self {
+            Through::Postgres(db) => args.extend(["--database-url".to_string(), db.url.clone()]),
+            Through::StandIn(s) => {
+                args.extend(["--ca-file".to_string(), s.ca.path().to_str().unwrap().into()]);
+                env.extend(credentials_env().into_iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            }
+        }
+        (args, env)
+    }
+
+    pub fn run(&self, m: &Manifest, env: &[(&str, &str)]) -> Output {
+        let (args, mut all) = self.run_args(m);
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        run_owned(args, all)
+    }
+}
+
+pub fn run_owned(args: Vec<String>, env: Vec<(String, String)>) -> Output {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    run_cli(&args, &env)
+}
