@@ -179,6 +179,10 @@ struct Txn {
     builds: Vec<Build>,
     /// The stand-in ended it (a limit): everything but ROLLBACK is refused.
     aborted: bool,
+    /// Rows and bytes PostgreSQL had counted for the session when the
+    /// transaction began: its statistics hold changes of earlier
+    /// transactions until they are flushed, which never happens inside one.
+    baseline: Option<(i64, i64)>,
 }
 
 impl Txn {
@@ -191,6 +195,7 @@ impl Txn {
             changes: Vec::new(),
             builds: Vec::new(),
             aborted: false,
+            baseline: None,
         }
     }
 }
@@ -309,15 +314,30 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let mut out = Vec::with_capacity(group.len());
         let mut labels = Vec::new();
         let mut refused: Option<Refused> = None;
+        // What the group executes: its Binds name the statements of its Executes.
         let mut executes = Vec::new();
+        let mut bound = self.portals.clone();
+        let mut parsed: HashMap<String, Kind> = HashMap::new();
         for m in &group {
-            if m.tag == b'E' {
-                let portal = m.cstr(0).0;
-                let statement = self.portals.get(&portal).and_then(|s| self.prepared.get(s)).cloned();
-                executes.extend(statement);
+            match m.tag {
+                b'P' => {
+                    let (name, text, _) = wire::parse_parts(m);
+                    parsed.insert(name, Statement::parse(&text).kind);
+                }
+                b'B' => {
+                    let (portal, statement) = wire::bind_names(m);
+                    bound.insert(portal, statement);
+                }
+                b'E' => {
+                    let statement = bound.get(&m.cstr(0).0);
+                    let kind = statement
+                        .and_then(|s| parsed.get(s).cloned().or_else(|| self.prepared.get(s).map(|p| p.kind.clone())));
+                    executes.extend(kind);
+                }
+                _ => {}
             }
         }
-        let writing = executes.iter().any(|s| writes(&s.kind));
+        let writing = executes.iter().any(writes);
         let wrap = self.txn.is_none() && writing;
         if wrap {
             self.open_implicit().await?;
@@ -396,6 +416,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         match answer.status {
             b'I' => self.txn = None,
             b'T' if self.txn.is_none() => self.txn = Some(Txn::new()),
+            b'T' if self.txn.as_ref().is_some_and(|t| t.baseline.is_none()) && !answer.failed => {
+                let counted = self.counted().await?;
+                if let Some(t) = self.txn.as_mut() {
+                    t.baseline = Some(counted);
+                }
+            }
             // An error ended the transaction's useful life: COMMIT will roll back.
             b'E' => {
                 if let Some(t) = self.txn.as_mut() {
@@ -539,8 +565,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         Ok(Ok(text))
     }
 
-    /// Rows and bytes changed so far in the open transaction, against the limits.
-    async fn within_limits(&mut self) -> Io<Result<(), Refused>> {
+    /// Rows (index rows counted) and bytes PostgreSQL counts as changed by
+    /// this session since its statistics were last flushed.
+    async fn counted(&mut self) -> Io<(i64, i64)> {
         let counted = self
             .internal(
                 "SELECT coalesce(sum((s.n_tup_ins + s.n_tup_upd + s.n_tup_del) * (1 + ix.n)), 0)::bigint, \
@@ -556,15 +583,23 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                  WHERE s.schemaname NOT IN ('sys', 'dsql_sim')",
             )
             .await?;
-        let Ok(rows) = counted else { return Ok(Ok(())) };
+        let Ok(rows) = counted else { return Ok((0, 0)) };
         let value =
             |i: usize| rows.first().and_then(|r| r.get(i).cloned().flatten()).and_then(|v| v.parse::<i64>().ok());
+        Ok((value(0).unwrap_or(0), value(1).unwrap_or(0)))
+    }
+
+    /// Rows and bytes changed so far in the open transaction, against the limits.
+    async fn within_limits(&mut self) -> Io<Result<(), Refused>> {
+        let (rows, bytes) = self.counted().await?;
+        let (rows0, bytes0) = self.txn.as_ref().and_then(|t| t.baseline).unwrap_or((0, 0));
+        let (rows, bytes) = (rows - rows0, bytes - bytes0);
         let limits = &self.shared.config.limits;
-        if value(0).unwrap_or(0) > limits.rows_per_transaction {
+        if rows > limits.rows_per_transaction {
             bump(&self.shared.stats.row_limit_errors);
             return Ok(Err(refusal("54000", "transaction row limit exceeded")));
         }
-        if value(1).unwrap_or(0) > limits.bytes_per_transaction {
+        if bytes > limits.bytes_per_transaction {
             bump(&self.shared.stats.row_limit_errors);
             let mb = limits.bytes_per_transaction / (1024 * 1024);
             return Ok(Err(refusal("54000", format!("transaction size limit {mb}mb exceeded"))));
@@ -641,7 +676,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
 
     async fn open_implicit(&mut self) -> Io<()> {
         self.internal("BEGIN").await?.map_err(std::io::Error::other)?;
-        self.txn = Some(Txn::new());
+        let mut txn = Txn::new();
+        txn.baseline = Some(self.counted().await?);
+        self.txn = Some(txn);
         Ok(())
     }
 

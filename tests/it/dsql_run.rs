@@ -37,7 +37,12 @@ async fn the_seed_table_migrates_through_the_stand_in_with_two_indexes_and_confl
     assert_eq!(jobs, 2, "one async build job per secondary index");
     let status = m.status();
     assert_eq!(status["identity"]["nextValue"].as_i64().unwrap(), max_id + 1);
-    assert!(dsql_sim::Stats::get(&s.sim.stats().conflicts) > 0, "conflicts were injected and retried");
+    assert!(
+        dsql_sim::Stats::get(&s.sim.stats().conflicts) > 0,
+        "conflicts were injected and retried: {:?}\n{}",
+        s.sim.stats(),
+        text(&out)
+    );
     assert!(status["retries"].as_i64().unwrap() > 0);
     assert_eq!(dsql_sim::Stats::get(&s.sim.stats().row_limit_errors), 0, "no transaction passed 3,000 rows");
     let done = s.sim.executed();

@@ -96,7 +96,7 @@ impl Claim {
                     "CREATE TABLE IF NOT EXISTS {claims} (table_name text PRIMARY KEY, owner text NOT NULL, \
                      expires_at timestamptz NOT NULL)"
                 );
-                client.batch_execute(&create).await.ctx("create the claims table").map_err(db)?;
+                create_claims_table(&client, &create).await.map_err(db)?;
                 if let Some(holder) = claim_row(&client, &claims, table, &owner).await.map_err(db)? {
                     return Err(ClaimError::Taken { table: table.clone(), holder });
                 }
@@ -160,6 +160,21 @@ async fn advisory_holder(client: &Client, key: i64) -> Result<String, tokio_post
         )
         .await?;
     Ok(row.get(0))
+}
+
+/// `CREATE TABLE IF NOT EXISTS` of the claims table: DDL, which DSQL may fail
+/// with an optimistic-concurrency conflict (another engine creating it too).
+async fn create_claims_table(client: &Client, create: &str) -> Result<(), DbError> {
+    let mut attempt = 0;
+    loop {
+        match client.batch_execute(create).await.ctx("create the claims table") {
+            Err(e) if e.is_transient() && attempt < 10 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 + rand::random::<u64>() % 200)).await;
+            }
+            done => return done,
+        }
+    }
 }
 
 /// Writes the claim row for `owner` unless another owner holds an unexpired

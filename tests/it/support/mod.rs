@@ -66,11 +66,11 @@ impl TestDb {
     }
 
     pub async fn exec(&self, sql: &str) {
-        self.client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        self.client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {}", db_message(&e)));
     }
 
     pub async fn scalar_i64(&self, sql: &str) -> i64 {
-        self.client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+        self.client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {}", db_message(&e))).get(0)
     }
 
     pub async fn exists(&self, schema: &str, table: &str) -> bool {
@@ -206,6 +206,14 @@ impl PostTag {
             jump = self.jump,
         ))
         .await;
+    }
+}
+
+/// A database error with its SQLSTATE and message (`Display` says only "db error").
+pub fn db_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{}: {}", d.code().code(), d.message()),
+        None => e.to_string(),
     }
 }
 
