@@ -79,6 +79,9 @@ pub struct Config {
     pub server_version: String,
     /// Seconds added to the clock tokens are checked against.
     pub clock_offset_secs: i64,
+    /// Tokens older than this are refused whatever their `X-Amz-Expires`: a
+    /// token lifetime shorter than the run, to show tokens are never reused.
+    pub token_max_age: Option<Duration>,
     /// A file every executed statement kind is appended to (one per line).
     pub ledger: Option<PathBuf>,
 }
@@ -99,6 +102,7 @@ impl Config {
             wait_for_job: Duration::from_secs(30),
             server_version: "16.9".into(),
             clock_offset_secs: 0,
+            token_max_age: None,
             ledger: std::env::var_os("DSQL_SIM_LEDGER").map(PathBuf::from),
         }
     }
@@ -112,6 +116,12 @@ pub struct Stats {
     pub refused_rate: AtomicU64,
     pub lifetime_closes: AtomicU64,
     pub conflicts: AtomicU64,
+    /// Conflicts sent with SQLSTATE OC000 itself rather than 40001.
+    pub conflicts_as_oc000: AtomicU64,
+    /// Faults set with [`Sim::fail`] that fired.
+    pub faults: AtomicU64,
+    /// Client connections closed right after a commit ([`Sim::lose_reply`]).
+    pub lost_replies: AtomicU64,
     pub schema_conflicts: AtomicU64,
     pub row_limit_errors: AtomicU64,
     pub age_limit_errors: AtomicU64,
@@ -122,6 +132,10 @@ impl Stats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// State shared by every connection of one stand-in.
@@ -135,11 +149,25 @@ pub(crate) struct Shared {
     pub refuse_add_identity: AtomicBool,
     /// Per table name: the schema version, raised by each committed DDL on it.
     pub schema_versions: Mutex<HashMap<String, u64>>,
-    pub executed: Mutex<BTreeSet<String>>,
+    /// How many statements of each kind ran.
+    pub executed: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Tokens of the connection-rate bucket and when it was last filled.
     bucket: Mutex<(f64, Instant)>,
     /// Signatures of the tokens accepted, to tell fresh tokens from reused ones.
     pub tokens_seen: Mutex<BTreeSet<String>>,
+    pub faults: Mutex<Vec<Fault>>,
+}
+
+/// A failure to inject: the next `times` statements of a kind fail with
+/// `code` and `message`, or (when `lose_reply`) commit and then lose their
+/// answer as a dropped connection would.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    pub label: String,
+    pub code: &'static str,
+    pub message: String,
+    pub times: u32,
+    pub lose_reply: bool,
 }
 
 impl Shared {
@@ -166,8 +194,22 @@ impl Shared {
         }
     }
 
+    /// The fault for a statement of kind `label`, used up once.
+    pub fn take_fault(&self, label: &str, lose_reply: bool) -> Option<Fault> {
+        let mut faults = self.faults.lock().expect("lock");
+        let f = faults.iter_mut().find(|f| f.label == label && f.times > 0 && f.lose_reply == lose_reply)?;
+        f.times -= 1;
+        bump(&self.stats.faults);
+        Some(f.clone())
+    }
+
     pub fn record(&self, label: String) {
-        let fresh = self.executed.lock().expect("lock").insert(label.clone());
+        let fresh = {
+            let mut executed = self.executed.lock().expect("lock");
+            let n = executed.entry(label.clone()).or_default();
+            *n += 1;
+            *n == 1
+        };
         if fresh && let Some(path) = &self.config.ledger {
             use std::io::Write;
             if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
@@ -226,8 +268,9 @@ impl Sim {
             tls,
             stats: Stats::default(),
             schema_versions: Mutex::new(HashMap::new()),
-            executed: Mutex::new(BTreeSet::new()),
+            executed: Mutex::new(std::collections::BTreeMap::new()),
             tokens_seen: Mutex::new(BTreeSet::new()),
+            faults: Mutex::new(Vec::new()),
             config,
         });
         let accepting = shared.clone();
@@ -271,6 +314,20 @@ impl Sim {
         self.shared.refuse_add_identity.store(refuse, Ordering::Relaxed);
     }
 
+    /// Fails the next `times` statements of kind `label` (see
+    /// [`sql::Statement::label`]) with `code` and `message`.
+    pub fn fail(&self, label: &str, code: &'static str, message: &str, times: u32) {
+        let fault = Fault { label: label.into(), code, message: message.into(), times, lose_reply: false };
+        self.shared.faults.lock().expect("lock").push(fault);
+    }
+
+    /// Commits the next statement of kind `label` run outside a transaction
+    /// block, then closes the connection instead of answering: a lost reply.
+    pub fn lose_reply(&self, label: &str) {
+        let fault = Fault { label: label.into(), code: "08006", message: String::new(), times: 1, lose_reply: true };
+        self.shared.faults.lock().expect("lock").push(fault);
+    }
+
     /// Lets held index builds finish ([`BuildPace::Held`]).
     pub fn release_builds(&self) {
         self.shared.jobs.release();
@@ -278,7 +335,12 @@ impl Sim {
 
     /// Statement kinds executed so far (see [`sql::Statement::label`]).
     pub fn executed(&self) -> BTreeSet<String> {
-        self.shared.executed.lock().expect("lock").clone()
+        self.shared.executed.lock().expect("lock").keys().cloned().collect()
+    }
+
+    /// How many statements of kind `label` ran.
+    pub fn count(&self, label: &str) -> u64 {
+        self.shared.executed.lock().expect("lock").get(label).copied().unwrap_or(0)
     }
 
     /// How many distinct tokens were accepted.

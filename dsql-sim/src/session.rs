@@ -80,7 +80,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream) -> Io<()> 
         _ => return Ok(()),
     };
     let now = jiff::Timestamp::now().as_second() + shared.config.clock_offset_secs;
-    let expect = token::Expect { host: &shared.config.host, region: &shared.config.region, role: &user, now };
+    let max_age = shared.config.token_max_age.map(|d| d.as_secs() as i64);
+    let expect = token::Expect { host: &shared.config.host, region: &shared.config.region, role: &user, now, max_age };
     if let Err(why) = token::verify(&password, &shared.config.credentials, &expect) {
         bump(&shared.stats.refused_tokens);
         tracing::info!(user, reason = %why, "token refused");
@@ -164,6 +165,17 @@ async fn open_backend(shared: &Shared, user: &str, app: &str) -> Io<(OwnedReadHa
     if !rest.is_empty() {
         return Err(std::io::Error::other("unexpected bytes after the backend's greeting"));
     }
+    // A statement outside any transaction block is a transaction of its own:
+    // DSQL's age limit applies to it too (its error is rewritten to DSQL's).
+    let age = shared.config.limits.transaction_age.as_millis();
+    let mut reader = Reader::new(r);
+    wire::send(&mut w, &[wire::query(&format!("SET statement_timeout = {age}"))]).await?;
+    while let Some(m) = reader.next().await? {
+        if m.tag == b'Z' {
+            break;
+        }
+    }
+    let (r, _) = reader.into_parts();
     Ok((r, w, hello))
 }
 
@@ -406,6 +418,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             bump(&self.shared.stats.refusals);
         }
         let buffer = writing && self.txn.is_some();
+        let lose_reply = wrapped && labels.iter().any(|l| self.shared.take_fault(l, true).is_some());
         let answer = self.pass(&messages, refused, buffer).await?;
         if !answer.failed {
             for label in labels {
@@ -444,6 +457,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 return self.reply_ready(b'I').await;
             }
             return match self.try_commit().await? {
+                Ok(()) if lose_reply => {
+                    bump(&self.shared.stats.lost_replies);
+                    Err(std::io::Error::other("the reply is lost on purpose"))
+                }
                 Ok(()) => {
                     self.reply(&answer.held).await?;
                     self.reply_ready(b'I').await
@@ -483,6 +500,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let add_identity = self.shared.refuse_add_identity.load(Ordering::Relaxed);
         if let Some(r) = sql::refusal(s, add_identity) {
             return Ok(Err(r));
+        }
+        if let Some(f) = self.shared.take_fault(&s.label(), false) {
+            return Ok(Err(refusal(f.code, f.message)));
         }
         let age = self.shared.config.limits.transaction_age;
         if let Some(t) = &mut self.txn {
@@ -645,8 +665,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             bump(&self.shared.stats.schema_conflicts);
             Some(refusal("40001", "schema has been updated by another transaction, please retry: (OC001)"))
         } else if conflict {
-            bump(&self.shared.stats.conflicts);
-            Some(refusal("40001", "change conflicts with another transaction, please retry: (OC000)"))
+            // DSQL reports conflicts as 40001 with the OC code in the message;
+            // AWS's connectors also expect the OC code as the SQLSTATE itself.
+            // Every other conflict is sent that way.
+            let n = self.shared.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+            if n % 2 == 1 {
+                bump(&self.shared.stats.conflicts_as_oc000);
+                Some(refusal("OC000", "change conflicts with another transaction, please retry"))
+            } else {
+                Some(refusal("40001", "change conflicts with another transaction, please retry: (OC000)"))
+            }
         } else {
             None
         };
@@ -699,6 +727,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     failed = true;
                     match refused.take() {
                         Some(r) => wire::error("ERROR", r.code, &r.message, None),
+                        None if wire::error_code(&m).as_deref() == Some("57014")
+                            && wire::error_message(&m).contains("statement timeout") =>
+                        {
+                            bump(&self.shared.stats.age_limit_errors);
+                            let age = self.shared.config.limits.transaction_age.as_secs();
+                            wire::error("ERROR", "54000", &format!("transaction age limit of {age}s exceeded"), None)
+                        }
                         None => m,
                     }
                 }

@@ -56,6 +56,8 @@ pub struct Expect<'a> {
     pub role: &'a str,
     /// Seconds since the Unix epoch, as the stand-in's clock says.
     pub now: i64,
+    /// The longest a token may be used for, whatever it says.
+    pub max_age: Option<i64>,
 }
 
 /// Verifies `token` (the password of the startup) for `expect`.
@@ -115,6 +117,7 @@ pub fn verify(token: &str, credentials: &[Credentials], expect: &Expect<'_>) -> 
     if signed_at > expect.now + 300 {
         return Err(Refusal::NotYetValid(amz_date.to_string()));
     }
+    let expires = expect.max_age.map_or(expires, |max| expires.min(max));
     if expect.now > signed_at + expires {
         return Err(Refusal::Expired(format_time(signed_at + expires)));
     }
@@ -177,7 +180,7 @@ mod tests {
     }
 
     fn expect(role: &str, now: i64) -> Expect<'_> {
-        Expect { host: "peccy.dsql.us-east-1.on.aws", region: "us-east-1", role, now }
+        Expect { host: "peccy.dsql.us-east-1.on.aws", region: "us-east-1", role, now, max_age: None }
     }
 
     #[test]
@@ -189,6 +192,8 @@ mod tests {
     #[test]
     fn expiry_role_key_host_and_tampering_are_refused() {
         assert!(matches!(verify(SDK_TOKEN, &creds(), &expect("app", SIGNED_AT + 451)), Err(Refusal::Expired(_))));
+        let short = Expect { max_age: Some(60), ..expect("app", SIGNED_AT + 61) };
+        assert!(matches!(verify(SDK_TOKEN, &creds(), &short), Err(Refusal::Expired(_))));
         assert!(matches!(verify(SDK_TOKEN, &creds(), &expect("app", SIGNED_AT - 3600)), Err(Refusal::NotYetValid(_))));
         assert!(matches!(verify(SDK_TOKEN, &creds(), &expect("admin", SIGNED_AT)), Err(Refusal::WrongAction { .. })));
         let other = vec![Credentials { access_key_id: "akid".into(), secret_access_key: "other".into() }];

@@ -72,7 +72,7 @@ async fn a_run_beside_the_operator_is_refused_while_the_operator_migrates() {
 async fn a_claim_is_exclusive_and_an_engine_that_loses_it_knows() {
     let db = TestDb::new("claim_lost").await;
     let table = TableName::new("public", "post_tag");
-    let connector = connector(&db.url);
+    let connector = std::sync::Arc::new(connector(&db.url));
     let claim = Claim::take(&connector, &table, Dialect::Postgres).await.unwrap();
     match Claim::take(&connector, &table, Dialect::Postgres).await {
         Err(ClaimError::Taken { holder, .. }) => assert!(holder.contains("pid"), "{holder}"),

@@ -225,8 +225,11 @@ pub fn preflight(
             );
         }
         // DSQL accepts no COLLATE clause in DDL: a column with its own
-        // collation cannot be recreated there.
-        for column in shape.columns.iter().filter(|c| c.collation.is_some()) {
+        // collation cannot be recreated there. C (DSQL's only collation) is
+        // what the shadow's column gets anyway.
+        let c_collation =
+            |c: &str| matches!(c.trim_start_matches("pg_catalog.").trim_matches('"'), "C" | "POSIX" | "ucs_basic");
+        for column in shape.columns.iter().filter(|c| c.collation.as_deref().is_some_and(|c| !c_collation(c))) {
             refuse(
                 "spec.table",
                 format!(
@@ -375,11 +378,14 @@ mod tests {
         assert!(err.to_string().contains("uses hash"), "{err}");
 
         let mut shape = post_tag_shape();
-        shape.columns[1].collation = Some("\"C\"".into());
+        shape.columns[1].collation = Some("\"de_DE\"".into());
         let err =
             preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Dsql, Route::Copy).unwrap_err();
         assert!(err.to_string().contains("accepts no COLLATE"), "{err}");
         preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Postgres, Route::Copy).unwrap();
+        // C is DSQL's own collation: the shadow's column has it without a COLLATE clause.
+        shape.columns[1].collation = Some("pg_catalog.\"C\"".into());
+        preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Dsql, Route::Copy).unwrap();
     }
 
     #[test]

@@ -70,7 +70,7 @@ fn claims_table(table: &TableName) -> TableName {
 
 impl Claim {
     /// Claims `table` for this engine, or says who holds it.
-    pub async fn take(connector: &Connector, table: &TableName, dialect: Dialect) -> Result<Self, ClaimError> {
+    pub async fn take(connector: &Arc<Connector>, table: &TableName, dialect: Dialect) -> Result<Self, ClaimError> {
         let db = |source: DbError| ClaimError::Db { table: table.clone(), source };
         let client = connector.connect().await.map_err(db)?;
         match dialect {
@@ -101,7 +101,9 @@ impl Claim {
                     return Err(ClaimError::Taken { table: table.clone(), holder });
                 }
                 let lost = Arc::new(AtomicBool::new(false));
-                let renewer = tokio::spawn(renew_forever(client, claims, table.clone(), owner.clone(), lost.clone()));
+                let renewal =
+                    Renewal { connector: connector.clone(), claims, table: table.clone(), owner: owner.clone() };
+                let renewer = tokio::spawn(renew_forever(renewal, client, lost.clone()));
                 Ok(Self { table: table.clone(), holder: Holder::Row { owner, lost, _renewer: Renewer(renewer) } })
             }
         }
@@ -260,9 +262,20 @@ fn holder_is_gone(holder: &str) -> bool {
     gone
 }
 
+/// What the renewal task needs: where to reconnect, and which row is ours.
+struct Renewal {
+    connector: Arc<Connector>,
+    claims: TableName,
+    table: TableName,
+    owner: String,
+}
+
 /// Extends the claim until the task is stopped; marks it lost when the row no
-/// longer names this owner or cannot be written before it would expire.
-async fn renew_forever(client: Client, claims: TableName, table: TableName, owner: String, lost: Arc<AtomicBool>) {
+/// longer names this owner or cannot be written before it would expire. A
+/// connection that ends (DSQL ends every connection after an hour) is
+/// replaced, so a claim outlives any one connection.
+async fn renew_forever(r: Renewal, mut client: Client, lost: Arc<AtomicBool>) {
+    let Renewal { connector, claims, table, owner } = r;
     let sql = format!(
         "UPDATE {claims} SET expires_at = now() + make_interval(secs => $3::bigint) \
          WHERE table_name = $1 AND owner = $2 AND expires_at > now()"
@@ -271,6 +284,12 @@ async fn renew_forever(client: Client, claims: TableName, table: TableName, owne
     let mut last = std::time::Instant::now();
     loop {
         tokio::time::sleep(CLAIM_RENEW_EVERY).await;
+        if client.is_closed() {
+            match connector.connect().await {
+                Ok(fresh) => client = fresh,
+                Err(e) => tracing::warn!(error = %e, table = %table, "could not reconnect to renew the claim"),
+            }
+        }
         match client.execute(sql.as_str(), &[&name, &owner, &ttl]).await {
             Ok(1) => last = std::time::Instant::now(),
             Ok(_) => {

@@ -144,3 +144,17 @@ pub fn run_owned(args: Vec<String>, env: Vec<(String, String)>) -> Output {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     run_cli(&args, &env)
 }
+
+impl StandIn {
+    /// `identity-migrator run` against the stand-in as a child process.
+    pub fn command(&self, m: &Manifest) -> std::process::Command {
+        let mut cmd = std::process::Command::new(super::binary());
+        cmd.args(["run", "-f", m.path.to_str().unwrap(), "--ca-file", self.ca.path().to_str().unwrap()])
+            .env("NO_PROGRESS", "1")
+            .env_remove("IDENTITY_MIGRATOR_CRASH_AT");
+        for (k, v) in credentials_env() {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+}
