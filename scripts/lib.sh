@@ -104,6 +104,50 @@ spec:
 YAML
 }
 
+# The DSQL stand-in (test support, never in the image) in front of database
+# $1, listening on 127.0.0.1:$2, its CA written to $3; further arguments go
+# to dsql-sim (--refuse-add-identity, ...). Sets SIM_PID; the caller stops it.
+# The key pair is a fixed test value that only the stand-in accepts.
+export AWS_ACCESS_KEY_ID=AKIDSTANDINDEMO00000 AWS_SECRET_ACCESS_KEY=stand-in-demo-secret-not-a-real-key
+start_dsql_sim() {
+    local db=$1 port=$2 ca=$3
+    shift 3
+    cargo build --quiet -p dsql-sim --bin dsql-sim >&2
+    rm -f "$ca"
+    "$CARGO_TARGET_DIR/debug/dsql-sim" --listen "127.0.0.1:$port" --ca-file "$ca" \
+        --backend "postgres://$PGUSER@$PGHOST:$PGPORT/$db" "$@" >&2 &
+    SIM_PID=$!
+    for _ in $(seq 1 100); do
+        [ -s "$ca" ] && return 0
+        kill -0 "$SIM_PID" 2>/dev/null || { echo "dsql-sim did not start" >&2; return 1; }
+        sleep 0.1
+    done
+    echo "dsql-sim did not come up on port $port" >&2
+    return 1
+}
+
+# Writes a manifest for table $2 to $1 whose target is the DSQL endpoint $3
+# (the stand-in's localhost:port), with strategy $4 (default Auto).
+write_dsql_manifest() {
+    local path=$1 table=$2 endpoint=$3 strategy=${4:-Auto}
+    cat > "$path" <<YAML
+apiVersion: migrations.dsql.dev/v1alpha1
+kind: IdentityMigration
+metadata:
+  name: ${table//_/-}-identity
+spec:
+  target:
+    dsql: {endpoint: "$endpoint", region: us-east-1, user: admin}
+  strategy: $strategy
+  table: $table
+  identity:
+    generation: ByDefault
+    cache: 65536
+  copy:
+    parallelism: 4
+YAML
+}
+
 # dsql-lint (PyPI) in a virtualenv of its own, installed once.
 dsql_lint() {
     local venv="$HOME/.cache/identity-migrator/dsql-lint"

@@ -471,8 +471,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 }
             };
         }
-        if buffer && !answer.failed && answer.status == b'T' {
-            if let Err(limit) = self.within_limits().await? {
+        if buffer
+            && !answer.failed
+            && answer.status == b'T'
+            && let Err(limit) = self.within_limits().await?
+        {
+            {
                 if let Some(t) = self.txn.as_mut() {
                     t.aborted = true;
                 }

@@ -44,9 +44,8 @@ pub fn tokenize(sql: &str) -> Vec<Token> {
         } else if c == b'\'' {
             i += 1;
             while i < b.len() {
-                if b[i] == b'\'' && b.get(i + 1) == Some(&b'\'') {
-                    i += 2;
-                } else if b[i] == b'\\' && start > 0 && matches!(b[start - 1], b'e' | b'E') {
+                let escaped = b[i] == b'\\' && start > 0 && matches!(b[start - 1], b'e' | b'E');
+                if (b[i] == b'\'' && b.get(i + 1) == Some(&b'\'')) || escaped {
                     i += 2;
                 } else if b[i] == b'\'' {
                     break;

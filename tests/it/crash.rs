@@ -27,7 +27,7 @@ async fn crash_and_resume_through(point: &str, via: &Through) {
     let point = &format!("{point} ({})", via.name());
     let crash_at = point.split(' ').next().unwrap();
     let t = PostTag::rows(ROWS);
-    t.create(&db).await;
+    t.create(db).await;
     let before = db.fingerprint("public.post_tag", "id").await;
     let max_id = db.scalar_i64("SELECT max(id) FROM post_tag").await;
     db.install_dsql_harness(0).await;
@@ -104,7 +104,7 @@ async fn killed_from_outside_through(via: &Through) {
     let rows = 30_000;
     let db = via.db();
     let t = PostTag::rows(rows);
-    t.create(&db).await;
+    t.create(db).await;
     let before = db.fingerprint("public.post_tag", "id").await;
     let max_id = db.scalar_i64("SELECT max(id) FROM post_tag").await;
     db.install_dsql_harness(0).await;

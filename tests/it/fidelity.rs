@@ -5,7 +5,7 @@
 use crate::support::{Manifest, PostTag, TestDb, run_migration, text};
 
 /// Roles are the cluster's, shared by every test database.
-async fn ensure_roles(db: &TestDb) {
+pub(crate) async fn ensure_roles(db: &TestDb) {
     for role in ["idmig_app", "idmig_auditor", "idmig_owner"] {
         db.exec(&format!(
             "DO $$ BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
@@ -15,7 +15,7 @@ async fn ensure_roles(db: &TestDb) {
 }
 
 /// Everything of `table` a reader of the catalog can see, in one comparable text.
-async fn carried(db: &TestDb, table: &str) -> Vec<String> {
+pub(crate) async fn carried(db: &TestDb, table: &str) -> Vec<String> {
     let sql = format!(
         "SELECT 'owner ' || pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = '{table}'::regclass
          UNION ALL SELECT 'grant ' || coalesce(pg_get_userbyid(nullif(a.grantee, 0)), 'PUBLIC') || ' ' || a.privilege_type

@@ -95,12 +95,12 @@ async fn tokens_are_checked_and_tls_is_required() {
     )
     .unwrap()
     .with_token_source(identity_migrator::db::TokenSource::with_credentials(target, wrong));
-    let err = connector.connect().await.err().expect("refused").to_string();
+    let err = connector.connect().await.expect_err("refused").to_string();
     assert!(err.contains("access denied"), "{err}");
 
     // An expired token: the stand-in's clock is an hour ahead of the 900 s token.
     let late = StandIn::start("sim_expired", |c| c.clock_offset_secs = 3600).await;
-    let err = late.connector("admin").connect().await.err().expect("refused").to_string();
+    let err = late.connector("admin").connect().await.expect_err("refused").to_string();
     assert!(err.contains("access denied"), "{err}");
     assert_eq!(dsql_sim::Stats::get(&late.sim.stats().refused_tokens), 1);
 

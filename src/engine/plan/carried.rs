@@ -46,6 +46,8 @@ pub struct ExtendedStatistics {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fidelity {
     pub owner: String,
+    /// The role the engine connects as (the shadow table's owner when created).
+    pub connected_as: String,
     /// Table and column privileges; None while the table has its default
     /// privileges (no GRANT or REVOKE ever ran on it).
     pub grants: Option<Vec<Grant>>,
@@ -76,6 +78,7 @@ impl Default for Fidelity {
     fn default() -> Self {
         Self {
             owner: String::new(),
+            connected_as: String::new(),
             grants: None,
             comment: None,
             column_comments: Vec::new(),

@@ -18,9 +18,12 @@ fn grantee(role: &Option<String>) -> String {
 /// default privileges are reset first, so a REVOKE on the source is kept too.
 pub fn privilege_statements(f: &Fidelity, table: &TableName, dialect: Dialect) -> Vec<String> {
     let mut out = Vec::new();
-    // DSQL: whether ALTER TABLE ... OWNER TO is accepted is not documented;
-    // the role that creates the shadow table owns the source there too.
-    if dialect == Dialect::Postgres && !f.owner.is_empty() {
+    // DSQL: whether ALTER TABLE ... OWNER TO is accepted is not documented,
+    // so it is sent only when needed: when the source's owner is not the
+    // role that creates the shadow table (a refusal stops the migration
+    // before any row is copied, instead of losing the owner).
+    let needed = dialect == Dialect::Postgres || f.owner != f.connected_as;
+    if needed && !f.owner.is_empty() {
         out.push(format!("ALTER TABLE {table} OWNER TO {}", ident(&f.owner)));
     }
     let Some(grants) = &f.grants else { return out };
@@ -217,8 +220,14 @@ mod tests {
                 "GRANT UPDATE (\"tag_id\") ON TABLE \"public\".\"post_tag_new\" TO \"auditor\" WITH GRANT OPTION",
             ]
         );
-        let default = Fidelity { owner: "app_owner".into(), ..Default::default() };
+        // DSQL: the owner is set only when it is not the role that creates the shadow.
+        let default = Fidelity { owner: "app_owner".into(), connected_as: "app_owner".into(), ..Default::default() };
         assert_eq!(privilege_statements(&default, &shadow, Dialect::Dsql), Vec::<String>::new());
+        let other = Fidelity { connected_as: "admin".into(), ..default };
+        assert_eq!(
+            privilege_statements(&other, &shadow, Dialect::Dsql),
+            vec!["ALTER TABLE \"public\".\"post_tag_new\" OWNER TO \"app_owner\""]
+        );
     }
 
     #[test]

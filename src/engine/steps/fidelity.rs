@@ -20,7 +20,7 @@ pub async fn read_fidelity(client: &Client, table: &TableName, dialect: Dialect)
         .query_one(
             "SELECT pg_catalog.pg_get_userbyid(c.relowner)::text, c.relacl IS NOT NULL, \
                     coalesce(c.reloptions, '{}')::text[], c.relreplident::text, c.relpersistence = 'u', \
-                    c.relrowsecurity, c.relforcerowsecurity \
+                    c.relrowsecurity, c.relforcerowsecurity, current_user::text \
              FROM pg_catalog.pg_class c WHERE c.oid = $1",
             &[&oid],
         )
@@ -28,6 +28,7 @@ pub async fn read_fidelity(client: &Client, table: &TableName, dialect: Dialect)
         .ctx("read table options")?;
     let mut f = Fidelity {
         owner: row.get(0),
+        connected_as: row.get(7),
         storage: row.get(2),
         unlogged: row.get(4),
         row_security: row.get(5),
@@ -280,13 +281,14 @@ async fn read_fidelity_privileges(client: &Client, table: &TableName) -> Result<
     let Some(oid) = table_oid(client, table).await? else { return Ok(None) };
     let row = client
         .query_one(
-            "SELECT pg_catalog.pg_get_userbyid(relowner)::text, relacl IS NOT NULL FROM pg_catalog.pg_class WHERE oid = $1",
+            "SELECT pg_catalog.pg_get_userbyid(relowner)::text, relacl IS NOT NULL, current_user::text \
+             FROM pg_catalog.pg_class WHERE oid = $1",
             &[&oid],
         )
         .await
         .ctx("read privileges")?;
     let grants = read_grants(client, oid, row.get(1)).await?;
-    Ok(Some(Fidelity { owner: row.get(0), grants, ..Default::default() }))
+    Ok(Some(Fidelity { owner: row.get(0), connected_as: row.get(2), grants, ..Default::default() }))
 }
 
 /// The sequences behind `table`'s column defaults (`serial` columns other
