@@ -158,12 +158,12 @@ pub(crate) struct Shared {
     pub faults: Mutex<Vec<Fault>>,
 }
 
-/// A failure to inject: the next `times` statements of a kind fail with
-/// `code` and `message`, or (when `lose_reply`) commit and then lose their
-/// answer as a dropped connection would.
-#[derive(Clone, Debug)]
+/// A failure to inject: the next `times` statements that `matches` accepts
+/// fail with `code` and `message`, or (when `lose_reply`) commit and then
+/// lose their answer as a dropped connection would.
+#[derive(Clone)]
 pub struct Fault {
-    pub label: String,
+    pub matches: Arc<dyn Fn(&sql::Statement) -> bool + Send + Sync>,
     pub code: &'static str,
     pub message: String,
     pub times: u32,
@@ -194,10 +194,10 @@ impl Shared {
         }
     }
 
-    /// The fault for a statement of kind `label`, used up once.
-    pub fn take_fault(&self, label: &str, lose_reply: bool) -> Option<Fault> {
+    /// The fault for `statement`, used up once.
+    pub fn take_fault(&self, statement: &sql::Statement, lose_reply: bool) -> Option<Fault> {
         let mut faults = self.faults.lock().expect("lock");
-        let f = faults.iter_mut().find(|f| f.label == label && f.times > 0 && f.lose_reply == lose_reply)?;
+        let f = faults.iter_mut().find(|f| f.times > 0 && f.lose_reply == lose_reply && (f.matches)(statement))?;
         f.times -= 1;
         bump(&self.stats.faults);
         Some(f.clone())
@@ -317,14 +317,31 @@ impl Sim {
     /// Fails the next `times` statements of kind `label` (see
     /// [`sql::Statement::label`]) with `code` and `message`.
     pub fn fail(&self, label: &str, code: &'static str, message: &str, times: u32) {
-        let fault = Fault { label: label.into(), code, message: message.into(), times, lose_reply: false };
+        let label = label.to_string();
+        let matches = Arc::new(move |s: &sql::Statement| s.label() == label);
+        let fault = Fault { matches, code, message: message.into(), times, lose_reply: false };
+        self.shared.faults.lock().expect("lock").push(fault);
+    }
+
+    /// Fails the next `times` statements whose text `matches` accepts.
+    pub fn fail_when(
+        &self,
+        matches: impl Fn(&str) -> bool + Send + Sync + 'static,
+        code: &'static str,
+        message: &str,
+        times: u32,
+    ) {
+        let matches = Arc::new(move |s: &sql::Statement| matches(&s.sql));
+        let fault = Fault { matches, code, message: message.into(), times, lose_reply: false };
         self.shared.faults.lock().expect("lock").push(fault);
     }
 
     /// Commits the next statement of kind `label` run outside a transaction
     /// block, then closes the connection instead of answering: a lost reply.
     pub fn lose_reply(&self, label: &str) {
-        let fault = Fault { label: label.into(), code: "08006", message: String::new(), times: 1, lose_reply: true };
+        let label = label.to_string();
+        let matches = Arc::new(move |s: &sql::Statement| s.label() == label);
+        let fault = Fault { matches, code: "08006", message: String::new(), times: 1, lose_reply: true };
         self.shared.faults.lock().expect("lock").push(fault);
     }
 

@@ -300,13 +300,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             self.open_implicit().await?;
         }
         let mut sent = Vec::new();
-        let mut labels = Vec::new();
+        let mut executed = Vec::new();
         let mut refused = None;
         for s in &statements {
             match self.check(s).await? {
                 Ok(text) => {
                     sent.push(text);
-                    labels.push(s.label());
+                    executed.push(s.clone());
                 }
                 Err(r) => {
                     sent.push(FAILS.to_string());
@@ -319,12 +319,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             sent.push(String::new());
         }
         let writing = statements.iter().any(|s| writes(&s.kind));
-        self.finish_group(vec![wire::query(&sent.join(";\n"))], labels, refused, writing, wrap).await
+        self.finish_group(vec![wire::query(&sent.join(";\n"))], executed, refused, writing, wrap).await
     }
 
     async fn extended(&mut self, group: Vec<Message>) -> Io<()> {
         let mut out = Vec::with_capacity(group.len());
-        let mut labels = Vec::new();
+        let mut executed = Vec::new();
         let mut refused: Option<Refused> = None;
         // What the group executes: its Binds name the statements of its Executes.
         let mut executes = Vec::new();
@@ -383,7 +383,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     let statement = self.portals.get(&portal).and_then(|s| self.prepared.get(s)).cloned();
                     if let Some(s) = statement {
                         match self.check(&s).await? {
-                            Ok(_) => labels.push(s.label()),
+                            Ok(_) => executed.push(s),
                             Err(r) => {
                                 out.push(wire::parse("", FAILS));
                                 refused = Some(r);
@@ -402,14 +402,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 _ => out.push(m),
             }
         }
-        self.finish_group(out, labels, refused, writing, wrap).await
+        self.finish_group(out, executed, refused, writing, wrap).await
     }
 
     /// Sends a group, checks what it changed, and answers the client.
     async fn finish_group(
         &mut self,
         messages: Vec<Message>,
-        labels: Vec<String>,
+        executed: Vec<Statement>,
         refused: Option<Refused>,
         writing: bool,
         wrapped: bool,
@@ -418,11 +418,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             bump(&self.shared.stats.refusals);
         }
         let buffer = writing && self.txn.is_some();
-        let lose_reply = wrapped && labels.iter().any(|l| self.shared.take_fault(l, true).is_some());
+        let lose_reply = wrapped && executed.iter().any(|s| self.shared.take_fault(s, true).is_some());
         let answer = self.pass(&messages, refused, buffer).await?;
         if !answer.failed {
-            for label in labels {
-                self.shared.record(label);
+            for s in &executed {
+                self.shared.record(s.label());
             }
         }
         // Keep the transaction state in step with the backend's.
@@ -505,7 +505,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if let Some(r) = sql::refusal(s, add_identity) {
             return Ok(Err(r));
         }
-        if let Some(f) = self.shared.take_fault(&s.label(), false) {
+        if let Some(f) = self.shared.take_fault(s, false) {
             return Ok(Err(refusal(f.code, f.message)));
         }
         let age = self.shared.config.limits.transaction_age;

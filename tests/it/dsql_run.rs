@@ -318,3 +318,24 @@ async fn owner_privileges_and_comments_survive_the_swap_on_dsql() {
     assert_eq!(crate::fidelity::carried(&s.db, "post_tag").await, before);
     assert!(s.sim.executed().iter().any(|k| k.starts_with("GRANT")), "{:?}", s.sim.executed());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_without_statistics_are_counted_by_id_slices_and_a_slice_past_the_age_limit_is_halved() {
+    let s = StandIn::start("sim_slices", |_| {}).await;
+    let t = PostTag::rows(5_000);
+    t.create(&s.db).await;
+    // DSQL has no statistics for the table: the engine must count the rows.
+    s.db.exec("ALTER TABLE post_tag SET (autovacuum_enabled = false); UPDATE pg_class SET reltuples = -1 WHERE relname = 'post_tag'").await;
+    let age = "transaction age limit of 300s exceeded";
+    // On a large table one count(*) of every row passes DSQL's 5 minutes:
+    // here it always does, and the first count of a slice does once.
+    let whole = |sql: &str| sql.contains("count(*)") && sql.contains("\"post_tag\"") && !sql.contains("WHERE");
+    s.sim.fail_when(whole, "54000", age, 100);
+    let sliced = |sql: &str| sql.contains("count(*)") && sql.contains("FROM \"public\".\"post_tag\" WHERE");
+    s.sim.fail_when(sliced, "54000", age, 1);
+    let m = s.manifest(&t, "");
+    let out = s.run(&m, &[], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(stat(&s.sim.stats().faults), 1, "no whole-table count ran; one slice was halved");
+    assert_eq!(m.status()["verification"]["sourceRows"].as_i64(), Some(5_000));
+}

@@ -109,3 +109,74 @@ async fn tokens_are_checked_and_tls_is_required() {
     let err = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.err().expect("refused");
     assert!(err.as_db_error().is_some_and(|e| e.message().contains("SSL is required")), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn async_indexes_build_in_the_background_and_a_drop_cancels_one() {
+    let s = StandIn::start("sim_jobs", |c| {
+        c.builds = dsql_sim::BuildPace::Held;
+        c.wait_for_job = Duration::from_millis(200);
+    })
+    .await;
+    s.db.exec("CREATE TABLE t (id bigint PRIMARY KEY, a text NOT NULL); INSERT INTO t SELECT g, 'x' || g FROM generate_series(1, 100) g").await;
+    let c = open(&s, "admin").await;
+    let job = first(&c.simple_query("CREATE INDEX ASYNC t_a ON t (a)").await.unwrap());
+    assert_eq!(job.len(), 26, "{job}");
+    assert!(job.chars().all(|ch| ch.is_ascii_lowercase() || ('2'..='7').contains(&ch)), "{job}");
+    let invalid = "SELECT count(*) FROM pg_index WHERE indexrelid = 't_a'::regclass AND NOT indisvalid";
+    assert_eq!(s.db.scalar_i64(invalid).await, 1, "in the catalog at once, not valid");
+    // The wait ends before the build: false, and sys.jobs says why.
+    let wait = format!("CALL sys.wait_for_job('{job}')");
+    assert_eq!(first(&c.simple_query(&wait).await.unwrap()), "f");
+    let status = |id: String| {
+        let c = &c;
+        async move {
+            let row = c.query_one("SELECT status FROM sys.jobs WHERE job_id = $1", &[&id]).await.unwrap();
+            row.get::<_, String>(0)
+        }
+    };
+    assert_eq!(status(job.clone()).await, "processing");
+    assert_eq!(refusal(&c, "CREATE INDEX ASYNC t_a ON t (a)").await.0, "42P07", "the same index again");
+    // Dropping the index cancels its build.
+    c.batch_execute("DROP INDEX t_a").await.unwrap();
+    assert_eq!(status(job).await, "cancelled");
+    // Another one completes once builds may finish.
+    let job = first(&c.simple_query("CREATE UNIQUE INDEX ASYNC t_u ON t (a)").await.unwrap());
+    s.sim.release_builds();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while first(&c.simple_query(&format!("CALL sys.wait_for_job('{job}')")).await.unwrap()) != "t" {
+        assert!(std::time::Instant::now() < deadline, "the build never completed");
+    }
+    assert_eq!(status(job).await, "completed");
+    let valid = "SELECT count(*) FROM pg_index WHERE indexrelid = 't_u'::regclass AND indisvalid AND indisunique";
+    assert_eq!(s.db.scalar_i64(valid).await, 1);
+}
+
+fn first(messages: &[tokio_postgres::SimpleQueryMessage]) -> String {
+    messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .expect("a row")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transaction_that_read_a_table_whose_schema_changed_fails_with_oc001() {
+    let s = StandIn::start("sim_oc001", |c| c.builds = dsql_sim::BuildPace::After(Duration::ZERO)).await;
+    s.db.exec("CREATE TABLE t (id bigint PRIMARY KEY, a text NOT NULL); INSERT INTO t VALUES (1, 'x')").await;
+    let reader = open(&s, "admin").await;
+    let builder = open(&s, "admin").await;
+    reader.batch_execute("BEGIN; SELECT count(*) FROM t").await.unwrap();
+    // Another session's index build on t finishes: DSQL updates the catalog.
+    let job = first(&builder.simple_query("CREATE INDEX ASYNC t_a ON t (a)").await.unwrap());
+    assert_eq!(first(&builder.simple_query(&format!("CALL sys.wait_for_job('{job}')")).await.unwrap()), "t");
+    reader.batch_execute("INSERT INTO t VALUES (2, 'y')").await.unwrap();
+    let (code, message) = refusal(&reader, "COMMIT").await;
+    assert_eq!(code, "40001", "{message}");
+    assert!(message.contains("OC001"), "{message}");
+    assert_eq!(s.db.scalar_i64("SELECT count(*) FROM t").await, 1, "the conflicting transaction was rolled back");
+    // Retried, it commits.
+    reader.batch_execute("BEGIN; INSERT INTO t VALUES (2, 'y'); COMMIT").await.unwrap();
+    assert_eq!(s.db.scalar_i64("SELECT count(*) FROM t").await, 2);
+}
