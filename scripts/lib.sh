@@ -84,7 +84,12 @@ SQL
 # Writes an IdentityMigration manifest for table $2 to $1 (target replaced by
 # --database-url), with strategy $3 (default Copy).
 write_manifest() {
-    local path=$1 table=$2 strategy=${3:-Copy}
+    manifest "$1" "$2" "postgres: {urlSecretRef: {name: database, key: url}}" "${3:-Copy}"
+}
+
+# The manifest of table $2 in $1 with target $3 (YAML flow style) and strategy $4.
+manifest() {
+    local path=$1 table=$2 target=$3 strategy=$4
     cat > "$path" <<YAML
 apiVersion: migrations.dsql.dev/v1alpha1
 kind: IdentityMigration
@@ -92,8 +97,7 @@ metadata:
   name: ${table//_/-}-identity
 spec:
   target:
-    postgres:
-      urlSecretRef: {name: database, key: url}
+    $target
   strategy: $strategy
   table: $table
   identity:
@@ -129,23 +133,7 @@ start_dsql_sim() {
 # Writes a manifest for table $2 to $1 whose target is the DSQL endpoint $3
 # (the stand-in's localhost:port), with strategy $4 (default Auto).
 write_dsql_manifest() {
-    local path=$1 table=$2 endpoint=$3 strategy=${4:-Auto}
-    cat > "$path" <<YAML
-apiVersion: migrations.dsql.dev/v1alpha1
-kind: IdentityMigration
-metadata:
-  name: ${table//_/-}-identity
-spec:
-  target:
-    dsql: {endpoint: "$endpoint", region: us-east-1, user: admin}
-  strategy: $strategy
-  table: $table
-  identity:
-    generation: ByDefault
-    cache: 65536
-  copy:
-    parallelism: 4
-YAML
+    manifest "$1" "$2" "dsql: {endpoint: \"$3\", region: us-east-1, user: admin}" "${4:-Auto}"
 }
 
 # dsql-lint (PyPI) in a virtualenv of its own, installed once.

@@ -195,17 +195,26 @@ impl Statement {
             .collect()
     }
 
-    /// The statement's kind for the ledger: its leading keywords, and the
-    /// clause that says what an ALTER or CREATE does.
-    pub fn label(&self) -> String {
-        let words: Vec<&str> = self
-            .tokens
+    /// The unquoted words, in order (keywords and plain names).
+    fn words(&self) -> Vec<&str> {
+        self.tokens
             .iter()
             .filter_map(|t| match &t.tok {
                 Tok::Word(w) => Some(w.as_str()),
                 _ => None,
             })
-            .collect();
+            .collect()
+    }
+
+    /// Whether the words `phrase` follow each other somewhere.
+    fn has_phrase(&self, phrase: &[&str]) -> bool {
+        self.words().windows(phrase.len()).any(|w| w == phrase)
+    }
+
+    /// The statement's kind for the ledger: its leading keywords, and the
+    /// clause that says what an ALTER or CREATE does.
+    pub fn label(&self) -> String {
+        let words = self.words();
         let first = words.first().copied().unwrap_or("");
         let mut label = match first {
             "create" | "drop" | "alter" | "comment" | "grant" | "revoke" => {
@@ -417,17 +426,7 @@ pub fn refusal(s: &Statement, refuse_add_identity: bool) -> Option<Refused> {
         return refused("0A000", "collations are not supported");
     }
     if w0 == "alter" && w1 == "table" {
-        let has = |phrase: &[&str]| {
-            let words: Vec<&str> = s
-                .tokens
-                .iter()
-                .filter_map(|t| match &t.tok {
-                    Tok::Word(w) => Some(w.as_str()),
-                    _ => None,
-                })
-                .collect();
-            words.windows(phrase.len()).any(|w| w == phrase)
-        };
+        let has = |phrase: &[&str]| s.has_phrase(phrase);
         if refuse_add_identity && has(&["add", "generated"]) {
             return refused("0A000", "unsupported ALTER TABLE ALTER COLUMN ... ADD IDENTITY statement");
         }
