@@ -68,14 +68,14 @@ mod tests {
     #[tokio::test]
     async fn health_readiness_and_metrics() {
         let state = HttpState { metrics: Metrics::default(), ready: Arc::new(AtomicBool::new(false)) };
-        state.metrics.leader.set(1);
+        state.metrics.held_leases.set(1);
         assert_eq!(get(router(state.clone()), "/healthz").await, (StatusCode::OK, "ok".into()));
         assert_eq!(get(router(state.clone()), "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
         state.ready.store(true, Ordering::SeqCst);
         assert_eq!(get(router(state.clone()), "/readyz").await.0, StatusCode::OK);
         let (status, text) = get(router(state), "/metrics").await;
         assert_eq!(status, StatusCode::OK);
-        assert!(text.contains("identity_migrator_leader 1"), "{text}");
+        assert!(text.contains("identity_migrator_held_leases 1"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -40,7 +40,7 @@ pub struct Metrics {
     pub phase: Family<PhaseLabels, Gauge>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Histogram,
-    pub leader: Gauge,
+    pub held_leases: Gauge,
     pub running_migrations: Gauge,
 }
 
@@ -53,7 +53,7 @@ impl Default for Metrics {
         let phase = Family::<PhaseLabels, Gauge>::default();
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
-        let leader = Gauge::default();
+        let held_leases = Gauge::default();
         let running_migrations = Gauge::default();
         registry.register("rows_copied", "Rows copied into shadow tables", rows_copied.clone());
         registry.register("batches", "Copy transactions committed", batches.clone());
@@ -61,7 +61,7 @@ impl Default for Metrics {
         registry.register("phase", "1 for the phase each migration is in", phase.clone());
         registry.register("reconcile_errors", "Reconciliations that failed, by error", reconcile_errors.clone());
         registry.register("reconcile_duration_seconds", "Time spent in one reconciliation", reconcile_duration.clone());
-        registry.register("leader", "1 while this instance holds the leader lease", leader.clone());
+        registry.register("held_leases", "Migration Leases this instance holds", held_leases.clone());
         registry.register("running_migrations", "Migrations this instance is running now", running_migrations.clone());
         Self {
             registry: Arc::new(registry),
@@ -71,7 +71,7 @@ impl Default for Metrics {
             phase,
             reconcile_errors,
             reconcile_duration,
-            leader,
+            held_leases,
             running_migrations,
         }
     }

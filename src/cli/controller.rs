@@ -26,13 +26,10 @@ pub struct ControllerArgs {
     /// Migrations run at the same time by this instance; more wait their turn.
     #[arg(long, env = "MAX_CONCURRENT_MIGRATIONS", default_value_t = 4)]
     pub max_concurrent_migrations: usize,
-    /// This instance's identity in the lease (the pod name).
+    /// This instance's identity in Leases and events (the pod name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// The Lease that elects the leader.
-    #[arg(long, env = "LEASE_NAME", default_value = "identity-migrator")]
-    pub lease_name: String,
-    /// Namespace of the Lease; default: the pod's namespace.
+    /// Namespace of the migrations' Leases; default: the pod's namespace.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
     #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
@@ -56,7 +53,6 @@ pub async fn main(args: ControllerArgs) -> Result<(), Failure> {
         identity,
         watch_namespaces: args.watch_namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
         max_concurrent_migrations: args.max_concurrent_migrations,
-        lease_name: args.lease_name,
         lease_namespace: args.lease_namespace,
         lease_duration_seconds: args.lease_duration_seconds.max(2),
         lease_grace_seconds: (args.lease_duration_seconds / 3).max(1),
@@ -77,8 +73,8 @@ pub async fn main(args: ControllerArgs) -> Result<(), Failure> {
         shutdown_signal().await;
         tracing::info!("shutting down: stopping migrations at their next checkpoint");
     };
-    let result = run(client, config, metrics, ready, shutdown).await;
+    run(client, config, metrics, ready, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = http.await;
-    result.map_err(|e| Failure::Migration(e.to_string()))
+    Ok(())
 }

@@ -3,6 +3,7 @@
 //! status kept in the resource.
 
 pub mod decide;
+pub mod leases;
 pub mod operator;
 pub mod reconcile;
 pub mod status_sink;

@@ -10,7 +10,8 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::Instrument;
 
-use super::decide::{Cleanup, Decision, cleanup_for, decide};
+use super::decide::{Cleanup, Decision, Task, cleanup_for, decide};
+use super::leases::MigrationLeases;
 use super::status_sink::{ResourceSink, publish, write_status};
 use super::supervisor::{Key, Supervisor};
 use super::target::{DsqlEndpoints, TargetError, connector_for};
@@ -31,17 +32,20 @@ pub const FINALIZER: &str = "migrations.dsql.dev/shadow-cleanup";
 /// this. Costs no API call while the engine runs.
 pub const WATCH_RUNNING: Duration = Duration::from_secs(2);
 
+/// How often a replica looks again at a migration whose Lease another holds:
+/// it takes over within the Lease's duration plus this.
+pub const LEASE_POLL: Duration = Duration::from_secs(2);
+
 /// What every reconciliation shares.
 pub struct ReconcileContext {
     pub client: Client,
     pub supervisor: Supervisor,
+    /// The migrations' Leases: an engine runs only where its Lease is held.
+    pub leases: MigrationLeases,
     pub metrics: Metrics,
     pub recorder: Recorder,
     /// `application_name` of this instance's database connections.
     pub application_name: String,
-    /// Whether this instance still holds the leader lease: an engine that
-    /// sees it false stops before its next schema change.
-    pub leading: tokio::sync::watch::Receiver<bool>,
     /// The DSQL endpoints each namespace may name.
     pub dsql_endpoints: DsqlEndpoints,
 }
@@ -56,6 +60,11 @@ pub enum Error {
     Target(#[from] TargetError),
     #[error("cleanup: {0}")]
     Cleanup(#[source] EngineError),
+    #[error("migration lease: {0}")]
+    Lease(#[from] kube_lease_manager::LeaseManagerError),
+    /// Another replica holds the migration's Lease: it does the cleanup.
+    #[error("another replica holds the migration's lease")]
+    NotHolder,
 }
 
 impl Error {
@@ -85,10 +94,16 @@ pub async fn reconcile(obj: Arc<IdentityMigration>, ctx: Arc<ReconcileContext>) 
     .map_err(|e| Error::Finalizer(Box::new(e)));
     ctx.metrics.observe_reconcile(started.elapsed(), result.as_ref().err().map(Error::metric_label));
     ctx.metrics.running_migrations.set(ctx.supervisor.running_count() as i64);
+    ctx.metrics.held_leases.set(ctx.leases.held() as i64);
     result
 }
 
 pub fn error_policy(obj: Arc<IdentityMigration>, error: &Error, _ctx: Arc<ReconcileContext>) -> Action {
+    if let Error::Finalizer(e) = error
+        && let kube::runtime::finalizer::Error::CleanupFailed(Error::NotHolder) = e.as_ref()
+    {
+        return Action::requeue(LEASE_POLL);
+    }
     tracing::warn!(namespace = obj.namespace().as_deref(), name = %obj.name_any(), error = %error, "reconcile failed");
     Action::requeue(Duration::from_secs(15))
 }
@@ -111,11 +126,24 @@ async fn apply(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<Ac
     let key = key_of(&obj);
     let generation = obj.metadata.generation.unwrap_or(0);
     let status = freshest_status(&obj, ctx);
-    let decision = decide(&obj.spec, &status, generation, ctx.supervisor.task(&key), failed_for(&status));
+    let task = ctx.supervisor.task(&key);
+    let decision = decide(&obj.spec, &status, generation, task, failed_for(&status));
     tracing::debug!(?decision, phase = %status.phase, "decided");
+    if task == Task::None && !matches!(decision, Decision::Start) {
+        // Nothing runs here and nothing is to start: let the Lease go.
+        ctx.leases.release(&key);
+    }
     match decision {
         Decision::Start => {
-            start(obj, status, ctx).await?;
+            let Some(slot) = ctx.supervisor.try_reserve() else {
+                // No free slot: leave the migration to a replica that has one.
+                ctx.leases.release(&key);
+                return Ok(Action::requeue(LEASE_POLL));
+            };
+            let Some(held) = ctx.leases.hold(&key, &obj.uid().unwrap_or_default()).await? else {
+                return Ok(Action::requeue(LEASE_POLL));
+            };
+            start(obj, status, ctx, held, slot).await?;
             Ok(Action::requeue(WATCH_RUNNING))
         }
         Decision::Restart => {
@@ -202,6 +230,8 @@ async fn start(
     obj: Arc<IdentityMigration>,
     mut status: IdentityMigrationStatus,
     ctx: &ReconcileContext,
+    held: tokio::sync::watch::Receiver<bool>,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(), Error> {
     let key = key_of(&obj);
     let settings = match validate_spec(&obj.spec, TargetSource::Spec) {
@@ -218,15 +248,15 @@ async fn start(
     status.observed_generation = Some(generation);
     let job = Job {
         approved: obj.spec.cutover.approved,
-        leading: Some(ctx.leading.clone()),
+        leading: Some(held.clone()),
         workloads: Some(Arc::new(KubeWorkloads { client: ctx.client.clone(), namespace: key.0.clone() })),
         ..Job::new(settings, connector)
     };
     let api: Api<IdentityMigration> = Api::namespaced(ctx.client.clone(), &key.0);
-    let sink = ResourceSink::new(api, &obj, ctx.recorder.clone(), ctx.metrics.clone());
+    let sink = ResourceSink::new(api, &obj, ctx.recorder.clone(), ctx.metrics.clone()).while_held(held.clone());
     let span = tracing::info_span!("migration", namespace = %key.0, name = %key.1);
     tracing::info!(parent: &span, phase = %status.phase, generation, "starting the engine");
-    ctx.supervisor.start(key, generation, move |control| {
+    ctx.supervisor.start(key, generation, Some(slot), move |control| {
         async move {
             let (outcome, status, _) = Migration::new(job, Some(status), sink, control).run().await;
             tracing::info!(?outcome, phase = %status.phase, "engine stopped");
@@ -239,6 +269,13 @@ async fn start(
 
 async fn cleanup(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<Action, Error> {
     let key = key_of(&obj);
+    let uid = obj.uid().unwrap_or_default();
+    let drop_shadow = cleanup_for(&freshest_status(&obj, ctx)) == Cleanup::DropShadow;
+    // An unfinished shadow is dropped by the holder of the migration's Lease
+    // (which stops its engine first), never beside a running engine.
+    if drop_shadow && ctx.supervisor.task(&key) == Task::None && ctx.leases.hold(&key, &uid).await?.is_none() {
+        return Err(Error::NotHolder);
+    }
     ctx.supervisor.stop(&key).await;
     let status = freshest_status(&obj, ctx);
     if cleanup_for(&status) == Cleanup::DropShadow {
@@ -251,6 +288,7 @@ async fn cleanup(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<
         }
     }
     ctx.supervisor.forget(&key);
+    ctx.leases.delete(&key, &uid).await;
     tracing::info!(namespace = %key.0, name = %key.1, phase = %status.phase, "deleted; user data left in place");
     Ok(Action::await_change())
 }

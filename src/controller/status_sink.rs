@@ -58,6 +58,9 @@ pub struct ResourceSink {
     pub metrics: Metrics,
     pub labels: MigrationLabels,
     totals: MigrationTotals,
+    /// The migration's Lease: nothing is written once it is lost, since the
+    /// replica that took it over writes the status from then on.
+    held: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl ResourceSink {
@@ -75,12 +78,22 @@ impl ResourceSink {
             metrics,
             labels,
             totals,
+            held: None,
         }
+    }
+
+    /// Writes only while the migration's Lease is held.
+    pub fn while_held(mut self, held: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.held = Some(held);
+        self
     }
 }
 
 impl StatusSink for ResourceSink {
     async fn save(&mut self, status: &IdentityMigrationStatus) -> Result<(), StoreError> {
+        if self.held.as_ref().is_some_and(|h| !*h.borrow()) {
+            return Err("the migration's lease was lost; its new holder writes the status".into());
+        }
         let mut status = status.clone();
         status.observed_generation = Some(self.generation);
         Ok(write_status(&self.api, &self.name, &status).await?)

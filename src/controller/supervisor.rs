@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use super::decide::Task;
@@ -56,9 +56,20 @@ impl Supervisor {
         self.state.lock().expect("supervisor lock").running.values().filter(|r| !r.handle.is_finished()).count()
     }
 
-    /// Starts `engine` for `key`; it runs once a concurrency permit is free.
-    pub fn start<F>(&self, key: Key, generation: i64, engine: impl FnOnce(watch::Receiver<Directive>) -> F)
-    where
+    /// A free slot, reserved now: a replica takes a migration's Lease only
+    /// with a slot in hand, so it never holds more Leases than it can run.
+    pub fn try_reserve(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// Starts `engine` for `key` in `slot`, or once a slot is free.
+    pub fn start<F>(
+        &self,
+        key: Key,
+        generation: i64,
+        slot: Option<OwnedSemaphorePermit>,
+        engine: impl FnOnce(watch::Receiver<Directive>) -> F,
+    ) where
         F: Future<Output = (Outcome, IdentityMigrationStatus)> + Send + 'static,
     {
         let (control, receiver) = watch::channel(Directive::Run);
@@ -66,7 +77,10 @@ impl Supervisor {
         let (state, permits) = (self.state.clone(), self.permits.clone());
         let task_key = key.clone();
         let handle = tokio::spawn(async move {
-            let _permit = permits.acquire_owned().await.expect("the semaphore is never closed");
+            let _permit = match slot {
+                Some(slot) => slot,
+                None => permits.acquire_owned().await.expect("the semaphore is never closed"),
+            };
             let result = work.await;
             state.lock().expect("supervisor lock").finished.insert(task_key, result);
         });
@@ -152,8 +166,8 @@ mod tests {
         let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let a: Key = ("ns".into(), "a".into());
         let b: Key = ("ns".into(), "b".into());
-        supervisor.start(a.clone(), 1, engine(running.clone(), peak.clone()));
-        supervisor.start(b.clone(), 1, engine(running.clone(), peak.clone()));
+        supervisor.start(a.clone(), 1, None, engine(running.clone(), peak.clone()));
+        supervisor.start(b.clone(), 1, None, engine(running.clone(), peak.clone()));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(running.load(Ordering::SeqCst), 1, "the second waits for a permit");
         assert_eq!(supervisor.task(&b), Task::Running { generation: 1 }, "waiting counts as running");

@@ -25,7 +25,7 @@ pub struct Job {
     pub approved: bool,
     /// How to quiesce workloads; only the operator has it.
     pub workloads: Option<Arc<dyn Workloads>>,
-    /// The operator's leader lease: false once lost.
+    /// The migration's Lease in the operator: false once lost.
     pub leading: Option<watch::Receiver<bool>>,
     /// This engine's claim on the table, taken when the run starts.
     pub claim: Mutex<Option<Arc<Claim>>>,
@@ -49,19 +49,23 @@ impl Job {
     }
 
     /// Called before every statement that changes the schema: an engine that
-    /// lost its claim on the table, or its leader lease, stops there.
+    /// lost its claim on the table, or its migration's Lease, stops there.
     pub async fn before_change(&self) -> Result<(), EngineError> {
-        if let Some(leading) = &self.leading
-            && !*leading.borrow()
-        {
-            let why = "the operator lost its leader lease".to_string();
-            return Err(ClaimError::Lost { table: self.settings.source.clone(), why }.into());
+        if self.lease_lost() {
+            return Err(ClaimError::LeaseLost { table: self.settings.source.clone() }.into());
         }
         let claim = self.claim.lock().expect("claim lock").clone();
         match claim {
             Some(claim) => Ok(claim.check().await?),
             None => Ok(()),
         }
+    }
+
+    /// Whether the operator lost the migration's Lease: another replica may
+    /// run it now, so this engine stops before its next change of any kind
+    /// (batches included) and writes no status.
+    pub fn lease_lost(&self) -> bool {
+        self.leading.as_ref().is_some_and(|held| !*held.borrow())
     }
 
     pub fn session(&self) -> Session {
@@ -152,9 +156,12 @@ mod tests {
         let (lease, leading) = watch::channel(true);
         let job = Job { leading: Some(leading), ..Job::new(settings, Connector::new(target, None).unwrap()) };
         job.before_change().await.unwrap();
+        assert!(!job.lease_lost());
         lease.send(false).unwrap();
         let err = job.before_change().await.unwrap_err();
-        assert!(err.lost_claim(), "{err}");
-        assert!(err.to_string().contains("lost its leader lease"), "{err}");
+        // Not taken back: another replica may hold the Lease now.
+        assert!(!err.lost_claim(), "{err}");
+        assert!(err.to_string().contains("lost the migration's lease"), "{err}");
+        assert!(job.lease_lost());
     }
 }

@@ -186,12 +186,20 @@ impl<R: StatusSink> Migration<R> {
     }
 
     async fn failed(&mut self, phase: Phase, err: EngineError) -> Outcome {
+        if self.job.lease_lost() {
+            // The replica that took the Lease over owns the status now.
+            tracing::warn!(error = %err, "the migration's lease was lost; stopping without writing the status");
+            return Outcome::Stopped;
+        }
         self.keeper.set_retries(self.job.retries.get());
         self.keeper.fail(phase, &err).await;
         Outcome::Failed(Arc::new(err))
     }
 
     async fn halt(&mut self, outcome: Outcome) -> Outcome {
+        if self.job.lease_lost() {
+            return Outcome::Stopped;
+        }
         if let Err(e) =
             self.keeper.pause(if outcome == Outcome::Suspended { Pause::Suspended } else { Pause::Stopped }).await
         {

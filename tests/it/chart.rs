@@ -115,7 +115,7 @@ fn default_values_render_a_safe_cluster_wide_operator() {
     let objects = render(&[]).unwrap();
     assert_eq!(violations(&objects), Vec::<String>::new());
     assert_eq!(of_kind(&objects, "ClusterRole").len(), 1);
-    assert_eq!(of_kind(&objects, "Role").len(), 1, "only the leader-election Role");
+    assert_eq!(of_kind(&objects, "Role").len(), 1, "only the Role for the migrations' Leases");
     let deployment = of_kind(&objects, "Deployment")[0];
     assert_eq!(deployment["spec"]["replicas"], 2);
     assert!(!deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"].is_null());

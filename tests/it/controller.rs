@@ -1,13 +1,13 @@
 //! The operator against an in-process API server and a real PostgreSQL: the
-//! real `Controller`, finalizer, events and leader election run; only the
+//! real `Controller`, finalizer, events and migration Leases run; only the
 //! API server is a stand-in.
 
 use std::time::Duration;
 
 use crate::support::fake_api::FakeApi;
 use crate::support::operator::{
-    NS, Operator, condition, create_migration, create_url_secret, create_workload, delete, patch_spec, phase, wait_for,
-    workload_replicas,
+    NS, Operator, condition, create_migration, create_url_secret, create_workload, delete, lease_holder, patch_spec,
+    phase, wait_for, workload_replicas,
 };
 use crate::support::{PostTag, TestDb};
 use serde_json::json;
@@ -212,24 +212,30 @@ async fn invalid_specs_and_missing_tables_are_degraded_with_a_reason_and_change_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn two_instances_share_one_lease_and_only_the_holder_touches_the_database() {
-    let (db, api, before) = setup("ctl_leader", 30_000).await;
+async fn each_migration_has_a_lease_and_only_its_holder_touches_the_database() {
+    let (db, api, before) = setup("ctl_leases", 30_000).await;
     let a = Operator::start(&api, "pod-a");
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let b = Operator::start(&api, "pod-b");
     let spec = json!({"copy": {"parallelism": 2, "batchRows": 500, "maxRowsPerSecond": 8000}});
     create_migration(&api, "post-tag", "post_tag", spec).await;
-    wait_for(&api, "post-tag", 60, "copying", |o| phase(o) == "Copying" && rows_copied(o) > 0).await;
+    let copying = wait_for(&api, "post-tag", 60, "copying", |o| phase(o) == "Copying" && rows_copied(o) > 0).await;
 
-    let lease = api.get("coordination.k8s.io/v1", "leases", "identity-migrator", "identity-migrator").unwrap();
-    let holder = lease["spec"]["holderIdentity"].as_str().unwrap().to_string();
-    let (leader, follower) = if holder == "pod-a" { (a, b) } else { (b, a) };
-    assert_eq!(leader.metrics.leader.get(), 1);
-    assert_eq!(follower.metrics.leader.get(), 0);
+    let holder = lease_holder(&api, &copying).expect("the migration's lease has a holder");
+    let (holding, other) = if holder == "pod-a" { (a, b) } else { (b, a) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while holding.metrics.held_leases.get() != 1 {
+        assert!(std::time::Instant::now() < deadline, "the holder counts its lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(other.metrics.held_leases.get(), 0);
     for _ in 0..10 {
         let apps: Vec<String> = db
             .client
-            .query("SELECT DISTINCT application_name FROM pg_stat_activity WHERE application_name LIKE 'identity-migrator/%'", &[])
+            .query(
+                "SELECT DISTINCT application_name FROM pg_stat_activity \
+                 WHERE application_name LIKE 'identity-migrator/%' AND datname = current_database()",
+                &[],
+            )
             .await
             .unwrap()
             .iter()
@@ -242,15 +248,70 @@ async fn two_instances_share_one_lease_and_only_the_holder_touches_the_database(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // The leader stops gracefully (SIGTERM): the other takes over and resumes.
-    let follower_name = follower.identity.clone();
-    leader.shutdown().await;
+    // The holder stops gracefully (SIGTERM): it releases the lease, the other
+    // takes the migration over and resumes from the checkpoint.
+    holding.shutdown().await;
     let done = wait_for(&api, "post-tag", 90, "Completed", |o| phase(o) == "Completed").await;
-    let lease = api.get("coordination.k8s.io/v1", "leases", "identity-migrator", "identity-migrator").unwrap();
-    assert_eq!(lease["spec"]["holderIdentity"], follower_name.as_str());
-    follower.shutdown().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while lease_holder(&api, &done).is_some() {
+        assert!(std::time::Instant::now() < deadline, "the lease is released once the engine ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    other.shutdown().await;
     assert_eq!(db.fingerprint("public.post_tag", "id").await, before);
     assert!(done["status"]["progress"]["rowsRecopied"].as_i64().unwrap() <= 2 * 500);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrations_spread_over_replicas_and_a_crashed_replicas_migrations_finish_on_another() {
+    let db = TestDb::new("ctl_spread").await;
+    let api = FakeApi::new();
+    create_url_secret(&api, "db", &db.url).await;
+    let mut before = Vec::new();
+    for i in 1..=4 {
+        let table = format!("post_tag_{i}");
+        PostTag::rows(20_000).named("public", &table, "id").create(&db).await;
+        before.push(db.fingerprint(&format!("public.{table}"), "id").await);
+    }
+    // Two slots per replica, four migrations: each replica must take two.
+    let a = Operator::start_with(&api, "pod-a", 2);
+    let b = Operator::start_with(&api, "pod-b", 2);
+    // About 13 s of copy each: all four copy together.
+    let spec = json!({"copy": {"parallelism": 1, "batchRows": 500, "maxRowsPerSecond": 1500}});
+    for i in 1..=4 {
+        create_migration(&api, &format!("m{i}"), &format!("post_tag_{i}"), spec.clone()).await;
+    }
+    // Each migration's holder, seen while it copies (all four copy at once).
+    let mut holders: Vec<Option<String>> = vec![None; 4];
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while holders.iter().any(Option::is_none) {
+        for (i, seen) in holders.iter_mut().enumerate().filter(|(_, h)| h.is_none()) {
+            let o = api.get("migrations.dsql.dev/v1alpha1", "identitymigrations", NS, &format!("m{}", i + 1));
+            if let Some(o) = o.filter(|o| phase(o) == "Copying" && rows_copied(o) > 0) {
+                *seen = lease_holder(&api, &o);
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "not every migration was seen copying: {holders:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let holders: Vec<String> = holders.into_iter().flatten().collect();
+    let on_a = holders.iter().filter(|h| *h == "pod-a").count();
+    assert_eq!((on_a, holders.len() - on_a), (2, 2), "the work is spread: {holders:?}");
+
+    // pod-a dies without releasing anything: its migrations finish on pod-b
+    // once their leases expire (6 s here), from their checkpoints.
+    a.crash().await;
+    for i in 1..=4 {
+        let name = format!("m{i}");
+        let done = wait_for(&api, &name, 120, "Completed", |o| phase(o) == "Completed").await;
+        assert!(done["status"]["progress"]["rowsRecopied"].as_i64().unwrap() <= 500, "{name}: at most a batch again");
+        let errors = done["status"]["lastError"]["message"].as_str().unwrap_or("").to_string();
+        assert!(!errors.contains("another engine"), "{name} never ran on two replicas at once: {errors}");
+    }
+    b.shutdown().await;
+    for i in 1..=4 {
+        assert_eq!(db.fingerprint(&format!("public.post_tag_{i}"), "id").await, before[i - 1]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

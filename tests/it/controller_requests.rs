@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use http::{Request, Response};
 use identity_migrator::api::{IdentityMigration, IdentityMigrationSpec, IdentityMigrationStatus, Phase};
+use identity_migrator::controller::leases::MigrationLeases;
 use identity_migrator::controller::reconcile::{FINALIZER, ReconcileContext, reconcile};
 use identity_migrator::controller::supervisor::Supervisor;
 use identity_migrator::metrics::Metrics;
@@ -58,12 +59,12 @@ fn context() -> (Arc<ReconcileContext>, ApiHandle) {
         Reporter { controller: "identity-migrator".into(), instance: Some("test".into()) },
     );
     let ctx = ReconcileContext {
+        leases: MigrationLeases::new(client.clone(), "identity-migrator", "test", 3, 1),
         client,
         supervisor: Supervisor::new(1),
         metrics: Metrics::default(),
         recorder,
         application_name: "identity-migrator/test".into(),
-        leading: tokio::sync::watch::channel(true).1,
         dsql_endpoints: Default::default(),
     };
     (Arc::new(ctx), handle)
@@ -131,12 +132,15 @@ async fn an_invalid_spec_writes_a_failed_status_then_a_warning_event() {
 }
 
 #[tokio::test]
-async fn deleting_a_completed_migration_only_removes_the_finalizer() {
+async fn deleting_a_completed_migration_only_removes_its_lease_and_the_finalizer() {
     let (ctx, mut api) = context();
     let object = Fixture::migration(json!({})).finalized().in_phase(Phase::Completed).deleted().0;
     let mut reply = serde_json::to_value(&object).unwrap();
     reply["metadata"]["finalizers"] = json!([]);
     let server = tokio::spawn(async move {
+        let lease = "/apis/coordination.k8s.io/v1/namespaces/identity-migrator/leases/idmig-uid-1";
+        let gone = json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "metadata": {}});
+        expect(&mut api, "DELETE", lease, gone).await;
         let patch = expect(&mut api, "PATCH", OBJECT, reply).await;
         assert_eq!(
             patch,

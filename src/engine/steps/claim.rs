@@ -5,7 +5,7 @@
 //! the whole run; on DSQL, which has no advisory locks, a row with an owner
 //! and an expiry, written under optimistic concurrency and renewed while the
 //! engine runs. An engine that loses its claim (or, in the operator, its
-//! leader lease) stops before its next statement that changes the schema.
+//! migration's Lease) stops before its next statement that changes the schema.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +29,9 @@ pub enum ClaimError {
     Taken { table: TableName, holder: String },
     #[error("this engine lost its claim on {table} ({why}); it stops before its next change")]
     Lost { table: TableName, why: String },
+    /// The operator lost the migration's Lease; another replica may run it now.
+    #[error("the operator lost the migration's lease for {table}; it stops before its next change")]
+    LeaseLost { table: TableName },
     #[error("claiming {table}: {source}")]
     Db {
         table: TableName,

@@ -16,6 +16,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
+use super::claim::ClaimError;
 use crate::api::RangeCheckpoint;
 use crate::db::{DbError, ErrorContext, Session};
 use crate::engine::error::{CheckFailed, EngineError};
@@ -131,6 +132,9 @@ pub async fn copy_ranges<R: StatusSink>(
         }
     }
     while tasks.join_next().await.is_some() {}
+    if job.lease_lost() {
+        return Err(ClaimError::LeaseLost { table: job.settings.source.clone() }.into());
+    }
     let done = keeper.status.checkpoint.as_ref().is_some_and(|c| c.ranges.iter().all(RangeCheckpoint::is_done));
     keeper.record_copy(copied, recopied, batches, CopyProgress::finished_if(done));
     keeper.set_retries(job.retries.get());
@@ -175,7 +179,8 @@ async fn copy_range(
     let mut after = resume_point(s, session, range, checkpoint, tx).await?;
     let mut span = initial_span(shared.batch_rows, shared.rows_per_range, checkpoint.from, checkpoint.to);
     while after < to {
-        if shared.stop.load(Ordering::SeqCst) {
+        // A lost Lease stops the batches too: another replica may copy now.
+        if shared.stop.load(Ordering::SeqCst) || shared.job.lease_lost() {
             return Ok(());
         }
         if let Some(throttle) = &shared.throttle {

@@ -23,7 +23,6 @@ use super::fake_api::FakeApi;
 pub const NS: &str = "blog";
 
 pub struct Operator {
-    pub identity: String,
     pub metrics: Metrics,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -31,15 +30,20 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(api: &FakeApi, identity: &str) -> Self {
+        Self::start_with(api, identity, 4)
+    }
+
+    /// An instance that runs at most `max_concurrent` migrations at once.
+    pub fn start_with(api: &FakeApi, identity: &str, max_concurrent: usize) -> Self {
         init_logging();
         let config = OperatorConfig {
             identity: identity.to_string(),
             watch_namespaces: vec![],
-            max_concurrent_migrations: 4,
-            lease_name: "identity-migrator".into(),
+            max_concurrent_migrations: max_concurrent,
             lease_namespace: "identity-migrator".into(),
-            lease_duration_seconds: 3,
-            lease_grace_seconds: 1,
+            // Long enough not to lapse on a busy machine, short for takeovers.
+            lease_duration_seconds: 6,
+            lease_grace_seconds: 2,
             // No namespace listed: only the operator's own may name DSQL endpoints.
             dsql_endpoints: DsqlEndpoints { home: "identity-migrator".into(), ..Default::default() },
         };
@@ -50,12 +54,12 @@ impl Operator {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            run(client, config, m, Arc::new(AtomicBool::new(false)), shutdown).await.expect("operator");
+            run(client, config, m, Arc::new(AtomicBool::new(false)), shutdown).await;
         });
-        Self { identity: identity.to_string(), metrics, stop: Some(stop), task }
+        Self { metrics, stop: Some(stop), task }
     }
 
-    /// SIGTERM: engines stop at their next checkpoint, the lease is released.
+    /// SIGTERM: engines stop at their next checkpoint, their leases are released.
     pub async fn shutdown(mut self) {
         let _ = self.stop.take().unwrap().send(());
         tokio::time::timeout(Duration::from_secs(30), &mut self.task).await.expect("graceful shutdown").unwrap();
@@ -124,6 +128,13 @@ pub async fn wait_for(api: &FakeApi, name: &str, secs: u64, what: &str, check: i
         assert!(Instant::now() < deadline, "timed out waiting for {what}; object: {object:#}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The holder of the Lease of the migration `object`.
+pub fn lease_holder(api: &FakeApi, object: &Value) -> Option<String> {
+    let uid = object["metadata"]["uid"].as_str()?;
+    let lease = api.get("coordination.k8s.io/v1", "leases", "identity-migrator", &format!("idmig-{uid}"))?;
+    lease["spec"]["holderIdentity"].as_str().map(str::to_string)
 }
 
 pub fn phase(object: &Value) -> &str {

@@ -1,0 +1,148 @@
+//! A Lease per migration (`idmig-<uid>`, in the operator's namespace), so that
+//! every replica works: a replica with a free slot contends for a migration's
+//! Lease and runs its engine only while it holds it. When the holder dies its
+//! Lease expires and another replica takes the migration over from the status
+//! checkpoint; when the engine ends, the Lease is released.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::DeleteParams;
+use kube::{Api, Client};
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::supervisor::Key;
+
+/// How long a reconcile waits for a free Lease to be taken before it looks again later.
+const FIRST_ANSWER: Duration = Duration::from_secs(2);
+
+/// The Lease of the migration with `uid`.
+pub fn lease_name(uid: &str) -> String {
+    format!("idmig-{uid}")
+}
+
+/// A contention for one migration's Lease, running until dropped.
+struct Contender {
+    held: watch::Receiver<bool>,
+    task: JoinHandle<Result<LeaseManager, LeaseManagerError>>,
+}
+
+pub struct MigrationLeases {
+    client: Client,
+    namespace: String,
+    identity: String,
+    duration_seconds: u64,
+    grace_seconds: u64,
+    contenders: Mutex<HashMap<Key, Contender>>,
+}
+
+impl MigrationLeases {
+    pub fn new(client: Client, namespace: &str, identity: &str, duration_seconds: u64, grace_seconds: u64) -> Self {
+        Self {
+            client,
+            namespace: namespace.to_string(),
+            identity: identity.to_string(),
+            duration_seconds,
+            grace_seconds,
+            contenders: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The Lease's state for the engine when this instance holds it; None
+    /// while another replica holds it (the contention goes on meanwhile, so a
+    /// Lease that expires is taken at once).
+    pub async fn hold(&self, key: &Key, uid: &str) -> Result<Option<watch::Receiver<bool>>, LeaseManagerError> {
+        let existing = {
+            let contenders = self.contenders.lock().expect("leases lock");
+            contenders.get(key).filter(|c| !c.task.is_finished()).map(|c| c.held.clone())
+        };
+        let held = match existing {
+            Some(held) => held,
+            None => {
+                let manager = self.manager(uid).await?;
+                let (held, task) = manager.watch().await;
+                let mut first = held.clone();
+                let _ = tokio::time::timeout(FIRST_ANSWER, first.wait_for(|h| *h)).await;
+                self.contenders
+                    .lock()
+                    .expect("leases lock")
+                    .insert(key.clone(), Contender { held: held.clone(), task });
+                held
+            }
+        };
+        let holds = *held.borrow();
+        Ok(holds.then_some(held))
+    }
+
+    /// Stops contending for the Lease of `key`; a held Lease is released once
+    /// the engine (which holds a receiver of its own) has ended too.
+    pub fn release(&self, key: &Key) {
+        self.contenders.lock().expect("leases lock").remove(key);
+    }
+
+    /// How many migration Leases this instance holds.
+    pub fn held(&self) -> usize {
+        self.contenders.lock().expect("leases lock").values().filter(|c| *c.held.borrow()).count()
+    }
+
+    /// Releases every Lease (shutdown) and waits for the releases.
+    pub async fn release_all(&self) {
+        let all: Vec<Contender> = self.contenders.lock().expect("leases lock").drain().map(|(_, c)| c).collect();
+        for Contender { held, task } in all {
+            drop(held);
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+
+    /// Deletes the Lease of a deleted migration (best effort).
+    pub async fn delete(&self, key: &Key, uid: &str) {
+        if let Some(Contender { held, task }) = self.contenders.lock().expect("leases lock").remove(key) {
+            drop(held);
+            task.abort();
+        }
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
+        if let Err(e) = api.delete(&lease_name(uid), &DeleteParams::default()).await {
+            tracing::debug!(error = %e, "could not delete the migration's lease");
+        }
+    }
+
+    /// Replicas reconciling a new migration together race to create its
+    /// Lease: the losers get 409 (AlreadyExists or a conflict), the ordinary
+    /// outcome of that race, and try again.
+    async fn manager(&self, uid: &str) -> Result<LeaseManager, LeaseManagerError> {
+        let mut delay = Duration::from_millis(50);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let built = LeaseManagerBuilder::new(self.client.clone(), lease_name(uid))
+                .with_namespace(&self.namespace)
+                .with_identity(&self.identity)
+                .with_duration(self.duration_seconds)
+                .with_grace(self.grace_seconds)
+                .build()
+                .await;
+            match built {
+                Err(e) if lease_race(&e) && attempt < 10 => {
+                    tracing::debug!(error = %e, attempt, "another replica created the lease first; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// A create race or an update conflict on a Lease (HTTP 409).
+pub fn lease_race(e: &LeaseManagerError) -> bool {
+    use kube_lease_manager::LeaseManagerError as E;
+    match e {
+        E::LeaseAlreadyExists(_) => true,
+        E::KubeError(kube::Error::Api(status)) => status.code == 409,
+        _ => false,
+    }
+}
