@@ -54,6 +54,15 @@ pub fn desired_conditions(status: &IdentityMigrationStatus, suspended: bool) -> 
             desired(PROGRESSING, false, "Suspended", format!("spec.suspend is true; paused in {phase}")),
             desired(DEGRADED, false, "Suspended", "no problems"),
         ],
+        Phase::AwaitingCutover if status.cutover.as_ref().and_then(|c| c.next_window.as_ref()).is_some() => {
+            let opens = status.cutover.as_ref().and_then(|c| c.next_window.as_ref()).map(|t| t.0.to_string());
+            let message = format!("verified; the cut-over window opens at {}", opens.unwrap_or_default());
+            [
+                desired(READY, false, "AwaitingWindow", message.clone()),
+                desired(PROGRESSING, false, "AwaitingWindow", message),
+                desired(DEGRADED, false, "AwaitingWindow", "no problems"),
+            ]
+        }
         Phase::AwaitingCutover => [
             desired(READY, false, "AwaitingApproval", "verified; waiting for spec.cutover.approved"),
             desired(

@@ -42,6 +42,13 @@ pub const DEFAULT_PARALLELISM: i32 = 4;
         description = "percent of rows copied"
     ),
     printcolumn(name = "ETA", type_ = "string", json_path = ".status.progress.eta"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(name = "Next Window", type_ = "date", json_path = ".status.cutover.nextWindow", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -213,6 +220,41 @@ pub struct CutoverSpec {
     /// Deployments or StatefulSets scaled to zero for the cut-over window and restored after it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quiesce: Vec<WorkloadRef>,
+    /// The cut-over starts only inside this window (and, with `approval:
+    /// Manual`, once approved too); the copy and re-sync run at any time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<CutoverWindow>,
+}
+
+/// A recurring time window, such as 02:00 to 04:00 Berlin time on weekdays.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CutoverWindow {
+    /// Local time the window opens, `HH:MM` (24 hours).
+    pub start: String,
+    /// How long it stays open: `2h`, `90m`, `1h30m` (at most 24h).
+    pub duration: String,
+    /// IANA time zone of `start`, such as `Europe/Berlin`.
+    #[serde(default = "utc")]
+    pub time_zone: String,
+    /// Days on which the window opens; every day when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub days: Vec<WindowDay>,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowDay {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]

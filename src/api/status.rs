@@ -244,6 +244,9 @@ pub struct CutoverStatus {
     pub saved_replicas: Vec<SavedReplicas>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swapped_at: Option<Time>,
+    /// While the migration waits for `spec.cutover.window`: when it opens next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_window: Option<Time>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -100,9 +100,15 @@ fn report(outcome: &Outcome, status: &IdentityMigrationStatus, store: &FileStore
             Ok(())
         }
         Outcome::AwaitingApproval => {
-            println!(
-                "Verified and waiting for approval (phase AwaitingCutover). Run again with --approve-cutover to cut over."
-            );
+            match status.cutover.as_ref().and_then(|c| c.next_window.as_ref()) {
+                Some(opens) => println!(
+                    "Verified and waiting for the cut-over window (phase AwaitingCutover); it opens at {}. Run again then.",
+                    opens.0
+                ),
+                None => println!(
+                    "Verified and waiting for approval (phase AwaitingCutover). Run again with --approve-cutover to cut over."
+                ),
+            }
             Ok(())
         }
         Outcome::Suspended | Outcome::Stopped => Err(Failure::Interrupted(format!(

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::api::{Approval, IdentityMigrationSpec, IdentityMigrationStatus, Phase};
 use crate::engine::plan::phase::{Gate, Work, effective_phase, may_own_shadow, may_proceed, settled};
 use crate::engine::plan::validate::{InvalidInput, TargetSource, validate_spec};
+use crate::engine::plan::window::{self, WindowState};
 
 /// The engine task of one migration, as the supervisor sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +59,18 @@ pub fn decide(
     task: Task,
     failed_for: Duration,
 ) -> Decision {
+    decide_at(spec, status, generation, task, failed_for, jiff::Timestamp::now())
+}
+
+/// [`decide`] at the instant `now` (cut-over windows depend on it).
+pub fn decide_at(
+    spec: &IdentityMigrationSpec,
+    status: &IdentityMigrationStatus,
+    generation: i64,
+    task: Task,
+    failed_for: Duration,
+    now: jiff::Timestamp,
+) -> Decision {
     if let Err(invalid) = validate_spec(spec, TargetSource::Spec) {
         return match task {
             Task::Running { .. } => Decision::Restart,
@@ -78,14 +91,23 @@ pub fn decide(
     if settled(status, spec.rollback) {
         return Decision::Idle;
     }
+    let window = spec.cutover.window.as_ref().and_then(|w| window::parse(w).ok()).map(|w| window::state(&w, now));
     let gate = Gate {
         manual_approval: spec.cutover.approval == Approval::Manual,
         approved: spec.cutover.approved,
+        windowed: window.is_some(),
+        window_open: window == Some(WindowState::Open),
         in_place: false,
     };
     match status.phase {
         _ if spec.suspend => Decision::Idle,
-        Phase::AwaitingCutover if !may_proceed(Work::AwaitingCutover, gate) => Decision::Idle,
+        Phase::AwaitingCutover if !may_proceed(Work::AwaitingCutover, gate) => match window {
+            // Approved (or no approval asked): look again when the window opens.
+            Some(WindowState::Closed { opens_at }) if gate.approval_given() => {
+                Decision::RetryAfter(opens_at.duration_since(now).try_into().unwrap_or(Duration::ZERO))
+            }
+            _ => Decision::Idle,
+        },
         Phase::Failed if !spec_changed => {
             let invalid = status.last_error.as_ref().is_some_and(|e| e.invalid_input);
             let wait = if invalid { RECHECK_INVALID } else { retry_delay(status.failures) };
@@ -172,6 +194,32 @@ mod tests {
         assert_eq!(decide(&spec, &status(Phase::AwaitingCutover), 1, Task::None, NOW), Decision::Idle);
         spec.cutover.approved = true;
         assert_eq!(decide(&spec, &status(Phase::AwaitingCutover), 2, Task::None, NOW), Decision::Start);
+    }
+
+    #[test]
+    fn a_closed_window_is_looked_at_again_when_it_opens_and_needs_the_approval_too() {
+        let mut spec = spec_for("t");
+        spec.cutover.window = Some(crate::api::CutoverWindow {
+            start: "02:00".into(),
+            duration: "2h".into(),
+            time_zone: "UTC".into(),
+            days: vec![],
+        });
+        let at = |t: &str| t.parse::<jiff::Timestamp>().unwrap();
+        let waiting = status(Phase::AwaitingCutover);
+        assert_eq!(
+            decide_at(&spec, &waiting, 1, Task::None, NOW, at("2026-12-01T01:00:00Z")),
+            Decision::RetryAfter(Duration::from_secs(3600))
+        );
+        assert_eq!(decide_at(&spec, &waiting, 1, Task::None, NOW, at("2026-12-01T02:30:00Z")), Decision::Start);
+        spec.cutover.approval = Approval::Manual;
+        assert_eq!(
+            decide_at(&spec, &waiting, 1, Task::None, NOW, at("2026-12-01T02:30:00Z")),
+            Decision::Idle,
+            "open, but not approved"
+        );
+        spec.cutover.approved = true;
+        assert_eq!(decide_at(&spec, &waiting, 2, Task::None, NOW, at("2026-12-01T02:30:00Z")), Decision::Start);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::engine::plan::phase::{
 };
 use crate::engine::plan::shape::TableShape;
 use crate::engine::plan::validate::InvalidInput;
+use crate::engine::plan::window::{self, WindowState};
 use crate::engine::status_keeper::CopyProgress;
 use crate::engine::status_keeper::Pause;
 use crate::engine::status_keeper::Save;
@@ -62,7 +63,14 @@ impl<R: StatusSink> Migration<R> {
 
     fn gate(&self) -> Gate {
         let in_place = self.keeper.status.strategy.as_ref().is_some_and(|s| s.taken == TakenStrategy::InPlace);
-        Gate { manual_approval: self.job.settings.manual_approval, approved: self.job.approved, in_place }
+        let window = self.job.settings.window.as_ref();
+        Gate {
+            manual_approval: self.job.settings.manual_approval,
+            approved: self.job.approved,
+            windowed: window.is_some(),
+            window_open: window.is_some_and(|w| window::state(w, jiff::Timestamp::now()) == WindowState::Open),
+            in_place,
+        }
     }
 
     /// Runs until the migration completes, fails, waits for approval, or is
@@ -150,10 +158,25 @@ impl<R: StatusSink> Migration<R> {
             if let Some(outcome) = halted(&self.control) {
                 return self.halt(outcome).await;
             }
-            if !may_proceed(work, self.gate()) {
+            let gate = self.gate();
+            let next_window = self.job.settings.window.as_ref().and_then(|w| match window::state(w, now().0) {
+                WindowState::Closed { opens_at } => Some(opens_at),
+                WindowState::Open => None,
+            });
+            if work == Work::AwaitingCutover || work == Work::Swapping {
+                let waiting = (!may_proceed(work, gate)).then_some(next_window).flatten();
+                self.keeper.status.cutover.get_or_insert_with(CutoverStatus::default).next_window =
+                    waiting.map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time);
+            }
+            if !may_proceed(work, gate) {
+                let why = if gate.approval_given() {
+                    let opens = next_window.map_or_else(|| "soon".to_string(), |t| format!("at {t}"));
+                    format!("verified; waiting for the cut-over window, which opens {opens}")
+                } else {
+                    "verified; set spec.cutover.approved to cut over".to_string()
+                };
                 if self.keeper.status.phase != phase
-                    && let Err(e) =
-                        self.keeper.enter(phase, "verified; set spec.cutover.approved to cut over".into()).await
+                    && let Err(e) = self.keeper.enter(phase, why).await
                 {
                     return self.failed(phase, e).await;
                 }

@@ -126,3 +126,39 @@ async fn manual_approval_waits_in_awaiting_cutover_until_approved() {
     let id = db.scalar_i64("INSERT INTO post_tag (post_id, tag_id) VALUES ('p', 't') RETURNING id").await;
     assert_eq!(id, 1_000_000);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_cut_over_window_holds_the_swap_and_an_open_one_lets_it_through() {
+    let db = TestDb::new("window").await;
+    let t = PostTag::rows(2_000);
+    t.create(&db).await;
+    // A window that opened an hour and a half ago for an hour: closed now,
+    // opening again tomorrow at the same time.
+    let start = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC) - jiff::SignedDuration::from_mins(90);
+    let hhmm = start.strftime("%H:%M").to_string();
+    let closed = format!("  cutover: {{window: {{start: \"{hhmm}\", duration: 1h, timeZone: UTC}}}}\n");
+    let m = Manifest::for_table(&t, &closed);
+    let out = run_migration(&m, &db.url, &[], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("waiting for the cut-over window"), "{}", text(&out));
+    let status = m.status();
+    assert_eq!(status["phase"], "AwaitingCutover");
+    let opens: jiff::Timestamp = status["cutover"]["nextWindow"].as_str().unwrap().parse().unwrap();
+    let wait = opens.duration_since(jiff::Timestamp::now()).as_secs();
+    assert!((21 * 3600..=23 * 3600).contains(&wait), "opens in {wait} s");
+    let ready = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
+    assert_eq!(ready["reason"], "AwaitingWindow", "{ready}");
+    assert!(!db.exists("public", "post_tag_old").await, "no cut-over outside the window");
+
+    // The same migration with a window open now cuts over.
+    let open = format!("  cutover: {{window: {{start: \"{hhmm}\", duration: 2h, timeZone: UTC}}}}\n");
+    let base = std::fs::read_to_string(&m.path).unwrap();
+    std::fs::write(&m.path, base.replace(&closed, &open)).unwrap();
+    let before = db.fingerprint("public.post_tag", "id").await;
+    let out = run_migration(&m, &db.url, &[], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status = m.status();
+    assert_eq!(status["phase"], "Completed");
+    assert!(status["cutover"]["nextWindow"].is_null(), "{status}");
+    assert_eq!(db.fingerprint("public.post_tag", "id").await, before);
+}

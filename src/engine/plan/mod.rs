@@ -16,6 +16,7 @@
 //! - [`phase`]: the phase machine: every phase and transition.
 //! - [`script`]: the whole migration as an ordered script (`plan` prints it).
 //! - [`progress`]: rates, ETA, throttling and the status write gate.
+//! - [`window`]: cut-over windows: open now, or when next.
 
 pub mod batches;
 pub mod carried;
@@ -31,3 +32,4 @@ pub mod script;
 pub mod shape;
 pub mod sql;
 pub mod validate;
+pub mod window;

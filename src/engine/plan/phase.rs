@@ -33,6 +33,9 @@ use crate::api::{IdentityMigrationStatus, Phase};
 pub struct Gate {
     pub manual_approval: bool,
     pub approved: bool,
+    /// A cut-over window is set, and whether it is open now.
+    pub windowed: bool,
+    pub window_open: bool,
     /// The identity is added in place: no shadow table, no copy.
     pub in_place: bool,
 }
@@ -100,12 +103,12 @@ fn stand(phase: Phase) -> Stand {
 /// Where the migration goes once `work` is done.
 pub fn after(work: Work, gate: Gate) -> Stand {
     match work {
-        Work::Validating if gate.in_place && gate.manual_approval => Stand::Work(Work::AwaitingCutover),
+        Work::Validating if gate.in_place && gate.waits() => Stand::Work(Work::AwaitingCutover),
         Work::Validating if gate.in_place => Stand::Work(Work::Swapping),
         Work::Validating => Stand::Work(Work::CreatingTarget),
         Work::CreatingTarget => Stand::Work(Work::Copying),
         Work::Copying => Stand::Work(Work::Verifying),
-        Work::Verifying if gate.manual_approval => Stand::Work(Work::AwaitingCutover),
+        Work::Verifying if gate.waits() => Stand::Work(Work::AwaitingCutover),
         Work::Verifying | Work::AwaitingCutover => Stand::Work(Work::Swapping),
         Work::Swapping => Stand::Completed,
         Work::RollingBack => Stand::RolledBack,
@@ -118,10 +121,23 @@ pub fn fall_back_to_copy() -> Stand {
     Stand::Work(Work::CreatingTarget)
 }
 
-/// Whether `work` may start now, or must wait for a person: the approval rule.
+impl Gate {
+    /// Whether the cut-over has anything to wait for (an approval or a window).
+    pub fn waits(self) -> bool {
+        self.manual_approval || self.windowed
+    }
+
+    /// Whether the approval rule holds (the window aside).
+    pub fn approval_given(self) -> bool {
+        !self.manual_approval || self.approved
+    }
+}
+
+/// Whether `work` may start now, or must wait for a person or a window:
+/// the cut-over needs the approval (if asked) and an open window (if set).
 pub fn may_proceed(work: Work, gate: Gate) -> bool {
     match work {
-        Work::AwaitingCutover => !gate.manual_approval || gate.approved,
+        Work::AwaitingCutover => gate.approval_given() && (!gate.windowed || gate.window_open),
         _ => true,
     }
 }
@@ -265,11 +281,16 @@ mod tests {
         Names { table, table_is_identity, shadow, old }
     }
 
-    const AUTO: Gate = Gate { manual_approval: false, approved: false, in_place: false };
-    const MANUAL: Gate = Gate { manual_approval: true, approved: false, in_place: false };
-    const APPROVED: Gate = Gate { manual_approval: true, approved: true, in_place: false };
-    const IN_PLACE: Gate = Gate { manual_approval: false, approved: false, in_place: true };
-    const IN_PLACE_MANUAL: Gate = Gate { manual_approval: true, approved: false, in_place: true };
+    const AUTO: Gate =
+        Gate { manual_approval: false, approved: false, windowed: false, window_open: false, in_place: false };
+    const MANUAL: Gate =
+        Gate { manual_approval: true, approved: false, windowed: false, window_open: false, in_place: false };
+    const APPROVED: Gate =
+        Gate { manual_approval: true, approved: true, windowed: false, window_open: false, in_place: false };
+    const IN_PLACE: Gate =
+        Gate { manual_approval: false, approved: false, windowed: false, window_open: false, in_place: true };
+    const IN_PLACE_MANUAL: Gate =
+        Gate { manual_approval: true, approved: false, windowed: false, window_open: false, in_place: true };
 
     fn walk_from(start: Stand, gate: Gate) -> Vec<Phase> {
         let mut seen = vec![start.phase()];
@@ -295,6 +316,21 @@ mod tests {
         assert!(may_proceed(Work::AwaitingCutover, APPROVED));
         assert_eq!(after(Work::AwaitingCutover, APPROVED), Stand::Work(Work::Swapping));
         assert!(may_proceed(Work::Copying, MANUAL));
+    }
+
+    #[test]
+    fn a_window_holds_the_cut_over_until_it_opens_and_combines_with_approval() {
+        let closed = Gate { windowed: true, ..AUTO };
+        assert_eq!(after(Work::Verifying, closed), Stand::Work(Work::AwaitingCutover));
+        assert!(!may_proceed(Work::AwaitingCutover, closed));
+        assert!(may_proceed(Work::AwaitingCutover, Gate { window_open: true, ..closed }));
+        assert!(may_proceed(Work::Copying, closed), "the copy runs outside the window");
+        // Both must hold: an open window without the approval waits, and the reverse.
+        assert!(!may_proceed(Work::AwaitingCutover, Gate { windowed: true, window_open: true, ..MANUAL }));
+        assert!(!may_proceed(Work::AwaitingCutover, Gate { windowed: true, ..APPROVED }));
+        assert!(may_proceed(Work::AwaitingCutover, Gate { windowed: true, window_open: true, ..APPROVED }));
+        let in_place = Gate { windowed: true, ..IN_PLACE };
+        assert_eq!(after(Work::Validating, in_place), Stand::Work(Work::AwaitingCutover));
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub struct Settings {
     pub max_rows_per_second: Option<u64>,
     pub change_tracking_column: Option<String>,
     pub manual_approval: bool,
+    /// `spec.cutover.window`, checked.
+    pub window: Option<super::window::Window>,
     pub retain_old: bool,
     /// `spec.rollback`: return a completed migration to the old table.
     pub rollback: bool,
@@ -175,6 +177,13 @@ pub fn validate_spec(spec: &IdentityMigrationSpec, target: TargetSource) -> Resu
     if spec.copy.change_tracking_column.as_deref() == Some(spec.id_column.as_str()) {
         problems.push(Problem::new("spec.copy.changeTrackingColumn", "must not be the id column"));
     }
+    let window = match spec.cutover.window.as_ref().map(super::window::parse).transpose() {
+        Ok(window) => window,
+        Err((field, problem)) => {
+            problems.push(Problem::new(field, problem));
+            None
+        }
+    };
 
     if !problems.is_empty() {
         return Err(InvalidInput(problems));
@@ -194,6 +203,7 @@ pub fn validate_spec(spec: &IdentityMigrationSpec, target: TargetSource) -> Resu
         max_rows_per_second: (spec.copy.max_rows_per_second > 0).then_some(spec.copy.max_rows_per_second as u64),
         change_tracking_column: spec.copy.change_tracking_column.clone(),
         manual_approval: spec.cutover.approval == Approval::Manual,
+        window,
         retain_old: spec.old_table.retain,
         rollback: spec.rollback,
         quiesce: spec.cutover.quiesce.clone(),
