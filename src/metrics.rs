@@ -19,6 +19,13 @@ pub struct MigrationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PaceLabels {
+    pub namespace: String,
+    pub name: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub namespace: String,
     pub name: String,
@@ -41,6 +48,7 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Histogram,
     pub held_leases: Gauge,
+    pub pace: Family<PaceLabels, Gauge>,
     pub running_migrations: Gauge,
 }
 
@@ -54,6 +62,7 @@ impl Default for Metrics {
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         let held_leases = Gauge::default();
+        let pace = Family::<PaceLabels, Gauge>::default();
         let running_migrations = Gauge::default();
         registry.register("rows_copied", "Rows copied into shadow tables", rows_copied.clone());
         registry.register("batches", "Copy transactions committed", batches.clone());
@@ -62,6 +71,11 @@ impl Default for Metrics {
         registry.register("reconcile_errors", "Reconciliations that failed, by error", reconcile_errors.clone());
         registry.register("reconcile_duration_seconds", "Time spent in one reconciliation", reconcile_duration.clone());
         registry.register("held_leases", "Migration Leases this instance holds", held_leases.clone());
+        registry.register(
+            "pace_rows_per_second",
+            "The copy's adaptive pace, under the reason for it (0 when unlimited or not the reason now)",
+            pace.clone(),
+        );
         registry.register("running_migrations", "Migrations this instance is running now", running_migrations.clone());
         Self {
             registry: Arc::new(registry),
@@ -72,6 +86,7 @@ impl Default for Metrics {
             reconcile_errors,
             reconcile_duration,
             held_leases,
+            pace,
             running_migrations,
         }
     }
@@ -103,6 +118,17 @@ impl Metrics {
         bump(&self.rows_copied, before.rows_copied, now.rows_copied);
         bump(&self.batches, before.batches, now.batches);
         bump(&self.retries, before.retries, now.retries);
+        if let Some(pace) = status.progress.as_ref().and_then(|p| p.pace.as_ref()) {
+            for reason in ["Clear", "CommitLatency", "Conflicts", "ReplicaLag"] {
+                let value = if reason == pace.reason { pace.rows_per_second.unwrap_or(0) } else { 0 };
+                let labels = PaceLabels {
+                    namespace: labels.namespace.clone(),
+                    name: labels.name.clone(),
+                    reason: reason.into(),
+                };
+                self.pace.get_or_create(&labels).set(value);
+            }
+        }
         for phase in Phase::ALL {
             let value = i64::from(phase == status.phase);
             let labels = PhaseLabels {

@@ -146,6 +146,8 @@ pub(crate) struct Shared {
     pub jobs: Arc<jobs::Jobs>,
     pub stats: Stats,
     pub conflict_permille: AtomicU64,
+    /// Milliseconds every commit takes longer (a slow database).
+    pub commit_delay_ms: AtomicU64,
     pub refuse_add_identity: AtomicBool,
     /// Per table name: the schema version, raised by each committed DDL on it.
     pub schema_versions: Mutex<HashMap<String, u64>>,
@@ -262,6 +264,7 @@ impl Sim {
         let shared = Arc::new(Shared {
             jobs: jobs::Jobs::new(backend.clone(), config.builds.clone()),
             conflict_permille: AtomicU64::new((config.conflict_fraction * 1000.0).round() as u64),
+            commit_delay_ms: AtomicU64::new(0),
             refuse_add_identity: AtomicBool::new(config.refuse_add_identity),
             bucket: Mutex::new((config.limits.connection_burst, Instant::now())),
             backend,
@@ -308,6 +311,11 @@ impl Sim {
 
     pub fn set_conflict_fraction(&self, fraction: f64) {
         self.shared.conflict_permille.store((fraction * 1000.0).round() as u64, Ordering::Relaxed);
+    }
+
+    /// Makes every commit take `delay` longer (0 to stop).
+    pub fn set_commit_delay(&self, delay: Duration) {
+        self.shared.commit_delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn set_refuse_add_identity(&self, refuse: bool) {

@@ -686,6 +686,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             self.rollback().await?;
             return Ok(Err(why));
         }
+        let delay = self.shared.commit_delay_ms.load(Ordering::Relaxed);
+        if delay > 0 && (txn.dml || txn.ddl > 0) {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         if let Err(e) = self.internal("COMMIT").await? {
             return Ok(Err(refusal("40001", e)));
         }

@@ -201,12 +201,40 @@ pub struct CopySpec {
     /// written; the cut-over window then re-copies only rows changed since verification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_tracking_column: Option<String>,
+    /// An adaptive pace: the copy slows down (halving) while a threshold is
+    /// broken and speeds up again (additively, up to `maxRowsPerSecond`) while all hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pace: Option<PaceSpec>,
 }
 
 impl Default for CopySpec {
     fn default() -> Self {
-        Self { batch_rows: 0, parallelism: DEFAULT_PARALLELISM, max_rows_per_second: 0, change_tracking_column: None }
+        Self {
+            batch_rows: 0,
+            parallelism: DEFAULT_PARALLELISM,
+            max_rows_per_second: 0,
+            change_tracking_column: None,
+            pace: None,
+        }
     }
+}
+
+/// Thresholds of the adaptive pace; each is optional.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PaceSpec {
+    /// p95 of the copy's own commit latency, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("maxCommitLatencyMs must be positive"))]
+    pub max_commit_latency_ms: Option<i64>,
+    /// Optimistic-concurrency retries per commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0.0").message("maxConflictRate must not be negative"))]
+    pub max_conflict_rate: Option<f64>,
+    /// PostgreSQL only: the largest `replay_lag` of `pg_stat_replication`, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("maxReplicaLagSeconds must be positive"))]
+    pub max_replica_lag_seconds: Option<i64>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

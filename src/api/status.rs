@@ -178,6 +178,21 @@ pub struct Progress {
     /// Rows of the largest copy transaction (each stays within DSQL's limits).
     #[serde(default)]
     pub largest_batch: i64,
+    /// The adaptive pace (`spec.copy.pace`), while the copy runs with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pace: Option<PaceStatus>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PaceStatus {
+    /// Rows per second allowed now; absent while unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_per_second: Option<i64>,
+    /// `Clear`, or the threshold broken: `CommitLatency`, `Conflicts`, `ReplicaLag`.
+    pub reason: String,
+    /// The threshold in words, such as "commit latency p95 240 ms > 100 ms".
+    pub message: String,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

@@ -103,6 +103,10 @@ pub fn status_line(status: &IdentityMigrationStatus) -> String {
         if let Some(eta) = &p.eta {
             line.push_str(&format!(", ETA {eta}"));
         }
+        if let Some(pace) = p.pace.as_ref().filter(|pace| pace.reason != "Clear") {
+            let rate = pace.rows_per_second.map_or("unlimited".to_string(), |r| format!("{r} rows/s"));
+            line.push_str(&format!(", paced to {rate}: {}", pace.message));
+        }
     }
     line
 }

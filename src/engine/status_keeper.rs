@@ -101,10 +101,19 @@ impl<R: StatusSink> StatusKeeper<R> {
         self.rate.record(Instant::now(), rows_copied);
         let total = self.status.plan.as_ref().map(|p| p.rows_estimated).unwrap_or(0);
         let largest = self.status.progress.as_ref().map_or(0, |p| p.largest_batch);
+        let pace = self.status.progress.as_ref().and_then(|p| p.pace.clone());
         let mut p = progress(rows_copied, total, self.rate.rows_per_second(), rows_recopied, done);
         p.batches = batches;
         p.largest_batch = largest;
+        p.pace = if done { None } else { pace };
         self.status.progress = Some(p);
+    }
+
+    /// The adaptive pace now (None once the copy ends).
+    pub fn set_pace(&mut self, pace: Option<crate::api::PaceStatus>) {
+        if let Some(p) = self.status.progress.as_mut() {
+            p.pace = pace;
+        }
     }
 
     /// Notes the rows of one committed copy transaction.

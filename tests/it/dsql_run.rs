@@ -339,3 +339,42 @@ async fn rows_without_statistics_are_counted_by_id_slices_and_a_slice_past_the_a
     assert_eq!(stat(&s.sim.stats().faults), 1, "no whole-table count ran; one slice was halved");
     assert_eq!(m.status()["verification"]["sourceRows"].as_i64(), Some(5_000));
 }
+
+/// The saved status, or None while the file is missing or being written.
+fn saved_status(m: &Manifest) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(m.state_path()).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text).ok().map(|v| v["status"].clone())
+}
+
+fn pace_of(m: &Manifest) -> Option<(String, i64)> {
+    let status = saved_status(m)?;
+    let pace = &status["progress"]["pace"];
+    Some((pace["reason"].as_str()?.to_string(), pace["rowsPerSecond"].as_i64().unwrap_or(i64::MAX)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_commits_halve_the_pace_within_seconds_and_it_recovers_after() {
+    let s = StandIn::start("sim_pace", |_| {}).await;
+    let t = PostTag::rows(40_000);
+    t.create(&s.db).await;
+    let before = s.db.fingerprint("public.post_tag", "id").await;
+    let spec = "  copy: {parallelism: 1, batchRows: 500, maxRowsPerSecond: 4000, pace: {maxCommitLatencyMs: 150}}\n";
+    let m = s.manifest(&t, spec);
+    let mut child = s.command(&m).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let clear = || async { pace_of(&m).is_some_and(|(reason, _)| reason == "Clear") };
+    wait_until("the copy runs at its pace", Duration::from_secs(120), clear).await;
+
+    // The database gets slow: every commit takes 300 ms more.
+    s.sim.set_commit_delay(Duration::from_millis(300));
+    let halved = || async { pace_of(&m).is_some_and(|(reason, rate)| reason == "CommitLatency" && rate <= 2000) };
+    wait_until("the pace is halved for the commit latency", Duration::from_secs(30), halved).await;
+    let low = pace_of(&m).unwrap().1;
+
+    // Fast again: the pace climbs back.
+    s.sim.set_commit_delay(Duration::ZERO);
+    let recovered = || async { pace_of(&m).is_some_and(|(reason, rate)| reason == "Clear" && rate > low) };
+    wait_until("the pace recovers", Duration::from_secs(30), recovered).await;
+
+    assert!(child.wait().unwrap().success());
+    assert_eq!(s.db.fingerprint("public.post_tag", "id").await, before);
+}

@@ -16,6 +16,7 @@
 //! - [`phase`]: the phase machine: every phase and transition.
 //! - [`script`]: the whole migration as an ordered script (`plan` prints it).
 //! - [`progress`]: rates, ETA, throttling and the status write gate.
+//! - [`pace`]: the copy's adaptive pace (`spec.copy.pace`).
 //! - [`window`]: cut-over windows: open now, or when next.
 
 pub mod batches;
@@ -23,6 +24,7 @@ pub mod carried;
 pub mod ddl;
 pub mod fidelity;
 pub mod names;
+pub mod pace;
 pub mod phase;
 pub mod preflight;
 pub mod progress;

@@ -81,6 +81,7 @@ pub fn progress(rows_copied: i64, rows_total: i64, rows_per_second: i64, rows_re
         rows_recopied,
         batches: 0,
         largest_batch: 0,
+        pace: None,
     }
 }
 
@@ -99,6 +100,12 @@ impl Throttle {
         let rate = rows_per_second.max(1) as f64;
         // One second of burst: a batch never waits at the start.
         Self { rate, tokens: rate, at: now }
+    }
+
+    /// Changes the rate (the adaptive pace); the burst follows it.
+    pub fn set_rate(&mut self, rows_per_second: f64) {
+        self.rate = rows_per_second.max(1.0);
+        self.tokens = self.tokens.min(self.rate);
     }
 
     /// Takes `rows` and returns how long to wait before using them.

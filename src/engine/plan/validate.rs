@@ -52,6 +52,15 @@ impl fmt::Display for InvalidInput {
 
 impl std::error::Error for InvalidInput {}
 
+/// The thresholds of `spec.copy.pace` (checked above).
+fn pace_limits(p: &crate::api::PaceSpec) -> super::pace::PaceLimits {
+    super::pace::PaceLimits {
+        max_commit_latency: p.max_commit_latency_ms.map(|ms| std::time::Duration::from_millis(ms.max(1) as u64)),
+        max_conflict_rate: p.max_conflict_rate,
+        max_replica_lag: p.max_replica_lag_seconds.map(|s| std::time::Duration::from_secs(s.max(1) as u64)),
+    }
+}
+
 /// The spec after validation: every default applied, every rule checked.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
@@ -71,6 +80,8 @@ pub struct Settings {
     pub max_rows_per_second: Option<u64>,
     pub change_tracking_column: Option<String>,
     pub manual_approval: bool,
+    /// `spec.copy.pace`: None without any threshold.
+    pub pace: Option<super::pace::PaceLimits>,
     /// `spec.cutover.window`, checked.
     pub window: Option<super::window::Window>,
     pub retain_old: bool,
@@ -185,6 +196,17 @@ pub fn validate_spec(spec: &IdentityMigrationSpec, target: TargetSource) -> Resu
         }
     };
 
+    if let Some(pace) = &spec.copy.pace {
+        if pace.max_commit_latency_ms.is_some_and(|v| v < 1) {
+            problems.push(Problem::new("spec.copy.pace.maxCommitLatencyMs", "must be positive"));
+        }
+        if pace.max_conflict_rate.is_some_and(|v| v.is_nan() || v < 0.0) {
+            problems.push(Problem::new("spec.copy.pace.maxConflictRate", "must not be negative"));
+        }
+        if pace.max_replica_lag_seconds.is_some_and(|v| v < 1) {
+            problems.push(Problem::new("spec.copy.pace.maxReplicaLagSeconds", "must be positive"));
+        }
+    }
     if !problems.is_empty() {
         return Err(InvalidInput(problems));
     }
@@ -203,6 +225,7 @@ pub fn validate_spec(spec: &IdentityMigrationSpec, target: TargetSource) -> Resu
         max_rows_per_second: (spec.copy.max_rows_per_second > 0).then_some(spec.copy.max_rows_per_second as u64),
         change_tracking_column: spec.copy.change_tracking_column.clone(),
         manual_approval: spec.cutover.approval == Approval::Manual,
+        pace: spec.copy.pace.as_ref().map(pace_limits).filter(super::pace::PaceLimits::any),
         window,
         retain_old: spec.old_table.retain,
         rollback: spec.rollback,
@@ -275,6 +298,31 @@ mod tests {
         let mut spec = spec_for("t");
         spec.copy.max_rows_per_second = -1;
         assert_eq!(problems(&spec)[0].field, "spec.copy.maxRowsPerSecond");
+    }
+
+    #[test]
+    fn pace_thresholds_and_windows_are_checked_field_by_field() {
+        let mut spec = spec_for("t");
+        spec.copy.pace = Some(crate::api::PaceSpec { max_commit_latency_ms: Some(0), ..Default::default() });
+        assert_eq!(problems(&spec)[0].field, "spec.copy.pace.maxCommitLatencyMs");
+        spec.copy.pace = Some(crate::api::PaceSpec { max_conflict_rate: Some(-0.5), ..Default::default() });
+        assert_eq!(problems(&spec)[0].field, "spec.copy.pace.maxConflictRate");
+        spec.copy.pace = Some(crate::api::PaceSpec { max_replica_lag_seconds: Some(0), ..Default::default() });
+        assert_eq!(problems(&spec)[0].field, "spec.copy.pace.maxReplicaLagSeconds");
+        // No threshold at all: no pace.
+        spec.copy.pace = Some(crate::api::PaceSpec::default());
+        assert_eq!(validate_spec(&spec, TargetSource::Spec).unwrap().pace, None);
+        spec.copy.pace = Some(crate::api::PaceSpec { max_commit_latency_ms: Some(80), ..Default::default() });
+        let limits = validate_spec(&spec, TargetSource::Spec).unwrap().pace.unwrap();
+        assert_eq!(limits.max_commit_latency, Some(std::time::Duration::from_millis(80)));
+        let mut spec = spec_for("t");
+        spec.cutover.window = Some(crate::api::CutoverWindow {
+            start: "2:00pm".into(),
+            duration: "2h".into(),
+            time_zone: "UTC".into(),
+            days: vec![],
+        });
+        assert_eq!(problems(&spec)[0].field, "spec.cutover.window.start");
     }
 
     #[test]

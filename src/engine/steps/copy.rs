@@ -23,11 +23,13 @@ use crate::engine::error::{CheckFailed, EngineError};
 use crate::engine::failpoint;
 use crate::engine::job::{Control, Flow, Job, halted};
 use crate::engine::plan::batches::{initial_span, next_span};
+use crate::engine::plan::pace::{PaceReason, Pacer};
 use crate::engine::plan::progress::Throttle;
 use crate::engine::plan::sql::{RowStatements, begin_batch};
 use crate::engine::status_keeper::CopyProgress;
 use crate::engine::status_keeper::Save;
 use crate::engine::status_keeper::StatusKeeper;
+use crate::engine::store::Severity;
 use crate::engine::store::StatusSink;
 
 /// A committed batch, or a range found already copied on resume.
@@ -54,6 +56,8 @@ struct Shared {
     /// Rows a range holds, about: its first batch's id span follows from it.
     rows_per_range: i64,
     throttle: Option<Mutex<Throttle>>,
+    /// `spec.copy.pace`: fed by every committed batch, read once a second.
+    pacer: Option<std::sync::Mutex<Pacer>>,
     queue: Mutex<VecDeque<(usize, RangeCheckpoint)>>,
     stop: AtomicBool,
 }
@@ -83,7 +87,15 @@ pub async fn copy_ranges<R: StatusSink>(
         statements,
         batch_rows,
         rows_per_range,
-        throttle: job.settings.max_rows_per_second.map(|r| Mutex::new(Throttle::new(r, Instant::now()))),
+        throttle: match (job.settings.max_rows_per_second, job.settings.pace) {
+            (Some(r), _) => Some(Mutex::new(Throttle::new(r, Instant::now()))),
+            (None, Some(_)) => Some(Mutex::new(Throttle::new(UNLIMITED, Instant::now()))),
+            (None, None) => None,
+        },
+        pacer: job
+            .settings
+            .pace
+            .map(|limits| std::sync::Mutex::new(Pacer::new(limits, job.settings.max_rows_per_second))),
         queue: Mutex::new(pending),
         stop: AtomicBool::new(false),
     });
@@ -97,8 +109,16 @@ pub async fn copy_ranges<R: StatusSink>(
     let mut failure = None;
     let mut halt = None;
     let mut control_open = true;
+    let mut pace_tick = tokio::time::interval(PACE_EVERY);
+    pace_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_pace = Instant::now();
     loop {
         tokio::select! {
+            _ = pace_tick.tick(), if shared.pacer.is_some() => {
+                let elapsed = last_pace.elapsed();
+                last_pace = Instant::now();
+                adjust_pace(&shared, keeper, elapsed).await;
+            }
             report = rx.recv() => match report {
                 None => break,
                 Some(Report::Advance(a)) => {
@@ -190,6 +210,7 @@ async fn copy_range(
         let limit = *batch_rows;
         let end = after.saturating_add(span).min(to);
         let begin = begin_batch(shared.job.dialect);
+        let (started, retries_before) = (Instant::now(), shared.job.retries.get());
         let result = session
             .retry("copy batch", |client| async move {
                 match client.query(&s.copy_batch, &[&after, &end, &limit]).await {
@@ -213,6 +234,10 @@ async fn copy_range(
         let advance = match result {
             Ok(Some((through, rows, inserted))) => {
                 failpoint::hit("copy-batch");
+                if let Some(pacer) = &shared.pacer {
+                    let conflicts = shared.job.retries.get().saturating_sub(retries_before);
+                    pacer.lock().expect("pacer lock").record_commit(rows, started.elapsed(), conflicts);
+                }
                 span = next_span(span, rows, limit, through - after);
                 Advance { range, copied_through: through, rows, recopied: rows - inserted, batch: true }
             }
@@ -233,6 +258,50 @@ async fn copy_range(
         }
     }
     Ok(())
+}
+
+/// How often the adaptive pace is adjusted.
+const PACE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// The token bucket's rate while the pace is unlimited.
+const UNLIMITED: u64 = 1_000_000_000;
+
+/// Adjusts the pace from the commits since the last time (and, on
+/// PostgreSQL, the replicas' lag): the throttle's rate, the status, and an
+/// event when throttling starts or stops.
+async fn adjust_pace<R: StatusSink>(shared: &Shared, keeper: &mut StatusKeeper<R>, elapsed: std::time::Duration) {
+    let Some(pacer) = &shared.pacer else { return };
+    let lag_limit = shared.job.settings.pace.and_then(|p| p.max_replica_lag);
+    if lag_limit.is_some() && shared.job.dialect == crate::db::Dialect::Postgres {
+        let sql = "SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8 FROM pg_stat_replication";
+        let mut session = shared.job.session();
+        let lag = session
+            .retry("read replica lag", |c| async move {
+                Ok(c.query_one(sql, &[]).await.ctx("read replica lag")?.get::<_, f64>(0))
+            })
+            .await;
+        match lag {
+            Ok(seconds) => pacer.lock().expect("pacer lock").record_lag(std::time::Duration::from_secs_f64(seconds)),
+            Err(e) => tracing::debug!(error = %e, "could not read the replica lag"),
+        }
+    }
+    let change = pacer.lock().expect("pacer lock").adjust(elapsed);
+    if let Some(throttle) = &shared.throttle {
+        throttle.lock().await.set_rate(change.rate.unwrap_or(UNLIMITED as f64));
+    }
+    let reason: &'static str = change.reason.into();
+    keeper.set_pace(Some(crate::api::PaceStatus {
+        rows_per_second: change.rate.map(|r| r.round() as i64),
+        reason: reason.to_string(),
+        message: change.detail.clone(),
+    }));
+    if change.flipped {
+        let (severity, event) = match change.reason {
+            PaceReason::Clear => (Severity::Normal, "Unthrottled"),
+            _ => (Severity::Warning, "Throttled"),
+        };
+        let rate = change.rate.map_or("unlimited".to_string(), |r| format!("{} rows/s", r.round()));
+        keeper.event(severity, event, format!("copy paced to {rate}: {}", change.detail)).await;
+    }
 }
 
 /// The slower, idempotent form of a batch: bounds and copy in one snapshot,
