@@ -11,7 +11,7 @@ use clap::Args;
 use super::Failure;
 use super::signal::shutdown_signal;
 use crate::controller::target::DsqlEndpoints;
-use crate::controller::{OperatorConfig, run};
+use crate::controller::{OperatorConfig, default_concurrency, run};
 use crate::http::{HttpState, serve};
 use crate::metrics::Metrics;
 
@@ -23,9 +23,16 @@ pub struct ControllerArgs {
     /// Namespaces to watch, comma separated; all namespaces when empty.
     #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
-    /// Migrations run at the same time by this instance; more wait their turn.
-    #[arg(long, env = "MAX_CONCURRENT_MIGRATIONS", default_value_t = 4)]
-    pub max_concurrent_migrations: usize,
+    /// Migrations run at the same time by this instance; more wait their
+    /// turn. 0 or unset: from the pod's CPU and memory requests (4 without them).
+    #[arg(long, env = "MAX_CONCURRENT_MIGRATIONS")]
+    pub max_concurrent_migrations: Option<usize>,
+    /// The pod's CPU request in millicores (the chart sets it from the Downward API).
+    #[arg(long, env = "CPU_REQUEST_MILLICORES")]
+    pub cpu_request_millicores: Option<u64>,
+    /// The pod's memory request in MiB (the chart sets it from the Downward API).
+    #[arg(long, env = "MEMORY_REQUEST_MIB")]
+    pub memory_request_mib: Option<u64>,
     /// This instance's identity in Leases and events (the pod name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -52,7 +59,10 @@ pub async fn main(args: ControllerArgs) -> Result<(), Failure> {
     let config = OperatorConfig {
         identity,
         watch_namespaces: args.watch_namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
-        max_concurrent_migrations: args.max_concurrent_migrations,
+        max_concurrent_migrations: match args.max_concurrent_migrations {
+            Some(n) if n > 0 => n,
+            _ => default_concurrency(args.cpu_request_millicores, args.memory_request_mib),
+        },
         lease_namespace: args.lease_namespace,
         lease_duration_seconds: args.lease_duration_seconds.max(2),
         lease_grace_seconds: (args.lease_duration_seconds / 3).max(1),

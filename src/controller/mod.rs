@@ -11,4 +11,4 @@ pub mod supervisor;
 pub mod target;
 pub mod workloads;
 
-pub use operator::{OperatorConfig, run};
+pub use operator::{OperatorConfig, default_concurrency, run};

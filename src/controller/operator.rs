@@ -35,6 +35,25 @@ pub struct OperatorConfig {
     pub dsql_endpoints: DsqlEndpoints,
 }
 
+/// CPU and memory a running migration takes from its replica, for the default
+/// of `maxConcurrentMigrations`: the engine waits on the database most of the
+/// time; one `run` peaked at 12-13 MiB resident (docs/benchmarks.md).
+pub const CPU_PER_MIGRATION_MILLICORES: u64 = 12;
+pub const MEMORY_PER_MIGRATION_MIB: u64 = 16;
+/// Without requests to go by.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
+/// Migrations a replica runs at once when not set: what its CPU and memory
+/// requests allow, between 1 and 32.
+pub fn default_concurrency(cpu_millicores: Option<u64>, memory_mib: Option<u64>) -> usize {
+    let by_cpu = cpu_millicores.filter(|c| *c > 0).map(|c| c / CPU_PER_MIGRATION_MILLICORES);
+    let by_memory = memory_mib.filter(|m| *m > 0).map(|m| m / MEMORY_PER_MIGRATION_MIB);
+    match (by_cpu, by_memory) {
+        (None, None) => DEFAULT_CONCURRENCY,
+        (a, b) => a.unwrap_or(u64::MAX).min(b.unwrap_or(u64::MAX)).clamp(1, 32) as usize,
+    }
+}
+
 /// Runs until `shutdown` resolves. `ready` turns true once the controllers run.
 pub async fn run(
     client: Client,
@@ -101,6 +120,17 @@ async fn controllers(client: Client, namespaces: &[String], ctx: Arc<ReconcileCo
 mod tests {
     use super::super::leases::lease_race;
     use kube_lease_manager::LeaseManagerError as E;
+
+    #[test]
+    fn the_default_concurrency_follows_the_requests() {
+        use super::default_concurrency;
+        assert_eq!(default_concurrency(None, None), 4);
+        assert_eq!(default_concurrency(Some(50), Some(64)), 4, "the chart's requests");
+        assert_eq!(default_concurrency(Some(500), Some(64)), 4, "memory limits");
+        assert_eq!(default_concurrency(Some(100), Some(1024)), 8, "CPU limits");
+        assert_eq!(default_concurrency(Some(1), Some(1)), 1, "never below one");
+        assert_eq!(default_concurrency(Some(8000), Some(8192)), 32, "never above 32");
+    }
 
     #[test]
     fn the_race_to_create_a_lease_is_ordinary() {
