@@ -8,7 +8,9 @@
 //!
 //! Test support only: never built into the operator's image.
 
+mod connect;
 pub mod jobs;
+mod rules;
 mod session;
 pub mod sql;
 pub mod tls;
@@ -282,7 +284,7 @@ impl Sim {
                 let Ok((stream, peer)) = listener.accept().await else { continue };
                 let shared = accepting.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = session::serve(shared, stream).await {
+                    if let Err(e) = connect::serve(shared, stream).await {
                         tracing::debug!(%peer, error = %e, "connection ended");
                     }
                 });

@@ -1,0 +1,242 @@
+//! DSQL's rules for a session: what it refuses, its per-transaction limits,
+//! and what a commit must pass (age, schema changes, conflicts).
+
+use std::sync::atomic::Ordering;
+
+use rand::RngExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::jobs::{Build, new_job_id};
+use crate::session::{Io, Session, Txn, bump, literal, refusal};
+use crate::sql::{self, Kind, Refused, Statement};
+use crate::wire;
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
+    /// The statement as the backend must run it for DSQL's answer: the
+    /// catalog through DSQL's names, and DSQL's version.
+    pub(crate) fn as_dsql(&self, text: &str) -> String {
+        if Statement::parse(text).is_show("server_version") {
+            return format!("SELECT {} AS server_version", literal(&self.shared.config.server_version));
+        }
+        sql::through_dsql_catalog(text)
+    }
+
+    /// Whether DSQL runs `s` now; the statement to send when it does.
+    pub(crate) async fn check(&mut self, s: &Statement) -> Io<Result<String, Refused>> {
+        let add_identity = self.shared.refuse_add_identity.load(Ordering::Relaxed);
+        if let Some(r) = sql::refusal(s, add_identity) {
+            return Ok(Err(r));
+        }
+        if let Some(f) = self.shared.take_fault(s, false) {
+            return Ok(Err(refusal(f.code, f.message)));
+        }
+        let age = self.shared.config.limits.transaction_age;
+        if let Some(t) = &mut self.txn {
+            if t.aborted {
+                return Ok(Err(refusal(
+                    "25P02",
+                    "current transaction is aborted, commands ignored until end of transaction block",
+                )));
+            }
+            if t.started.elapsed() > age && !matches!(s.kind, Kind::Rollback) {
+                t.aborted = true;
+                bump(&self.shared.stats.age_limit_errors);
+                return Ok(Err(refusal("54000", format!("transaction age limit of {}s exceeded", age.as_secs()))));
+            }
+        }
+        if s.kind == Kind::Begin {
+            self.txn = Some(Txn::new());
+        }
+        let is_ddl = matches!(s.kind, Kind::Ddl { .. } | Kind::CreateIndexAsync { .. });
+        if let Some(t) = &self.txn {
+            if is_ddl && t.ddl > 0 {
+                return Ok(Err(refusal("0A000", "unsupported: more than one DDL statement in a transaction")));
+            }
+            if (is_ddl && t.dml) || (matches!(s.kind, Kind::Dml { .. }) && t.ddl > 0) {
+                return Ok(Err(refusal("0A000", "unsupported: DDL and DML in the same transaction")));
+            }
+        }
+        if sql::is_sync_index(s)
+            && let Some(table) = sql::table_after_on(s)
+            && self.query_bool(&format!("SELECT EXISTS (SELECT 1 FROM {table})")).await? == Some(true)
+        {
+            return Ok(Err(refusal(
+                "0A000",
+                "CREATE INDEX on a table with rows is not supported; use CREATE INDEX ASYNC",
+            )));
+        }
+        if let Some(index) = sql::dropped_index(s) {
+            // DSQL: dropping an index whose build runs cancels the build.
+            self.shared.jobs.cancel(&index).await;
+        }
+        let mut text = s.sql.clone();
+        if let Kind::CreateIndexAsync { name, table } = &s.kind {
+            let exists = format!(
+                "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = {} AND relkind = 'i') \
+                 OR EXISTS (SELECT 1 FROM sys.jobs WHERE object_name = {} AND status IN ('submitted', 'processing'))",
+                literal(name),
+                literal(name)
+            );
+            if self.query_bool(&exists).await? == Some(true) {
+                return Ok(Err(refusal("42P07", format!("relation \"{name}\" already exists"))));
+            }
+            let Some(build_sql) = sql::background_build(s) else {
+                return Ok(Err(refusal("42601", "syntax error in CREATE INDEX ASYNC")));
+            };
+            let job_id = new_job_id();
+            text = format!(
+                "INSERT INTO sys.jobs (job_id, status, object_name) VALUES ({}, 'submitted', {}) RETURNING job_id",
+                literal(&job_id),
+                literal(name)
+            );
+            if let Some(t) = &mut self.txn {
+                t.builds.push(Build { job_id, index: name.clone(), table: table.clone(), sql: build_sql });
+            }
+        }
+        if let Some(t) = &mut self.txn {
+            for name in s.names() {
+                let version = self.shared.schema_version(&name);
+                t.seen.entry(name).or_insert(version);
+            }
+            match &s.kind {
+                Kind::Ddl { table } => {
+                    t.ddl += 1;
+                    t.changes.extend(table.clone());
+                }
+                Kind::CreateIndexAsync { .. } => t.ddl += 1,
+                Kind::Dml { .. } => t.dml = true,
+                _ => {}
+            }
+        }
+        Ok(Ok(text))
+    }
+
+    /// Rows (index rows counted) and bytes PostgreSQL counts as changed by
+    /// this session since its statistics were last flushed.
+    pub(crate) async fn counted(&mut self) -> Io<(i64, i64)> {
+        let counted = self
+            .internal(
+                "SELECT coalesce(sum((s.n_tup_ins + s.n_tup_upd + s.n_tup_del) * (1 + ix.n)), 0)::bigint, \
+                        coalesce(sum((s.n_tup_ins + s.n_tup_upd) * w.bytes), 0)::bigint \
+                 FROM pg_stat_xact_user_tables s \
+                 CROSS JOIN LATERAL (SELECT count(*) AS n FROM pg_index i \
+                                     WHERE i.indrelid = s.relid AND NOT i.indisprimary) ix \
+                 CROSS JOIN LATERAL (SELECT coalesce(sum(CASE WHEN a.attlen > 0 THEN a.attlen \
+                                                         ELSE coalesce(st.avg_width, 32) END), 0) AS bytes \
+                                     FROM pg_attribute a LEFT JOIN pg_stats st ON st.schemaname = s.schemaname \
+                                          AND st.tablename = s.relname AND st.attname = a.attname \
+                                     WHERE a.attrelid = s.relid AND a.attnum > 0 AND NOT a.attisdropped) w \
+                 WHERE s.schemaname NOT IN ('sys', 'dsql_sim')",
+            )
+            .await?;
+        let Ok(rows) = counted else { return Ok((0, 0)) };
+        let value =
+            |i: usize| rows.first().and_then(|r| r.get(i).cloned().flatten()).and_then(|v| v.parse::<i64>().ok());
+        Ok((value(0).unwrap_or(0), value(1).unwrap_or(0)))
+    }
+
+    /// Rows and bytes changed so far in the open transaction, against the limits.
+    pub(crate) async fn within_limits(&mut self) -> Io<Result<(), Refused>> {
+        let (rows, bytes) = self.counted().await?;
+        let (rows0, bytes0) = self.txn.as_ref().and_then(|t| t.baseline).unwrap_or((0, 0));
+        let (rows, bytes) = (rows - rows0, bytes - bytes0);
+        let limits = &self.shared.config.limits;
+        if rows > limits.rows_per_transaction {
+            bump(&self.shared.stats.row_limit_errors);
+            return Ok(Err(refusal("54000", "transaction row limit exceeded")));
+        }
+        if bytes > limits.bytes_per_transaction {
+            bump(&self.shared.stats.row_limit_errors);
+            let mb = limits.bytes_per_transaction / (1024 * 1024);
+            return Ok(Err(refusal("54000", format!("transaction size limit {mb}mb exceeded"))));
+        }
+        Ok(Ok(()))
+    }
+
+    /// The client's COMMIT of an explicit transaction.
+    pub(crate) async fn commit(&mut self) -> Io<()> {
+        let aborted = self.txn.as_ref().is_some_and(|t| t.aborted);
+        if aborted {
+            // As PostgreSQL answers COMMIT in a failed transaction.
+            self.rollback().await?;
+            self.txn = None;
+            self.reply(&[wire::command_complete("ROLLBACK")]).await?;
+            return self.reply_ready(b'I').await;
+        }
+        match self.try_commit().await? {
+            Ok(()) => {
+                self.reply(&[wire::command_complete("COMMIT")]).await?;
+                self.reply_ready(b'I').await
+            }
+            Err(why) => {
+                self.reply(&[wire::error("ERROR", why.code, &why.message, None)]).await?;
+                self.reply_ready(b'I').await
+            }
+        }
+    }
+
+    /// Commits the open transaction on the backend unless DSQL would refuse
+    /// it: past its age, a table it read changed by DDL since (OC001), or a
+    /// drawn conflict (OC000). Starts the index builds it submitted.
+    pub(crate) async fn try_commit(&mut self) -> Io<Result<(), Refused>> {
+        let Some(txn) = self.txn.take() else { return Ok(Ok(())) };
+        let age = self.shared.config.limits.transaction_age;
+        let schema_changed = txn.seen.iter().any(|(name, v)| self.shared.schema_version(name) > *v);
+        let draw = self.shared.conflict_permille.load(Ordering::Relaxed);
+        let conflict = (txn.dml || txn.ddl > 0) && draw > 0 && rand::rng().random_range(0..1000) < draw;
+        let why = if txn.started.elapsed() > age {
+            bump(&self.shared.stats.age_limit_errors);
+            Some(refusal("54000", format!("transaction age limit of {}s exceeded", age.as_secs())))
+        } else if schema_changed {
+            bump(&self.shared.stats.schema_conflicts);
+            Some(refusal("40001", "schema has been updated by another transaction, please retry: (OC001)"))
+        } else if conflict {
+            // DSQL reports conflicts as 40001 with the OC code in the message;
+            // AWS's connectors also expect the OC code as the SQLSTATE itself.
+            // Every other conflict is sent that way.
+            let n = self.shared.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+            if n % 2 == 1 {
+                bump(&self.shared.stats.conflicts_as_oc000);
+                Some(refusal("OC000", "change conflicts with another transaction, please retry"))
+            } else {
+                Some(refusal("40001", "change conflicts with another transaction, please retry: (OC000)"))
+            }
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.rollback().await?;
+            return Ok(Err(why));
+        }
+        let delay = self.shared.commit_delay_ms.load(Ordering::Relaxed);
+        if delay > 0 && (txn.dml || txn.ddl > 0) {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+        if let Err(e) = self.internal("COMMIT").await? {
+            return Ok(Err(refusal("40001", e)));
+        }
+        for table in &txn.changes {
+            self.shared.bump_schema(table);
+        }
+        self.shared.record("COMMIT".into());
+        for build in txn.builds {
+            let shared = self.shared.clone();
+            self.shared.jobs.start(build, move |table| shared.bump_schema(table)).await;
+        }
+        Ok(Ok(()))
+    }
+
+    /// Rolls the backend's transaction back (an error only means there was none).
+    pub(crate) async fn rollback(&mut self) -> Io<()> {
+        let _ = self.internal("ROLLBACK").await?;
+        Ok(())
+    }
+
+    pub(crate) async fn open_implicit(&mut self) -> Io<()> {
+        self.internal("BEGIN").await?.map_err(std::io::Error::other)?;
+        let mut txn = Txn::new();
+        txn.baseline = Some(self.counted().await?);
+        self.txn = Some(txn);
+        Ok(())
+    }
+}
