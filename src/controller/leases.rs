@@ -84,6 +84,11 @@ impl MigrationLeases {
         self.contenders.lock().expect("leases lock").remove(key);
     }
 
+    /// Whether this instance holds the Lease of `key` now.
+    pub fn holds_now(&self, key: &Key) -> bool {
+        self.contenders.lock().expect("leases lock").get(key).is_some_and(|c| *c.held.borrow())
+    }
+
     /// How many migration Leases this instance holds.
     pub fn held(&self) -> usize {
         self.contenders.lock().expect("leases lock").values().filter(|c| *c.held.borrow()).count()

@@ -125,8 +125,13 @@ fn failed_for(status: &IdentityMigrationStatus) -> Duration {
 async fn apply(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<Action, Error> {
     let key = key_of(&obj);
     let generation = obj.metadata.generation.unwrap_or(0);
-    let status = freshest_status(&obj, ctx);
     let task = ctx.supervisor.task(&key);
+    if task == Task::None && !ctx.leases.holds_now(&key) {
+        // What an engine of this instance left is stale once another replica
+        // may have run the migration since: the resource's status rules.
+        ctx.supervisor.forget(&key);
+    }
+    let status = freshest_status(&obj, ctx);
     let decision = decide(&obj.spec, &status, generation, task, failed_for(&status));
     tracing::debug!(?decision, phase = %status.phase, "decided");
     if task == Task::None && !matches!(decision, Decision::Start) {
