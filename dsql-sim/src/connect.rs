@@ -9,7 +9,8 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::Shared;
-use crate::session::{Io, Session, bump, fatal};
+use crate::bump;
+use crate::session::{Io, Session, fatal};
 use crate::token;
 use crate::wire::{self, Message, Reader};
 

@@ -136,7 +136,8 @@ impl Stats {
     }
 }
 
-fn bump(counter: &AtomicU64) {
+/// Counts one more of a [`Stats`] counter.
+pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 

@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 use rand::RngExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::bump;
 use crate::jobs::{Build, new_job_id};
-use crate::session::{Io, Session, Txn, bump, literal, refusal};
+use crate::session::{Io, Session, Txn, literal, refusal};
 use crate::sql::{self, Kind, Refused, Statement};
 use crate::wire;
 

@@ -15,10 +15,10 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-use crate::Shared;
 use crate::jobs::Build;
 use crate::sql::{self, Kind, Refused, Statement};
 use crate::wire::{self, Message, Reader};
+use crate::{Shared, bump};
 
 /// A statement PostgreSQL refuses while parsing: the stand-in sends it in
 /// place of a refused one, so the backend ends the group (and aborts an open
@@ -26,10 +26,6 @@ use crate::wire::{self, Message, Reader};
 const FAILS: &str = "SELECT dsql_sim_refused_statement()";
 
 pub(crate) type Io<T> = std::io::Result<T>;
-
-pub(crate) fn bump(counter: &std::sync::atomic::AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
 
 pub(crate) fn fatal(code: &str, message: &str, detail: Option<&str>) -> Message {
     wire::error("FATAL", code, message, detail)
