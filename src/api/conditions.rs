@@ -54,6 +54,19 @@ pub fn desired_conditions(status: &IdentityMigrationStatus, suspended: bool) -> 
             desired(PROGRESSING, false, "Suspended", format!("spec.suspend is true; paused in {phase}")),
             desired(DEGRADED, false, "Suspended", "no problems"),
         ],
+        _ if status.queued.is_some() => {
+            let q = status.queued.clone().unwrap_or_default();
+            let endpoint = status.endpoint.as_deref().unwrap_or("its database");
+            let message = format!(
+                "queued: number {} in line for {endpoint}, where {} migrations run at once (maxConcurrentPerTarget)",
+                q.position, q.limit
+            );
+            [
+                desired(READY, false, "Queued", message.clone()),
+                desired(PROGRESSING, false, "Queued", message),
+                desired(DEGRADED, false, "Queued", "no problems"),
+            ]
+        }
         Phase::AwaitingCutover if status.cutover.as_ref().and_then(|c| c.next_window.as_ref()).is_some() => {
             let opens = status.cutover.as_ref().and_then(|c| c.next_window.as_ref()).map(|t| t.0.to_string());
             let message = format!("verified; the cut-over window opens at {}", opens.unwrap_or_default());
@@ -76,7 +89,11 @@ pub fn desired_conditions(status: &IdentityMigrationStatus, suspended: bool) -> 
         _ => {
             let message = match (&status.progress, phase) {
                 (Some(p), Phase::Copying) => {
-                    format!("copied {} of {} rows ({}%)", p.rows_copied, p.rows_total, p.percent)
+                    let copied = format!("copied {} of {} rows ({}%)", p.rows_copied, p.rows_total, p.percent);
+                    match &p.pace {
+                        Some(pace) if pace.reason != "Clear" => format!("{copied}; slowed: {}", pace.message),
+                        _ => copied,
+                    }
                 }
                 _ => format!("{phase}"),
             };
@@ -219,5 +236,34 @@ mod tests {
         let s = IdentityMigrationStatus { phase: Phase::Copying, ..Default::default() };
         let [_, progressing, _] = desired_conditions(&s, true);
         assert_eq!((progressing.status, progressing.reason.as_str()), (false, "Suspended"));
+    }
+
+    #[test]
+    fn a_queued_migration_says_where_it_stands_and_a_slowed_copy_says_why() {
+        let mut s = IdentityMigrationStatus {
+            phase: Phase::Pending,
+            endpoint: Some("db.example.com:5432".into()),
+            queued: Some(crate::api::QueuedStatus { position: 2, limit: 4, since: None }),
+            ..Default::default()
+        };
+        let [ready, progressing, degraded] = desired_conditions(&s, false);
+        assert_eq!((ready.reason.as_str(), progressing.status, degraded.status), ("Queued", false, false));
+        assert!(ready.message.contains("number 2 in line for db.example.com:5432"), "{}", ready.message);
+        assert!(ready.message.contains("4 migrations run at once"), "{}", ready.message);
+        s.queued = None;
+        s.phase = Phase::Copying;
+        s.progress = Some(crate::api::Progress {
+            rows_copied: 10,
+            rows_total: 100,
+            percent: 10,
+            pace: Some(crate::api::PaceStatus {
+                rows_per_second: Some(500),
+                reason: "CommitLatency".into(),
+                message: "commit latency p95 240 ms > 100 ms".into(),
+            }),
+            ..Default::default()
+        });
+        let [_, progressing, _] = desired_conditions(&s, false);
+        assert!(progressing.message.ends_with("slowed: commit latency p95 240 ms > 100 ms"), "{}", progressing.message);
     }
 }

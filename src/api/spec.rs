@@ -48,6 +48,7 @@ pub const DEFAULT_PARALLELISM: i32 = 4;
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
         priority = 1
     ),
+    printcolumn(name = "Pace", type_ = "string", json_path = ".status.progress.pace.reason", priority = 1),
     printcolumn(name = "Next Window", type_ = "date", json_path = ".status.cutover.nextWindow", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -258,7 +259,7 @@ pub struct CutoverSpec {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CutoverWindow {
-    /// Local time the window opens, `HH:MM` (24 hours).
+    /// Local time the window opens, `HH:MM` (24 hours), or `HH:MM:SS`.
     pub start: String,
     /// How long it stays open: `2h`, `90m`, `1h30m` (at most 24h).
     pub duration: String,

@@ -38,6 +38,13 @@ pub struct IdentityMigrationStatus {
     /// The last error, with the phase it stopped; cleared when the phase moves on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
+    /// The database server (`host:port`) the migration runs against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Set while the migration waits for its turn on its endpoint
+    /// (`maxConcurrentPerTarget`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<QueuedStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -181,6 +188,18 @@ pub struct Progress {
     /// The adaptive pace (`spec.copy.pace`), while the copy runs with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pace: Option<PaceStatus>,
+}
+
+/// A migration waiting for one of its endpoint's slots, in creation order.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct QueuedStatus {
+    /// 1 for the next to start.
+    pub position: i64,
+    /// Migrations that run against the endpoint at once (`maxConcurrentPerTarget`).
+    pub limit: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

@@ -10,6 +10,7 @@ use clap::Args;
 
 use super::Failure;
 use super::signal::shutdown_signal;
+use crate::controller::operator::DEFAULT_PER_TARGET;
 use crate::controller::target::DsqlEndpoints;
 use crate::controller::{OperatorConfig, default_concurrency, run};
 use crate::http::{HttpState, serve};
@@ -27,6 +28,11 @@ pub struct ControllerArgs {
     /// turn. 0 or unset: from the pod's CPU and memory requests (4 without them).
     #[arg(long, env = "MAX_CONCURRENT_MIGRATIONS")]
     pub max_concurrent_migrations: Option<usize>,
+    /// Migrations that run against one database endpoint (`host:port`) at
+    /// once, across every replica; the others wait, Queued, in creation order.
+    /// 0: no limit.
+    #[arg(long, env = "MAX_CONCURRENT_PER_TARGET", default_value_t = DEFAULT_PER_TARGET)]
+    pub max_concurrent_per_target: usize,
     /// The pod's CPU request in millicores (the chart sets it from the Downward API).
     #[arg(long, env = "CPU_REQUEST_MILLICORES")]
     pub cpu_request_millicores: Option<u64>,
@@ -41,6 +47,10 @@ pub struct ControllerArgs {
     pub lease_namespace: String,
     #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
+    /// While an approved cut-over waits for its window, the shadow is
+    /// re-synced this often (each pass reads the table once).
+    #[arg(long, env = "WINDOW_RESYNC_SECONDS", default_value_t = 300)]
+    pub window_resync_seconds: u64,
     /// DSQL endpoints each namespace may name, as JSON: {"blog": ["host"], "*": []}.
     /// A namespace with no entry may use DSQL only if it is the operator's own.
     #[arg(long, env = "DSQL_ENDPOINTS", default_value = "{}")]
@@ -63,10 +73,12 @@ pub async fn main(args: ControllerArgs) -> Result<(), Failure> {
             Some(n) if n > 0 => n,
             _ => default_concurrency(args.cpu_request_millicores, args.memory_request_mib),
         },
+        max_concurrent_per_target: args.max_concurrent_per_target,
         lease_namespace: args.lease_namespace,
         lease_duration_seconds: args.lease_duration_seconds.max(2),
         lease_grace_seconds: (args.lease_duration_seconds / 3).max(1),
         dsql_endpoints,
+        resync_while_waiting: std::time::Duration::from_secs(args.window_resync_seconds.max(1)),
     };
     let metrics = Metrics::default();
     let ready = Arc::new(AtomicBool::new(false));

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::api::{Approval, IdentityMigrationSpec, IdentityMigrationStatus, Phase};
+use crate::api::{Approval, IdentityMigrationSpec, IdentityMigrationStatus, Phase, TakenStrategy};
 use crate::engine::plan::phase::{Gate, Work, effective_phase, may_own_shadow, may_proceed, settled};
 use crate::engine::plan::validate::{InvalidInput, TargetSource, validate_spec};
 use crate::engine::plan::window::{self, WindowState};
@@ -102,7 +102,10 @@ pub fn decide_at(
     match status.phase {
         _ if spec.suspend => Decision::Idle,
         Phase::AwaitingCutover if !may_proceed(Work::AwaitingCutover, gate) => match window {
-            // Approved (or no approval asked): look again when the window opens.
+            // Approved (or no approval asked), by copy: the engine keeps the
+            // shadow in step until the window opens, then cuts over.
+            Some(WindowState::Closed { .. }) if gate.approval_given() && !in_place(status) => Decision::Start,
+            // In place there is nothing to keep in step: look again when it opens.
             Some(WindowState::Closed { opens_at }) if gate.approval_given() => {
                 Decision::RetryAfter(opens_at.duration_since(now).try_into().unwrap_or(Duration::ZERO))
             }
@@ -118,6 +121,10 @@ pub fn decide_at(
         }
         _ => Decision::Start,
     }
+}
+
+fn in_place(status: &IdentityMigrationStatus) -> bool {
+    status.strategy.as_ref().is_some_and(|s| s.taken == TakenStrategy::InPlace)
 }
 
 /// What deleting the resource must clean up.
@@ -209,6 +216,15 @@ mod tests {
         let waiting = status(Phase::AwaitingCutover);
         assert_eq!(
             decide_at(&spec, &waiting, 1, Task::None, NOW, at("2026-12-01T01:00:00Z")),
+            Decision::Start,
+            "by copy, the engine keeps the shadow in step while it waits"
+        );
+        let in_place = IdentityMigrationStatus {
+            strategy: Some(crate::api::StrategyStatus { taken: TakenStrategy::InPlace, reason: String::new() }),
+            ..waiting.clone()
+        };
+        assert_eq!(
+            decide_at(&spec, &in_place, 1, Task::None, NOW, at("2026-12-01T01:00:00Z")),
             Decision::RetryAfter(Duration::from_secs(3600))
         );
         assert_eq!(decide_at(&spec, &waiting, 1, Task::None, NOW, at("2026-12-01T02:30:00Z")), Decision::Start);

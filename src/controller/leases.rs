@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use super::supervisor::Key;
 
 /// How long a reconcile waits for a free Lease to be taken before it looks again later.
-const FIRST_ANSWER: Duration = Duration::from_secs(2);
+pub const FIRST_ANSWER: Duration = Duration::from_secs(2);
 
 /// The Lease of the migration with `uid`.
 pub fn lease_name(uid: &str) -> String {
@@ -115,29 +115,47 @@ impl MigrationLeases {
         }
     }
 
-    /// Replicas reconciling a new migration together race to create its
-    /// Lease: the losers get 409 (AlreadyExists or a conflict), the ordinary
-    /// outcome of that race, and try again.
     async fn manager(&self, uid: &str) -> Result<LeaseManager, LeaseManagerError> {
-        let mut delay = Duration::from_millis(50);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let built = LeaseManagerBuilder::new(self.client.clone(), lease_name(uid))
-                .with_namespace(&self.namespace)
-                .with_identity(&self.identity)
-                .with_duration(self.duration_seconds)
-                .with_grace(self.grace_seconds)
-                .build()
-                .await;
-            match built {
-                Err(e) if lease_race(&e) && attempt < 10 => {
-                    tracing::debug!(error = %e, attempt, "another replica created the lease first; trying again");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-                other => return other,
+        let terms = LeaseTerms { duration_seconds: self.duration_seconds, grace_seconds: self.grace_seconds };
+        lease_manager(&self.client, &self.namespace, &lease_name(uid), &self.identity, terms).await
+    }
+}
+
+/// How long a Lease lasts without renewal, and how long before expiry it is renewed.
+#[derive(Clone, Copy, Debug)]
+pub struct LeaseTerms {
+    pub duration_seconds: u64,
+    pub grace_seconds: u64,
+}
+
+/// A manager of Lease `name` for `identity`. Replicas reconciling a new
+/// migration together race to create its Lease: the losers get 409
+/// (AlreadyExists or a conflict), the ordinary outcome of that race, and try again.
+pub async fn lease_manager(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    identity: &str,
+    terms: LeaseTerms,
+) -> Result<LeaseManager, LeaseManagerError> {
+    let mut delay = Duration::from_millis(50);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let built = LeaseManagerBuilder::new(client.clone(), name)
+            .with_namespace(namespace)
+            .with_identity(identity)
+            .with_duration(terms.duration_seconds)
+            .with_grace(terms.grace_seconds)
+            .build()
+            .await;
+        match built {
+            Err(e) if lease_race(&e) && attempt < 10 => {
+                tracing::debug!(error = %e, attempt, lease = name, "another replica created the lease first; trying again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
             }
+            other => return other,
         }
     }
 }

@@ -12,10 +12,11 @@ use kube::runtime::events::{Recorder, Reporter as EventReporter};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 
-use super::leases::MigrationLeases;
+use super::leases::{LeaseTerms, MigrationLeases};
 use super::reconcile::{ReconcileContext, error_policy, reconcile};
 use super::supervisor::Supervisor;
 use super::target::DsqlEndpoints;
+use super::target_slots::TargetSlots;
 use crate::api::IdentityMigration;
 use crate::metrics::Metrics;
 
@@ -26,6 +27,9 @@ pub struct OperatorConfig {
     /// Namespaces to watch; empty for all.
     pub watch_namespaces: Vec<String>,
     pub max_concurrent_migrations: usize,
+    /// Migrations that run against one database endpoint at once, across
+    /// every replica; 0 for no limit.
+    pub max_concurrent_per_target: usize,
     /// The namespace of the migrations' Leases (the operator's own).
     pub lease_namespace: String,
     /// How long a Lease lasts without renewal, and how long before expiry it is renewed.
@@ -33,6 +37,8 @@ pub struct OperatorConfig {
     pub lease_grace_seconds: u64,
     /// The DSQL endpoints each namespace may name (the chart's `dsqlEndpoints`).
     pub dsql_endpoints: DsqlEndpoints,
+    /// How often a verified migration re-syncs while its cut-over window is closed.
+    pub resync_while_waiting: std::time::Duration,
 }
 
 /// CPU and memory a running migration takes from its replica, for the default
@@ -42,6 +48,10 @@ pub const CPU_PER_MIGRATION_MILLICORES: u64 = 12;
 pub const MEMORY_PER_MIGRATION_MIB: u64 = 16;
 /// Without requests to go by.
 pub const DEFAULT_CONCURRENCY: usize = 4;
+/// `maxConcurrentPerTarget` unless set: a few copies at once, each paced and
+/// with its own `parallelism`, are as much as a production database should
+/// carry beside its traffic.
+pub const DEFAULT_PER_TARGET: usize = 4;
 
 /// Migrations a replica runs at once when not set: what its CPU and memory
 /// requests allow, between 1 and 32.
@@ -73,45 +83,58 @@ pub async fn run(
         config.lease_duration_seconds,
         config.lease_grace_seconds,
     );
+    let terms =
+        LeaseTerms { duration_seconds: config.lease_duration_seconds, grace_seconds: config.lease_grace_seconds };
+    let slots = TargetSlots::new(
+        client.clone(),
+        &config.lease_namespace,
+        &config.identity,
+        terms,
+        config.max_concurrent_per_target,
+    );
+    let apis: Vec<Api<IdentityMigration>> = if config.watch_namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        config.watch_namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
+    };
+    let controllers: Vec<Controller<IdentityMigration>> =
+        apis.into_iter().map(|api| Controller::new(api, watcher::Config::default().any_semantic())).collect();
     let ctx = Arc::new(ReconcileContext {
         client: client.clone(),
         supervisor: Supervisor::new(config.max_concurrent_migrations),
         leases,
+        slots,
+        known: controllers.iter().map(Controller::store).collect(),
         metrics: metrics.clone(),
         recorder,
         application_name: format!("identity-migrator/{}", config.identity),
         dsql_endpoints: config.dsql_endpoints.clone(),
+        resync_while_waiting: config.resync_while_waiting,
     });
     tracing::info!(identity = %config.identity, "reconciling IdentityMigrations");
     ready.store(true, Ordering::SeqCst);
     tokio::select! {
-        () = controllers(client.clone(), &config.watch_namespaces, ctx.clone()) => {}
+        () = run_controllers(controllers, ctx.clone()) => {}
         () = shutdown => {}
     }
     // Every engine finishes or abandons its batch and saves its checkpoint,
     // then its Lease is released for another replica.
     ctx.supervisor.stop_all().await;
     ctx.leases.release_all().await;
+    ctx.slots.release_all().await;
     metrics.held_leases.set(0);
     metrics.running_migrations.set(0);
     tracing::info!(identity = %config.identity, "stopped; migration leases released");
 }
 
 /// One controller per watched namespace, or one for all.
-async fn controllers(client: Client, namespaces: &[String], ctx: Arc<ReconcileContext>) {
-    let apis: Vec<Api<IdentityMigration>> = if namespaces.is_empty() {
-        vec![Api::all(client)]
-    } else {
-        namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
-    };
-    let runs = apis.into_iter().map(|api| {
-        Controller::new(api, watcher::Config::default().any_semantic())
-            .run(reconcile, error_policy, ctx.clone())
-            .for_each(|result| async move {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "controller event");
-                }
-            })
+async fn run_controllers(controllers: Vec<Controller<IdentityMigration>>, ctx: Arc<ReconcileContext>) {
+    let runs = controllers.into_iter().map(|controller| {
+        controller.run(reconcile, error_policy, ctx.clone()).for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
     });
     futures::future::join_all(runs).await;
 }

@@ -10,15 +10,18 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::Instrument;
 
+use super::admission::{Admission, admit};
 use super::decide::{Cleanup, Decision, Task, cleanup_for, decide};
 use super::leases::MigrationLeases;
 use super::status_sink::{ResourceSink, publish, write_status};
-use super::supervisor::{Key, Supervisor};
+use super::supervisor::{Key, Room, Supervisor};
 use super::target::{DsqlEndpoints, TargetError, connector_for};
+use super::target_slots::TargetSlots;
 use super::workloads::KubeWorkloads;
 use crate::api::conditions::refresh_conditions;
 use crate::api::now;
-use crate::api::{IdentityMigration, IdentityMigrationStatus, LastError, Phase};
+use crate::api::{IdentityMigration, IdentityMigrationStatus, LastError, Phase, QueuedStatus};
+use crate::db::Connector;
 use crate::engine::plan::validate::{TargetSource, validate_spec};
 use crate::engine::steps::teardown::drop_unfinished_shadow;
 use crate::engine::store::Severity;
@@ -42,12 +45,18 @@ pub struct ReconcileContext {
     pub supervisor: Supervisor,
     /// The migrations' Leases: an engine runs only where its Lease is held.
     pub leases: MigrationLeases,
+    /// The endpoints' slots (`maxConcurrentPerTarget`).
+    pub slots: TargetSlots,
+    /// Every migration this replica watches, for the line at each endpoint.
+    pub known: Vec<kube::runtime::reflector::Store<IdentityMigration>>,
     pub metrics: Metrics,
     pub recorder: Recorder,
     /// `application_name` of this instance's database connections.
     pub application_name: String,
     /// The DSQL endpoints each namespace may name.
     pub dsql_endpoints: DsqlEndpoints,
+    /// How often a verified migration re-syncs while its cut-over window is closed.
+    pub resync_while_waiting: Duration,
 }
 
 #[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
@@ -117,7 +126,13 @@ fn freshest_status(obj: &IdentityMigration, ctx: &ReconcileContext) -> IdentityM
     }
 }
 
-fn failed_for(status: &IdentityMigrationStatus) -> Duration {
+/// Verified and waiting for its cut-over window: the engine only re-syncs
+/// now and then, and takes neither room in a replica nor a slot of its endpoint.
+pub fn waits_for_window(status: &IdentityMigrationStatus) -> bool {
+    status.phase == Phase::AwaitingCutover
+}
+
+pub fn failed_for(status: &IdentityMigrationStatus) -> Duration {
     let at = status.last_error.as_ref().and_then(|e| e.at.as_ref());
     at.map_or(Duration::MAX, |t| jiff::Timestamp::now().duration_since(t.0).try_into().unwrap_or(Duration::ZERO))
 }
@@ -135,20 +150,46 @@ async fn apply(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<Ac
     let decision = decide(&obj.spec, &status, generation, task, failed_for(&status));
     tracing::debug!(?decision, phase = %status.phase, "decided");
     if task == Task::None && !matches!(decision, Decision::Start) {
-        // Nothing runs here and nothing is to start: let the Lease go.
+        // Nothing runs here and nothing is to start: let the Leases go.
         ctx.leases.release(&key);
+        ctx.slots.release(&key);
     }
     match decision {
         Decision::Start => {
-            let Some(slot) = ctx.supervisor.try_reserve() else {
-                // No free slot: leave the migration to a replica that has one.
-                ctx.leases.release(&key);
-                return Ok(Action::requeue(LEASE_POLL));
+            let room = if waits_for_window(&status) {
+                Room::NotNeeded
+            } else {
+                let Some(permit) = ctx.supervisor.try_reserve() else {
+                    // No room here: leave the migration to a replica that has some.
+                    ctx.leases.release(&key);
+                    ctx.slots.release(&key);
+                    return Ok(Action::requeue(LEASE_POLL));
+                };
+                Room::Reserved(permit)
             };
             let Some(held) = ctx.leases.hold(&key, &obj.uid().unwrap_or_default()).await? else {
                 return Ok(Action::requeue(LEASE_POLL));
             };
-            start(obj, status, ctx, held, slot).await?;
+            let connector =
+                match connector_for(&ctx.client, &key.0, &obj.spec, &ctx.application_name, &ctx.dsql_endpoints).await {
+                    Ok(connector) => connector,
+                    Err(e) if e.needs_person() => {
+                        reject(&obj, status, ctx, e.to_string()).await?;
+                        return Ok(Action::await_change());
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+            let endpoint = connector.endpoint();
+            match admit(&obj, &status, ctx, &key, &endpoint, held).await? {
+                Admission::Run(held) => start(obj, status, ctx, held, room, connector).await?,
+                Admission::Queued { position } => {
+                    // The room is for migrations that can run; this one waits
+                    // its turn, keeping its Lease so that one replica says so.
+                    drop(room);
+                    queue(&obj, status, ctx, endpoint, position).await?;
+                    return Ok(Action::requeue(LEASE_POLL));
+                }
+            }
             Ok(Action::requeue(WATCH_RUNNING))
         }
         Decision::Restart => {
@@ -181,6 +222,8 @@ async fn settle(
 ) -> Result<(), Error> {
     let before = status.clone();
     status.observed_generation = obj.metadata.generation;
+    // Not waiting for a slot any more: it has nothing to run.
+    status.queued = None;
     let suspended = obj.spec.suspend && !status.phase.is_terminal();
     refresh_conditions(&mut status, suspended, &now());
     if same_ignoring_time(&before, &status) {
@@ -220,6 +263,7 @@ async fn reject(
         phase => phase,
     };
     status.phase = Phase::Failed;
+    status.queued = None;
     status.observed_generation = obj.metadata.generation;
     status.last_error =
         Some(LastError { phase, message: message.clone(), sqlstate: None, invalid_input: true, at: Some(now()) });
@@ -230,30 +274,55 @@ async fn reject(
     Ok(())
 }
 
+/// Records that `obj` waits for a slot of `endpoint`, when that is news.
+async fn queue(
+    obj: &IdentityMigration,
+    mut status: IdentityMigrationStatus,
+    ctx: &ReconcileContext,
+    endpoint: String,
+    position: usize,
+) -> Result<(), Error> {
+    let before = status.clone();
+    let since = before.queued.as_ref().and_then(|q| q.since.clone()).unwrap_or_else(now);
+    status.endpoint = Some(endpoint);
+    status.queued = Some(QueuedStatus { position: position as i64, limit: ctx.slots.limit as i64, since: Some(since) });
+    status.observed_generation = obj.metadata.generation;
+    refresh_conditions(&mut status, false, &now());
+    if same_ignoring_time(&before, &status) {
+        return Ok(());
+    }
+    let api: Api<IdentityMigration> = Api::namespaced(ctx.client.clone(), &key_of(obj).0);
+    write_status(&api, &obj.name_any(), &status).await.map_err(Error::Status)?;
+    if before.queued.is_none() {
+        let note =
+            format!("waiting for one of the {} slots of {}", ctx.slots.limit, status.endpoint.unwrap_or_default());
+        publish(&ctx.recorder, &obj.object_ref(&()), Severity::Normal, "Queued", note).await;
+    }
+    Ok(())
+}
+
 /// Starts the engine for `obj` from `status`.
 async fn start(
     obj: Arc<IdentityMigration>,
     mut status: IdentityMigrationStatus,
     ctx: &ReconcileContext,
     held: tokio::sync::watch::Receiver<bool>,
-    slot: tokio::sync::OwnedSemaphorePermit,
+    room: Room,
+    connector: Connector,
 ) -> Result<(), Error> {
     let key = key_of(&obj);
     let settings = match validate_spec(&obj.spec, TargetSource::Spec) {
         Ok(settings) => settings,
         Err(invalid) => return reject(&obj, status, ctx, invalid.to_string()).await,
     };
-    let connector =
-        match connector_for(&ctx.client, &key.0, &obj.spec, &ctx.application_name, &ctx.dsql_endpoints).await {
-            Ok(connector) => connector,
-            Err(e) if e.needs_person() => return reject(&obj, status, ctx, e.to_string()).await,
-            Err(e) => return Err(e.into()),
-        };
     let generation = obj.metadata.generation.unwrap_or(0);
     status.observed_generation = Some(generation);
+    status.endpoint = Some(connector.endpoint());
+    status.queued = None;
     let job = Job {
         approved: obj.spec.cutover.approved,
         leading: Some(held.clone()),
+        resync_while_waiting: Some(ctx.resync_while_waiting),
         workloads: Some(Arc::new(KubeWorkloads { client: ctx.client.clone(), namespace: key.0.clone() })),
         ..Job::new(settings, connector)
     };
@@ -261,7 +330,7 @@ async fn start(
     let sink = ResourceSink::new(api, &obj, ctx.recorder.clone(), ctx.metrics.clone()).while_held(held.clone());
     let span = tracing::info_span!("migration", namespace = %key.0, name = %key.1);
     tracing::info!(parent: &span, phase = %status.phase, generation, "starting the engine");
-    ctx.supervisor.start(key, generation, Some(slot), move |control| {
+    ctx.supervisor.start(key, generation, room, move |control| {
         async move {
             let (outcome, status, _) = Migration::new(job, Some(status), sink, control).run().await;
             tracing::info!(?outcome, phase = %status.phase, "engine stopped");
@@ -293,6 +362,7 @@ async fn cleanup(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<
         }
     }
     ctx.supervisor.forget(&key);
+    ctx.slots.release(&key);
     ctx.leases.delete(&key, &uid).await;
     tracing::info!(namespace = %key.0, name = %key.1, phase = %status.phase, "deleted; user data left in place");
     Ok(Action::await_change())

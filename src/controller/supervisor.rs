@@ -29,6 +29,17 @@ struct State {
     finished: HashMap<Key, (Outcome, IdentityMigrationStatus)>,
 }
 
+/// The room an engine takes in this replica (`maxConcurrentMigrations`).
+pub enum Room {
+    /// A slot reserved beforehand ([`Supervisor::try_reserve`]).
+    Reserved(OwnedSemaphorePermit),
+    /// Waits for a free slot before it runs.
+    WaitForOne,
+    /// Takes none: a verified migration waiting for its cut-over window,
+    /// which only re-syncs now and then.
+    NotNeeded,
+}
+
 pub struct Supervisor {
     state: Arc<Mutex<State>>,
     permits: Arc<Semaphore>,
@@ -62,14 +73,9 @@ impl Supervisor {
         self.permits.clone().try_acquire_owned().ok()
     }
 
-    /// Starts `engine` for `key` in `slot`, or once a slot is free.
-    pub fn start<F>(
-        &self,
-        key: Key,
-        generation: i64,
-        slot: Option<OwnedSemaphorePermit>,
-        engine: impl FnOnce(watch::Receiver<Directive>) -> F,
-    ) where
+    /// Starts `engine` for `key` in `room`.
+    pub fn start<F>(&self, key: Key, generation: i64, room: Room, engine: impl FnOnce(watch::Receiver<Directive>) -> F)
+    where
         F: Future<Output = (Outcome, IdentityMigrationStatus)> + Send + 'static,
     {
         let (control, receiver) = watch::channel(Directive::Run);
@@ -77,9 +83,10 @@ impl Supervisor {
         let (state, permits) = (self.state.clone(), self.permits.clone());
         let task_key = key.clone();
         let handle = tokio::spawn(async move {
-            let _permit = match slot {
-                Some(slot) => slot,
-                None => permits.acquire_owned().await.expect("the semaphore is never closed"),
+            let _permit = match room {
+                Room::Reserved(permit) => Some(permit),
+                Room::WaitForOne => Some(permits.acquire_owned().await.expect("the semaphore is never closed")),
+                Room::NotNeeded => None,
             };
             let result = work.await;
             state.lock().expect("supervisor lock").finished.insert(task_key, result);
@@ -166,8 +173,8 @@ mod tests {
         let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let a: Key = ("ns".into(), "a".into());
         let b: Key = ("ns".into(), "b".into());
-        supervisor.start(a.clone(), 1, None, engine(running.clone(), peak.clone()));
-        supervisor.start(b.clone(), 1, None, engine(running.clone(), peak.clone()));
+        supervisor.start(a.clone(), 1, Room::WaitForOne, engine(running.clone(), peak.clone()));
+        supervisor.start(b.clone(), 1, Room::WaitForOne, engine(running.clone(), peak.clone()));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(running.load(Ordering::SeqCst), 1, "the second waits for a permit");
         assert_eq!(supervisor.task(&b), Task::Running { generation: 1 }, "waiting counts as running");

@@ -79,6 +79,11 @@ impl Connector {
         self.target.describe()
     }
 
+    /// The server as `host:port`.
+    pub fn endpoint(&self) -> String {
+        self.target.endpoint()
+    }
+
     pub fn identity(&self) -> String {
         self.target.identity()
     }

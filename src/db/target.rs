@@ -151,6 +151,22 @@ impl DatabaseTarget {
         }
     }
 
+    /// The server as `host:port` (host in lower case): migrations that share
+    /// one share its capacity (`maxConcurrentPerTarget`).
+    pub fn endpoint(&self) -> String {
+        match self {
+            DatabaseTarget::Postgres(pg) => {
+                let host = match pg.config.get_hosts().first() {
+                    Some(Host::Tcp(h)) => h.to_ascii_lowercase(),
+                    Some(Host::Unix(p)) => p.display().to_string(),
+                    None => "localhost".into(),
+                };
+                format!("{host}:{}", pg.config.get_ports().first().copied().unwrap_or(5432))
+            }
+            DatabaseTarget::Dsql(d) => format!("{}:{}", d.endpoint.to_ascii_lowercase(), d.port),
+        }
+    }
+
     /// For logs and status: never includes a password or token.
     pub fn describe(&self) -> String {
         match self {
@@ -407,5 +423,14 @@ mod tests {
             assert!(err.contains("port"), "{bad}: {err}");
         }
         assert!(dsql_target(":5432", Some("us-east-1"), "admin", "p", Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn migrations_of_one_server_share_one_endpoint() {
+        let a = DatabaseTarget::Postgres(parse_postgres_url("postgres://u@DB.example.com/app").unwrap());
+        let b = DatabaseTarget::Postgres(parse_postgres_url("host=db.example.com port=5432 dbname=other").unwrap());
+        assert_eq!((a.endpoint(), b.endpoint()), ("db.example.com:5432".into(), "db.example.com:5432".into()));
+        let d = dsql_target("ABC.dsql.us-east-1.on.aws", None, "admin", "postgres", Duration::ZERO).unwrap();
+        assert_eq!(DatabaseTarget::Dsql(d).endpoint(), "abc.dsql.us-east-1.on.aws:5432");
     }
 }

@@ -27,6 +27,10 @@ pub struct Job {
     pub workloads: Option<Arc<dyn Workloads>>,
     /// The migration's Lease in the operator: false once lost.
     pub leading: Option<watch::Receiver<bool>>,
+    /// An approved cut-over whose window is closed: the engine keeps the
+    /// shadow in step with one re-sync pass this often until the window
+    /// opens (the operator). None: it stops, and resumes once it opens (`run`).
+    pub resync_while_waiting: Option<std::time::Duration>,
     /// This engine's claim on the table, taken when the run starts.
     pub claim: Mutex<Option<Arc<Claim>>>,
 }
@@ -44,6 +48,7 @@ impl Job {
             approved: false,
             workloads: None,
             leading: None,
+            resync_while_waiting: None,
             claim: Mutex::new(None),
         }
     }

@@ -180,6 +180,15 @@ impl<R: StatusSink> Migration<R> {
                 {
                     return self.failed(phase, e).await;
                 }
+                if let (Work::AwaitingCutover, true, false, Some(every)) =
+                    (work, gate.approval_given(), gate.in_place, self.job.resync_while_waiting)
+                {
+                    match self.keep_in_step(every).await {
+                        Ok(None) => continue,
+                        Ok(Some(outcome)) => return self.halt(outcome).await,
+                        Err(e) => return self.failed(phase, e).await,
+                    }
+                }
                 if let Err(e) = self.keeper.pause(Pause::AwaitingApproval).await {
                     return self.failed(phase, e).await;
                 }
@@ -194,6 +203,49 @@ impl<R: StatusSink> Migration<R> {
                 Ok(Flow::FallBackToCopy) => stand = fall_back_to_copy(),
                 Ok(Flow::Halt(outcome)) => return self.halt(outcome).await,
                 Err(e) => return self.failed(phase, e).await,
+            }
+        }
+    }
+
+    /// An approved cut-over waiting for its window: one re-sync pass every
+    /// `every` keeps the shadow close behind the source, so the window finds
+    /// little to copy. Returns None once the window opens, or how the engine
+    /// was halted meanwhile.
+    async fn keep_in_step(&mut self, every: Duration) -> Result<Option<Outcome>, EngineError> {
+        let job = self.job.clone();
+        let s = &job.settings;
+        let shape = self.original_shape().await?;
+        let statements = Arc::new(job.statements(&shape, &s.source, &s.shadow));
+        let batch = resync_batch_rows(s, &shape, self.widest_row(&shape).await?);
+        let tracked = s.change_tracking_column.as_deref().map(|tc| {
+            TrackedStatements::new(&s.source, &s.shadow, &s.id_column, &shape, tc, s.generation, job.dialect)
+        });
+        let mark_sql = tracked.as_ref().map(|t| t.mark.as_str());
+        let mut control = self.control.clone();
+        loop {
+            let Some(window) = s.window.as_ref() else { return Ok(None) };
+            let WindowState::Closed { opens_at } = window::state(window, jiff::Timestamp::now()) else {
+                return Ok(None);
+            };
+            if let Some(outcome) = halted(&control) {
+                return Ok(Some(outcome));
+            }
+            job.before_change().await?;
+            let (report, baseline) =
+                verify_pass(&job, statements.clone(), batch, &control, self.baseline.as_ref(), mark_sql).await?;
+            self.baseline = Some(baseline);
+            if report.complete {
+                let v = self.keeper.status.verification.get_or_insert_with(Verification::default);
+                v.passes += 1;
+                v.rows_resynced += report.rows_resynced;
+                v.unresolved = report.unresolved.iter().map(ToString::to_string).collect();
+                tracing::info!(resynced = report.rows_resynced, %opens_at, "kept the shadow in step; the window is closed");
+                self.keeper.checkpoint(Save::Now).await?;
+            }
+            let until_open = opens_at.duration_since(jiff::Timestamp::now()).try_into().unwrap_or(Duration::ZERO);
+            tokio::select! {
+                () = tokio::time::sleep(every.min(until_open)) => {}
+                _ = control.changed() => {}
             }
         }
     }

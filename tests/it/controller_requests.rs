@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use http::{Request, Response};
 use identity_migrator::api::{IdentityMigration, IdentityMigrationSpec, IdentityMigrationStatus, Phase};
-use identity_migrator::controller::leases::MigrationLeases;
+use identity_migrator::controller::leases::{LeaseTerms, MigrationLeases};
 use identity_migrator::controller::reconcile::{FINALIZER, ReconcileContext, reconcile};
 use identity_migrator::controller::supervisor::Supervisor;
+use identity_migrator::controller::target_slots::TargetSlots;
 use identity_migrator::metrics::Metrics;
 use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
@@ -60,12 +61,21 @@ fn context() -> (Arc<ReconcileContext>, ApiHandle) {
     );
     let ctx = ReconcileContext {
         leases: MigrationLeases::new(client.clone(), "identity-migrator", "test", 3, 1),
+        slots: TargetSlots::new(
+            client.clone(),
+            "identity-migrator",
+            "test",
+            LeaseTerms { duration_seconds: 3, grace_seconds: 1 },
+            0,
+        ),
+        known: vec![],
         client,
         supervisor: Supervisor::new(1),
         metrics: Metrics::default(),
         recorder,
         application_name: "identity-migrator/test".into(),
         dsql_endpoints: Default::default(),
+        resync_while_waiting: std::time::Duration::from_secs(300),
     };
     (Arc::new(ctx), handle)
 }

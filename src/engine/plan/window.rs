@@ -38,7 +38,9 @@ pub enum WindowState {
 
 /// Checks a window's fields: `(field, problem)` for the first bad one.
 pub fn parse(w: &CutoverWindow) -> Result<Window, (&'static str, String)> {
-    let start = Time::strptime("%H:%M", w.start.trim())
+    let text = w.start.trim();
+    let start = Time::strptime("%H:%M", text)
+        .or_else(|_| Time::strptime("%H:%M:%S", text))
         .map_err(|_| ("spec.cutover.window.start", format!("{:?} is not a time as HH:MM (24 hours)", w.start)))?;
     let length = parse_length(&w.duration).ok_or_else(|| {
         ("spec.cutover.window.duration", format!("{:?} is not a duration such as 2h, 90m or 1h30m", w.duration))
@@ -170,6 +172,7 @@ mod tests {
         };
         assert_eq!(parse(&w("2am", "2h", "UTC")).unwrap_err().0, "spec.cutover.window.start");
         assert_eq!(parse(&w("25:00", "2h", "UTC")).unwrap_err().0, "spec.cutover.window.start");
+        assert_eq!(parse(&w("02:00:30", "2h", "UTC")).unwrap().start, Time::constant(2, 0, 30, 0), "seconds allowed");
         assert_eq!(parse(&w("02:00", "two hours", "UTC")).unwrap_err().0, "spec.cutover.window.duration");
         assert_eq!(parse(&w("02:00", "25h", "UTC")).unwrap_err().0, "spec.cutover.window.duration");
         assert_eq!(parse(&w("02:00", "0m", "UTC")).unwrap_err().0, "spec.cutover.window.duration");

@@ -55,7 +55,11 @@ pub async fn swap<R: StatusSink>(
                     // re-reads only the source and copies only recent changes.
                     let statements = Arc::new(job.statements(original, &s.source, &s.shadow));
                     let mark = tracked(job, original, &s.source).map(|t| t.mark);
-                    let (report, fresh) = verify_pass(job, statements, batch, &run, None, mark.as_deref()).await?;
+                    // Only the engine writes the shadow: a baseline (from the
+                    // verification, or the re-syncs while waiting for a
+                    // window) still tells its side, so only the source is read.
+                    let (report, fresh) =
+                        verify_pass(job, statements, batch, &run, baseline.as_ref(), mark.as_deref()).await?;
                     tracing::info!(resynced = report.rows_resynced, "caught up before the window");
                     baseline = Some(fresh);
                 }

@@ -35,17 +35,26 @@ impl Operator {
 
     /// An instance that runs at most `max_concurrent` migrations at once.
     pub fn start_with(api: &FakeApi, identity: &str, max_concurrent: usize) -> Self {
+        Self::start_limited(api, identity, max_concurrent, 0)
+    }
+
+    /// An instance that also runs at most `per_target` migrations against one
+    /// database endpoint, counting those of every instance (0: no limit).
+    pub fn start_limited(api: &FakeApi, identity: &str, max_concurrent: usize, per_target: usize) -> Self {
         init_logging();
         let config = OperatorConfig {
             identity: identity.to_string(),
             watch_namespaces: vec![],
             max_concurrent_migrations: max_concurrent,
+            max_concurrent_per_target: per_target,
             lease_namespace: "identity-migrator".into(),
             // Long enough not to lapse on a busy machine, short for takeovers.
             lease_duration_seconds: 6,
             lease_grace_seconds: 2,
             // No namespace listed: only the operator's own may name DSQL endpoints.
             dsql_endpoints: DsqlEndpoints { home: "identity-migrator".into(), ..Default::default() },
+            // Often, so that a test sees passes while a window is closed.
+            resync_while_waiting: Duration::from_secs(1),
         };
         let metrics = Metrics::default();
         let (stop, stopped) = oneshot::channel::<()>();

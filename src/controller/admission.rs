@@ -1,0 +1,55 @@
+//! Whether a migration that is ready to start may start now: it needs a slot
+//! of its endpoint (`maxConcurrentPerTarget`), and waits its turn for one in
+//! creation order. The line comes from this replica's cache of every
+//! migration ([`super::queue`]); the slots are Leases ([`super::target_slots`]).
+
+use kube::ResourceExt;
+use tokio::sync::watch;
+
+use super::queue::{Place, ahead_of};
+use super::reconcile::{Error, ReconcileContext, failed_for, waits_for_window};
+use super::supervisor::Key;
+use super::target_slots::both;
+use crate::api::{IdentityMigration, IdentityMigrationStatus};
+
+pub enum Admission {
+    /// Start, holding this (the migration's Lease, and its slot when limited).
+    Run(watch::Receiver<bool>),
+    /// Wait: number `position` in line.
+    Queued { position: usize },
+}
+
+/// Admits `obj` (whose Lease `held` this replica holds) to `endpoint`.
+pub async fn admit(
+    obj: &IdentityMigration,
+    status: &IdentityMigrationStatus,
+    ctx: &ReconcileContext,
+    key: &Key,
+    endpoint: &str,
+    held: watch::Receiver<bool>,
+) -> Result<Admission, Error> {
+    let limit = ctx.slots.limit;
+    if limit == 0 || waits_for_window(status) {
+        return Ok(Admission::Run(held));
+    }
+    if let Some(slot) = ctx.slots.holding(key) {
+        return Ok(Admission::Run(both(held, slot)));
+    }
+    let me = Place { wants_to_run: true, ..Place::of(obj, failed_for) };
+    let others: Vec<Place> = ctx
+        .known
+        .iter()
+        .flat_map(|store| store.state())
+        .filter(|m| (m.namespace().unwrap_or_default(), m.name_any()) != *key)
+        .map(|m| Place::of(&m, failed_for))
+        .collect();
+    let ahead = ahead_of(&me, endpoint, &others);
+    if ahead < limit
+        && let Some(slot) = ctx.slots.take(key, endpoint).await?
+    {
+        tracing::info!(endpoint, lease = ctx.slots.lease_of(key), "took a slot of the endpoint");
+        return Ok(Admission::Run(both(held, slot)));
+    }
+    // Those ahead mostly run already: the line proper starts after them.
+    Ok(Admission::Queued { position: (ahead + 1).saturating_sub(limit).max(1) })
+}

@@ -1,0 +1,108 @@
+//! The line of migrations waiting for an endpoint (`maxConcurrentPerTarget`):
+//! who is ahead of whom, in creation order, from what every replica's cache
+//! shows. Pure; the slots themselves are Leases ([`super::target_slots`]).
+
+use std::time::Duration;
+
+use super::decide::{Decision, Task, decide};
+use super::supervisor::Key;
+use crate::api::{IdentityMigration, IdentityMigrationStatus, Phase};
+
+/// One migration as the line sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Place {
+    /// Creation time in seconds, then namespace and name: creation order.
+    pub order: (i64, String, String),
+    /// `host:port`; None while no replica has resolved it yet.
+    pub endpoint: Option<String>,
+    /// Runs now or is ready to run (not finished, suspended, waiting for
+    /// approval or backing off after a failure).
+    pub wants_to_run: bool,
+}
+
+impl Place {
+    pub fn of(m: &IdentityMigration, failed_for: impl Fn(&IdentityMigrationStatus) -> Duration) -> Self {
+        let meta = &m.metadata;
+        let created = meta.creation_timestamp.as_ref().map_or(i64::MAX, |t| t.0.as_second());
+        let order = (created, meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default());
+        let status = m.status.clone().unwrap_or_default();
+        let endpoint = status.endpoint.clone().or_else(|| {
+            // A DSQL endpoint is in the spec; a PostgreSQL one only in a Secret.
+            let d = m.spec.target.dsql.as_ref()?;
+            let (host, port) = d.endpoint.rsplit_once(':').unwrap_or((&d.endpoint, "5432"));
+            Some(format!("{}:{port}", host.to_ascii_lowercase()))
+        });
+        let generation = meta.generation.unwrap_or(0);
+        // One waiting for its cut-over window only re-syncs now and then: it
+        // takes no slot, so it is not in the line either.
+        let wants_to_run = meta.deletion_timestamp.is_none()
+            && status.phase != Phase::AwaitingCutover
+            && decide(&m.spec, &status, generation, Task::None, failed_for(&status)) == Decision::Start;
+        Self { order, endpoint, wants_to_run }
+    }
+
+    pub fn key(&self) -> Key {
+        (self.order.1.clone(), self.order.2.clone())
+    }
+}
+
+/// How many migrations come before `me` on `endpoint`: those created earlier
+/// that run or want to. One whose endpoint is not known yet counts, so that
+/// nobody overtakes it while its first reconciliation resolves it.
+pub fn ahead_of(me: &Place, endpoint: &str, others: &[Place]) -> usize {
+    others
+        .iter()
+        .filter(|o| o.order < me.order && o.wants_to_run)
+        .filter(|o| o.endpoint.as_deref().is_none_or(|e| e == endpoint))
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn place(created: i64, name: &str, endpoint: Option<&str>, wants_to_run: bool) -> Place {
+        Place { order: (created, "ns".into(), name.into()), endpoint: endpoint.map(str::to_string), wants_to_run }
+    }
+
+    #[test]
+    fn the_line_is_in_creation_order_per_endpoint() {
+        let a = place(1, "a", Some("db:5432"), true);
+        let b = place(2, "b", Some("db:5432"), true);
+        let other_db = place(2, "x", Some("other:5432"), true);
+        let finished = place(1, "done", Some("db:5432"), false);
+        let c = place(3, "c", Some("db:5432"), true);
+        let all = vec![a.clone(), b.clone(), other_db, finished, c.clone()];
+        assert_eq!(ahead_of(&a, "db:5432", &all), 0);
+        assert_eq!(ahead_of(&b, "db:5432", &all), 1);
+        assert_eq!(ahead_of(&c, "db:5432", &all), 2, "another server's and a finished migration do not count");
+        // Created in the same second: by namespace and name.
+        let c2 = place(3, "c2", Some("db:5432"), true);
+        assert_eq!(ahead_of(&c2, "db:5432", &[c.clone(), c2.clone()]), 1);
+        assert_eq!(ahead_of(&c, "db:5432", &[c.clone(), c2]), 0);
+    }
+
+    #[test]
+    fn an_older_migration_whose_endpoint_is_not_known_yet_keeps_its_place() {
+        let unknown = place(1, "a", None, true);
+        let b = place(2, "b", Some("db:5432"), true);
+        assert_eq!(ahead_of(&b, "db:5432", &[unknown, b.clone()]), 1);
+    }
+
+    #[test]
+    fn whether_a_migration_wants_to_run_follows_its_status() {
+        let mut m = IdentityMigration::new("m", crate::engine::testing::spec_for("t"));
+        m.metadata.namespace = Some("ns".into());
+        let never = |_: &IdentityMigrationStatus| Duration::MAX;
+        assert!(Place::of(&m, never).wants_to_run, "new");
+        m.status = Some(IdentityMigrationStatus { phase: Phase::Copying, ..Default::default() });
+        assert!(Place::of(&m, never).wants_to_run, "running somewhere");
+        m.status = Some(IdentityMigrationStatus { phase: Phase::Completed, ..Default::default() });
+        assert!(!Place::of(&m, never).wants_to_run, "finished");
+        m.status = Some(IdentityMigrationStatus { phase: Phase::AwaitingCutover, ..Default::default() });
+        assert!(!Place::of(&m, never).wants_to_run, "verified, waiting to cut over");
+        m.status = Some(IdentityMigrationStatus { phase: Phase::Copying, ..Default::default() });
+        m.spec.suspend = true;
+        assert!(!Place::of(&m, never).wants_to_run, "suspended");
+    }
+}

@@ -1,0 +1,206 @@
+//! The slots of a database endpoint (`maxConcurrentPerTarget`): Leases
+//! `idmig-slot-<endpoint>-<n>` for n below the limit, in the operator's
+//! namespace. A migration runs only while it holds one, so the limit holds
+//! across replicas: the API server lets one holder update a Lease at a time.
+//! Which waiting migration may try for a slot is [`super::queue`]'s business.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
+use kube_lease_manager::{LeaseManager, LeaseManagerError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::leases::{FIRST_ANSWER, LeaseTerms, lease_manager};
+use super::supervisor::Key;
+
+/// Lease names are DNS subdomains of at most 253 characters.
+const MAX_ENDPOINT_IN_NAME: usize = 200;
+
+/// The Lease of slot `n` of `endpoint`, readable in `kubectl get lease`.
+pub fn slot_name(endpoint: &str, n: usize) -> String {
+    let mut cleaned: String = endpoint
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
+        .collect();
+    cleaned.truncate(MAX_ENDPOINT_IN_NAME);
+    let cleaned = cleaned.trim_matches(|c| c == '-' || c == '.');
+    format!("idmig-slot-{cleaned}-{n}")
+}
+
+/// Whether a Lease can be taken now: it has no holder, its holder let it
+/// lapse, or its holder is `identity`.
+pub fn takeable(lease: Option<&Lease>, identity: &str, now: jiff::Timestamp) -> bool {
+    let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else { return true };
+    let holder = spec.holder_identity.as_deref().unwrap_or("");
+    if holder.is_empty() || holder == identity {
+        return true;
+    }
+    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0);
+    let lasts = i64::from(spec.lease_duration_seconds.unwrap_or(0));
+    renewed.is_none_or(|at| at + jiff::SignedDuration::from_secs(lasts) < now)
+}
+
+struct Held {
+    lease: String,
+    held: watch::Receiver<bool>,
+    task: JoinHandle<Result<LeaseManager, LeaseManagerError>>,
+}
+
+pub struct TargetSlots {
+    client: Client,
+    namespace: String,
+    /// This replica's identity (the pod name).
+    replica: String,
+    terms: LeaseTerms,
+    /// Migrations that run against one endpoint at once; 0 for no limit.
+    pub limit: usize,
+    held: Mutex<HashMap<Key, Held>>,
+}
+
+impl TargetSlots {
+    pub fn new(client: Client, namespace: &str, replica: &str, terms: LeaseTerms, limit: usize) -> Self {
+        Self {
+            client,
+            namespace: namespace.to_string(),
+            replica: replica.to_string(),
+            terms,
+            limit,
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The slot `key` holds on this replica, while held.
+    pub fn holding(&self, key: &Key) -> Option<watch::Receiver<bool>> {
+        let held = self.held.lock().expect("slots lock");
+        held.get(key).filter(|h| *h.held.borrow() && !h.task.is_finished()).map(|h| h.held.clone())
+    }
+
+    /// The slot Lease `key` holds, for logs and status.
+    pub fn lease_of(&self, key: &Key) -> Option<String> {
+        self.held.lock().expect("slots lock").get(key).map(|h| h.lease.clone())
+    }
+
+    /// Takes a free slot of `endpoint` for `key`, or None when every slot is held.
+    pub async fn take(&self, key: &Key, endpoint: &str) -> Result<Option<watch::Receiver<bool>>, LeaseManagerError> {
+        if let Some(held) = self.holding(key) {
+            return Ok(Some(held));
+        }
+        self.release(key);
+        let identity = format!("{}/{}@{}", key.0, key.1, self.replica);
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
+        for n in 0..self.limit {
+            let name = slot_name(endpoint, n);
+            let lease = api.get_opt(&name).await.map_err(LeaseManagerError::KubeError)?;
+            if !takeable(lease.as_ref(), &identity, jiff::Timestamp::now()) {
+                continue;
+            }
+            let manager = lease_manager(&self.client, &self.namespace, &name, &identity, self.terms).await?;
+            let (held, task) = manager.watch().await;
+            let mut first = held.clone();
+            let _ = tokio::time::timeout(FIRST_ANSWER, first.wait_for(|h| *h)).await;
+            if *held.borrow() {
+                tracing::debug!(lease = %name, "took a slot of the endpoint");
+                self.held
+                    .lock()
+                    .expect("slots lock")
+                    .insert(key.clone(), Held { lease: name, held: held.clone(), task });
+                return Ok(Some(held));
+            }
+            // Another replica took it first: dropping the receiver ends the contention.
+        }
+        Ok(None)
+    }
+
+    /// Gives the slot of `key` back once its engine (which holds a receiver) ended.
+    pub fn release(&self, key: &Key) {
+        self.held.lock().expect("slots lock").remove(key);
+    }
+
+    /// Releases every slot (shutdown) and waits for the releases.
+    pub async fn release_all(&self) {
+        let all: Vec<Held> = self.held.lock().expect("slots lock").drain().map(|(_, h)| h).collect();
+        for Held { held, task, .. } in all {
+            drop(held);
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}
+
+/// True while both `a` and `b` are: the engine's licence to change anything
+/// is its migration's Lease and its endpoint slot together.
+pub fn both(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(*a.borrow() && *b.borrow());
+    tokio::spawn(async move {
+        loop {
+            let gone = tokio::select! {
+                r = a.changed() => r.is_err(),
+                r = b.changed() => r.is_err(),
+                () = tx.closed() => return,
+            };
+            let now = !gone && *a.borrow() && *b.borrow();
+            if tx.send(now).is_err() || gone {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
+    #[test]
+    fn slot_names_are_valid_lease_names_that_show_the_endpoint() {
+        assert_eq!(slot_name("DB.example.com:5432", 0), "idmig-slot-db.example.com-5432-0");
+        assert_eq!(slot_name("/var/run/postgresql:5432", 3), "idmig-slot-var-run-postgresql-5432-3");
+        let long = format!("{}.on.aws:5432", "a".repeat(300));
+        assert!(slot_name(&long, 1).len() <= 253);
+    }
+
+    fn lease(holder: &str, renewed_secs_ago: i64, lasts: i32, now: jiff::Timestamp) -> Lease {
+        Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                renew_time: Some(MicroTime(now - jiff::SignedDuration::from_secs(renewed_secs_ago))),
+                lease_duration_seconds: Some(lasts),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_slot_is_free_when_missing_unheld_lapsed_or_ours() {
+        let now = jiff::Timestamp::now();
+        assert!(takeable(None, "me", now));
+        assert!(takeable(Some(&Lease::default()), "me", now));
+        assert!(takeable(Some(&lease("", 1, 15, now)), "me", now));
+        assert!(!takeable(Some(&lease("other", 1, 15, now)), "me", now), "held and renewed");
+        assert!(takeable(Some(&lease("other", 20, 15, now)), "me", now), "lapsed");
+        assert!(takeable(Some(&lease("me", 1, 15, now)), "me", now));
+    }
+
+    #[tokio::test]
+    async fn both_is_true_only_while_both_are_and_false_once_either_ends() {
+        let (a_tx, a) = watch::channel(true);
+        let (b_tx, b) = watch::channel(false);
+        let mut joined = both(a, b);
+        assert!(!*joined.borrow());
+        b_tx.send(true).unwrap();
+        joined.wait_for(|v| *v).await.unwrap();
+        a_tx.send(false).unwrap();
+        joined.wait_for(|v| !*v).await.unwrap();
+        a_tx.send(true).unwrap();
+        joined.wait_for(|v| *v).await.unwrap();
+        drop(b_tx);
+        joined.wait_for(|v| !*v).await.unwrap();
+    }
+}
