@@ -11,8 +11,8 @@ use crate::api::{IdentityMigration, IdentityMigrationStatus, Phase};
 /// One migration as the line sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Place {
-    /// Creation time in seconds, then namespace and name: creation order.
-    pub order: (i64, String, String),
+    /// Creation time, then namespace and name: creation order.
+    pub order: (i128, String, String),
     /// `host:port`; None while no replica has resolved it yet.
     pub endpoint: Option<String>,
     /// Runs now or is ready to run (not finished, suspended, waiting for
@@ -23,7 +23,7 @@ pub struct Place {
 impl Place {
     pub fn of(m: &IdentityMigration, failed_for: impl Fn(&IdentityMigrationStatus) -> Duration) -> Self {
         let meta = &m.metadata;
-        let created = meta.creation_timestamp.as_ref().map_or(i64::MAX, |t| t.0.as_second());
+        let created = meta.creation_timestamp.as_ref().map_or(i128::MAX, |t| t.0.as_nanosecond());
         let order = (created, meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default());
         let status = m.status.clone().unwrap_or_default();
         let endpoint = status.endpoint.clone().or_else(|| {
@@ -61,7 +61,7 @@ pub fn ahead_of(me: &Place, endpoint: &str, others: &[Place]) -> usize {
 mod tests {
     use super::*;
 
-    fn place(created: i64, name: &str, endpoint: Option<&str>, wants_to_run: bool) -> Place {
+    fn place(created: i128, name: &str, endpoint: Option<&str>, wants_to_run: bool) -> Place {
         Place { order: (created, "ns".into(), name.into()), endpoint: endpoint.map(str::to_string), wants_to_run }
     }
 

@@ -108,10 +108,20 @@ pub async fn reconcile(obj: Arc<IdentityMigration>, ctx: Arc<ReconcileContext>) 
 }
 
 pub fn error_policy(obj: Arc<IdentityMigration>, error: &Error, _ctx: Arc<ReconcileContext>) -> Action {
-    if let Error::Finalizer(e) = error
-        && let kube::runtime::finalizer::Error::CleanupFailed(Error::NotHolder) = e.as_ref()
-    {
-        return Action::requeue(LEASE_POLL);
+    use kube::runtime::finalizer::Error as F;
+    if let Error::Finalizer(e) = error {
+        match e.as_ref() {
+            F::CleanupFailed(Error::NotHolder) => return Action::requeue(LEASE_POLL),
+            // Replicas add the finalizer together; the losers' JSON Patch test
+            // fails (409 or 422), the ordinary outcome of that race.
+            F::AddFinalizer(kube::Error::Api(s)) | F::RemoveFinalizer(kube::Error::Api(s))
+                if s.code == 409 || s.code == 422 =>
+            {
+                tracing::debug!(name = %obj.name_any(), "another replica changed the finalizers first; looking again");
+                return Action::requeue(Duration::from_millis(500));
+            }
+            _ => {}
+        }
     }
     tracing::warn!(namespace = obj.namespace().as_deref(), name = %obj.name_any(), error = %error, "reconcile failed");
     Action::requeue(Duration::from_secs(15))

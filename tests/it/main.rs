@@ -16,6 +16,7 @@ mod dsql;
 mod dsql_run;
 mod edges;
 mod fidelity;
+mod fleet;
 mod harness;
 mod in_place;
 mod layers;

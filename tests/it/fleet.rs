@@ -1,0 +1,120 @@
+//! Many migrations over many replicas (issue 15): the line at one database
+//! endpoint, a verified migration kept in step while its window is closed,
+//! the takeover after a replica dies, and what `kubectl get -o wide` shows.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::fake_api::FakeApi;
+use crate::support::operator::{NS, Operator, condition, create_migration, create_url_secret, phase};
+use crate::support::{PostTag, TestDb};
+
+fn get(api: &FakeApi, name: &str) -> Value {
+    api.get("migrations.dsql.dev/v1alpha1", "identitymigrations", NS, name).unwrap_or(Value::Null)
+}
+
+fn ready_reason(o: &Value) -> String {
+    condition(o, "Ready").and_then(|c| c["reason"].as_str()).unwrap_or("").to_string()
+}
+
+/// Phases in which an engine works the database.
+fn working(o: &Value) -> bool {
+    matches!(phase(o), "Validating" | "CreatingTarget" | "Copying" | "Verifying" | "Swapping")
+        && o["status"]["queued"].is_null()
+}
+
+/// The tables the migrator's connections are busy with now, from the
+/// database's side: `pg_stat_activity` of every non-idle connection.
+async fn busy_tables(db: &TestDb) -> BTreeSet<String> {
+    let rows = db
+        .client
+        .query(
+            "SELECT query FROM pg_stat_activity WHERE application_name LIKE 'identity-migrator/%' \
+             AND datname = current_database() AND state <> 'idle'",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .filter_map(|r| {
+            let query: String = r.get(0);
+            let start = query.find("\"q")? + 1;
+            let name: String = query[start..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+            Some(name)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrations_on_one_endpoint_wait_their_turn_in_creation_order_across_replicas() {
+    const N: usize = 6;
+    let db = TestDb::new("fleet_queue").await;
+    let api = FakeApi::new();
+    create_url_secret(&api, "db", &db.url).await;
+    let mut before = Vec::new();
+    for i in 1..=N {
+        PostTag::rows(3_000).named("public", &format!("q{i}"), "id").create(&db).await;
+        before.push(db.fingerprint(&format!("public.q{i}"), "id").await);
+    }
+    // Room for four each, but two at a time against the one PostgreSQL.
+    let a = Operator::start_limited(&api, "pod-a", 4, 2);
+    let b = Operator::start_limited(&api, "pod-b", 4, 2);
+    let spec = json!({"copy": {"parallelism": 1, "batchRows": 500, "maxRowsPerSecond": 1500}});
+    for i in 1..=N {
+        create_migration(&api, &format!("q{i}"), &format!("q{i}"), spec.clone()).await;
+    }
+    // Watch the whole run from the status side and from the database side.
+    let (mut most_working, mut most_busy) = (0, 0);
+    let mut seen_queued = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let objects: Vec<Value> = (1..=N).map(|i| get(&api, &format!("q{i}"))).collect();
+        most_working = most_working.max(objects.iter().filter(|o| working(o)).count());
+        most_busy = most_busy.max(busy_tables(&db).await.len());
+        for (i, o) in objects.iter().enumerate() {
+            if ready_reason(o) == "Queued" {
+                let message = condition(o, "Ready").unwrap()["message"].as_str().unwrap().to_string();
+                assert!(
+                    message.contains("127.0.0.1:5432") && message.contains("2 migrations run at once"),
+                    "{message}"
+                );
+                seen_queued.insert(i + 1);
+            }
+        }
+        if objects.iter().all(|o| phase(o) == "Completed") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all completed: {:?}", objects.iter().map(phase).collect::<Vec<_>>());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    assert!(most_working <= 2, "{most_working} migrations worked at once");
+    assert!(most_busy <= 2, "the database saw {most_busy} tables worked at once");
+    assert!(most_busy >= 1, "the sampling saw the work");
+    assert!(seen_queued.len() >= N - 2, "the later ones showed Queued: {seen_queued:?}");
+    // They started in creation order: two at a time, each pair after the
+    // one before (startedAt has whole seconds).
+    let started: Vec<jiff::Timestamp> = (1..=N)
+        .map(|i| get(&api, &format!("q{i}"))["status"]["startedAt"].as_str().unwrap().parse().unwrap())
+        .collect();
+    for i in 1..N {
+        assert!(started[i] >= started[i - 1], "q{} started before q{}: {started:?}", i + 1, i);
+    }
+    assert!(started[N - 1] > started[0], "not all at once: {started:?}");
+    for (i, fingerprint) in before.iter().enumerate() {
+        let o = get(&api, &format!("q{}", i + 1));
+        assert_eq!(o["status"]["endpoint"], "127.0.0.1:5432");
+        assert!(o["status"]["queued"].is_null(), "no longer queued");
+        assert_eq!(&db.fingerprint(&format!("public.q{}", i + 1), "id").await, fingerprint);
+    }
+    // The two slots are Leases anyone can list; there is no third.
+    let slot = |n: usize| {
+        api.get("coordination.k8s.io/v1", "leases", "identity-migrator", &format!("idmig-slot-127.0.0.1-5432-{n}"))
+    };
+    assert!(slot(0).is_some() && slot(1).is_some() && slot(2).is_none());
+    let events: Vec<String> = api.events_for(NS, "q6").into_iter().map(|(_, r, _)| r).collect();
+    assert!(events.contains(&"Queued".to_string()), "{events:?}");
+}
