@@ -29,7 +29,12 @@ pub async fn admit(
     held: watch::Receiver<bool>,
 ) -> Result<Admission, Error> {
     let limit = ctx.slots.limit;
-    if limit == 0 || waits_for_window(status) {
+    if waits_for_window(status) {
+        // Its copy is done: the slot goes to the next in line.
+        ctx.slots.release(key);
+        return Ok(Admission::Run(held));
+    }
+    if limit == 0 {
         return Ok(Admission::Run(held));
     }
     if let Some(slot) = ctx.slots.holding(key) {

@@ -332,7 +332,9 @@ async fn start(
     let job = Job {
         approved: obj.spec.cutover.approved,
         leading: Some(held.clone()),
-        resync_while_waiting: Some(ctx.resync_while_waiting),
+        // Only an engine started for the wait (without room or slot) stays
+        // for it; one that verified stops there and gives both back.
+        resync_while_waiting: waits_for_window(&status).then_some(ctx.resync_while_waiting),
         workloads: Some(Arc::new(KubeWorkloads { client: ctx.client.clone(), namespace: key.0.clone() })),
         ..Job::new(settings, connector)
     };

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::fake_api::FakeApi;
-use crate::support::operator::{NS, Operator, condition, create_migration, create_url_secret, phase};
+use crate::support::operator::{NS, Operator, condition, create_migration, create_url_secret, phase, wait_for};
 use crate::support::{PostTag, TestDb};
 
 fn get(api: &FakeApi, name: &str) -> Value {
@@ -117,4 +117,64 @@ async fn migrations_on_one_endpoint_wait_their_turn_in_creation_order_across_rep
     assert!(slot(0).is_some() && slot(1).is_some() && slot(2).is_none());
     let events: Vec<String> = api.events_for(NS, "q6").into_iter().map(|(_, r, _)| r).collect();
     assert!(events.contains(&"Queued".to_string()), "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approved_migration_keeps_its_shadow_in_step_while_the_window_is_closed() {
+    let db = TestDb::new("fleet_window").await;
+    PostTag::rows(5_000).create(&db).await;
+    let api = FakeApi::new();
+    create_url_secret(&api, "db", &db.url).await;
+    // One replica with room for one: the waiting migration must not take it.
+    let a = Operator::start_limited(&api, "pod-a", 1, 1);
+    // A window that opens 40 s from now (the copy takes a second or two).
+    let opens = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(40);
+    let start = opens.to_zoned(jiff::tz::TimeZone::UTC).strftime("%H:%M:%S").to_string();
+    let window = json!({"cutover": {"window": {"start": start, "duration": "1h", "timeZone": "UTC"}}});
+    create_migration(&api, "post-tag", "post_tag", window).await;
+    let waiting = wait_for(&api, "post-tag", 60, "waiting for the window", |o| {
+        phase(o) == "AwaitingCutover" && ready_reason(o) == "AwaitingWindow"
+    })
+    .await;
+    let resynced_before = waiting["status"]["verification"]["rowsResynced"].as_i64().unwrap_or(0);
+    assert!(
+        waiting["status"]["cutover"]["nextWindow"].as_str().is_some_and(|t| t.parse::<jiff::Timestamp>().is_ok()),
+        "{waiting}"
+    );
+
+    // Writes while it waits: the shadow catches up without the window.
+    db.client
+        .batch_execute(
+            "UPDATE post_tag SET tag_id = 'changed' WHERE id % 50 = 0;
+             DELETE FROM post_tag WHERE id % 97 = 0;
+             INSERT INTO post_tag (id, post_id, tag_id) SELECT 10000000 + g, 'late', 'x' FROM generate_series(1, 40) g;",
+        )
+        .await
+        .unwrap();
+    let source = db.fingerprint("public.post_tag", "id").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while db.fingerprint("public.post_tag_new", "id").await != source {
+        assert!(Instant::now() < deadline, "the shadow never caught up while the window was closed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let caught_up = get(&api, "post-tag");
+    assert_eq!(phase(&caught_up), "AwaitingCutover", "caught up before the window, not in it");
+    assert!(!db.exists("public", "post_tag_old").await, "no cut-over while the window is closed");
+    let resynced = caught_up["status"]["verification"]["rowsResynced"].as_i64().unwrap_or(0);
+    assert!(resynced > resynced_before, "status counts the re-synced rows: {resynced} after {resynced_before}");
+
+    // Another migration can run meanwhile: the waiting one holds no room.
+    PostTag::rows(2_000).named("public", "other", "id").create(&db).await;
+    let other_before = db.fingerprint("public.other", "id").await;
+    create_migration(&api, "other", "other", json!({})).await;
+    wait_for(&api, "other", 60, "the other migration Completed", |o| phase(o) == "Completed").await;
+    assert_eq!(phase(&get(&api, "post-tag")), "AwaitingCutover");
+
+    // The window opens: the cut-over follows by itself.
+    let done = wait_for(&api, "post-tag", 90, "Completed", |o| phase(o) == "Completed").await;
+    a.shutdown().await;
+    let swapped_at: jiff::Timestamp = done["status"]["cutover"]["swappedAt"].as_str().unwrap().parse().unwrap();
+    assert!(swapped_at >= opens - jiff::SignedDuration::from_secs(1), "cut over at {swapped_at}, window {opens}");
+    assert_eq!(db.fingerprint("public.post_tag", "id").await, source);
+    assert_eq!(db.fingerprint("public.other", "id").await, other_before);
 }
