@@ -6,7 +6,7 @@
 use kube::ResourceExt;
 use tokio::sync::watch;
 
-use super::queue::{Place, ahead_of};
+use super::queue::{Place, ahead_of, older_waiting};
 use super::reconcile::{Error, ReconcileContext, failed_for, waits_for_window};
 use super::supervisor::Key;
 use super::target_slots::both;
@@ -50,6 +50,7 @@ pub async fn admit(
         .collect();
     let ahead = ahead_of(&me, endpoint, &others);
     if ahead < limit
+        && !older_waiting(&me, endpoint, &others)
         && let Some(slot) = ctx.slots.take(key, endpoint).await?
     {
         tracing::info!(endpoint, lease = ctx.slots.lease_of(key), "took a slot of the endpoint");

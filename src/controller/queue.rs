@@ -18,6 +18,8 @@ pub struct Place {
     /// Runs now or is ready to run (not finished, suspended, waiting for
     /// approval or backing off after a failure).
     pub wants_to_run: bool,
+    /// Its status says it waits in line.
+    pub queued: bool,
 }
 
 impl Place {
@@ -38,7 +40,7 @@ impl Place {
         let wants_to_run = meta.deletion_timestamp.is_none()
             && status.phase != Phase::AwaitingCutover
             && decide(&m.spec, &status, generation, Task::None, failed_for(&status)) == Decision::Start;
-        Self { order, endpoint, wants_to_run }
+        Self { order, endpoint, wants_to_run, queued: status.queued.is_some() }
     }
 
     pub fn key(&self) -> Key {
@@ -57,12 +59,23 @@ pub fn ahead_of(me: &Place, endpoint: &str, others: &[Place]) -> usize {
         .count()
 }
 
+/// Whether a migration created before `me` still waits in line at
+/// `endpoint`: then `me` does not overtake it, even for a second slot.
+pub fn older_waiting(me: &Place, endpoint: &str, others: &[Place]) -> bool {
+    others.iter().any(|o| o.order < me.order && o.wants_to_run && o.queued && o.endpoint.as_deref() == Some(endpoint))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn place(created: i128, name: &str, endpoint: Option<&str>, wants_to_run: bool) -> Place {
-        Place { order: (created, "ns".into(), name.into()), endpoint: endpoint.map(str::to_string), wants_to_run }
+        Place {
+            order: (created, "ns".into(), name.into()),
+            endpoint: endpoint.map(str::to_string),
+            wants_to_run,
+            queued: false,
+        }
     }
 
     #[test]
@@ -80,6 +93,16 @@ mod tests {
         let c2 = place(3, "c2", Some("db:5432"), true);
         assert_eq!(ahead_of(&c2, "db:5432", &[c.clone(), c2.clone()]), 1);
         assert_eq!(ahead_of(&c, "db:5432", &[c.clone(), c2]), 0);
+    }
+
+    #[test]
+    fn nobody_overtakes_an_older_migration_still_in_line() {
+        let waiting = Place { queued: true, ..place(1, "a", Some("db:5432"), true) };
+        let b = place(2, "b", Some("db:5432"), true);
+        assert!(older_waiting(&b, "db:5432", std::slice::from_ref(&waiting)));
+        assert!(!older_waiting(&waiting, "db:5432", std::slice::from_ref(&b)), "only older ones count");
+        let elsewhere = Place { endpoint: Some("other:5432".into()), ..waiting.clone() };
+        assert!(!older_waiting(&b, "db:5432", &[elsewhere]));
     }
 
     #[test]

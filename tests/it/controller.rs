@@ -392,6 +392,39 @@ async fn twenty_four_migrations_over_three_replicas_survive_losing_one() {
         assert!(std::time::Instant::now() < deadline, "pod-a never copied");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // From the database's side: no table is worked by two replicas at once.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let client = crate::support::connect(&db.url).await;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut overlaps = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let rows = client
+                    .query(
+                        "SELECT application_name, query FROM pg_stat_activity \
+                         WHERE application_name LIKE 'identity-migrator/%' AND datname = current_database() \
+                         AND state <> 'idle'",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                let mut pods_by_table: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+                    Default::default();
+                for row in rows {
+                    let (app, query): (String, String) = (row.get(0), row.get(1));
+                    if let Some(start) = query.find("\"t") {
+                        let table: String =
+                            query[start + 1..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+                        pods_by_table.entry(table).or_default().insert(app);
+                    }
+                }
+                overlaps.extend(pods_by_table.into_iter().filter(|(_, pods)| pods.len() > 1));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            overlaps
+        })
+    };
     let [a, b, c] = replicas;
     a.crash().await;
     for i in 1..=N {
@@ -404,6 +437,9 @@ async fn twenty_four_migrations_over_three_replicas_survive_losing_one() {
     }
     b.shutdown().await;
     c.shutdown().await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let overlaps = sampler.await.unwrap();
+    assert!(overlaps.is_empty(), "tables worked by two replicas at once: {overlaps:?}");
     for i in 1..=N {
         assert_eq!(db.fingerprint(&format!("public.t{i}"), "id").await, before[i - 1], "t{i}");
     }

@@ -140,3 +140,83 @@ fn the_schema_refuses_wrong_types_unknown_enums_and_misspelt_fields() {
     spec.as_object_mut().unwrap().remove("table");
     assert!(!schema_errors(&migration(spec)).is_empty(), "table is required");
 }
+
+/// Evaluates the printer-column JSONPath forms the CRD uses: `.a.b` and
+/// `.a[?(@.k=="v")].b`, as kubectl does for `get -o wide`.
+fn column(object: &Value, path: &str) -> Value {
+    let mut current = object.clone();
+    let mut rest = path.trim_start_matches('.');
+    while !rest.is_empty() {
+        let end = rest.find(['.', '[']).unwrap_or(rest.len());
+        let (key, tail) = rest.split_at(end);
+        current = current[key].clone();
+        rest = tail;
+        if let Some(filter) = rest.strip_prefix("[?(@.") {
+            let close = filter.find(")]").unwrap();
+            let (k, v) = filter[..close].split_once("==").unwrap();
+            let wanted = v.trim_matches('"');
+            current =
+                current.as_array().and_then(|a| a.iter().find(|e| e[k] == wanted).cloned()).unwrap_or(Value::Null);
+            rest = &filter[close + 2..];
+        }
+        rest = rest.trim_start_matches('.');
+    }
+    current
+}
+
+#[test]
+fn the_wide_columns_show_the_line_the_pace_and_the_window() {
+    use identity_migrator::api::conditions::refresh_conditions;
+    use identity_migrator::api::{
+        CutoverStatus, IdentityMigrationStatus, PaceStatus, Phase, Progress, QueuedStatus, now,
+    };
+    use kube::CustomResourceExt;
+    let crd = serde_json::to_value(identity_migrator::api::IdentityMigration::crd()).unwrap();
+    let columns = crd["spec"]["versions"][0]["additionalPrinterColumns"].as_array().unwrap().clone();
+    let path_of = |name: &str| {
+        let c = columns.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no column {name}"));
+        assert_eq!(c["priority"], 1, "{name} shows with -o wide");
+        c["jsonPath"].as_str().unwrap().to_string()
+    };
+    let shown = |status: IdentityMigrationStatus| {
+        let mut status = status;
+        refresh_conditions(&mut status, false, &now());
+        json!({"status": serde_json::to_value(status).unwrap()})
+    };
+    let queued = shown(IdentityMigrationStatus {
+        endpoint: Some("db.example.com:5432".into()),
+        queued: Some(QueuedStatus { position: 3, limit: 4, since: None }),
+        ..Default::default()
+    });
+    assert_eq!(column(&queued, &path_of("Reason")), "Queued");
+    let paced = shown(IdentityMigrationStatus {
+        phase: Phase::Copying,
+        progress: Some(Progress {
+            pace: Some(PaceStatus {
+                rows_per_second: Some(250),
+                reason: "CommitLatency".into(),
+                message: "commit latency p95 240 ms > 100 ms".into(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    assert_eq!(column(&paced, &path_of("Pace")), "CommitLatency");
+    assert_eq!(column(&paced, &path_of("Reason")), "Copying");
+    let opens = "2026-12-02T01:00:00Z";
+    let window = shown(IdentityMigrationStatus {
+        phase: Phase::AwaitingCutover,
+        cutover: Some(CutoverStatus {
+            next_window: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(opens.parse().unwrap())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    assert_eq!(column(&window, &path_of("Reason")), "AwaitingWindow");
+    assert_eq!(column(&window, &path_of("Next Window")), opens);
+    // `describe` prints the conditions' messages: each says why in words.
+    let message = |o: &Value, t: &str| column(o, &format!(".status.conditions[?(@.type==\"{t}\")].message"));
+    assert!(message(&queued, "Ready").as_str().unwrap().contains("number 3 in line for db.example.com:5432"));
+    assert!(message(&paced, "Progressing").as_str().unwrap().contains("slowed: commit latency p95 240 ms > 100 ms"));
+    assert!(message(&window, "Ready").as_str().unwrap().contains(opens));
+}

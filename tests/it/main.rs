@@ -17,6 +17,7 @@ mod dsql_run;
 mod edges;
 mod fidelity;
 mod fleet;
+mod fleet_bench;
 mod harness;
 mod in_place;
 mod layers;

@@ -184,6 +184,24 @@ impl FakeApi {
         kube::Client::new(service, "default")
     }
 
+    /// Serves this fake over HTTP on a local port, for controller processes
+    /// (`identity-migrator controller` with a kubeconfig pointing here).
+    pub async fn serve(&self) -> std::net::SocketAddr {
+        let api = self.clone();
+        let app = axum::Router::new().fallback(move |req: Request<axum::body::Body>| {
+            let api = api.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                api.handle(Request::from_parts(parts, Body::from(bytes))).await.map(axum::body::Body::new)
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.lock().unwrap().requests.clone()
     }

@@ -1,0 +1,164 @@
+//! The fleet benchmark (`./scripts/bench --fleet`, ignored in the suite): 24
+//! migrations over three `identity-migrator controller` processes, served by
+//! the fake API server over HTTP, one process killed mid-copy. Prints the
+//! total time, each replica's peak RSS, the status writes per second of each
+//! migration, and how long the killed replica's migrations took to resume.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::fake_api::FakeApi;
+use crate::support::operator::{NS, create_migration, create_url_secret, lease_holder, phase};
+use crate::support::{PostTag, TestDb};
+
+const MIGRATIONS: usize = 24;
+const ROWS: i64 = 50_000;
+const LEASE_SECONDS: u64 = 6;
+
+fn get(api: &FakeApi, name: &str) -> Value {
+    api.get("migrations.dsql.dev/v1alpha1", "identitymigrations", NS, name).unwrap_or(Value::Null)
+}
+
+fn copied(o: &Value) -> i64 {
+    o["status"]["progress"]["rowsCopied"].as_i64().unwrap_or(0)
+}
+
+fn replica(bin: &str, kubeconfig: &std::path::Path, name: &str, log: &std::path::Path) -> Child {
+    Command::new(bin)
+        .arg("controller")
+        .env("KUBECONFIG", kubeconfig)
+        .env("POD_NAME", name)
+        .env("POD_NAMESPACE", "identity-migrator")
+        .env("LEASE_DURATION_SECONDS", LEASE_SECONDS.to_string())
+        .env("MAX_CONCURRENT_MIGRATIONS", "4")
+        .env("MAX_CONCURRENT_PER_TARGET", "0")
+        .env("HTTP_ADDR", "127.0.0.1:0")
+        .env("LOG_FORMAT", "text")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start a controller process")
+}
+
+/// Peak resident memory of a live process, in MiB.
+fn peak_rss_mib(child: &Child) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a benchmark: ./scripts/bench --fleet"]
+async fn fleet_bench() {
+    let bin = std::env::var("IDMIG_BIN").expect("IDMIG_BIN: the identity-migrator binary to run as replicas");
+    let db = TestDb::new("fleet_bench").await;
+    let api = FakeApi::new();
+    create_url_secret(&api, "db", &db.url).await;
+    for i in 1..=MIGRATIONS {
+        PostTag::rows(ROWS).named("public", &format!("f{i}"), "id").create(&db).await;
+    }
+    let addr = api.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"http://{addr}\"}}}}]\n\
+             users: [{{name: fake, user: {{}}}}]\n\
+             contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: identity-migrator}}}}]\n\
+             current-context: fake\n"
+        ),
+    )
+    .unwrap();
+    let names = ["pod-a", "pod-b", "pod-c"];
+    let mut replicas: Vec<Child> =
+        names.iter().map(|n| replica(&bin, &kubeconfig, n, &dir.path().join(format!("{n}.log")))).collect();
+
+    let spec = json!({"copy": {"parallelism": 2, "maxRowsPerSecond": 5000}});
+    let began = Instant::now();
+    for i in 1..=MIGRATIONS {
+        create_migration(&api, &format!("f{i}"), &format!("f{i}"), spec.clone()).await;
+    }
+    // Kill pod-a once it copies: its migrations resume elsewhere.
+    let mut victims: BTreeMap<String, i64> = BTreeMap::new();
+    while victims.is_empty() {
+        for i in 1..=MIGRATIONS {
+            let o = get(&api, &format!("f{i}"));
+            if phase(&o) == "Copying" && copied(&o) > 0 && lease_holder(&api, &o).as_deref() == Some("pod-a") {
+                victims.insert(format!("f{i}"), copied(&o));
+            }
+        }
+        assert!(began.elapsed() < Duration::from_secs(120), "pod-a never copied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let peak_a = peak_rss_mib(&replicas[0]);
+    replicas[0].kill().unwrap();
+    let killed = Instant::now();
+    let mut resumed: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut finished: BTreeMap<String, Duration> = BTreeMap::new();
+    while finished.len() < MIGRATIONS {
+        for i in 1..=MIGRATIONS {
+            let name = format!("f{i}");
+            let o = get(&api, &name);
+            if let Some(&at_kill) = victims.get(&name)
+                && !resumed.contains_key(&name)
+                && (copied(&o) > at_kill || phase(&o) != "Copying")
+                && lease_holder(&api, &o).is_some_and(|h| h != "pod-a")
+            {
+                resumed.insert(name.clone(), killed.elapsed());
+            }
+            if phase(&o) == "Completed" && !finished.contains_key(&name) {
+                finished.insert(name, began.elapsed());
+            }
+        }
+        assert!(began.elapsed() < Duration::from_secs(900), "not done: {} of {MIGRATIONS}", finished.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let total = began.elapsed();
+    let peaks: Vec<f64> = std::iter::once(peak_a).chain(replicas[1..].iter().map(peak_rss_mib)).collect();
+    for child in &mut replicas[1..] {
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = child.wait();
+    }
+    let _ = replicas[0].wait();
+
+    // Status writes per second of each migration, over its own run.
+    let requests = api.requests();
+    let mut rates = Vec::new();
+    for i in 1..=MIGRATIONS {
+        let name = format!("f{i}");
+        let o = get(&api, &name);
+        let writes = requests
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.path.ends_with(&format!("/identitymigrations/{name}/status")))
+            .count();
+        let at = |k: &str| o["status"][k].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+        let seconds = at("completedAt").duration_since(at("startedAt")).as_secs_f64().max(1.0);
+        rates.push(writes as f64 / seconds);
+    }
+    rates.sort_by(f64::total_cmp);
+    let worst_resume = resumed.values().max().copied().unwrap_or_default();
+    println!("fleet: {MIGRATIONS} migrations x {ROWS} rows over 3 replicas (4 each), pod-a killed mid-copy");
+    println!("  total time: {:.1} s", total.as_secs_f64());
+    for (name, peak) in names.iter().zip(&peaks) {
+        println!("  peak RSS {name}: {peak:.1} MiB");
+    }
+    println!(
+        "  status writes per second per migration: median {:.2}, max {:.2}",
+        rates[rates.len() / 2],
+        rates[rates.len() - 1]
+    );
+    println!(
+        "  resumed after the kill ({} migrations): slowest {:.1} s (lease {LEASE_SECONDS} s + one reconcile)",
+        resumed.len(),
+        worst_resume.as_secs_f64()
+    );
+    assert_eq!(resumed.len(), victims.len(), "every migration of the killed replica resumed");
+}
