@@ -33,7 +33,9 @@ fn replica(bin: &str, kubeconfig: &std::path::Path, name: &str, log: &std::path:
         .env("POD_NAME", name)
         .env("POD_NAMESPACE", "identity-migrator")
         .env("LEASE_DURATION_SECONDS", LEASE_SECONDS.to_string())
-        .env("MAX_CONCURRENT_MIGRATIONS", "4")
+        // Room for all 24 on two replicas: the resume measures the failover,
+        // not a wait for room on the survivors.
+        .env("MAX_CONCURRENT_MIGRATIONS", "12")
         .env("MAX_CONCURRENT_PER_TARGET", "0")
         .env("HTTP_ADDR", "127.0.0.1:0")
         .env("LOG_FORMAT", "text")
@@ -145,13 +147,14 @@ async fn fleet_bench() {
     }
     rates.sort_by(f64::total_cmp);
     let worst_resume = resumed.values().max().copied().unwrap_or_default();
-    println!("fleet: {MIGRATIONS} migrations x {ROWS} rows over 3 replicas (4 each), pod-a killed mid-copy");
+    println!("fleet: {MIGRATIONS} migrations x {ROWS} rows over 3 replicas (room for 12 each), pod-a killed mid-copy");
     println!("  total time: {:.1} s", total.as_secs_f64());
     for (name, peak) in names.iter().zip(&peaks) {
         println!("  peak RSS {name}: {peak:.1} MiB");
     }
     println!(
-        "  status writes per second per migration: median {:.2}, max {:.2}",
+        "  status writes per second per migration: min {:.2}, median {:.2}, max {:.2}",
+        rates[0],
         rates[rates.len() / 2],
         rates[rates.len() - 1]
     );
