@@ -6,10 +6,12 @@
 use kube::ResourceExt;
 use tokio::sync::watch;
 
-use super::queue::{Place, ahead_of, older_waiting};
-use super::reconcile::{Error, ReconcileContext, failed_for, waits_for_window};
+use kube::runtime::reflector::Store;
+use kube_lease_manager::LeaseManagerError;
+
+use super::queue::{Place, ahead_of, failed_for, older_waiting, waits_for_window};
 use super::supervisor::Key;
-use super::target_slots::both;
+use super::target_slots::{TargetSlots, both};
 use crate::api::{IdentityMigration, IdentityMigrationStatus};
 
 pub enum Admission {
@@ -23,26 +25,26 @@ pub enum Admission {
 pub async fn admit(
     obj: &IdentityMigration,
     status: &IdentityMigrationStatus,
-    ctx: &ReconcileContext,
+    slots: &TargetSlots,
+    known: &[Store<IdentityMigration>],
     key: &Key,
     endpoint: &str,
     held: watch::Receiver<bool>,
-) -> Result<Admission, Error> {
-    let limit = ctx.slots.limit;
+) -> Result<Admission, LeaseManagerError> {
+    let limit = slots.limit;
     if waits_for_window(status) {
         // Its copy is done: the slot goes to the next in line.
-        ctx.slots.release(key);
+        slots.release(key);
         return Ok(Admission::Run(held));
     }
     if limit == 0 {
         return Ok(Admission::Run(held));
     }
-    if let Some(slot) = ctx.slots.holding(key) {
+    if let Some(slot) = slots.holding(key) {
         return Ok(Admission::Run(both(held, slot)));
     }
     let me = Place { wants_to_run: true, ..Place::of(obj, failed_for) };
-    let others: Vec<Place> = ctx
-        .known
+    let others: Vec<Place> = known
         .iter()
         .flat_map(|store| store.state())
         .filter(|m| (m.namespace().unwrap_or_default(), m.name_any()) != *key)
@@ -51,9 +53,9 @@ pub async fn admit(
     let ahead = ahead_of(&me, endpoint, &others);
     if ahead < limit
         && !older_waiting(&me, endpoint, &others)
-        && let Some(slot) = ctx.slots.take(key, endpoint).await?
+        && let Some(slot) = slots.take(key, endpoint).await?
     {
-        tracing::info!(endpoint, lease = ctx.slots.lease_of(key), "took a slot of the endpoint");
+        tracing::info!(endpoint, lease = slots.lease_of(key), "took a slot of the endpoint");
         return Ok(Admission::Run(both(held, slot)));
     }
     // Those ahead mostly run already: the line proper starts after them.

@@ -48,6 +48,17 @@ impl Place {
     }
 }
 
+/// Verified and waiting for its cut-over window: the engine only re-syncs
+/// now and then, and takes neither room in a replica nor a slot of its endpoint.
+pub fn waits_for_window(status: &IdentityMigrationStatus) -> bool {
+    status.phase == Phase::AwaitingCutover
+}
+
+pub fn failed_for(status: &IdentityMigrationStatus) -> Duration {
+    let at = status.last_error.as_ref().and_then(|e| e.at.as_ref());
+    at.map_or(Duration::MAX, |t| jiff::Timestamp::now().duration_since(t.0).try_into().unwrap_or(Duration::ZERO))
+}
+
 /// How many migrations come before `me` on `endpoint`: those created earlier
 /// that run or want to. One whose endpoint is not known yet counts, so that
 /// nobody overtakes it while its first reconciliation resolves it.

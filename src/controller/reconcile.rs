@@ -13,6 +13,7 @@ use tracing::Instrument;
 use super::admission::{Admission, admit};
 use super::decide::{Cleanup, Decision, Task, cleanup_for, decide};
 use super::leases::MigrationLeases;
+use super::queue::{failed_for, waits_for_window};
 use super::status_sink::{ResourceSink, publish, write_status};
 use super::supervisor::{Key, Room, Supervisor};
 use super::target::{DsqlEndpoints, TargetError, connector_for};
@@ -136,17 +137,6 @@ fn freshest_status(obj: &IdentityMigration, ctx: &ReconcileContext) -> IdentityM
     }
 }
 
-/// Verified and waiting for its cut-over window: the engine only re-syncs
-/// now and then, and takes neither room in a replica nor a slot of its endpoint.
-pub fn waits_for_window(status: &IdentityMigrationStatus) -> bool {
-    status.phase == Phase::AwaitingCutover
-}
-
-pub fn failed_for(status: &IdentityMigrationStatus) -> Duration {
-    let at = status.last_error.as_ref().and_then(|e| e.at.as_ref());
-    at.map_or(Duration::MAX, |t| jiff::Timestamp::now().duration_since(t.0).try_into().unwrap_or(Duration::ZERO))
-}
-
 async fn apply(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<Action, Error> {
     let key = key_of(&obj);
     let generation = obj.metadata.generation.unwrap_or(0);
@@ -190,7 +180,7 @@ async fn apply(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<Ac
                     Err(e) => return Err(e.into()),
                 };
             let endpoint = connector.endpoint();
-            match admit(&obj, &status, ctx, &key, &endpoint, held).await? {
+            match admit(&obj, &status, &ctx.slots, &ctx.known, &key, &endpoint, held).await? {
                 Admission::Run(held) => start(obj, status, ctx, held, room, connector).await?,
                 Admission::Queued { position } => {
                     // The room is for migrations that can run; this one waits
