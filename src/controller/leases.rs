@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use super::supervisor::Key;
 
 /// How long a reconcile waits for a free Lease to be taken before it looks again later.
-pub const FIRST_ANSWER: Duration = Duration::from_secs(2);
+const FIRST_ANSWER: Duration = Duration::from_secs(2);
 
 /// The Lease of the migration with `uid`.
 pub fn lease_name(uid: &str) -> String {
@@ -29,6 +29,8 @@ pub fn lease_name(uid: &str) -> String {
 struct Contender {
     held: watch::Receiver<bool>,
     task: JoinHandle<Result<LeaseManager, LeaseManagerError>>,
+    /// Ends the task that reports the Lease won (which holds a receiver).
+    _won: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 pub struct MigrationLeases {
@@ -38,6 +40,9 @@ pub struct MigrationLeases {
     duration_seconds: u64,
     grace_seconds: u64,
     contenders: Mutex<HashMap<Key, Contender>>,
+    /// Told when a contended Lease is won, so the migration is reconciled at
+    /// once instead of at its next poll.
+    won: Option<tokio::sync::broadcast::Sender<()>>,
 }
 
 impl MigrationLeases {
@@ -49,7 +54,14 @@ impl MigrationLeases {
             duration_seconds,
             grace_seconds,
             contenders: Mutex::new(HashMap::new()),
+            won: None,
         }
+    }
+
+    /// Reports every Lease won to `won`.
+    pub fn reporting_wins(mut self, won: tokio::sync::broadcast::Sender<()>) -> Self {
+        self.won = Some(won);
+        self
     }
 
     /// The Lease's state for the engine when this instance holds it; None
@@ -67,15 +79,31 @@ impl MigrationLeases {
                 let (held, task) = manager.watch().await;
                 let mut first = held.clone();
                 let _ = tokio::time::timeout(FIRST_ANSWER, first.wait_for(|h| *h)).await;
+                let won = (!*held.borrow()).then(|| self.report_win(held.clone())).flatten();
                 self.contenders
                     .lock()
                     .expect("leases lock")
-                    .insert(key.clone(), Contender { held: held.clone(), task });
+                    .insert(key.clone(), Contender { held: held.clone(), task, _won: won });
                 held
             }
         };
         let holds = *held.borrow();
         Ok(holds.then_some(held))
+    }
+
+    /// Reports when `held` turns true, unless the returned sender is dropped
+    /// first (the contention ended): the report task must not outlive it, or
+    /// its receiver would keep the Lease from being released.
+    fn report_win(&self, mut held: watch::Receiver<bool>) -> Option<tokio::sync::oneshot::Sender<()>> {
+        let won = self.won.clone()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            tokio::select! {
+                r = held.wait_for(|h| *h) => if r.is_ok() { let _ = won.send(()); },
+                _ = stopped => {}
+            }
+        });
+        Some(stop)
     }
 
     /// Stops contending for the Lease of `key`; a held Lease is released once
@@ -97,7 +125,7 @@ impl MigrationLeases {
     /// Releases every Lease (shutdown) and waits for the releases.
     pub async fn release_all(&self) {
         let all: Vec<Contender> = self.contenders.lock().expect("leases lock").drain().map(|(_, c)| c).collect();
-        for Contender { held, task } in all {
+        for Contender { held, task, .. } in all {
             drop(held);
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
@@ -105,7 +133,7 @@ impl MigrationLeases {
 
     /// Deletes the Lease of a deleted migration (best effort).
     pub async fn delete(&self, key: &Key, uid: &str) {
-        if let Some(Contender { held, task }) = self.contenders.lock().expect("leases lock").remove(key) {
+        if let Some(Contender { held, task, .. }) = self.contenders.lock().expect("leases lock").remove(key) {
             drop(held);
             task.abort();
         }

@@ -76,13 +76,16 @@ pub async fn run(
         client.clone(),
         EventReporter { controller: "identity-migrator".into(), instance: Some(config.identity.clone()) },
     );
+    // A Lease won after waiting (its holder died) reconciles at once.
+    let (won, _) = tokio::sync::broadcast::channel::<()>(64);
     let leases = MigrationLeases::new(
         client.clone(),
         &config.lease_namespace,
         &config.identity,
         config.lease_duration_seconds,
         config.lease_grace_seconds,
-    );
+    )
+    .reporting_wins(won.clone());
     let terms =
         LeaseTerms { duration_seconds: config.lease_duration_seconds, grace_seconds: config.lease_grace_seconds };
     let slots = TargetSlots::new(
@@ -97,8 +100,12 @@ pub async fn run(
     } else {
         config.watch_namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
     };
-    let controllers: Vec<Controller<IdentityMigration>> =
-        apis.into_iter().map(|api| Controller::new(api, watcher::Config::default().any_semantic())).collect();
+    let controllers: Vec<Controller<IdentityMigration>> = apis
+        .into_iter()
+        .map(|api| {
+            Controller::new(api, watcher::Config::default().any_semantic()).reconcile_all_on(wins(won.subscribe()))
+        })
+        .collect();
     let ctx = Arc::new(ReconcileContext {
         client: client.clone(),
         supervisor: Supervisor::new(config.max_concurrent_migrations),
@@ -125,6 +132,17 @@ pub async fn run(
     metrics.held_leases.set(0);
     metrics.running_migrations.set(0);
     tracing::info!(identity = %config.identity, "stopped; migration leases released");
+}
+
+/// A stream of the wins reported to `rx`; wins missed by a lagging
+/// receiver are one win (every migration is reconciled either way).
+fn wins(rx: tokio::sync::broadcast::Receiver<()>) -> impl futures::Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+        }
+    })
 }
 
 /// One controller per watched namespace, or one for all.

@@ -14,8 +14,13 @@ use kube_lease_manager::{LeaseManager, LeaseManagerError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::leases::{FIRST_ANSWER, LeaseTerms, lease_manager};
+use super::leases::{LeaseTerms, lease_manager};
 use super::supervisor::Key;
+
+/// How long a try for a slot that looked free waits for the Lease: one
+/// round trip when it is won; a loss (another took it first) moves on to the
+/// next slot, and a win that comes later is released when the try is dropped.
+const SLOT_ANSWER: Duration = Duration::from_millis(500);
 
 /// Lease names are DNS subdomains of at most 253 characters.
 const MAX_ENDPOINT_IN_NAME: usize = 200;
@@ -102,7 +107,7 @@ impl TargetSlots {
             let manager = lease_manager(&self.client, &self.namespace, &name, &identity, self.terms).await?;
             let (held, task) = manager.watch().await;
             let mut first = held.clone();
-            let _ = tokio::time::timeout(FIRST_ANSWER, first.wait_for(|h| *h)).await;
+            let _ = tokio::time::timeout(SLOT_ANSWER, first.wait_for(|h| *h)).await;
             if *held.borrow() {
                 tracing::debug!(lease = %name, "took a slot of the endpoint");
                 self.held

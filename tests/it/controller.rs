@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use crate::support::fake_api::FakeApi;
 use crate::support::operator::{
-    NS, Operator, condition, create_migration, create_url_secret, create_workload, delete, lease_holder, patch_spec,
-    phase, wait_for, workload_replicas,
+    NS, Operator, busy_tables, condition, create_migration, create_url_secret, create_workload, delete, lease_holder,
+    patch_spec, phase, wait_for, workload_replicas,
 };
 use crate::support::{PostTag, TestDb};
 use serde_json::json;
@@ -400,26 +400,8 @@ async fn twenty_four_migrations_over_three_replicas_survive_losing_one() {
         tokio::spawn(async move {
             let mut overlaps = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let rows = client
-                    .query(
-                        "SELECT application_name, query FROM pg_stat_activity \
-                         WHERE application_name LIKE 'identity-migrator/%' AND datname = current_database() \
-                         AND state <> 'idle'",
-                        &[],
-                    )
-                    .await
-                    .unwrap();
-                let mut pods_by_table: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
-                    Default::default();
-                for row in rows {
-                    let (app, query): (String, String) = (row.get(0), row.get(1));
-                    if let Some(start) = query.find("\"t") {
-                        let table: String =
-                            query[start + 1..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
-                        pods_by_table.entry(table).or_default().insert(app);
-                    }
-                }
-                overlaps.extend(pods_by_table.into_iter().filter(|(_, pods)| pods.len() > 1));
+                let busy = busy_tables(&client, "t").await;
+                overlaps.extend(busy.into_iter().filter(|(_, pods)| pods.len() > 1));
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             overlaps

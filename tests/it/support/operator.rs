@@ -185,3 +185,29 @@ pub fn workload_replicas(api: &FakeApi, plural: &str, name: &str) -> (i64, i64) 
     let o = api.get("apps/v1", plural, NS, name).expect("workload");
     (o["spec"]["replicas"].as_i64().unwrap_or(-1), o["status"]["replicas"].as_i64().unwrap_or(-1))
 }
+
+/// Which replicas' connections are busy with which table now, from the
+/// database's side: every non-idle connection of the migrator, by the first
+/// quoted name starting with `prefix` in its query, to its `application_name`s.
+pub async fn busy_tables(
+    client: &tokio_postgres::Client,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let rows = client
+        .query(
+            "SELECT application_name, query FROM pg_stat_activity \
+             WHERE application_name LIKE 'identity-migrator/%' AND datname = current_database() AND state <> 'idle'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut busy: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    for row in rows {
+        let (app, query): (String, String) = (row.get(0), row.get(1));
+        if let Some(start) = query.find(&format!("\"{prefix}")) {
+            let table: String = query[start + 1..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+            busy.entry(table).or_default().insert(app);
+        }
+    }
+    busy
+}
