@@ -186,9 +186,19 @@ pub fn workload_replicas(api: &FakeApi, plural: &str, name: &str) -> (i64, i64) 
     (o["spec"]["replicas"].as_i64().unwrap_or(-1), o["status"]["replicas"].as_i64().unwrap_or(-1))
 }
 
+/// The first quoted `"<prefix><digits>` in `query` (a test's table, not a
+/// column such as `"tag_id"`), without the quote.
+fn numbered_name(query: &str, prefix: &str) -> Option<String> {
+    let quoted = format!("\"{prefix}");
+    query.match_indices(&quoted).find_map(|(at, _)| {
+        let digits: String = query[at + quoted.len()..].chars().take_while(char::is_ascii_digit).collect();
+        (!digits.is_empty()).then(|| format!("{prefix}{digits}"))
+    })
+}
+
 /// Which replicas' connections are busy with which table now, from the
 /// database's side: every non-idle connection of the migrator, by the first
-/// quoted name starting with `prefix` in its query, to its `application_name`s.
+/// quoted `<prefix><n>` in its query, to its `application_name`s.
 pub async fn busy_tables(
     client: &tokio_postgres::Client,
     prefix: &str,
@@ -204,8 +214,7 @@ pub async fn busy_tables(
     let mut busy: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
     for row in rows {
         let (app, query): (String, String) = (row.get(0), row.get(1));
-        if let Some(start) = query.find(&format!("\"{prefix}")) {
-            let table: String = query[start + 1..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+        if let Some(table) = numbered_name(&query, prefix) {
             busy.entry(table).or_default().insert(app);
         }
     }
