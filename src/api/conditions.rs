@@ -37,6 +37,16 @@ pub fn desired_conditions(status: &IdentityMigrationStatus, suspended: bool) -> 
             desired(PROGRESSING, false, "RolledBack", "the rollback is complete"),
             desired(DEGRADED, false, "RolledBack", "no problems"),
         ],
+        _ if status.cutover.as_ref().is_some_and(|c| c.table_missing) => {
+            let message = "the table name is absent: renaming the table back after a failed window has not \
+                           succeeded yet; the engine retries until it does"
+                .to_string();
+            [
+                desired(READY, false, "TableMissing", message.clone()),
+                desired(PROGRESSING, true, "TableMissing", "giving the original table its name back"),
+                desired(DEGRADED, true, "TableMissing", message),
+            ]
+        }
         Phase::Failed => {
             let (reason, message) = match &status.last_error {
                 Some(e) if e.invalid_input => ("InvalidSpec", e.message.clone()),
@@ -65,6 +75,15 @@ pub fn desired_conditions(status: &IdentityMigrationStatus, suspended: bool) -> 
                 desired(READY, false, "Queued", message.clone()),
                 desired(PROGRESSING, false, "Queued", message),
                 desired(DEGRADED, false, "Queued", "no problems"),
+            ]
+        }
+        _ if status.cutover.as_ref().is_some_and(|c| !c.blocked_by.is_empty()) => {
+            let blockers = status.cutover.as_ref().map(|c| c.blocked_by.join("; ")).unwrap_or_default();
+            let message = format!("the cut-over waits for sessions that would block its lock: {blockers}");
+            [
+                desired(READY, false, "BlockedBy", message.clone()),
+                desired(PROGRESSING, true, "BlockedBy", message.clone()),
+                desired(DEGRADED, true, "BlockedBy", message),
             ]
         }
         Phase::AwaitingCutover if status.cutover.as_ref().and_then(|c| c.next_window.as_ref()).is_some() => {
@@ -214,6 +233,28 @@ mod tests {
         assert!(degraded.status);
         assert_eq!(degraded.reason, "InvalidSpec");
         assert!(degraded.message.contains("nope"));
+    }
+
+    #[test]
+    fn a_missing_table_and_blocking_sessions_are_said_loudly() {
+        let missing = IdentityMigrationStatus {
+            phase: Phase::Failed,
+            cutover: Some(crate::api::CutoverStatus { table_missing: true, ..Default::default() }),
+            ..Default::default()
+        };
+        let [ready, _, degraded] = desired_conditions(&missing, false);
+        assert_eq!((ready.reason.as_str(), degraded.status), ("TableMissing", true));
+        let blocked = IdentityMigrationStatus {
+            phase: Phase::Swapping,
+            cutover: Some(crate::api::CutoverStatus {
+                blocked_by: vec!["pid 42 (pg_dump), in a transaction for 95s".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let [_, progressing, degraded] = desired_conditions(&blocked, false);
+        assert_eq!((progressing.reason.as_str(), degraded.status), ("BlockedBy", true));
+        assert!(progressing.message.contains("pg_dump"), "{}", progressing.message);
     }
 
     #[test]

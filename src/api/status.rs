@@ -281,6 +281,15 @@ pub struct CutoverStatus {
     /// While the migration waits for `spec.cutover.window`: when it opens next.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_window: Option<Time>,
+    /// A failed cut-over could not rename the original table back: the table
+    /// name is absent until it can. Retried at once and until it succeeds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub table_missing: bool,
+    /// Sessions that would block the cut-over's lock on the table (a long
+    /// transaction, one idle in a transaction): the engine waits for them to
+    /// end instead of queueing every reader and writer behind its lock.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked_by: Vec<String>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

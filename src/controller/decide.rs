@@ -111,6 +111,13 @@ pub fn decide_at(
             }
             _ => Decision::Idle,
         },
+        // The original table lost its name in a failed cut-over: put it back now.
+        Phase::Failed if table_missing(status) => Decision::Start,
+        // A failed cut-over outside its gate: the engine only puts back what
+        // the attempt left and waits in AwaitingCutover, so no backoff.
+        Phase::Failed if effective_phase(status) == Phase::Swapping && !may_proceed(Work::Swapping, gate) => {
+            Decision::Start
+        }
         Phase::Failed if !spec_changed => {
             let invalid = status.last_error.as_ref().is_some_and(|e| e.invalid_input);
             let wait = if invalid { RECHECK_INVALID } else { retry_delay(status.failures) };
@@ -121,6 +128,10 @@ pub fn decide_at(
         }
         _ => Decision::Start,
     }
+}
+
+fn table_missing(status: &IdentityMigrationStatus) -> bool {
+    status.cutover.as_ref().is_some_and(|c| c.table_missing)
 }
 
 fn in_place(status: &IdentityMigrationStatus) -> bool {
@@ -254,6 +265,29 @@ mod tests {
             Decision::RetryAfter(Duration::from_secs(240))
         );
         assert_eq!(decide(&spec, &failed(true, 1), 2, Task::None, NOW), Decision::Start, "a new spec is tried at once");
+    }
+
+    #[test]
+    fn a_failed_cut_over_is_held_outside_its_gate_and_a_missing_table_is_put_back_at_once() {
+        let mut spec = spec_for("t");
+        spec.cutover.approval = Approval::Manual;
+        spec.cutover.approved = true;
+        let mut swap_failed = failed(false, 3);
+        swap_failed.last_error.as_mut().unwrap().phase = Phase::Swapping;
+        let soon = Duration::from_secs(1);
+        assert!(
+            matches!(decide(&spec, &swap_failed, 1, Task::None, soon), Decision::RetryAfter(_)),
+            "approved: the retry backs off as any failure"
+        );
+        spec.cutover.approved = false;
+        assert_eq!(
+            decide(&spec, &swap_failed, 2, Task::None, soon),
+            Decision::Start,
+            "approval withdrawn: the engine starts only to hold the cut-over (it goes to AwaitingCutover)"
+        );
+        spec.cutover.approved = true;
+        swap_failed.cutover = Some(crate::api::CutoverStatus { table_missing: true, ..Default::default() });
+        assert_eq!(decide(&spec, &swap_failed, 1, Task::None, soon), Decision::Start, "no backoff while absent");
     }
 
     #[test]

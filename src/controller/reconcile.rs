@@ -24,6 +24,7 @@ use crate::api::now;
 use crate::api::{IdentityMigration, IdentityMigrationStatus, LastError, Phase, QueuedStatus};
 use crate::db::Connector;
 use crate::engine::plan::validate::{TargetSource, validate_spec};
+use crate::engine::steps::quiesce::{QuiesceError, restore, saved_anywhere};
 use crate::engine::steps::teardown::drop_unfinished_shadow;
 use crate::engine::store::Severity;
 use crate::engine::{Directive, EngineError, Job, Migration};
@@ -70,6 +71,8 @@ pub enum Error {
     Target(#[from] TargetError),
     #[error("cleanup: {0}")]
     Cleanup(#[source] EngineError),
+    #[error("scaling quiesced workloads back: {0}")]
+    Restore(#[source] QuiesceError),
     #[error("migration lease: {0}")]
     Lease(#[from] kube_lease_manager::LeaseManagerError),
     /// Another replica holds the migration's Lease: it does the cleanup.
@@ -354,6 +357,7 @@ async fn cleanup(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<
     }
     ctx.supervisor.stop(&key).await;
     let status = freshest_status(&obj, ctx);
+    restore_on_delete(&obj, &status, ctx).await?;
     if cleanup_for(&status) == Cleanup::DropShadow {
         let settings = validate_spec(&obj.spec, TargetSource::Spec).map_err(|e| Error::Cleanup(e.into()))?;
         let connector =
@@ -368,4 +372,28 @@ async fn cleanup(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<
     ctx.leases.delete(&key, &uid).await;
     tracing::info!(namespace = %key.0, name = %key.1, phase = %status.phase, "deleted; user data left in place");
     Ok(Action::await_change())
+}
+
+/// Deleting a migration scales back what it quiesced, before anything else
+/// goes: the counts in its status, else those noted on the workloads.
+async fn restore_on_delete(
+    obj: &IdentityMigration,
+    status: &IdentityMigrationStatus,
+    ctx: &ReconcileContext,
+) -> Result<(), Error> {
+    let targets = &obj.spec.cutover.quiesce;
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let workloads = KubeWorkloads { client: ctx.client.clone(), namespace: key_of(obj).0 };
+    let in_status = status.cutover.as_ref().map(|c| c.saved_replicas.clone()).unwrap_or_default();
+    let saved = saved_anywhere(&workloads, &in_status, targets).await.map_err(Error::Restore)?;
+    if saved.is_empty() {
+        return Ok(());
+    }
+    restore(&workloads, &saved).await.map_err(Error::Restore)?;
+    let names: Vec<String> = saved.iter().map(|s| format!("{} to {}", s.name, s.replicas)).collect();
+    let note = format!("the migration was deleted; scaled back: {}", names.join(", "));
+    publish(&ctx.recorder, &obj.object_ref(&()), Severity::Normal, "Restored", note).await;
+    Ok(())
 }

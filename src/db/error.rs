@@ -114,6 +114,12 @@ impl DbError {
         }
     }
 
+    /// The server has no such catalog, function or feature (DSQL lacks parts
+    /// of PostgreSQL's): the fact asked for is unknown, not an error of the run.
+    pub fn catalog_missing(&self) -> bool {
+        matches!(self.sqlstate.as_deref(), Some("42P01" | "42883" | "0A000"))
+    }
+
     pub fn is_transient(&self) -> bool {
         self.class == ErrorClass::Transient
     }

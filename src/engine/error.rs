@@ -46,6 +46,12 @@ impl EngineError {
         matches!(self, EngineError::Claim(ClaimError::Lost { .. }))
     }
 
+    /// The table's lock could not be had because of other sessions (found
+    /// before asking, or the lock timed out): wait for them, change nothing.
+    pub fn blocked(&self) -> bool {
+        matches!(self, EngineError::Check(CheckFailed::Blocked(_))) || self.sqlstate().as_deref() == Some("55P03")
+    }
+
     /// Bad input: a person must change the spec, the table or a Secret.
     pub fn is_invalid_input(&self) -> bool {
         matches!(self, EngineError::Invalid(_))
@@ -89,4 +95,6 @@ pub enum CheckFailed {
     IdentityTooLow { next_value: i64, floor: i64 },
     #[error("workloads were quiesced, but this front end cannot scale them back; use the operator")]
     CannotRestoreWorkloads,
+    #[error("sessions would block the lock on the table: {}", .0.join("; "))]
+    Blocked(Vec<String>),
 }

@@ -17,8 +17,8 @@ use crate::api::{
 use crate::db::Dialect;
 use crate::engine::plan::batches::resync_batch_rows;
 use crate::engine::plan::phase::{
-    Gate, Stand, SwapState, Work, after, catalog_jump, fall_back_to_copy, may_proceed, needs_catalog_check, resume,
-    rollback_allowed, swap_state,
+    Gate, RollbackState, Stand, SwapState, Work, after, catalog_jump, effective_phase, fall_back_to_copy, may_proceed,
+    needs_catalog_check, resume, rollback_allowed, rollback_state, swap_state,
 };
 use crate::engine::plan::shape::TableShape;
 use crate::engine::plan::validate::InvalidInput;
@@ -26,6 +26,7 @@ use crate::engine::plan::window::{self, WindowState};
 use crate::engine::status_keeper::CopyProgress;
 use crate::engine::status_keeper::Pause;
 use crate::engine::status_keeper::Save;
+use crate::engine::steps::blockers::wait_out_blockers;
 use crate::engine::steps::catalog;
 use crate::engine::steps::catalog::read_names;
 use crate::engine::steps::change_tracking::TrackedStatements;
@@ -36,7 +37,7 @@ use crate::engine::steps::in_place::{InPlace, add_identity_in_place};
 use crate::engine::steps::rollback::{original_for_rollback, roll_back};
 use crate::engine::steps::shadow::{build_indexes, ensure_shadow_table};
 use crate::engine::steps::survey::{Survey, survey};
-use crate::engine::steps::swap::{finish_swapped, rename_guarded, swap, window_text};
+use crate::engine::steps::swap::{finish_swapped, put_back, rename_guarded, restore_workloads, swap, window_text};
 use crate::engine::steps::verify::{Baseline, MAX_PASSES, verify_pass};
 use crate::engine::store::Severity;
 
@@ -124,6 +125,10 @@ impl<R: StatusSink> Migration<R> {
         if self.keeper.status.started_at.is_none() {
             self.keeper.status.started_at = Some(now());
         }
+        if let Err(e) = self.put_back_missing_table().await {
+            let phase = resume(&self.keeper.status, false).phase();
+            return self.failed(phase, e).await;
+        }
         let rollback = self.job.settings.rollback;
         let mut stand = resume(&self.keeper.status, rollback);
         if rollback && !rollback_allowed(&self.keeper.status) {
@@ -159,16 +164,29 @@ impl<R: StatusSink> Migration<R> {
                 return self.halt(outcome).await;
             }
             let gate = self.gate();
+            let mut allowed = may_proceed(work, gate);
+            if work == Work::Swapping && !allowed {
+                // A retried cut-over outside its gate: nothing touches the
+                // table, and what a failed attempt left is put back first.
+                match self.hold_cutover().await {
+                    Ok(true) => allowed = true,
+                    Ok(false) => {
+                        stand = Stand::Work(Work::AwaitingCutover);
+                        continue;
+                    }
+                    Err(e) => return self.failed(phase, e).await,
+                }
+            }
             let next_window = self.job.settings.window.as_ref().and_then(|w| match window::state(w, now().0) {
                 WindowState::Closed { opens_at } => Some(opens_at),
                 WindowState::Open => None,
             });
             if work == Work::AwaitingCutover || work == Work::Swapping {
-                let waiting = (!may_proceed(work, gate)).then_some(next_window).flatten();
+                let waiting = (!allowed).then_some(next_window).flatten();
                 self.keeper.status.cutover.get_or_insert_with(CutoverStatus::default).next_window =
                     waiting.map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time);
             }
-            if !may_proceed(work, gate) {
+            if !allowed {
                 let why = if gate.approval_given() {
                     let opens = next_window.map_or_else(|| "soon".to_string(), |t| format!("at {t}"));
                     format!("verified; waiting for the cut-over window, which opens {opens}")
@@ -283,20 +301,70 @@ impl<R: StatusSink> Migration<R> {
         outcome
     }
 
+    /// First of all, a table name that an earlier run could not give back
+    /// (status `TableMissing`) is given back, whatever the spec says now.
+    async fn put_back_missing_table(&mut self) -> Result<(), EngineError> {
+        if !self.keeper.status.cutover.as_ref().is_some_and(|c| c.table_missing) {
+            return Ok(());
+        }
+        let s = &self.job.settings;
+        let mut session = self.job.session();
+        let names = read_names(s, &mut session).await?;
+        // Both windows leave the same names: the phase tells which table was renamed away.
+        let rolling_back = effective_phase(&self.keeper.status) == Phase::RollingBack;
+        let from = match (swap_state(names), rollback_state(names, s.retain_old)) {
+            (_, RollbackState::InWindow) if rolling_back => Some(s.shadow.clone()),
+            (SwapState::InWindow, _) => Some(s.old.clone()),
+            _ => None,
+        };
+        match from {
+            Some(from) => put_back(&self.job, &mut session, &mut self.keeper, &from).await,
+            None => {
+                // Given back meanwhile (by a person, or a run that could not save it).
+                self.keeper.status.cutover.get_or_insert_with(CutoverStatus::default).table_missing = false;
+                Ok(())
+            }
+        }
+    }
+
+    /// A cut-over that may not run now (no approval, or its window closed)
+    /// although the status says Swapping: a failed attempt is being retried.
+    /// True when the swap is already done (finishing it needs no gate); else
+    /// the original table gets its name back, quiesced workloads their
+    /// replicas, and the migration waits as before its first attempt.
+    async fn hold_cutover(&mut self) -> Result<bool, EngineError> {
+        let names = read_names(&self.job.settings, &mut self.job.session()).await?;
+        if swap_state(names) == SwapState::Swapped {
+            return Ok(true);
+        }
+        let reopened = self.close_open_window().await?;
+        restore_workloads(&self.job, &mut self.keeper).await?;
+        if reopened {
+            let message = format!(
+                "the cut-over is not approved or its window is closed: {} has its name back and waits",
+                self.job.settings.source
+            );
+            self.keeper.event(Severity::Warning, "CutoverHeld", message).await;
+        }
+        Ok(false)
+    }
+
     /// Renames the original table back when the catalog shows a cut-over
-    /// window open (the table renamed away, the shadow not yet in).
-    async fn close_open_window(&self) -> Result<(), EngineError> {
+    /// window open (the table renamed away, the shadow not yet in); says
+    /// whether it did.
+    async fn close_open_window(&self) -> Result<bool, EngineError> {
         let s = &self.job.settings;
         if self.keeper.status.plan.is_none() {
-            return Ok(());
+            return Ok(false);
         }
         let mut session = self.job.session();
         if swap_state(read_names(s, &mut session).await?) == SwapState::InWindow {
             self.job.before_change().await?;
             tracing::warn!(table = %s.source, "a cut-over window was left open; putting the original table back");
             rename_guarded(&mut session, &s.old, &s.source).await?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Where the catalog says the migration stands, when the status may lag
@@ -488,6 +556,8 @@ impl<R: StatusSink> Migration<R> {
     /// Adds the identity to the table itself; when the server refuses and the
     /// spec allows it, the copy takes over.
     async fn in_place(&mut self) -> Result<Flow, EngineError> {
+        let source = self.job.settings.source.clone();
+        wait_out_blockers(&self.job, &mut self.job.session(), &mut self.keeper, &source).await?;
         let started = std::time::Instant::now();
         let added = add_identity_in_place(&self.job).await;
         self.keeper.watch_retries(self.job.retries.get()).await;

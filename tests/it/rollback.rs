@@ -89,3 +89,33 @@ async fn rollback_is_refused_without_an_old_table_or_before_completion() {
     assert!(text(&out).contains("oldTable.retain: false"), "{}", text(&out));
     assert_eq!(db.fingerprint("public.post_tag", "id").await, before);
 }
+
+/// A rolled-back table whose id defaults to a sequence takes inserts again:
+/// the rows copied back carry ids the identity generated, and the sequence
+/// is moved past them instead of handing them out again (23505).
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_rollback_the_old_default_sequence_is_past_every_copied_id() {
+    let db = TestDb::new("rollback_sequence").await;
+    let t = PostTag::rows(2_000);
+    t.create(&db).await;
+    db.exec(
+        "CREATE SEQUENCE post_tag_id_seq OWNED BY post_tag.id;
+         SELECT setval('post_tag_id_seq', (SELECT max(id) FROM post_tag));
+         ALTER TABLE post_tag ALTER COLUMN id SET DEFAULT nextval('post_tag_id_seq');",
+    )
+    .await;
+    let m = Manifest::for_table(&t, "");
+    let base = std::fs::read_to_string(&m.path).unwrap();
+    let out = run_migration(&m, &db.url, &[], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    db.exec("INSERT INTO post_tag (post_id, tag_id) SELECT 'new', 'n' FROM generate_series(1, 20)").await;
+    let highest = db.scalar_i64("SELECT max(id) FROM post_tag").await;
+
+    set_spec(&m, &base, "  rollback: true\n");
+    let out = run_migration(&m, &db.url, &[], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(m.status()["phase"], "RolledBack");
+    // The application's inserts on the old table use its default again.
+    let id = db.scalar_i64("INSERT INTO post_tag (post_id, tag_id) VALUES ('rolled-back', 'x') RETURNING id").await;
+    assert!(id > highest, "the old sequence gave {id}, not above the copied ids (up to {highest})");
+}

@@ -45,6 +45,6 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   resources: [secrets]
   verbs: [get]
 - apiGroups: [apps]
-  resources: [deployments/scale, statefulsets/scale]
+  resources: [deployments/scale, statefulsets/scale, deployments, statefulsets]
   verbs: [get, patch]
 {{- end -}}

@@ -135,9 +135,12 @@ impl Gate {
 
 /// Whether `work` may start now, or must wait for a person or a window:
 /// the cut-over needs the approval (if asked) and an open window (if set).
+/// Swapping is gated as well as the wait before it: a failed cut-over is
+/// retried only where a first one would be allowed, and a retry outside the
+/// gate first puts back whatever the failed one left (see [`SwapState`]).
 pub fn may_proceed(work: Work, gate: Gate) -> bool {
     match work {
-        Work::AwaitingCutover => gate.approval_given() && (!gate.windowed || gate.window_open),
+        Work::AwaitingCutover | Work::Swapping => gate.approval_given() && (!gate.windowed || gate.window_open),
         _ => true,
     }
 }
@@ -316,6 +319,17 @@ mod tests {
         assert!(may_proceed(Work::AwaitingCutover, APPROVED));
         assert_eq!(after(Work::AwaitingCutover, APPROVED), Stand::Work(Work::Swapping));
         assert!(may_proceed(Work::Copying, MANUAL));
+    }
+
+    #[test]
+    fn a_retried_cut_over_needs_the_approval_and_the_window_like_the_first() {
+        assert!(!may_proceed(Work::Swapping, MANUAL), "a failed swap is not retried without approval");
+        assert!(may_proceed(Work::Swapping, APPROVED));
+        let closed = Gate { windowed: true, ..APPROVED };
+        assert!(!may_proceed(Work::Swapping, closed), "nor outside the window");
+        assert!(may_proceed(Work::Swapping, Gate { window_open: true, ..closed }));
+        assert!(may_proceed(Work::Swapping, AUTO));
+        assert!(may_proceed(Work::RollingBack, MANUAL), "a rollback is asked for by spec.rollback itself");
     }
 
     #[test]

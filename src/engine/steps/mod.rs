@@ -3,6 +3,7 @@
 //! idempotent and decides from the catalog where it stands, so a crash at any
 //! point resumes here.
 //!
+//! - [`blockers`]: sessions that would block a lock on the table, waited out.
 //! - [`catalog`]: reads a table's shape and the state of the names and indexes.
 //! - [`claim`]: one engine per table, claimed in the database.
 //! - [`survey`]: validation against the table, and the plan of the copy.
@@ -20,6 +21,7 @@
 //! - [`teardown`]: drops an unfinished shadow table when a migration is deleted.
 //! - [`quiesce`]: scales workloads down around the window.
 
+pub mod blockers;
 pub mod catalog;
 pub mod change_tracking;
 pub mod claim;

@@ -38,7 +38,17 @@ pub trait Workloads: Send + Sync {
     fn scale(&self, workload: &WorkloadRef, replicas: i32) -> BoxFuture<'_, Result<(), QuiesceError>>;
     /// Replicas still running (the workload's status).
     fn running(&self, workload: &WorkloadRef) -> BoxFuture<'_, Result<i32, QuiesceError>>;
+    /// Writes the count to restore on the workload itself ([`SAVED_REPLICAS`]),
+    /// or removes it (None): it outlives the migration's resource.
+    fn note_saved(&self, workload: &WorkloadRef, replicas: Option<i32>) -> BoxFuture<'_, Result<(), QuiesceError>>;
+    /// The count noted on the workload, if any.
+    fn noted(&self, workload: &WorkloadRef) -> BoxFuture<'_, Result<Option<i32>, QuiesceError>>;
 }
+
+/// The annotation that keeps a quiesced workload's replica count on the
+/// workload, so that it can be scaled back even after the migration's
+/// resource is gone.
+pub const SAVED_REPLICAS: &str = "migrations.dsql.dev/saved-replicas";
 
 pub fn kind_name(kind: WorkloadKind) -> &'static str {
     match kind {
@@ -51,7 +61,12 @@ pub fn kind_name(kind: WorkloadKind) -> &'static str {
 pub async fn save_replicas(w: &dyn Workloads, targets: &[WorkloadRef]) -> Result<Vec<SavedReplicas>, QuiesceError> {
     let mut saved = Vec::with_capacity(targets.len());
     for t in targets {
-        let replicas = w.replicas(t).await?;
+        // A count noted by an earlier attempt whose status was lost is the true one.
+        let replicas = match w.noted(t).await? {
+            Some(noted) => noted,
+            None => w.replicas(t).await?,
+        };
+        w.note_saved(t, Some(replicas)).await?;
         saved.push(SavedReplicas { kind: kind_name(t.kind).into(), name: t.name.clone(), replicas });
     }
     Ok(saved)
@@ -87,9 +102,31 @@ pub async fn scale_down(w: &dyn Workloads, targets: &[WorkloadRef]) -> Result<()
 pub async fn restore(w: &dyn Workloads, saved: &[SavedReplicas]) -> Result<(), QuiesceError> {
     for s in saved {
         let kind = if s.kind == "StatefulSet" { WorkloadKind::StatefulSet } else { WorkloadKind::Deployment };
-        w.scale(&WorkloadRef { kind, name: s.name.clone() }, s.replicas).await?;
+        let target = WorkloadRef { kind, name: s.name.clone() };
+        w.scale(&target, s.replicas).await?;
+        w.note_saved(&target, None).await?;
     }
     Ok(())
+}
+
+/// What deleting a migration puts back: the counts its status saved, else
+/// those noted on the workloads of `spec.cutover.quiesce` (a status lost
+/// with the resource, or never written).
+pub async fn saved_anywhere(
+    w: &dyn Workloads,
+    in_status: &[SavedReplicas],
+    targets: &[WorkloadRef],
+) -> Result<Vec<SavedReplicas>, QuiesceError> {
+    let mut saved = in_status.to_vec();
+    for t in targets {
+        if saved.iter().any(|s| s.name == t.name && s.kind == kind_name(t.kind)) {
+            continue;
+        }
+        if let Some(replicas) = w.noted(t).await? {
+            saved.push(SavedReplicas { kind: kind_name(t.kind).into(), name: t.name.clone(), replicas });
+        }
+    }
+    Ok(saved)
 }
 
 #[cfg(test)]
@@ -100,7 +137,7 @@ mod tests {
 
     /// Workloads whose pods stop as soon as they are scaled.
     #[derive(Default)]
-    struct Fake(Mutex<HashMap<String, i32>>);
+    struct Fake(Mutex<HashMap<String, i32>>, Mutex<HashMap<String, i32>>);
 
     impl Workloads for Fake {
         fn replicas(&self, w: &WorkloadRef) -> BoxFuture<'_, Result<i32, QuiesceError>> {
@@ -122,6 +159,18 @@ mod tests {
         fn running(&self, w: &WorkloadRef) -> BoxFuture<'_, Result<i32, QuiesceError>> {
             self.replicas(w)
         }
+        fn note_saved(&self, w: &WorkloadRef, replicas: Option<i32>) -> BoxFuture<'_, Result<(), QuiesceError>> {
+            let mut notes = self.1.lock().unwrap();
+            match replicas {
+                Some(n) => notes.insert(w.name.clone(), n),
+                None => notes.remove(&w.name),
+            };
+            Box::pin(async { Ok(()) })
+        }
+        fn noted(&self, w: &WorkloadRef) -> BoxFuture<'_, Result<Option<i32>, QuiesceError>> {
+            let n = self.1.lock().unwrap().get(&w.name).copied();
+            Box::pin(async move { Ok(n) })
+        }
     }
 
     #[tokio::test]
@@ -136,9 +185,15 @@ mod tests {
         assert_eq!(saved[1], SavedReplicas { kind: "StatefulSet".into(), name: "worker".into(), replicas: 2 });
         scale_down(&fake, &targets).await.unwrap();
         assert_eq!(fake.0.lock().unwrap()["api"], 0);
+        assert_eq!(fake.1.lock().unwrap()["api"], 3, "the count is noted on the workload too");
+        // The resource (and its status) gone: the notes on the workloads still say it.
+        let from_notes = saved_anywhere(&fake, &[], &targets).await.unwrap();
+        assert_eq!(from_notes, saved);
         restore(&fake, &saved).await.unwrap();
         let counts = fake.0.lock().unwrap().clone();
         assert_eq!((counts["api"], counts["worker"]), (3, 2));
+        assert!(fake.1.lock().unwrap().is_empty(), "restored: the notes are removed");
+        assert!(saved_anywhere(&fake, &[], &targets).await.unwrap().is_empty());
         let missing = WorkloadRef { kind: WorkloadKind::Deployment, name: "nope".into() };
         assert!(save_replicas(&fake, &[missing]).await.is_err());
     }

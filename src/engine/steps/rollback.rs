@@ -9,19 +9,22 @@
 
 use std::sync::Arc;
 
+use super::blockers::wait_out_blockers;
 use super::catalog;
 use super::catalog::read_names;
 use super::fidelity::adopt_sequences;
-use super::swap::rename_guarded;
+use super::swap::{put_back, rename_guarded};
 use super::verify::verify_pass;
 use crate::api::CutoverStatus;
 use crate::api::now;
+use crate::db::{ErrorContext, Session};
 use crate::engine::error::{CheckFailed, EngineError};
 use crate::engine::failpoint;
 use crate::engine::job::{Flow, Job, always_run};
 use crate::engine::plan::batches::resync_batch_rows;
 use crate::engine::plan::phase::{RollbackState, rollback_state};
-use crate::engine::plan::shape::TableShape;
+use crate::engine::plan::quote::{ident, literal};
+use crate::engine::plan::shape::{TableName, TableShape};
 use crate::engine::plan::validate::InvalidInput;
 use crate::engine::status_keeper::Save;
 use crate::engine::status_keeper::StatusKeeper;
@@ -48,6 +51,7 @@ pub async fn roll_back<R: StatusSink>(
                     rows = report.rows_resynced,
                     "copied the rows written since the cut-over into the old table"
                 );
+                wait_out_blockers(job, &mut session, keeper, &s.source).await?;
                 keeper.status.cutover.get_or_insert_with(CutoverStatus::default).window_opened_at = Some(now());
                 keeper.checkpoint(Save::Now).await?;
                 job.before_change().await?;
@@ -70,9 +74,7 @@ pub async fn roll_back<R: StatusSink>(
                     Err(e) => {
                         // Give the new table its name back: writers keep working.
                         tracing::error!(error = %e, "the rollback failed inside its window; giving the new table its name back");
-                        if let Err(back) = rename_guarded(&mut session, &s.shadow, &s.source).await {
-                            tracing::error!(error = %back, "could not give the new table its name back");
-                        }
+                        put_back(job, &mut session, keeper, &s.shadow).await?;
                         return Err(e);
                     }
                 };
@@ -91,6 +93,9 @@ pub async fn roll_back<R: StatusSink>(
                     job.before_change().await?;
                     adopt_sequences(&mut session, &s.source).await?;
                 }
+                // The identity handed out ids above the old sequence's: move it past them.
+                job.before_change().await?;
+                advance_default_sequences(job, &mut session, &s.source).await?;
                 return Ok(Flow::Next);
             }
             RollbackState::Refused(why) => return Err(InvalidInput::one("spec.rollback", why).into()),
@@ -112,4 +117,76 @@ pub async fn original_for_rollback(job: &Job) -> Result<Option<TableShape>, Engi
         }
     }
     Ok(None)
+}
+
+/// The sequences behind the table's column defaults (`nextval(...)`), with
+/// the column each feeds: schema, sequence, column.
+const DEFAULT_SEQUENCES: &str = "SELECT sn.nspname::text, sc.relname::text, a.attname::text \
+     FROM pg_catalog.pg_attrdef ad \
+     JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_attrdef'::regclass AND d.objid = ad.oid \
+     JOIN pg_catalog.pg_class sc ON sc.oid = d.refobjid AND sc.relkind = 'S' \
+     JOIN pg_catalog.pg_namespace sn ON sn.oid = sc.relnamespace \
+     JOIN pg_catalog.pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum \
+     WHERE ad.adrelid = pg_catalog.to_regclass($1) ORDER BY 1, 2, 3";
+
+/// Moves every sequence used by a column default of `table` past the highest
+/// value in that column: rows copied back from the new table carry ids its
+/// identity generated, which the old sequence would hand out again (23505).
+/// Never moves a sequence backwards. A catalog DSQL does not have is
+/// reported and skipped: its tables rarely use sequence defaults.
+async fn advance_default_sequences(job: &Job, session: &mut Session, table: &TableName) -> Result<(), EngineError> {
+    let name = &table.to_string();
+    let found = session
+        .retry("read default sequences", |c| async move {
+            let rows = c.query(DEFAULT_SEQUENCES, &[name]).await.ctx("read default sequences")?;
+            Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2))).collect())
+        })
+        .await;
+    let found: Vec<(String, String, String)> = match found {
+        Ok(found) => found,
+        Err(e) if job.dialect == crate::db::Dialect::Dsql && e.catalog_missing() => {
+            tracing::warn!(error = %e, table = %table, "cannot read the default sequences here; none moved");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for (schema, sequence, column) in found {
+        let sequence = TableName::new(schema, sequence);
+        let sql = &advance_sequence(&sequence, table, &column);
+        let moved: Option<i64> = session
+            .retry("move a default sequence", |c| async move {
+                Ok(c.query_opt(sql.as_str(), &[]).await.ctx("move a default sequence")?.map(|r| r.get(0)))
+            })
+            .await?;
+        if let Some(to) = moved {
+            tracing::info!(sequence = %sequence, column, to, "moved the default's sequence past the copied ids");
+        }
+    }
+    Ok(())
+}
+
+/// `setval` of `sequence` to the highest `column` of `table` when that is at
+/// or above the sequence's last value; no row when nothing needs to move.
+fn advance_sequence(sequence: &TableName, table: &TableName, column: &str) -> String {
+    format!(
+        "SELECT pg_catalog.setval({seq_text}::regclass, m.top, true) FROM \
+         (SELECT max({col})::bigint AS top FROM {table}) m, (SELECT last_value, is_called FROM {sequence}) s \
+         WHERE m.top IS NOT NULL AND (m.top > s.last_value OR (m.top = s.last_value AND NOT s.is_called))",
+        seq_text = literal(&sequence.to_string()),
+        col = ident(column),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_default_sequence_moves_only_forward_and_every_name_is_quoted() {
+        let sql =
+            advance_sequence(&TableName::new("public", "Post\"Tag_seq"), &TableName::new("public", "post tag"), "id");
+        assert!(sql.contains("setval('\"public\".\"Post\"\"Tag_seq\"'::regclass"), "{sql}");
+        assert!(sql.contains("FROM \"public\".\"post tag\""), "{sql}");
+        assert!(sql.contains("m.top > s.last_value"), "{sql}");
+    }
 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::blockers::{blocking_sessions, wait_out_blockers};
 use super::catalog;
 use super::catalog::read_names;
 use super::change_tracking::{TrackedStatements, sync_tracked};
@@ -23,7 +24,7 @@ use crate::engine::plan::batches::resync_batch_rows;
 use crate::engine::plan::phase::{Names, SwapState, swap_state};
 use crate::engine::plan::shape::TableName;
 use crate::engine::plan::shape::TableShape;
-use crate::engine::plan::sql::{drop_table, rename_table, set_generated_always};
+use crate::engine::plan::sql::{IN_PLACE_LOCK_TIMEOUT_MS, drop_table, rename_table, set_generated_always};
 use crate::engine::plan::validate::InvalidInput;
 use crate::engine::status_keeper::Save;
 use crate::engine::status_keeper::StatusKeeper;
@@ -63,12 +64,23 @@ pub async fn swap<R: StatusSink>(
                     tracing::info!(resynced = report.rows_resynced, "caught up before the window");
                     baseline = Some(fresh);
                 }
+                // Waited for with the application up, before it is quiesced.
+                wait_out_blockers(job, &mut session, keeper, &s.source).await?;
                 quiesce(job, keeper).await?;
-                keeper.status.cutover.get_or_insert_with(CutoverStatus::default).window_opened_at = Some(now());
-                keeper.checkpoint(Save::Now).await?;
-                job.before_change().await?;
-                rename_guarded(&mut session, &s.source, &s.old).await?;
-                tracing::info!(table = %s.source, to = %s.old, "window open: the table was renamed away");
+                // From here the application may be down: every way out puts it back.
+                if let Err(e) = open_window(job, &mut session, keeper).await {
+                    if !e.lost_claim() {
+                        tracing::error!(error = %e, "the cut-over could not open its window; scaling the workloads back");
+                        if let Err(restore) = restore_workloads(job, keeper).await {
+                            tracing::error!(error = %restore, "could not scale the workloads back");
+                        }
+                    }
+                    if e.blocked() {
+                        // A blocker came after the check: wait for it again, the application up.
+                        continue;
+                    }
+                    return Err(e);
+                }
                 failpoint::hit("swap-renamed-out");
             }
             SwapState::InWindow => {
@@ -78,9 +90,7 @@ pub async fn swap<R: StatusSink>(
                         return Err(e);
                     }
                     tracing::error!(error = %e, "the cut-over failed inside the window; putting the original table back");
-                    if let Err(back) = rename_guarded(&mut session, &s.old, &s.source).await {
-                        tracing::error!(error = %back, "could not put the original table back");
-                    }
+                    put_back(job, &mut session, keeper, &s.old).await?;
                     restore_workloads(job, keeper).await?;
                     return Err(e);
                 }
@@ -93,16 +103,103 @@ pub async fn swap<R: StatusSink>(
     }
 }
 
+/// Opens the window: the time saved, then the table renamed away (guarded by
+/// the claim, the Lease and the blockers' check).
+async fn open_window<R: StatusSink>(
+    job: &Job,
+    session: &mut Session,
+    keeper: &mut StatusKeeper<R>,
+) -> Result<(), EngineError> {
+    let s = &job.settings;
+    keeper.status.cutover.get_or_insert_with(CutoverStatus::default).window_opened_at = Some(now());
+    keeper.checkpoint(Save::Now).await?;
+    job.before_change().await?;
+    if job.dialect == Dialect::Postgres {
+        let late: Vec<String> = blocking_sessions(session, &s.source).await?.iter().map(ToString::to_string).collect();
+        if !late.is_empty() {
+            return Err(CheckFailed::Blocked(late).into());
+        }
+    }
+    rename_guarded(session, &s.source, &s.old).await?;
+    tracing::info!(table = %s.source, to = %s.old, "window open: the table was renamed away");
+    Ok(())
+}
+
+/// How long the engine waits between attempts to give the original table
+/// its name back, once an attempt's own retries are spent.
+pub const PUT_BACK_EVERY: Duration = Duration::from_secs(1);
+
+/// Gives the table name back to `from` (the original after a failed
+/// cut-over, the new table after a failed rollback) until it succeeds: the table name must not stay absent because the
+/// database was unreachable for a while. Meanwhile the status says
+/// `TableMissing` (a condition and a Warning event). Stops only when another
+/// engine took the table over (it then does the same).
+pub async fn put_back<R: StatusSink>(
+    job: &Job,
+    session: &mut Session,
+    keeper: &mut StatusKeeper<R>,
+    from: &TableName,
+) -> Result<(), EngineError> {
+    let s = &job.settings;
+    loop {
+        let attempt = match job.before_change().await {
+            Ok(()) => rename_guarded(session, from, &s.source).await.map_err(EngineError::from),
+            Err(e) => Err(e),
+        };
+        let missing = keeper.status.cutover.as_ref().is_some_and(|c| c.table_missing);
+        match attempt {
+            Ok(()) => {
+                if missing {
+                    keeper.status.cutover.get_or_insert_with(CutoverStatus::default).table_missing = false;
+                    let note = format!("{} has its name back; writers reach it again", s.source);
+                    keeper.event(Severity::Normal, "TableRestored", note).await;
+                    keeper.checkpoint(Save::Now).await?;
+                }
+                tracing::info!(table = %s.source, "the original table has its name back");
+                return Ok(());
+            }
+            Err(e) if e.lost_claim() || job.lease_lost() => return Err(e),
+            Err(e) => {
+                tracing::error!(error = %e, table = %s.source, "could not put the original table back; trying again");
+                if !missing {
+                    keeper.status.cutover.get_or_insert_with(CutoverStatus::default).table_missing = true;
+                    let note = format!(
+                        "{} is absent: renaming {from} back after a failed window failed ({e}); retrying until it succeeds",
+                        s.source
+                    );
+                    keeper.event(Severity::Warning, "TableMissing", note).await;
+                    if let Err(store) = keeper.checkpoint(Save::Now).await {
+                        tracing::warn!(error = %store, "could not save the TableMissing status");
+                    }
+                }
+                tokio::time::sleep(PUT_BACK_EVERY).await;
+            }
+        }
+    }
+}
+
 /// Renames `from` to `to`'s name unless that already happened (a lost reply
 /// to a committed rename must not fail the retry).
 pub async fn rename_guarded(session: &mut Session, from: &TableName, to: &TableName) -> Result<(), DbError> {
-    let sql = &rename_table(from, &to.name);
+    let sql = &match session.connector().dialect() {
+        // Readers and writers queue behind a waiting rename: it waits briefly.
+        Dialect::Postgres => format!(
+            "BEGIN; SET LOCAL lock_timeout = '{IN_PLACE_LOCK_TIMEOUT_MS}ms'; {}; COMMIT",
+            rename_table(from, &to.name)
+        ),
+        // DSQL takes no locks, and refuses lock_timeout.
+        Dialect::Dsql => rename_table(from, &to.name),
+    };
     session
         .retry("rename table", |c| async move {
             if !catalog::table_exists(&c, from).await? && catalog::table_exists(&c, to).await? {
                 return Ok(());
             }
-            c.batch_execute(sql).await.ctx("rename table")
+            let renamed = c.batch_execute(sql).await.ctx("rename table");
+            if renamed.is_err() {
+                let _ = c.batch_execute("ROLLBACK").await;
+            }
+            renamed
         })
         .await
 }
@@ -238,7 +335,7 @@ async fn quiesce<R: StatusSink>(job: &Job, keeper: &mut StatusKeeper<R>) -> Resu
 }
 
 /// Scales quiesced workloads back to their saved counts, and forgets the counts.
-async fn restore_workloads<R: StatusSink>(job: &Job, keeper: &mut StatusKeeper<R>) -> Result<(), EngineError> {
+pub async fn restore_workloads<R: StatusSink>(job: &Job, keeper: &mut StatusKeeper<R>) -> Result<(), EngineError> {
     let saved = keeper.status.cutover.as_ref().map(|c| c.saved_replicas.clone()).unwrap_or_default();
     if saved.is_empty() {
         return Ok(());
