@@ -73,6 +73,14 @@ impl Job {
         self.leading.as_ref().is_some_and(|held| !*held.borrow())
     }
 
+    /// Whether this engine may still write rows: its Lease (in the operator)
+    /// and its claim on the table both hold, as far as can be told without a
+    /// round trip. Checked before every batch.
+    pub fn may_write(&self) -> bool {
+        let claim = self.claim.lock().expect("claim lock").clone();
+        !self.lease_lost() && claim.is_none_or(|c| c.is_fresh())
+    }
+
     pub fn session(&self) -> Session {
         Session::new(self.connector.clone(), self.retry_policy, self.retries.clone())
     }

@@ -101,3 +101,50 @@ async fn a_claim_is_exclusive_and_an_engine_that_loses_it_knows() {
     let second = Claim::take(&connector, &table, Dialect::Dsql).await.expect("released claims are free");
     second.release(&connector).await;
 }
+
+/// A DSQL claim row names its owner's host by an identity that no other
+/// machine or pod shares: a row from elsewhere (an older `local/...`, another
+/// pod) is never judged dead by pid, only one from this very PID namespace.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_from_another_machine_is_never_taken_over_by_pid() {
+    let db = TestDb::new("claim_host").await;
+    let table = TableName::new("public", "post_tag");
+    let connector = std::sync::Arc::new(connector(&db.url));
+    let mine = Claim::take(&connector, &table, Dialect::Dsql).await.unwrap();
+    let owner: String = db
+        .client
+        .query_one("SELECT owner FROM identity_migrator_claims WHERE table_name = '\"public\".\"post_tag\"'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    mine.release(&connector).await;
+    let host = owner.split('/').next().unwrap().to_string();
+    assert!(host != "local" && host.contains('@'), "{owner}");
+
+    let claim_by = |owner: String| {
+        let client = &db.client;
+        async move {
+            client
+                .execute(
+                    "INSERT INTO identity_migrator_claims (table_name, owner, expires_at) \
+                     VALUES ('\"public\".\"post_tag\"', $1, now() + interval '1 minute') \
+                     ON CONFLICT (table_name) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at",
+                    &[&owner],
+                )
+                .await
+                .unwrap();
+        }
+    };
+    // No process 999999 runs here; that proves nothing about other machines.
+    for elsewhere in ["local/999999/0123456789abcdef", "worker-2@pod-1234-abcd/999999/0123456789abcdef"] {
+        claim_by(elsewhere.to_string()).await;
+        match Claim::take(&connector, &table, Dialect::Dsql).await {
+            Err(ClaimError::Taken { holder, .. }) => assert_eq!(holder, elsewhere),
+            other => panic!("{elsewhere}: a claim from elsewhere must be respected: {:?}", other.err()),
+        }
+    }
+    // A run of this very machine that died is taken over at once.
+    claim_by(format!("{host}/999999/0123456789abcdef")).await;
+    let taken = Claim::take(&connector, &table, Dialect::Dsql).await.expect("a dead local owner's claim is taken over");
+    taken.release(&connector).await;
+}

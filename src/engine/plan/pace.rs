@@ -47,8 +47,11 @@ pub struct Pacer {
     rate: Option<f64>,
     latencies: VecDeque<Duration>,
     conflicts: VecDeque<u64>,
-    /// Rows committed since the last adjustment, and over how long.
+    /// Rows and commits since the last adjustment, and over how long (ticks
+    /// without a commit add up: a batch may take longer than a tick).
     rows: i64,
+    commits: usize,
+    since: Duration,
     lag: Option<Duration>,
     reason: PaceReason,
     detail: String,
@@ -75,6 +78,8 @@ impl Pacer {
             latencies: VecDeque::new(),
             conflicts: VecDeque::new(),
             rows: 0,
+            commits: 0,
+            since: Duration::ZERO,
             lag: None,
             reason: PaceReason::Clear,
             detail: "every pace threshold holds".into(),
@@ -84,6 +89,7 @@ impl Pacer {
     /// One committed batch: its rows, its commit latency and the conflicts retried for it.
     pub fn record_commit(&mut self, rows: i64, latency: Duration, conflicts: u64) {
         self.rows += rows;
+        self.commits += 1;
         self.latencies.push_back(latency);
         self.conflicts.push_back(conflicts);
         while self.latencies.len() > WINDOW {
@@ -133,9 +139,16 @@ impl Pacer {
     /// Adjusts the pace after `elapsed` since the last adjustment: halved
     /// when a threshold is broken, raised by a twentieth of the ceiling (or of
     /// the rate seen) when all hold.
+    ///
+    /// A tick without a commit holds the pace: it measured nothing (a batch
+    /// that takes longer than a tick is not a pace of zero rows a second).
     pub fn adjust(&mut self, elapsed: Duration) -> PaceChange {
-        let seen = self.rows as f64 / elapsed.as_secs_f64().max(0.001);
-        self.rows = 0;
+        self.since += elapsed;
+        if self.commits == 0 {
+            return PaceChange { rate: self.rate, reason: self.reason, detail: self.detail.clone(), flipped: false };
+        }
+        let seen = self.rows as f64 / self.since.as_secs_f64().max(0.001);
+        (self.rows, self.commits, self.since) = (0, 0, Duration::ZERO);
         let was_clear = self.reason == PaceReason::Clear;
         match self.broken() {
             Some((reason, detail)) => {
@@ -200,9 +213,11 @@ mod tests {
         }
         let c = p.adjust(Duration::from_secs(1));
         assert_eq!((c.rate, c.reason, c.flipped), (Some(3_000.0), PaceReason::Clear, true));
+        p.record_commit(3_000, ms(20), 0);
         let c = p.adjust(Duration::from_secs(1));
         assert_eq!(c.rate, Some(3_500.0), "additive increase");
         for _ in 0..40 {
+            p.record_commit(3_000, ms(20), 0);
             p.adjust(Duration::from_secs(1));
         }
         assert_eq!(p.rate, Some(10_000.0), "never above maxRowsPerSecond");
@@ -226,6 +241,29 @@ mod tests {
         assert_eq!((c.rate, c.reason), (Some(500.0), PaceReason::ReplicaLag));
         let mut floor = Pacer::new(limits, Some(60));
         floor.record_lag(Duration::from_secs(12));
+        floor.record_commit(60, ms(10), 0);
         assert_eq!(floor.adjust(Duration::from_secs(1)).rate, Some(FLOOR), "never below the floor");
+    }
+
+    #[test]
+    fn a_tick_without_a_commit_holds_the_pace_and_slow_batches_are_measured_over_their_ticks() {
+        let limits = PaceLimits { max_commit_latency: Some(ms(3_000)), ..Default::default() };
+        let mut p = Pacer::new(limits, Some(10_000));
+        let c = p.adjust(Duration::from_secs(1));
+        assert_eq!((c.rate, c.reason, c.flipped), (Some(10_000.0), PaceReason::Clear, false), "nothing measured");
+        // Batches of 2,900 rows that take 2.5 s each: two empty ticks, then a commit.
+        p.adjust(Duration::from_secs(1));
+        p.adjust(Duration::from_secs(1));
+        p.record_commit(2_900, ms(2_500), 0);
+        let c = p.adjust(Duration::from_secs(1));
+        assert_eq!((c.rate, c.reason), (Some(10_000.0), PaceReason::Clear), "not dropped to the floor");
+        // Broken: halved from what was seen over the three ticks, not from zero.
+        let strict = PaceLimits { max_commit_latency: Some(ms(1_000)), ..Default::default() };
+        let mut p = Pacer::new(strict, None);
+        p.adjust(Duration::from_secs(1));
+        p.adjust(Duration::from_secs(1));
+        p.record_commit(3_000, ms(2_500), 0);
+        let c = p.adjust(Duration::from_secs(1));
+        assert_eq!((c.rate, c.reason), (Some(500.0), PaceReason::CommitLatency), "half of 1,000 rows/s");
     }
 }

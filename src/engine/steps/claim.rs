@@ -43,9 +43,32 @@ pub enum ClaimError {
 enum Holder {
     /// The connection holding the advisory lock (the lock ends with it).
     Advisory { client: Mutex<Client> },
-    /// The owner written in the claim row; `lost` once a renewal failed.
-    Row { owner: String, lost: Arc<AtomicBool>, _renewer: Renewer },
+    /// The owner written in the claim row; `lost` once a renewal failed;
+    /// `renewed_at` when the row last said this owner (ms since `born`).
+    Row { owner: String, lost: Arc<AtomicBool>, renewed: Arc<Renewed>, _renewer: Renewer },
 }
+
+/// When the claim row was last written for this owner.
+struct Renewed {
+    born: std::time::Instant,
+    millis: std::sync::atomic::AtomicU64,
+}
+
+impl Renewed {
+    fn now() -> Self {
+        Self { born: std::time::Instant::now(), millis: std::sync::atomic::AtomicU64::new(0) }
+    }
+    fn mark(&self) {
+        self.millis.store(self.born.elapsed().as_millis() as u64, Ordering::SeqCst);
+    }
+    fn age(&self) -> Duration {
+        self.born.elapsed().saturating_sub(Duration::from_millis(self.millis.load(Ordering::SeqCst)))
+    }
+}
+
+/// A claim older than this without a renewal may be taken by another engine
+/// soon (it expires at [`CLAIM_TTL`]): batches stop before that.
+pub const CLAIM_FRESH_FOR: Duration = Duration::from_secs(CLAIM_TTL.as_secs() - CLAIM_RENEW_EVERY.as_secs());
 
 /// The renewal task, stopped with its claim however the claim ends.
 struct Renewer(tokio::task::JoinHandle<()>);
@@ -104,10 +127,17 @@ impl Claim {
                     return Err(ClaimError::Taken { table: table.clone(), holder });
                 }
                 let lost = Arc::new(AtomicBool::new(false));
-                let renewal =
-                    Renewal { connector: connector.clone(), claims, table: table.clone(), owner: owner.clone() };
+                let renewed = Arc::new(Renewed::now());
+                let renewal = Renewal {
+                    connector: connector.clone(),
+                    claims,
+                    table: table.clone(),
+                    owner: owner.clone(),
+                    renewed: renewed.clone(),
+                };
                 let renewer = tokio::spawn(renew_forever(renewal, client, lost.clone()));
-                Ok(Self { table: table.clone(), holder: Holder::Row { owner, lost, _renewer: Renewer(renewer) } })
+                let holder = Holder::Row { owner, lost, renewed, _renewer: Renewer(renewer) };
+                Ok(Self { table: table.clone(), holder })
             }
         }
     }
@@ -126,7 +156,20 @@ impl Claim {
             Holder::Row { lost: flag, .. } if flag.load(Ordering::SeqCst) => {
                 Err(lost("the claim row could not be renewed; another engine may hold it"))
             }
+            Holder::Row { renewed, .. } if renewed.age() > CLAIM_FRESH_FOR => {
+                Err(lost("the claim row has not been renewed in time; another engine may take it"))
+            }
             Holder::Row { .. } => Ok(()),
+        }
+    }
+
+    /// Whether the claim is certainly still this engine's, without a round
+    /// trip: checked before every copy batch. A claim row not renewed for
+    /// [`CLAIM_FRESH_FOR`] may soon be taken by another engine.
+    pub fn is_fresh(&self) -> bool {
+        match &self.holder {
+            Holder::Advisory { .. } => true,
+            Holder::Row { lost, renewed, .. } => !lost.load(Ordering::SeqCst) && renewed.age() <= CLAIM_FRESH_FOR,
         }
     }
 
@@ -243,8 +286,51 @@ async fn claim_row(
     Err(DbError::transient("claim", "the claim row kept conflicting"))
 }
 
+/// Who this process is among every engine that may claim a table: a name for
+/// people, then an identity under which process ids are comparable. Only an
+/// owner with exactly this identity is checked for a dead process, so it
+/// must never be shared by two PID namespaces (two machines, two pods).
 fn this_host() -> String {
-    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty() && !h.contains('/')).unwrap_or_else(|| "local".into())
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| host_identity(&read_host_facts())).clone()
+}
+
+/// What names the place this process runs in.
+#[derive(Debug, Default)]
+struct HostFacts {
+    /// The node's or pod's name (for people).
+    hostname: Option<String>,
+    /// The pod's uid (the Downward API's `POD_UID`).
+    pod_uid: Option<String>,
+    /// This boot of the kernel, and this process's PID namespace in it.
+    boot_id: Option<String>,
+    pid_namespace: Option<String>,
+}
+
+fn read_host_facts() -> HostFacts {
+    let read = |path: &str| std::fs::read_to_string(path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    HostFacts {
+        hostname: std::env::var("HOSTNAME").ok().or_else(|| read("/proc/sys/kernel/hostname")),
+        pod_uid: std::env::var("POD_UID").ok(),
+        boot_id: read("/proc/sys/kernel/random/boot_id"),
+        pid_namespace: std::fs::read_link("/proc/self/ns/pid").ok().map(|p| p.to_string_lossy().into_owned()),
+    }
+}
+
+/// `name@identity` without `/` (the owner is `host/pid/nonce`). The identity
+/// is the pod's uid, else the kernel's boot id with the PID namespace, else a
+/// random one: then no other process can match it, and a dead owner's claim
+/// simply expires.
+fn host_identity(f: &HostFacts) -> String {
+    let clean =
+        |s: &str| s.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')).collect::<String>();
+    let name = f.hostname.as_deref().map(clean).filter(|n| !n.is_empty()).unwrap_or_else(|| "host".into());
+    let identity = match (&f.pod_uid, &f.boot_id, &f.pid_namespace) {
+        (Some(uid), _, _) if !uid.is_empty() => format!("pod-{}", clean(uid)),
+        (_, Some(boot), Some(ns)) => format!("{}-{}", clean(boot), clean(ns)),
+        _ => format!("random-{:016x}", rand::random::<u64>()),
+    };
+    format!("{name}@{identity}")
 }
 
 /// Whether a claim's owner (`host/pid/nonce`) was a process on this host that
@@ -271,6 +357,7 @@ struct Renewal {
     claims: TableName,
     table: TableName,
     owner: String,
+    renewed: Arc<Renewed>,
 }
 
 /// Extends the claim until the task is stopped; marks it lost when the row no
@@ -278,7 +365,7 @@ struct Renewal {
 /// connection that ends (DSQL ends every connection after an hour) is
 /// replaced, so a claim outlives any one connection.
 async fn renew_forever(r: Renewal, mut client: Client, lost: Arc<AtomicBool>) {
-    let Renewal { connector, claims, table, owner } = r;
+    let Renewal { connector, claims, table, owner, renewed } = r;
     let sql = format!(
         "UPDATE {claims} SET expires_at = now() + make_interval(secs => $3::bigint) \
          WHERE table_name = $1 AND owner = $2 AND expires_at > now()"
@@ -294,7 +381,10 @@ async fn renew_forever(r: Renewal, mut client: Client, lost: Arc<AtomicBool>) {
             }
         }
         match client.execute(sql.as_str(), &[&name, &owner, &ttl]).await {
-            Ok(1) => last = std::time::Instant::now(),
+            Ok(1) => {
+                last = std::time::Instant::now();
+                renewed.mark();
+            }
             Ok(_) => {
                 tracing::error!(table = %table, "the claim row names another engine now");
                 lost.store(true, Ordering::SeqCst);
@@ -309,5 +399,31 @@ async fn renew_forever(r: Renewal, mut client: Client, lost: Arc<AtomicBool>) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_identity_is_never_shared_and_never_local() {
+        let pod =
+            HostFacts { hostname: Some("idmig-7f9c".into()), pod_uid: Some("0a1b-2c3d".into()), ..Default::default() };
+        assert_eq!(host_identity(&pod), "idmig-7f9c@pod-0a1b-2c3d");
+        let machine = HostFacts {
+            hostname: None,
+            pod_uid: None,
+            boot_id: Some("3f1e-77".into()),
+            pid_namespace: Some("pid:[4026531836]".into()),
+        };
+        let id = host_identity(&machine);
+        assert_eq!(id, "host@3f1e-77-pid4026531836");
+        assert!(!id.contains('/'), "the owner is host/pid/nonce");
+        // Nothing known: a random identity, which no other process matches.
+        let (a, b) = (host_identity(&HostFacts::default()), host_identity(&HostFacts::default()));
+        assert_ne!(a, b);
+        assert!(!a.contains("local"));
+        assert!(!holder_is_gone(&format!("{a}/999999/00")), "another identity's process is never judged dead");
     }
 }

@@ -152,7 +152,9 @@ pub async fn copy_ranges<R: StatusSink>(
         }
     }
     while tasks.join_next().await.is_some() {}
-    if job.lease_lost() {
+    if !job.may_write() {
+        // Says which: the Lease, or the claim.
+        job.before_change().await?;
         return Err(ClaimError::LeaseLost { table: job.settings.source.clone() }.into());
     }
     let done = keeper.status.checkpoint.as_ref().is_some_and(|c| c.ranges.iter().all(RangeCheckpoint::is_done));
@@ -199,8 +201,8 @@ async fn copy_range(
     let mut after = resume_point(s, session, range, checkpoint, tx).await?;
     let mut span = initial_span(shared.batch_rows, shared.rows_per_range, checkpoint.from, checkpoint.to);
     while after < to {
-        // A lost Lease stops the batches too: another replica may copy now.
-        if shared.stop.load(Ordering::SeqCst) || shared.job.lease_lost() {
+        // A lost Lease or a stale claim stops the batches too: another engine may copy now.
+        if shared.stop.load(Ordering::SeqCst) || !shared.job.may_write() {
             return Ok(());
         }
         if let Some(throttle) = &shared.throttle {
@@ -210,10 +212,12 @@ async fn copy_range(
         let limit = *batch_rows;
         let end = after.saturating_add(span).min(to);
         let begin = begin_batch(shared.job.dialect);
-        let (started, retries_before) = (Instant::now(), shared.job.retries.get());
+        let retries_before = shared.job.retries.get();
         let result = session
             .retry("copy batch", |client| async move {
-                match client.query(&s.copy_batch, &[&after, &end, &limit]).await {
+                // The pace looks at the attempt that committed, not at the retries and their backoff.
+                let attempt = Instant::now();
+                let done = match client.query(&s.copy_batch, &[&after, &end, &limit]).await {
                     Ok(returned) => {
                         let rows: i64 = returned.iter().map(|r| r.get::<_, i64>(1)).sum();
                         let highest = returned.iter().filter_map(|r| r.get::<_, Option<i64>>(0)).max();
@@ -228,15 +232,16 @@ async fn copy_range(
                         copy_batch_idempotently(&client, s, begin, after, end, limit).await
                     }
                     Err(e) => Err(DbError::from_pg("copy batch", &e)),
-                }
+                };
+                done.map(|copied| copied.map(|c| (c, attempt.elapsed())))
             })
             .await;
         let advance = match result {
-            Ok(Some((through, rows, inserted))) => {
+            Ok(Some(((through, rows, inserted), latency))) => {
                 failpoint::hit("copy-batch");
                 if let Some(pacer) = &shared.pacer {
                     let conflicts = shared.job.retries.get().saturating_sub(retries_before);
-                    pacer.lock().expect("pacer lock").record_commit(rows, started.elapsed(), conflicts);
+                    pacer.lock().expect("pacer lock").record_commit(rows, latency, conflicts);
                 }
                 span = next_span(span, rows, limit, through - after);
                 Advance { range, copied_through: through, rows, recopied: rows - inserted, batch: true }
