@@ -398,7 +398,7 @@ impl<R: StatusSink> Migration<R> {
                 }
                 let shape = self.original_shape().await?;
                 let widest = self.widest_row(&shape).await?;
-                swap(&self.job, &shape, widest, self.baseline.take(), &mut self.keeper).await
+                swap(&self.job, &shape, widest, self.baseline.take(), &mut self.keeper, &self.control).await
             }
             Work::RollingBack => {
                 let Some(shape) = original_for_rollback(&self.job).await? else {
@@ -557,7 +557,12 @@ impl<R: StatusSink> Migration<R> {
     /// spec allows it, the copy takes over.
     async fn in_place(&mut self) -> Result<Flow, EngineError> {
         let source = self.job.settings.source.clone();
-        wait_out_blockers(&self.job, &mut self.job.session(), &mut self.keeper, &source).await?;
+        let mut session = self.job.session();
+        if let Some(outcome) =
+            wait_out_blockers(&self.job, &mut session, &mut self.keeper, &source, &self.control).await?
+        {
+            return Ok(Flow::Halt(outcome));
+        }
         let started = std::time::Instant::now();
         let added = add_identity_in_place(&self.job).await;
         self.keeper.watch_retries(self.job.retries.get()).await;

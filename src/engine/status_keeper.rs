@@ -144,6 +144,13 @@ impl<R: StatusSink> StatusKeeper<R> {
         }
     }
 
+    /// Saves now with the conditions brought up to date: for news that a
+    /// person must see (blocked, a missing table), not for progress.
+    pub async fn say(&mut self) -> Result<(), EngineError> {
+        refresh_conditions(&mut self.status, false, &now());
+        self.checkpoint(Save::Now).await
+    }
+
     pub async fn event(&mut self, severity: Severity, reason: &'static str, message: String) {
         // Sinks show or publish events; this is for debugging the engine.
         tracing::debug!(reason, ?severity, %message, "event");

@@ -25,5 +25,6 @@ mod live;
 mod migrate;
 mod retry;
 mod rollback;
+mod seams;
 mod stand_in;
 mod tls;

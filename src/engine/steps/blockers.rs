@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::api::CutoverStatus;
 use crate::db::{DbError, Dialect, ErrorContext, Session};
 use crate::engine::error::EngineError;
-use crate::engine::job::Job;
+use crate::engine::job::{Control, Job, Outcome, halted};
 use crate::engine::plan::shape::TableName;
 use crate::engine::status_keeper::{Save, StatusKeeper};
 use crate::engine::store::{Severity, StatusSink};
@@ -75,15 +75,17 @@ pub async fn blocking_sessions(session: &mut Session, table: &TableName) -> Resu
 
 /// Waits until no session would block a lock on `table`, saying who blocks
 /// meanwhile (status `cutover.blockedBy`, the condition `BlockedBy`, one
-/// Warning event). Stops early only when the engine lost its Lease or claim.
+/// Warning event). Nothing is changed while it waits, so the engine may stop
+/// here: then it answers how it was halted.
 pub async fn wait_out_blockers<R: StatusSink>(
     job: &Job,
     session: &mut Session,
     keeper: &mut StatusKeeper<R>,
     table: &TableName,
-) -> Result<(), EngineError> {
+    control: &Control,
+) -> Result<Option<Outcome>, EngineError> {
     if job.dialect != Dialect::Postgres {
-        return Ok(());
+        return Ok(None);
     }
     let mut announced = false;
     loop {
@@ -92,9 +94,13 @@ pub async fn wait_out_blockers<R: StatusSink>(
             if announced {
                 keeper.status.cutover.get_or_insert_with(CutoverStatus::default).blocked_by.clear();
                 keeper.event(Severity::Normal, "Unblocked", format!("nothing blocks a lock on {table} now")).await;
-                keeper.checkpoint(Save::Now).await?;
+                keeper.say().await?;
             }
-            return Ok(());
+            return Ok(None);
+        }
+        if let Some(outcome) = halted(control) {
+            keeper.status.cutover.get_or_insert_with(CutoverStatus::default).blocked_by.clear();
+            return Ok(Some(outcome));
         }
         job.before_change().await?;
         let said: Vec<String> = blockers.iter().map(ToString::to_string).collect();
@@ -104,11 +110,15 @@ pub async fn wait_out_blockers<R: StatusSink>(
             tracing::warn!(table = %table, blockers = %said.join("; "), "waiting for sessions that would block the lock");
             let note = format!("waiting to lock {table} until these end: {}", said.join("; "));
             keeper.event(Severity::Warning, "BlockedBy", note).await;
-            keeper.checkpoint(Save::Now).await?;
+            keeper.say().await?;
         } else {
             keeper.checkpoint(Save::WhenDue).await?;
         }
-        tokio::time::sleep(BLOCKED_POLL).await;
+        let mut control = control.clone();
+        tokio::select! {
+            () = tokio::time::sleep(BLOCKED_POLL) => {}
+            _ = control.changed() => {}
+        }
     }
 }
 

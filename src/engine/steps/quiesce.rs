@@ -24,6 +24,9 @@ pub enum QuiesceError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The engine was told to stop (a deletion, a shutdown) while waiting.
+    #[error("stopped while waiting for the workloads to scale down")]
+    Halted,
     #[error("{kind} {name} still runs {running} replicas after {waited:?}")]
     StillRunning { kind: &'static str, name: String, running: i32, waited: Duration },
 }
@@ -72,8 +75,13 @@ pub async fn save_replicas(w: &dyn Workloads, targets: &[WorkloadRef]) -> Result
     Ok(saved)
 }
 
-/// Scales every target to zero and waits until none runs.
-pub async fn scale_down(w: &dyn Workloads, targets: &[WorkloadRef]) -> Result<(), QuiesceError> {
+/// Scales every target to zero and waits until none runs, or until `halted`
+/// says the engine must stop (nothing was renamed yet: it may).
+pub async fn scale_down(
+    w: &dyn Workloads,
+    targets: &[WorkloadRef],
+    halted: impl Fn() -> bool,
+) -> Result<(), QuiesceError> {
     for t in targets {
         w.scale(t, 0).await?;
     }
@@ -83,6 +91,9 @@ pub async fn scale_down(w: &dyn Workloads, targets: &[WorkloadRef]) -> Result<()
             let running = w.running(t).await?;
             if running == 0 {
                 break;
+            }
+            if halted() {
+                return Err(QuiesceError::Halted);
             }
             if Instant::now() > deadline {
                 return Err(QuiesceError::StillRunning {
@@ -183,7 +194,7 @@ mod tests {
         ];
         let saved = save_replicas(&fake, &targets).await.unwrap();
         assert_eq!(saved[1], SavedReplicas { kind: "StatefulSet".into(), name: "worker".into(), replicas: 2 });
-        scale_down(&fake, &targets).await.unwrap();
+        scale_down(&fake, &targets, || false).await.unwrap();
         assert_eq!(fake.0.lock().unwrap()["api"], 0);
         assert_eq!(fake.1.lock().unwrap()["api"], 3, "the count is noted on the workload too");
         // The resource (and its status) gone: the notes on the workloads still say it.

@@ -51,7 +51,9 @@ pub async fn roll_back<R: StatusSink>(
                     rows = report.rows_resynced,
                     "copied the rows written since the cut-over into the old table"
                 );
-                wait_out_blockers(job, &mut session, keeper, &s.source).await?;
+                if let Some(outcome) = wait_out_blockers(job, &mut session, keeper, &s.source, &run).await? {
+                    return Ok(Flow::Halt(outcome));
+                }
                 keeper.status.cutover.get_or_insert_with(CutoverStatus::default).window_opened_at = Some(now());
                 keeper.checkpoint(Save::Now).await?;
                 job.before_change().await?;

@@ -12,14 +12,14 @@ use super::catalog::read_names;
 use super::change_tracking::{TrackedStatements, sync_tracked};
 use super::fidelity::{adopt_sequences, sync_privileges};
 use super::identity::restart_identity_after_max;
-use super::quiesce::{restore, save_replicas, scale_down};
+use super::quiesce::{QuiesceError, restore, save_replicas, scale_down};
 use super::verify::{Baseline, verify_pass};
 use crate::api::now;
 use crate::api::{CutoverStatus, Generation};
 use crate::db::{DbError, Dialect, ErrorContext, Session};
 use crate::engine::error::{CheckFailed, EngineError};
 use crate::engine::failpoint;
-use crate::engine::job::{Flow, Job, always_run};
+use crate::engine::job::{Control, Flow, Job, Outcome, always_run, halted};
 use crate::engine::plan::batches::resync_batch_rows;
 use crate::engine::plan::phase::{Names, SwapState, swap_state};
 use crate::engine::plan::shape::TableName;
@@ -35,12 +35,16 @@ use crate::engine::store::StatusSink;
 /// window only sees what changed in the last few seconds.
 pub const FRESH_BASELINE: Duration = Duration::from_secs(10);
 
+/// `control` may stop the engine only before the window opens (while it
+/// waits for blockers or for workloads to scale down); the window itself is
+/// never paused.
 pub async fn swap<R: StatusSink>(
     job: &Arc<Job>,
     original: &TableShape,
     widest_row: i64,
     mut baseline: Option<Baseline>,
     keeper: &mut StatusKeeper<R>,
+    control: &Control,
 ) -> Result<Flow, EngineError> {
     let s = &job.settings;
     let mut session = job.session();
@@ -65,8 +69,16 @@ pub async fn swap<R: StatusSink>(
                     baseline = Some(fresh);
                 }
                 // Waited for with the application up, before it is quiesced.
-                wait_out_blockers(job, &mut session, keeper, &s.source).await?;
-                quiesce(job, keeper).await?;
+                if let Some(outcome) = wait_out_blockers(job, &mut session, keeper, &s.source, control).await? {
+                    return Ok(Flow::Halt(outcome));
+                }
+                match quiesce(job, keeper, control).await {
+                    Err(EngineError::Quiesce(QuiesceError::Halted)) => {
+                        restore_workloads(job, keeper).await?;
+                        return Ok(Flow::Halt(halted(control).unwrap_or(Outcome::Stopped)));
+                    }
+                    quiesced => quiesced?,
+                }
                 // From here the application may be down: every way out puts it back.
                 if let Err(e) = open_window(job, &mut session, keeper).await {
                     if !e.lost_claim() {
@@ -153,7 +165,7 @@ pub async fn put_back<R: StatusSink>(
                     keeper.status.cutover.get_or_insert_with(CutoverStatus::default).table_missing = false;
                     let note = format!("{} has its name back; writers reach it again", s.source);
                     keeper.event(Severity::Normal, "TableRestored", note).await;
-                    keeper.checkpoint(Save::Now).await?;
+                    keeper.say().await?;
                 }
                 tracing::info!(table = %s.source, "the original table has its name back");
                 return Ok(());
@@ -168,7 +180,7 @@ pub async fn put_back<R: StatusSink>(
                         s.source
                     );
                     keeper.event(Severity::Warning, "TableMissing", note).await;
-                    if let Err(store) = keeper.checkpoint(Save::Now).await {
+                    if let Err(store) = keeper.say().await {
                         tracing::warn!(error = %store, "could not save the TableMissing status");
                     }
                 }
@@ -312,7 +324,7 @@ async fn finish_window<R: StatusSink>(
 
 /// Scales `spec.cutover.quiesce` to zero, the counts saved in status first
 /// (kept from an earlier attempt, which may have scaled some already).
-async fn quiesce<R: StatusSink>(job: &Job, keeper: &mut StatusKeeper<R>) -> Result<(), EngineError> {
+async fn quiesce<R: StatusSink>(job: &Job, keeper: &mut StatusKeeper<R>, control: &Control) -> Result<(), EngineError> {
     let targets = &job.settings.quiesce;
     if targets.is_empty() {
         return Ok(());
@@ -325,7 +337,7 @@ async fn quiesce<R: StatusSink>(job: &Job, keeper: &mut StatusKeeper<R>) -> Resu
         cutover.saved_replicas = save_replicas(workloads, targets).await.map_err(EngineError::Quiesce)?;
         keeper.checkpoint(Save::Now).await?;
     }
-    if let Err(e) = scale_down(workloads, targets).await {
+    if let Err(e) = scale_down(workloads, targets, || halted(control).is_some()).await {
         restore_workloads(job, keeper).await?;
         return Err(EngineError::Quiesce(e));
     }

@@ -1,0 +1,144 @@
+//! Failure paths where features meet (issue 20): every way out of a phase
+//! puts back what it changed, and says so.
+
+use std::time::{Duration, Instant};
+
+use crate::support::fake_api::FakeApi;
+use crate::support::operator::{
+    NS, Operator, condition, create_migration, create_url_secret, create_workload, delete, patch_spec, phase, wait_for,
+    workload_replicas,
+};
+use crate::support::{PostTag, TestDb, connect};
+use serde_json::json;
+
+async fn setup(name: &str, rows: i64) -> (TestDb, FakeApi, (i64, String)) {
+    let db = TestDb::new(name).await;
+    PostTag::rows(rows).create(&db).await;
+    let before = db.fingerprint("public.post_tag", "id").await;
+    let api = FakeApi::new();
+    create_url_secret(&api, "db", &db.url).await;
+    (db, api, before)
+}
+
+/// Waits until `check` holds, polling the fake API server.
+async fn until(what: &str, seconds: u64, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A session that holds a lock on the table through the window (a pg_dump,
+/// a report left open) arrives after the application was scaled to zero:
+/// the application is scaled back at once and the engine waits, saying who
+/// blocks it, instead of leaving it at zero while the rename times out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_held_through_the_window_never_leaves_the_application_at_zero() {
+    let (db, api, before) = setup("seam_quiesce_lock", 5_000).await;
+    create_workload(&api, "Deployment", "blog-api", 3).await;
+    api.set_scaling_frozen(true);
+    let operator = Operator::start(&api, "pod-a");
+    let quiesce = json!({"cutover": {"quiesce": [{"kind": "Deployment", "name": "blog-api"}]}});
+    create_migration(&api, "post-tag", "post_tag", quiesce).await;
+    // The engine scaled the application down and waits for its pods to stop.
+    wait_for(&api, "post-tag", 60, "saved replica counts", |o| {
+        o["status"]["cutover"]["savedReplicas"].as_array().is_some_and(|s| s.len() == 1)
+    })
+    .await;
+    until("scaled to zero", 10, || workload_replicas(&api, "deployments", "blog-api").0 == 0).await;
+    let noted = api.get("apps/v1", "deployments", NS, "blog-api").unwrap();
+    assert_eq!(
+        noted["metadata"]["annotations"]["migrations.dsql.dev/saved-replicas"], "3",
+        "the count is kept on the workload too"
+    );
+
+    // A dump opens its transaction on the table meanwhile.
+    let dump = connect(&db.url).await;
+    dump.batch_execute("SET application_name = 'pg_dump'; BEGIN; LOCK TABLE post_tag IN ACCESS SHARE MODE")
+        .await
+        .unwrap();
+    api.set_scaling_frozen(false);
+
+    let blocked = wait_for(&api, "post-tag", 60, "BlockedBy", |o| {
+        o["status"]["cutover"]["blockedBy"].as_array().is_some_and(|b| !b.is_empty())
+    })
+    .await;
+    let who = blocked["status"]["cutover"]["blockedBy"][0].as_str().unwrap().to_string();
+    assert!(who.contains("pg_dump") && who.contains("idle in a transaction"), "{who}");
+    assert_eq!(condition(&blocked, "Progressing").unwrap()["reason"], "BlockedBy");
+    until("the application scaled back while blocked", 10, || {
+        workload_replicas(&api, "deployments", "blog-api").0 == 3
+    })
+    .await;
+    assert!(db.exists("public", "post_tag").await, "the table keeps its name while blocked");
+
+    dump.batch_execute("COMMIT").await.unwrap();
+    let done = wait_for(&api, "post-tag", 60, "Completed", |o| phase(o) == "Completed").await;
+    operator.shutdown().await;
+    assert_eq!(workload_replicas(&api, "deployments", "blog-api"), (3, 3));
+    assert!(done["status"]["cutover"]["blockedBy"].is_null(), "cleared once unblocked");
+    assert_eq!(db.fingerprint("public.post_tag", "id").await, before);
+    let deployment = api.get("apps/v1", "deployments", NS, "blog-api").unwrap();
+    assert!(deployment["metadata"]["annotations"]["migrations.dsql.dev/saved-replicas"].is_null());
+    let reasons: Vec<String> = api.events_for(NS, "post-tag").into_iter().map(|(_, r, _)| r).collect();
+    for reason in ["BlockedBy", "Restored", "Unblocked"] {
+        assert!(reasons.contains(&reason.to_string()), "{reason} in {reasons:?}");
+    }
+}
+
+/// Deleting a migration whose application is quiesced scales it back first.
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_migration_in_its_quiesce_scales_the_application_back() {
+    let (db, api, _) = setup("seam_quiesce_delete", 3_000).await;
+    create_workload(&api, "Deployment", "blog-api", 2).await;
+    api.set_scaling_frozen(true);
+    let operator = Operator::start(&api, "pod-a");
+    let quiesce = json!({"cutover": {"quiesce": [{"kind": "Deployment", "name": "blog-api"}]}});
+    create_migration(&api, "post-tag", "post_tag", quiesce).await;
+    until("scaled to zero", 60, || workload_replicas(&api, "deployments", "blog-api").0 == 0).await;
+    // The scale-down never finishes (pods that will not stop); the user gives up.
+    delete(&api, "post-tag").await;
+    until("the migration is gone", 60, || {
+        api.get("migrations.dsql.dev/v1alpha1", "identitymigrations", NS, "post-tag").is_none()
+    })
+    .await;
+    operator.shutdown().await;
+    assert_eq!(workload_replicas(&api, "deployments", "blog-api").0, 2, "scaled back before the resource went");
+    assert!(db.exists("public", "post_tag").await);
+}
+
+/// Approval withdrawn after a failed cut-over: the retry does not touch the
+/// table; the migration waits in AwaitingCutover again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_cut_over_is_not_retried_once_its_approval_is_withdrawn() {
+    let (db, api, before) = setup("seam_approval", 3_000).await;
+    // The cut-over fails inside its window: the new table cannot take the name.
+    db.exec(
+        "CREATE FUNCTION refuse_rename_in() RETURNS event_trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF current_query() LIKE '%\"post_tag_new\" RENAME TO%' THEN \
+         RAISE EXCEPTION 'rename refused by the test'; END IF; END $$; \
+         CREATE EVENT TRIGGER refuse_rename_in ON ddl_command_end EXECUTE FUNCTION refuse_rename_in();",
+    )
+    .await;
+    let operator = Operator::start(&api, "pod-a");
+    let spec = json!({"cutover": {"approval": "Manual", "approved": true}});
+    create_migration(&api, "post-tag", "post_tag", spec).await;
+    wait_for(&api, "post-tag", 60, "a failed swap", |o| {
+        phase(o) == "Failed" && o["status"]["lastError"]["phase"] == "Swapping"
+    })
+    .await;
+    assert!(db.exists("public", "post_tag").await, "the failed window put the table back");
+    patch_spec(&api, "post-tag", json!({"cutover": {"approved": false}})).await;
+    let held = wait_for(&api, "post-tag", 60, "AwaitingCutover", |o| phase(o) == "AwaitingCutover").await;
+    assert_eq!(condition(&held, "Ready").unwrap()["reason"], "AwaitingApproval");
+    assert!(db.exists("public", "post_tag").await && !db.exists("public", "post_tag_old").await);
+    let original = "SELECT count(*) FROM pg_attribute WHERE attrelid = 'post_tag'::regclass AND attname = 'id' AND attidentity = ''";
+    assert_eq!(db.scalar_i64(original).await, 1, "the original table, untouched");
+    // The cause goes away; approved again, the cut-over completes.
+    db.exec("DROP EVENT TRIGGER refuse_rename_in").await;
+    patch_spec(&api, "post-tag", json!({"cutover": {"approved": true}})).await;
+    wait_for(&api, "post-tag", 60, "Completed", |o| phase(o) == "Completed").await;
+    operator.shutdown().await;
+    assert_eq!(db.fingerprint("public.post_tag", "id").await, before);
+}
