@@ -32,7 +32,7 @@ pub async fn admit(
     held: watch::Receiver<bool>,
 ) -> Result<Admission, LeaseManagerError> {
     let limit = slots.limit;
-    if waits_for_window(status) {
+    if waits_for_window(&obj.spec, status, jiff::Timestamp::now()) {
         // Its copy is done: the slot goes to the next in line.
         slots.release(key);
         return Ok(Admission::Run(held));

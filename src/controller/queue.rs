@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::decide::{Decision, Task, decide};
 use super::supervisor::Key;
-use crate::api::{IdentityMigration, IdentityMigrationStatus, Phase};
+use crate::api::{IdentityMigration, IdentityMigrationSpec, IdentityMigrationStatus, Phase};
+use crate::engine::plan::window::{self, WindowState};
 
 /// One migration as the line sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,10 +49,18 @@ impl Place {
     }
 }
 
-/// Verified and waiting for its cut-over window: the engine only re-syncs
-/// now and then, and takes neither room in a replica nor a slot of its endpoint.
-pub fn waits_for_window(status: &IdentityMigrationStatus) -> bool {
-    status.phase == Phase::AwaitingCutover
+/// Verified and waiting for its cut-over window, closed at `now`: the engine
+/// only re-syncs now and then, and takes neither room in a replica nor a slot
+/// of its endpoint. Once the window opens the cut-over (with its catch-up
+/// pass) takes both, like a copy.
+pub fn waits_for_window(spec: &IdentityMigrationSpec, status: &IdentityMigrationStatus, now: jiff::Timestamp) -> bool {
+    let closed = spec
+        .cutover
+        .window
+        .as_ref()
+        .and_then(|w| window::parse(w).ok())
+        .is_some_and(|w| matches!(window::state(&w, now), WindowState::Closed { .. }));
+    status.phase == Phase::AwaitingCutover && closed
 }
 
 pub fn failed_for(status: &IdentityMigrationStatus) -> Duration {
@@ -87,6 +96,22 @@ mod tests {
             wants_to_run,
             queued: false,
         }
+    }
+
+    #[test]
+    fn only_a_closed_window_frees_a_verified_migration_from_room_and_slots() {
+        let mut spec = crate::engine::testing::spec_for("t");
+        let waiting = IdentityMigrationStatus { phase: Phase::AwaitingCutover, ..Default::default() };
+        let at = |t: &str| t.parse::<jiff::Timestamp>().unwrap();
+        assert!(!waits_for_window(&spec, &waiting, at("2026-12-01T01:00:00Z")), "no window: a cut-over");
+        spec.cutover.window = Some(crate::api::CutoverWindow {
+            start: "02:00".into(),
+            duration: "1h".into(),
+            time_zone: "UTC".into(),
+            days: vec![],
+        });
+        assert!(waits_for_window(&spec, &waiting, at("2026-12-01T01:00:00Z")));
+        assert!(!waits_for_window(&spec, &waiting, at("2026-12-01T02:10:00Z")), "open: the cut-over takes both");
     }
 
     #[test]

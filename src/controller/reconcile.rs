@@ -159,7 +159,7 @@ async fn apply(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<Ac
     }
     match decision {
         Decision::Start => {
-            let room = if waits_for_window(&status) {
+            let room = if waits_for_window(&obj.spec, &status, jiff::Timestamp::now()) {
                 Room::NotNeeded
             } else {
                 let Some(permit) = ctx.supervisor.try_reserve() else {
@@ -171,6 +171,9 @@ async fn apply(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<Ac
                 Room::Reserved(permit)
             };
             let Some(held) = ctx.leases.hold(&key, &obj.uid().unwrap_or_default()).await? else {
+                // Another replica holds the Lease (perhaps since this one
+                // missed a renewal): a slot kept here would never be used.
+                ctx.slots.release(&key);
                 return Ok(Action::requeue(LEASE_POLL));
             };
             let connector =
@@ -327,7 +330,8 @@ async fn start(
         leading: Some(held.clone()),
         // Only an engine started for the wait (without room or slot) stays
         // for it; one that verified stops there and gives both back.
-        resync_while_waiting: waits_for_window(&status).then_some(ctx.resync_while_waiting),
+        resync_while_waiting: waits_for_window(&obj.spec, &status, jiff::Timestamp::now())
+            .then_some(ctx.resync_while_waiting),
         workloads: Some(Arc::new(KubeWorkloads { client: ctx.client.clone(), namespace: key.0.clone() })),
         ..Job::new(settings, connector)
     };

@@ -243,7 +243,10 @@ impl<R: StatusSink> Migration<R> {
         loop {
             let Some(window) = s.window.as_ref() else { return Ok(None) };
             let WindowState::Closed { opens_at } = window::state(window, jiff::Timestamp::now()) else {
-                return Ok(None);
+                // The window opened. This engine was started without room or
+                // slot (it only kept in step): it stops, and the operator
+                // starts the cut-over within both limits.
+                return Ok(Some(Outcome::Stopped));
             };
             if let Some(outcome) = halted(&control) {
                 return Ok(Some(outcome));
