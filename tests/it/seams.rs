@@ -142,3 +142,30 @@ async fn a_failed_cut_over_is_not_retried_once_its_approval_is_withdrawn() {
     operator.shutdown().await;
     assert_eq!(db.fingerprint("public.post_tag", "id").await, before);
 }
+
+/// The cut-over fails inside its window and renaming the original table back
+/// fails too, for a while: the engine keeps trying until the table has its
+/// name again, saying so, instead of exiting with the table absent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_rename_back_is_retried_until_the_table_has_its_name() {
+    use crate::support::stand_in::StandIn;
+    use crate::support::text;
+    let s = StandIn::start("seam_table_missing", |_| {}).await;
+    let t = PostTag::rows(2_000);
+    t.create(&s.db).await;
+    let before = s.db.fingerprint("public.post_tag", "id").await;
+    s.sim.fail_when(|sql| sql.contains("\"post_tag_new\" RENAME TO"), "42501", "permission denied (test)", 1);
+    s.sim.fail_when(|sql| sql.contains("\"post_tag_old\" RENAME TO"), "42501", "permission denied (test)", 3);
+    let m = s.manifest(&t, "  copy: {parallelism: 1}\n");
+    let out = s.run(&m, &[], &[]);
+    assert_eq!(out.status.code(), Some(1), "the cut-over failed: {}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("is absent") && said.contains("has its name back"), "{said}");
+    assert!(s.db.exists("public", "post_tag").await && !s.db.exists("public", "post_tag_old").await);
+    assert_eq!(s.db.fingerprint("public.post_tag", "id").await, before);
+    assert!(m.status()["cutover"]["tableMissing"].is_null(), "{}", m.status());
+    // Run again: the cut-over completes.
+    let out = s.run(&m, &[], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(s.db.fingerprint("public.post_tag", "id").await, before);
+}

@@ -186,6 +186,18 @@ pub fn preflight(
                     c.data_type
                 ),
             ),
+            // A plain timestamp is local time in whatever zone the writer's
+            // session had: a writer behind the server's zone (PgJDBC sends the
+            // JVM's), or a DST fall-back, stamps rows older than the mark, and
+            // their changes would never be copied again.
+            Some(c) if c.data_type == "timestamp without time zone" => refuse(
+                "spec.copy.changeTrackingColumn",
+                format!(
+                    "column {col:?} has type timestamp without time zone: its stamps depend on each writer's \
+                     session time zone (and repeat at a DST fall-back), so changes could be missed; use a \
+                     timestamptz column"
+                ),
+            ),
             // The mark is the start of the oldest open transaction, which only
             // a role that sees every session can read.
             Some(_) if dialect == Dialect::Postgres && !around.sees_all_sessions => refuse(
@@ -405,11 +417,19 @@ mod tests {
         let err = preflight(&s, Some(&integer), &Surroundings::default(), Dialect::Postgres, Route::Copy).unwrap_err();
         assert!(err.to_string().contains("gives no safe mark"), "{err}");
         let seeing = Surroundings { sees_all_sessions: true, ..Default::default() };
-        preflight(&s, Some(&post_tag_shape()), &seeing, Dialect::Postgres, Route::Copy).unwrap();
-        let err = preflight(&s, Some(&post_tag_shape()), &Surroundings::default(), Dialect::Postgres, Route::Copy)
-            .unwrap_err();
+        let local_time = post_tag_shape();
+        assert_eq!(local_time.columns[3].data_type, "timestamp without time zone");
+        let err = preflight(&s, Some(&local_time), &seeing, Dialect::Postgres, Route::Copy).unwrap_err();
+        assert!(
+            err.to_string().contains("timestamp without time zone") && err.to_string().contains("timestamptz"),
+            "{err}"
+        );
+        let mut zoned = post_tag_shape();
+        zoned.columns[3].data_type = "timestamp with time zone".into();
+        preflight(&s, Some(&zoned), &seeing, Dialect::Postgres, Route::Copy).unwrap();
+        let err = preflight(&s, Some(&zoned), &Surroundings::default(), Dialect::Postgres, Route::Copy).unwrap_err();
         assert!(err.to_string().contains("pg_read_all_stats"), "{err}");
-        preflight(&s, Some(&post_tag_shape()), &Surroundings::default(), Dialect::Dsql, Route::Copy).unwrap();
+        preflight(&s, Some(&zoned), &Surroundings::default(), Dialect::Dsql, Route::Copy).unwrap();
     }
 
     #[test]

@@ -194,7 +194,7 @@ impl PostTag {
         db.exec(&format!(
             "CREATE SCHEMA IF NOT EXISTS {schema};
              CREATE TABLE {t} ({id} {ty} NOT NULL PRIMARY KEY, post_id VARCHAR NOT NULL, tag_id VARCHAR NOT NULL,
-                               created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP);
+                               created_at TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP);
              INSERT INTO {t} ({id}, post_id, tag_id, created_at)
              SELECT g * 13 / 10 + CASE WHEN g > {n} * 9 / 10 THEN {jump} ELSE 0 END, 'post-' || (g % 997),
                     (ARRAY['aws','dsql','rust','kubernetes'])[1 + g % 4], timestamp '2024-01-01' + g * interval '17 seconds'
