@@ -33,7 +33,7 @@ use crate::engine::steps::change_tracking::TrackedStatements;
 use crate::engine::steps::claim::Claim;
 use crate::engine::steps::copy::copy_ranges;
 use crate::engine::steps::fidelity::with_fidelity;
-use crate::engine::steps::in_place::{InPlace, add_identity_in_place};
+use crate::engine::steps::in_place::{InPlace, add_identity_in_place, probe_add_identity};
 use crate::engine::steps::rollback::{original_for_rollback, roll_back};
 use crate::engine::steps::shadow::{build_indexes, ensure_shadow_table};
 use crate::engine::steps::survey::{Survey, survey};
@@ -450,7 +450,15 @@ impl<R: StatusSink> Migration<R> {
         let job = self.job.clone();
         let s = &job.settings;
         let Survey { shape, extent, rows, widest_row, batch_rows, ranges } = survey(&job).await?;
+        let strategy = match (s.strategy, job.dialect) {
+            (Strategy::Auto, Dialect::Dsql) => dsql_way(&job, &shape).await?,
+            (asked, dialect) => choose_strategy(asked, dialect),
+        };
         tracing::info!(rows, ranges = ranges.len(), batch_rows, widest_row_bytes = widest_row, "planned the copy");
+        if s.strategy == Strategy::Auto && strategy.taken == TakenStrategy::Copy {
+            tracing::warn!(reason = %strategy.reason, "copying instead of adding the identity in place");
+            self.keeper.event(Severity::Normal, "Strategy", format!("Copy: {}", strategy.reason)).await;
+        }
         let status = &mut self.keeper.status;
         status.plan = Some(PlanStatus {
             shadow_table: s.shadow.name.clone(),
@@ -466,7 +474,7 @@ impl<R: StatusSink> Migration<R> {
         status.verification = None;
         status.identity = None;
         status.cutover = None;
-        status.strategy = Some(choose_strategy(s.strategy, job.dialect));
+        status.strategy = Some(strategy);
         self.keeper.record_copy(0, 0, 0, CopyProgress::Running);
         Ok(Flow::Next)
     }
@@ -649,9 +657,28 @@ fn choose_strategy(asked: Strategy, dialect: Dialect) -> StrategyStatus {
         },
         (_, Dialect::Dsql) => StrategyStatus {
             taken: TakenStrategy::InPlace,
-            reason: "trying ADD IDENTITY in place; the copy follows if DSQL refuses it".into(),
+            reason: "DSQL took ADD IDENTITY on a scratch table: adding it in place; the copy follows if it refuses \
+                     it on the table"
+                .into(),
         },
     }
+}
+
+/// `Auto` on DSQL: in place only where DSQL can do it. Identity is bigint
+/// only there, so another id type takes the copy (which widens it); else a
+/// probe on a scratch table says whether ADD IDENTITY is taken at all.
+async fn dsql_way(job: &Job, shape: &TableShape) -> Result<StrategyStatus, EngineError> {
+    let id_type = shape.column(&job.settings.id_column).map(|c| c.data_type.clone()).unwrap_or_default();
+    if id_type != "bigint" {
+        let reason = format!("DSQL identity columns are bigint only and the id is {id_type}: the copy widens it");
+        return Ok(StrategyStatus { taken: TakenStrategy::Copy, reason });
+    }
+    Ok(match probe_add_identity(job).await? {
+        Some(why) => {
+            StrategyStatus { taken: TakenStrategy::Copy, reason: format!("server refused ADD IDENTITY: {why}") }
+        }
+        None => choose_strategy(Strategy::Auto, Dialect::Dsql),
+    })
 }
 
 /// The original table is the one whose id column is not (yet) an identity.

@@ -169,3 +169,31 @@ async fn a_failed_rename_back_is_retried_until_the_table_has_its_name() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(s.db.fingerprint("public.post_tag", "id").await, before);
 }
+
+/// `strategy: Auto` on a DSQL that refuses ADD IDENTITY, with a manual
+/// approval: the refusal is learnt on a scratch table before the approval is
+/// asked, so the copy and its verification run first, the approval is asked
+/// once, for the real cut-over, and the table was never touched before it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_dsql_probe_copies_first_and_asks_for_approval_after_verification() {
+    use crate::support::stand_in::StandIn;
+    use crate::support::text;
+    let s = StandIn::start("seam_probe_manual", |c| c.refuse_add_identity = true).await;
+    let t = PostTag::rows(3_000);
+    t.create(&s.db).await;
+    let before = s.db.fingerprint("public.post_tag", "id").await;
+    let m = s.manifest(&t, "  strategy: Auto\n  cutover: {approval: Manual}\n");
+    let out = s.run(&m, &[], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status = m.status();
+    assert_eq!(status["phase"], "AwaitingCutover", "{status}");
+    assert_eq!(status["strategy"]["taken"], "Copy", "{status}");
+    assert_eq!(status["verification"]["sourceRows"], 3_000, "verified before asking: {status}");
+    assert_eq!(s.db.scalar_i64("SELECT count(*) FROM post_tag_new").await, 3_000, "the copy ran");
+    assert!(!s.db.exists("public", "post_tag_idmig_probe").await, "the scratch table is gone");
+    // Approved once: the cut-over follows, without a second question.
+    let out = s.run(&m, &["--approve-cutover"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(m.status()["phase"], "Completed");
+    assert_eq!(s.db.fingerprint("public.post_tag", "id").await, before);
+}

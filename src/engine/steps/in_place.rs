@@ -19,6 +19,7 @@ use crate::db::{DbError, Dialect, ErrorContext};
 use crate::engine::error::EngineError;
 use crate::engine::failpoint;
 use crate::engine::job::Job;
+use crate::engine::plan::shape::TableName;
 use crate::engine::plan::sql::{
     IN_PLACE_LOCK_TIMEOUT_MS, add_identity, drop_default, lock_table, restart_value, select_max_id,
 };
@@ -149,4 +150,33 @@ async fn add_in_own_transaction(job: &Job, session: &mut crate::db::Session) -> 
         .ok_or_else(|| DbError::engine("add identity", "ids have reached the largest bigint"))?;
     let ddl = &add_identity(table, id, s.generation, start, s.cache(Dialect::Dsql));
     session.retry("add identity in place", |c| async move { c.batch_execute(ddl).await.ctx("add identity") }).await
+}
+
+/// The scratch table of the probe beside `table` (its name cut to leave room).
+fn probe_table(table: &TableName) -> TableName {
+    let stem: String = table.name.chars().take(48).collect();
+    table.sibling(format!("{stem}_idmig_probe"))
+}
+
+/// Whether DSQL takes ADD IDENTITY at all, asked of a scratch table of its
+/// own so that the answer costs nothing of the real one: the way is then
+/// chosen before the approval gate, which guards only the real change (and
+/// a refusal means the copy runs first and asks for approval after its
+/// verification). Each statement is its own DDL transaction.
+pub async fn probe_add_identity(job: &Job) -> Result<Option<String>, EngineError> {
+    let probe = probe_table(&job.settings.source);
+    let mut session = job.session();
+    let drop = &format!("DROP TABLE IF EXISTS {probe}");
+    let create = &format!("CREATE TABLE {probe} (id bigint PRIMARY KEY)");
+    let add = &add_identity(&probe, "id", crate::api::Generation::ByDefault, 1, job.settings.cache(Dialect::Dsql));
+    job.before_change().await?;
+    session.retry("probe: clear", |c| async move { c.batch_execute(drop).await.ctx("probe: clear") }).await?;
+    session.retry("probe: create", |c| async move { c.batch_execute(create).await.ctx("probe: create") }).await?;
+    let answer = session.retry("probe: add identity", |c| async move { c.batch_execute(add).await.ctx("probe") }).await;
+    session.retry("probe: drop", |c| async move { c.batch_execute(drop).await.ctx("probe: drop") }).await?;
+    match answer {
+        Ok(()) => Ok(None),
+        Err(e) if refuses_add_identity(&e) => Ok(Some(e.message)),
+        Err(e) => Err(e.into()),
+    }
 }
