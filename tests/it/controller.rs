@@ -12,7 +12,9 @@ use crate::support::operator::{
 use crate::support::{PostTag, TestDb};
 use serde_json::json;
 
-async fn setup(name: &str, rows: i64) -> (TestDb, FakeApi, (i64, String)) {
+/// A database with a `post_tag` table of `rows` rows, its fingerprint, and a
+/// fake API server holding the URL Secret `db`.
+pub(crate) async fn setup(name: &str, rows: i64) -> (TestDb, FakeApi, (i64, String)) {
     let db = TestDb::new(name).await;
     PostTag::rows(rows).create(&db).await;
     let before = db.fingerprint("public.post_tag", "id").await;

@@ -3,22 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::fake_api::FakeApi;
+use crate::controller::setup;
 use crate::support::operator::{
-    NS, Operator, condition, create_migration, create_url_secret, create_workload, delete, patch_spec, phase, wait_for,
-    workload_replicas,
+    NS, Operator, condition, create_migration, create_workload, delete, patch_spec, phase, wait_for, workload_replicas,
 };
-use crate::support::{PostTag, TestDb, connect};
+use crate::support::{PostTag, connect};
 use serde_json::json;
-
-async fn setup(name: &str, rows: i64) -> (TestDb, FakeApi, (i64, String)) {
-    let db = TestDb::new(name).await;
-    PostTag::rows(rows).create(&db).await;
-    let before = db.fingerprint("public.post_tag", "id").await;
-    let api = FakeApi::new();
-    create_url_secret(&api, "db", &db.url).await;
-    (db, api, before)
-}
 
 /// Waits until `check` holds, polling the fake API server.
 async fn until(what: &str, seconds: u64, mut check: impl FnMut() -> bool) {
