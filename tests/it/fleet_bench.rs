@@ -5,13 +5,14 @@
 //! migration, and how long the killed replica's migrations took to resume.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::support::fake_api::FakeApi;
 use crate::support::operator::{NS, create_migration, create_url_secret, lease_holder, phase};
+use crate::support::processes::Replicas;
 use crate::support::{PostTag, TestDb};
 
 const MIGRATIONS: usize = 24;
@@ -24,27 +25,6 @@ fn get(api: &FakeApi, name: &str) -> Value {
 
 fn copied(o: &Value) -> i64 {
     o["status"]["progress"]["rowsCopied"].as_i64().unwrap_or(0)
-}
-
-fn replica(bin: &str, kubeconfig: &std::path::Path, name: &str, log: &std::path::Path) -> Child {
-    Command::new(bin)
-        .arg("controller")
-        .env("KUBECONFIG", kubeconfig)
-        .env("POD_NAME", name)
-        .env("POD_NAMESPACE", "identity-migrator")
-        .env("LEASE_DURATION_SECONDS", LEASE_SECONDS.to_string())
-        // Room for all 24 on any replica: the resume measures the failover,
-        // not a wait for room on the survivors (a replica contends for a
-        // Lease only with room for the migration).
-        .env("MAX_CONCURRENT_MIGRATIONS", "24")
-        .env("MAX_CONCURRENT_PER_TARGET", "0")
-        .env("HTTP_ADDR", "127.0.0.1:0")
-        .env("LOG_FORMAT", "text")
-        .env("RUST_LOG", std::env::var("IDMIG_BENCH_LOG_LEVEL").unwrap_or_else(|_| "identity_migrator=info".into()))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("start a controller process")
 }
 
 /// Peak resident memory of a live process, in MiB.
@@ -68,25 +48,16 @@ async fn fleet_bench() {
     for i in 1..=MIGRATIONS {
         PostTag::rows(ROWS).named("public", &format!("f{i}"), "id").create(&db).await;
     }
-    let addr = api.serve().await;
-    let dir = tempfile::tempdir().unwrap();
     // IDMIG_BENCH_LOGS: a directory that keeps the replicas' logs.
-    let logs = std::env::var("IDMIG_BENCH_LOGS").map_or_else(|_| dir.path().to_path_buf(), std::path::PathBuf::from);
-    std::fs::create_dir_all(&logs).unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"http://{addr}\"}}}}]\n\
-             users: [{{name: fake, user: {{}}}}]\n\
-             contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: identity-migrator}}}}]\n\
-             current-context: fake\n"
-        ),
-    )
-    .unwrap();
+    let logs = std::env::var("IDMIG_BENCH_LOGS").ok().map(std::path::PathBuf::from);
+    let mut replicas = Replicas::serve(&api, &bin, logs).await;
     let names = ["pod-a", "pod-b", "pod-c"];
-    let mut replicas: Vec<Child> =
-        names.iter().map(|n| replica(&bin, &kubeconfig, n, &logs.join(format!("{n}.log")))).collect();
+    // Room for all 24 on any replica: the resume measures the failover, not a
+    // wait for room on the survivors (a replica contends for a Lease only
+    // with room for the migration).
+    for n in names {
+        replicas.start(n, LEASE_SECONDS, &[("MAX_CONCURRENT_MIGRATIONS", "24"), ("MAX_CONCURRENT_PER_TARGET", "0")]);
+    }
 
     let spec = json!({"copy": {"parallelism": 2, "maxRowsPerSecond": 5000}});
     let began = Instant::now();
@@ -105,8 +76,8 @@ async fn fleet_bench() {
         assert!(began.elapsed() < Duration::from_secs(120), "pod-a never copied");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let peak_a = peak_rss_mib(&replicas[0]);
-    replicas[0].kill().unwrap();
+    let peak_a = peak_rss_mib(replicas.child("pod-a"));
+    replicas.kill("pod-a");
     let killed = Instant::now();
     // When each victim's Lease lapses, from its own record.
     let lapses: BTreeMap<String, jiff::Timestamp> = victims
@@ -145,12 +116,9 @@ async fn fleet_bench() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let total = began.elapsed();
-    let peaks: Vec<f64> = std::iter::once(peak_a).chain(replicas[1..].iter().map(peak_rss_mib)).collect();
-    for child in &mut replicas[1..] {
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        let _ = child.wait();
-    }
-    let _ = replicas[0].wait();
+    let peaks: Vec<f64> =
+        std::iter::once(peak_a).chain(names[1..].iter().map(|n| peak_rss_mib(replicas.child(n)))).collect();
+    replicas.stop_all();
 
     // Status writes per second of each migration, over its own run.
     let requests = api.requests();
@@ -167,15 +135,7 @@ async fn fleet_bench() {
         rates.push(writes as f64 / seconds);
     }
     rates.sort_by(f64::total_cmp);
-    let started: Vec<usize> = names
-        .iter()
-        .map(|n| {
-            std::fs::read_to_string(logs.join(format!("{n}.log")))
-                .unwrap_or_default()
-                .matches("starting the engine")
-                .count()
-        })
-        .collect();
+    let started: Vec<usize> = names.iter().map(|n| replicas.log(n).matches("starting the engine").count()).collect();
     let worst_resume = resumed.values().max().copied().unwrap_or_default();
     println!("fleet: {MIGRATIONS} migrations x {ROWS} rows over 3 replicas (room for 24 each), pod-a killed mid-copy");
     println!("  total time: {:.1} s", total.as_secs_f64());

@@ -15,6 +15,7 @@ mod crd;
 mod dsql;
 mod dsql_run;
 mod edges;
+mod failover;
 mod fidelity;
 mod fleet;
 mod fleet_bench;

@@ -15,6 +15,58 @@ pub struct IndexBuild {
     pub source_name: String,
     pub name: String,
     pub sql: String,
+    /// What of the source index the server cannot keep (said in `plan`,
+    /// the log and an event), e.g. DSQL's refusal of ASC/DESC.
+    pub left_out: Option<String>,
+}
+
+/// The index definition (`(a DESC, b) INCLUDE (c) WHERE ...`) with `ASC` and
+/// `DESC` taken out of its key list, which DSQL's `CREATE INDEX ASYNC`
+/// refuses; and whether there were any. Words inside quotes, strings and
+/// nested parentheses (expressions) are left alone.
+pub fn without_key_order(definition: &str) -> (String, bool) {
+    let mut out = String::with_capacity(definition.len());
+    let (mut depth, mut quote, mut removed, mut seen_keys) = (0usize, None::<char>, false, false);
+    let mut chars = definition.char_indices().peekable();
+    while let Some((i, ch)) = chars.next() {
+        if let Some(q) = quote {
+            out.push(ch);
+            if ch == q {
+                quote = None;
+            }
+            continue;
+        }
+        match ch {
+            '"' | '\'' => quote = Some(ch),
+            '(' => depth += 1,
+            ')' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    seen_keys = true;
+                }
+            }
+            _ => {}
+        }
+        let word_start =
+            ch.is_ascii_alphabetic() && !definition[..i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
+        if depth == 1 && !seen_keys && word_start {
+            let rest = &definition[i..];
+            let len = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            let word = &rest[..len];
+            if word.eq_ignore_ascii_case("asc") || word.eq_ignore_ascii_case("desc") {
+                removed = true;
+                if out.ends_with(' ') {
+                    out.pop();
+                }
+                for _ in 1..len {
+                    chars.next();
+                }
+                continue;
+            }
+        }
+        out.push(ch);
+    }
+    (out, removed)
 }
 
 /// `UNLOGGED` and `WITH (...)` for `CREATE TABLE`, as the source has them
@@ -87,10 +139,18 @@ pub fn index_builds(shape: &TableShape, source: &TableName, table: &TableName, d
                     index.definition
                 ),
                 Dialect::Dsql => {
-                    format!("CREATE {unique}INDEX ASYNC {} ON {table} {}", ident(&name), index.definition)
+                    let (definition, _) = without_key_order(&index.definition);
+                    format!("CREATE {unique}INDEX ASYNC {} ON {table} {definition}", ident(&name))
                 }
             };
-            IndexBuild { source_name: index.name.clone(), name, sql }
+            let left_out = (dialect == Dialect::Dsql && without_key_order(&index.definition).1).then(|| {
+                format!(
+                    "index {name}: the ASC/DESC order of its keys {} is left out (DSQL's CREATE INDEX ASYNC takes \
+                     none); it holds the same keys",
+                    index.definition
+                )
+            });
+            IndexBuild { source_name: index.name.clone(), name, sql, left_out }
         })
         .collect()
 }
@@ -98,6 +158,20 @@ pub fn index_builds(shape: &TableShape, source: &TableName, table: &TableName, d
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dsql_indexes_keep_their_keys_without_asc_or_desc() {
+        assert_eq!(without_key_order("(created_at DESC NULLS LAST)"), ("(created_at NULLS LAST)".into(), true));
+        assert_eq!(without_key_order("(a, b DESC, c ASC)"), ("(a, b, c)".into(), true));
+        assert_eq!(without_key_order("(\"desc\" DESC)"), ("(\"desc\")".into(), true), "a quoted name stays");
+        assert_eq!(without_key_order("(lower(descr))"), ("(lower(descr))".into(), false));
+        assert_eq!(
+            without_key_order("(a) INCLUDE (b) WHERE (note <> 'desc')"),
+            ("(a) INCLUDE (b) WHERE (note <> 'desc')".into(), false),
+            "only the key list"
+        );
+        assert_eq!(without_key_order("(descending_id)"), ("(descending_id)".into(), false), "whole words only");
+    }
     use crate::engine::plan::shape::Index;
     use crate::engine::plan::validate::{TargetSource, validate_spec};
     use crate::engine::testing::{post_tag_shape, spec_for};

@@ -99,6 +99,21 @@ pub fn preflight(
         refuse("spec.table", format!("column {:?} of {table} is already an identity column", other.name));
     }
     if route == Route::InPlace {
+        // DSQL: identity columns and sequences are BIGINT only, and in place
+        // keeps the column's type (the copy widens it).
+        if dialect == Dialect::Dsql
+            && let Some(col) = shape.column(id)
+            && col.data_type != "bigint"
+        {
+            refuse(
+                "spec.strategy",
+                format!(
+                    "InPlace on DSQL: identity columns are bigint only and {id:?} is {}; use Auto or Copy, which \
+                     copy the rows into a bigint identity",
+                    col.data_type
+                ),
+            );
+        }
         // Views, triggers, foreign keys, privileges and the rest stay with the
         // table: nothing is left behind, nothing is copied.
         if !shape.inheritance.is_empty() {
@@ -321,6 +336,19 @@ mod tests {
         let mut shape = post_tag_shape();
         shape.constraints.clear();
         assert!(refused(&shape).contains("has no primary key"));
+    }
+
+    #[test]
+    fn in_place_on_dsql_needs_a_bigint_id() {
+        let mut shape = post_tag_shape();
+        shape.columns[0].data_type = "integer".into();
+        let err =
+            preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Dsql, Route::InPlace).unwrap_err();
+        assert_eq!(err.0[0].field, "spec.strategy");
+        assert!(err.to_string().contains("bigint only"), "{err}");
+        preflight(&settings(), Some(&shape), &Surroundings::default(), Dialect::Postgres, Route::InPlace).unwrap();
+        preflight(&settings(), Some(&post_tag_shape()), &Surroundings::default(), Dialect::Dsql, Route::InPlace)
+            .unwrap();
     }
 
     #[test]

@@ -172,7 +172,11 @@ fn copy_script(input: &ScriptInput) -> Vec<Step> {
         repeat: Some("only on a unique violation".into()),
     });
     for index in index_builds(shape, &s.source, &s.shadow, input.dialect) {
-        steps.push(once(Phase::Copying, format!("index {} after the copy", index.name), index.sql.clone()));
+        let note = match &index.left_out {
+            Some(left_out) => format!("index {} after the copy; {left_out}", index.name),
+            None => format!("index {} after the copy", index.name),
+        };
+        steps.push(once(Phase::Copying, note, index.sql.clone()));
         if input.dialect == Dialect::Dsql {
             steps.push(once(
                 Phase::Copying,

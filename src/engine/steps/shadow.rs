@@ -82,6 +82,9 @@ pub async fn build_indexes(job: &Job, session: &mut Session, source: &TableShape
             }
             (IndexState::Absent, _) => {}
         }
+        if let Some(left_out) = &index.left_out {
+            tracing::warn!(index = %index.name, "{left_out}");
+        }
         tracing::info!(index = %index.name, "building index");
         job.before_change().await?;
         match job.dialect {

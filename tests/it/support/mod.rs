@@ -300,5 +300,6 @@ pub fn text(out: &Output) -> String {
 
 pub mod fake_api;
 pub mod operator;
+pub mod processes;
 pub mod stand_in;
 pub mod writer;

@@ -1,0 +1,207 @@
+//! Real `controller` processes over HTTP (issue 20): the line after a replica
+//! dies while migrations are queued, slots that are given back, a failed
+//! cut-over that waits for its approval again, and cut-overs that share a
+//! window within the endpoint's limit.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::fake_api::FakeApi;
+use crate::support::operator::{
+    NS, condition, create_migration, create_url_secret, lease_holder, patch_spec, phase, wait_for,
+};
+use crate::support::processes::Replicas;
+use crate::support::{PostTag, TestDb};
+
+const LEASE_SECONDS: u64 = 6;
+const ENDPOINT: &str = "127.0.0.1-5432";
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_identity-migrator")
+}
+
+fn get(api: &FakeApi, name: &str) -> Value {
+    api.get("migrations.dsql.dev/v1alpha1", "identitymigrations", NS, name).unwrap_or(Value::Null)
+}
+
+fn ready_reason(o: &Value) -> String {
+    condition(o, "Ready").and_then(|c| c["reason"].as_str()).unwrap_or("").to_string()
+}
+
+/// Slot Leases of the endpoint someone holds and renews now.
+fn held_slots(api: &FakeApi, limit: usize) -> Vec<String> {
+    let now = jiff::Timestamp::now();
+    (0..limit)
+        .filter_map(|n| {
+            let lease = api.get(
+                "coordination.k8s.io/v1",
+                "leases",
+                "identity-migrator",
+                &format!("idmig-slot-{ENDPOINT}-{n}"),
+            )?;
+            let holder = lease["spec"]["holderIdentity"].as_str().filter(|h| !h.is_empty())?.to_string();
+            let renewed: jiff::Timestamp = lease["spec"]["renewTime"].as_str()?.parse().ok()?;
+            let lasts = lease["spec"]["leaseDurationSeconds"].as_i64()?;
+            (renewed + jiff::SignedDuration::from_secs(lasts) > now).then_some(holder)
+        })
+        .collect()
+}
+
+async fn tables(db: &TestDb, prefix: &str, n: usize, rows: i64) -> Vec<(i64, String)> {
+    let mut before = Vec::new();
+    for i in 1..=n {
+        PostTag::rows(rows).named("public", &format!("{prefix}{i}"), "id").create(db).await;
+        before.push(db.fingerprint(&format!("public.{prefix}{i}"), "id").await);
+    }
+    before
+}
+
+/// Six migrations on one endpoint with the default limit of four, three
+/// replicas, and the busiest one killed while two wait in line: the line
+/// moves on, every migration completes, and no slot stays held afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_line_moves_on_when_a_replica_dies_while_migrations_are_queued() {
+    const N: usize = 6;
+    let db = TestDb::new("proc_line").await;
+    let api = FakeApi::new();
+    create_url_secret(&api, "db", &db.url).await;
+    let before = tables(&db, "l", N, 6_000).await;
+    let mut replicas = Replicas::serve(&api, bin(), None).await;
+    for name in ["pod-a", "pod-b", "pod-c"] {
+        replicas.start(name, LEASE_SECONDS, &[("MAX_CONCURRENT_MIGRATIONS", "4")]);
+    }
+    let spec = json!({"copy": {"parallelism": 1, "batchRows": 500, "maxRowsPerSecond": 1500}});
+    for i in 1..=N {
+        create_migration(&api, &format!("l{i}"), &format!("l{i}"), spec.clone()).await;
+    }
+    // Wait for a line (some queued) while copies run; kill the replica that copies the most.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let victim = loop {
+        let objects: Vec<Value> = (1..=N).map(|i| get(&api, &format!("l{i}"))).collect();
+        let queued = objects.iter().filter(|o| ready_reason(o) == "Queued").count();
+        let mut copying: BTreeMap<String, usize> = BTreeMap::new();
+        for o in
+            objects.iter().filter(|o| phase(o) == "Copying" && o["status"]["progress"]["rowsCopied"].as_i64() > Some(0))
+        {
+            if let Some(holder) = lease_holder(&api, o) {
+                *copying.entry(holder).or_default() += 1;
+            }
+        }
+        if queued >= 1
+            && let Some((holder, _)) = copying.iter().max_by_key(|(_, n)| **n)
+        {
+            break holder.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never a line with copies running: {:?}",
+            objects.iter().map(phase).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    replicas.kill(&victim);
+    for i in 1..=N {
+        let name = format!("l{i}");
+        let done = wait_for(&api, &name, 180, "Completed", |o| phase(o) == "Completed").await;
+        assert!(done["status"]["queued"].is_null(), "{name}: {}", done["status"]);
+    }
+    // Nobody keeps renewing a slot for an engine that ended.
+    let released = Instant::now() + Duration::from_secs(LEASE_SECONDS + 10);
+    loop {
+        let held = held_slots(&api, 4);
+        if held.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < released, "slots still held after every migration completed: {held:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    replicas.stop_all();
+    for i in 1..=N {
+        assert_eq!(db.fingerprint(&format!("public.l{i}"), "id").await, before[i - 1], "l{i}");
+    }
+}
+
+/// A failed cut-over on a real replica: withdrawing the approval holds it in
+/// AwaitingCutover with the original table untouched; approving again completes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_cut_over_waits_for_its_approval_again_on_a_real_replica() {
+    let db = TestDb::new("proc_approval").await;
+    let api = FakeApi::new();
+    create_url_secret(&api, "db", &db.url).await;
+    let before = tables(&db, "a", 1, 3_000).await;
+    db.exec(
+        "CREATE FUNCTION refuse_rename_in() RETURNS event_trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF current_query() LIKE '%\"a1_new\" RENAME TO%' THEN \
+         RAISE EXCEPTION 'rename refused by the test'; END IF; END $$; \
+         CREATE EVENT TRIGGER refuse_rename_in ON ddl_command_end EXECUTE FUNCTION refuse_rename_in();",
+    )
+    .await;
+    let mut replicas = Replicas::serve(&api, bin(), None).await;
+    replicas.start("pod-a", LEASE_SECONDS, &[]);
+    create_migration(&api, "a1", "a1", json!({"cutover": {"approval": "Manual", "approved": true}})).await;
+    wait_for(&api, "a1", 90, "a failed swap", |o| {
+        phase(o) == "Failed" && o["status"]["lastError"]["phase"] == "Swapping"
+    })
+    .await;
+    patch_spec(&api, "a1", json!({"cutover": {"approved": false}})).await;
+    let held = wait_for(&api, "a1", 60, "AwaitingCutover", |o| phase(o) == "AwaitingCutover").await;
+    assert_eq!(ready_reason(&held), "AwaitingApproval");
+    assert!(db.exists("public", "a1").await && !db.exists("public", "a1_old").await, "the original has its name");
+    db.exec("DROP EVENT TRIGGER refuse_rename_in").await;
+    patch_spec(&api, "a1", json!({"cutover": {"approved": true}})).await;
+    wait_for(&api, "a1", 90, "Completed", |o| phase(o) == "Completed").await;
+    replicas.stop_all();
+    assert_eq!(db.fingerprint("public.a1", "id").await, before[0]);
+}
+
+/// Verified migrations sharing a window that opens while they wait: their
+/// cut-overs take the endpoint's slot (limit 1) one after another instead of
+/// starting together.
+#[tokio::test(flavor = "multi_thread")]
+async fn cut_overs_that_share_a_window_keep_the_endpoint_limit() {
+    const N: usize = 3;
+    let db = TestDb::new("proc_window").await;
+    let api = FakeApi::new();
+    create_url_secret(&api, "db", &db.url).await;
+    let before = tables(&db, "w", N, 2_000).await;
+    let mut replicas = Replicas::serve(&api, bin(), None).await;
+    for name in ["pod-a", "pod-b"] {
+        replicas.start(name, LEASE_SECONDS, &[("MAX_CONCURRENT_PER_TARGET", "1"), ("WINDOW_RESYNC_SECONDS", "1")]);
+    }
+    // The window opens 40 s from now (UTC, to the second), long enough for all to verify.
+    let opens = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(40);
+    let start = opens.to_zoned(jiff::tz::TimeZone::UTC).strftime("%H:%M:%S").to_string();
+    let spec = json!({"cutover": {"window": {"start": start, "duration": "1h", "timeZone": "UTC"}}});
+    for i in 1..=N {
+        create_migration(&api, &format!("w{i}"), &format!("w{i}"), spec.clone()).await;
+    }
+    for i in 1..=N {
+        wait_for(&api, &format!("w{i}"), 40, "AwaitingWindow", |o| ready_reason(o) == "AwaitingWindow").await;
+    }
+    // From the window's opening on: how many cut over at once, and who waited in line.
+    let mut most_swapping = 0;
+    let mut queued_after_opening = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let objects: Vec<Value> = (1..=N).map(|i| get(&api, &format!("w{i}"))).collect();
+        most_swapping = most_swapping.max(objects.iter().filter(|o| phase(o) == "Swapping").count());
+        for (i, o) in objects.iter().enumerate() {
+            if jiff::Timestamp::now() >= opens && ready_reason(o) == "Queued" {
+                queued_after_opening.insert(i + 1);
+            }
+        }
+        if objects.iter().all(|o| phase(o) == "Completed") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all cut over: {:?}", objects.iter().map(phase).collect::<Vec<_>>());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    replicas.stop_all();
+    assert!(most_swapping <= 1, "{most_swapping} cut-overs at once with maxConcurrentPerTarget 1");
+    assert!(!queued_after_opening.is_empty(), "the cut-overs waited for the endpoint's slot");
+    for i in 1..=N {
+        assert_eq!(db.fingerprint(&format!("public.w{i}"), "id").await, before[i - 1], "w{i}");
+    }
+}
