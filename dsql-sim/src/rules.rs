@@ -57,6 +57,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 return Ok(Err(refusal("0A000", "unsupported: DDL and DML in the same transaction")));
             }
         }
+        // create-sequence-syntax-support.html: identity is BIGINT only.
+        if let Some((table, column)) = sql::identity_added_to(s) {
+            let bigint = format!(
+                "SELECT coalesce((SELECT atttypid = 'bigint'::regtype FROM pg_attribute \
+                 WHERE attrelid = to_regclass({}) AND attname = {}), true)",
+                literal(&table),
+                literal(&column)
+            );
+            if self.query_bool(&bigint).await? == Some(false) {
+                return Ok(Err(refusal("0A000", "identity columns must be of type bigint")));
+            }
+        }
         if sql::is_sync_index(s)
             && let Some(table) = sql::table_after_on(s)
             && self.query_bool(&format!("SELECT EXISTS (SELECT 1 FROM {table})")).await? == Some(true)

@@ -196,7 +196,7 @@ impl Statement {
     }
 
     /// The unquoted words, in order (keywords and plain names).
-    fn words(&self) -> Vec<&str> {
+    pub(crate) fn words(&self) -> Vec<&str> {
         self.tokens
             .iter()
             .filter_map(|t| match &t.tok {
@@ -420,6 +420,37 @@ pub fn refusal(s: &Statement, refuse_add_identity: bool) -> Option<Refused> {
             if s.has_word("concurrently") {
                 return refused("0A000", "CREATE INDEX CONCURRENTLY is not supported; use CREATE INDEX ASYNC");
             }
+            // create-index-syntax-support.html: ASYNC is the one form, and its
+            // key list takes no ordering.
+            if !s.has_word("async") {
+                return refused("0A000", "CREATE INDEX without ASYNC is not supported; use CREATE INDEX ASYNC");
+            }
+            if key_list_words(s).iter().any(|w| *w == "asc" || *w == "desc") {
+                return refused("0A000", "ASC and DESC are not supported in CREATE INDEX ASYNC");
+            }
+        }
+    }
+    // create-sequence-syntax-support.html: identity columns are BIGINT only
+    // (a column declared here; ALTER ... ADD GENERATED is checked against the
+    // catalog by the session).
+    if w0 == "create" && w1 == "table" {
+        let words = s.words();
+        for (i, w) in words.iter().enumerate() {
+            if *w == "generated" && i > 0 && matches!(words[i - 1], "integer" | "int" | "int4" | "smallint" | "int2") {
+                return refused("0A000", "identity columns must be of type bigint");
+            }
+        }
+    }
+    // create-sequence-syntax-support.html: identity columns and sequences
+    // take CACHE 1 or at least 65536, and say it.
+    let identity = s.has_phrase(&["as", "identity"]) || (w0 == "create" && w1 == "sequence");
+    if identity && (w0 == "create" || w0 == "alter") {
+        match cache_value(s) {
+            None => return refused("0A000", "CACHE must be specified for sequences and identity columns"),
+            Some(n) if n != 1 && n < 65536 => {
+                return refused("22023", format!("CACHE {n} is not supported: use 1 or a value of at least 65536"));
+            }
+            Some(_) => {}
         }
     }
     if ddl && s.has_word("collate") {
@@ -436,8 +467,109 @@ pub fn refusal(s: &Statement, refuse_add_identity: bool) -> Option<Refused> {
         if has(&["primary", "key"]) {
             return refused("0A000", "a primary key can only be declared in CREATE TABLE");
         }
+        // alter-table-syntax-support.html: ADD COLUMN takes a name and a type
+        // and nothing else; table constraints only as NOT VALID CHECK or
+        // FOREIGN KEY (validated later by ALTER TABLE ASYNC ... VALIDATE).
+        if let Some(added) = added_column(s)
+            && added
+                .iter()
+                .any(|w| matches!(*w, "default" | "not" | "null" | "unique" | "check" | "references" | "primary"))
+        {
+            return refused("0A000", "unsupported ALTER TABLE ADD COLUMN with a default or a constraint");
+        }
+        let table_constraint = has(&["add", "constraint"])
+            || has(&["add", "check"])
+            || has(&["add", "foreign"])
+            || has(&["add", "unique"]);
+        if table_constraint && (s.has_word("unique") || s.has_word("exclude")) {
+            return refused("0A000", "unsupported ALTER TABLE ADD CONSTRAINT: only CHECK and FOREIGN KEY, NOT VALID");
+        }
+        if table_constraint && !has(&["not", "valid"]) {
+            return refused("0A000", "unsupported ALTER TABLE ADD CONSTRAINT without NOT VALID");
+        }
     }
     None
+}
+
+/// `ALTER TABLE t ALTER [COLUMN] c ADD GENERATED ...`: the table as written
+/// and the column's name, to check the column's type.
+pub fn identity_added_to(s: &Statement) -> Option<(String, String)> {
+    if !(s.word(0) == "alter" && s.word(1) == "table" && s.has_phrase(&["add", "generated"])) {
+        return None;
+    }
+    let from = skip_noise(&s.tokens, 2);
+    let end = name_at(&s.tokens, from)?.1;
+    let table = s.sql[s.tokens[from].start..s.tokens[end - 1].end].to_string();
+    let mut at = end;
+    while at < s.tokens.len() && !matches!(&s.tokens[at].tok, Tok::Word(w) if w == "alter") {
+        at += 1;
+    }
+    at += 1;
+    if matches!(s.tokens.get(at).map(|t| &t.tok), Some(Tok::Word(w)) if w == "column") {
+        at += 1;
+    }
+    let column = match &s.tokens.get(at)?.tok {
+        Tok::Word(w) | Tok::Quoted(w) => w.clone(),
+        _ => return None,
+    };
+    Some((table, column))
+}
+
+/// The unquoted words of the first parenthesized list (an index's keys).
+fn key_list_words(s: &Statement) -> Vec<&str> {
+    let mut depth = 0;
+    let mut words = Vec::new();
+    for t in &s.tokens {
+        let text = &s.sql[t.start..t.end];
+        match (&t.tok, text) {
+            (_, "(") => depth += 1,
+            (_, ")") => {
+                depth -= 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            (Tok::Word(w), _) if depth == 1 => words.push(w.as_str()),
+            _ => {}
+        }
+    }
+    words
+}
+
+/// The number after `CACHE`, if the statement says one.
+fn cache_value(s: &Statement) -> Option<i64> {
+    let at = s.tokens.iter().position(|t| t.tok == Tok::Word("cache".into()))?;
+    let next = s.tokens.get(at + 1)?;
+    s.sql[next.start..next.end].parse().ok()
+}
+
+/// `ALTER TABLE t ADD [COLUMN] name type ...`: the words after the column's
+/// name, when the statement adds a column.
+fn added_column(s: &Statement) -> Option<Vec<&str>> {
+    let words: Vec<&str> = s
+        .tokens
+        .iter()
+        .map(|t| match &t.tok {
+            Tok::Word(w) => w.as_str(),
+            _ => "",
+        })
+        .collect();
+    let add = words.iter().position(|w| *w == "add")?;
+    let mut at = add + 1;
+    if words.get(at) == Some(&"column") {
+        at += 1;
+    }
+    if matches!(
+        words.get(at),
+        Some(&("constraint" | "check" | "foreign" | "unique" | "primary" | "generated" | "exclude"))
+    ) {
+        return None;
+    }
+    // Only `ALTER TABLE ... ADD`: not `ALTER COLUMN ... ADD GENERATED`.
+    if words[..add].contains(&"column") {
+        return None;
+    }
+    Some(words[at + 1..].to_vec())
 }
 
 /// `CREATE [UNIQUE] INDEX ASYNC i ON t (...)` as the PostgreSQL statement that
@@ -551,9 +683,43 @@ mod tests {
         assert!(r("CREATE INDEX i ON t USING btree (a)").is_some());
         assert!(r("SELECT 'LOCK TABLE t', x COLLATE \"C\" FROM t").is_none(), "quoted text and queries pass");
         assert!(r("CREATE INDEX ASYNC i ON t (a)").is_none());
-        assert!(r("ALTER TABLE t ALTER COLUMN id ADD GENERATED BY DEFAULT AS IDENTITY").is_none());
-        let s = Statement::parse("ALTER TABLE t ALTER COLUMN id ADD GENERATED BY DEFAULT AS IDENTITY");
+        assert!(r("ALTER TABLE t ALTER COLUMN id ADD GENERATED BY DEFAULT AS IDENTITY (CACHE 65536)").is_none());
+        let s = Statement::parse("ALTER TABLE t ALTER COLUMN id ADD GENERATED BY DEFAULT AS IDENTITY (CACHE 65536)");
         assert!(refusal(&s, true).unwrap().message.contains("ADD IDENTITY"));
+    }
+
+    #[test]
+    fn what_the_syntax_pages_refuse() {
+        let r = |sql: &str| refusal(&Statement::parse(sql), false).map(|r| r.message);
+        // create-index-syntax-support.html
+        assert!(r("CREATE INDEX i ON t (a)").unwrap().contains("ASYNC"), "synchronous, even on an empty table");
+        assert!(r("CREATE INDEX ASYNC i ON t (a DESC NULLS LAST)").unwrap().contains("DESC"));
+        assert!(r("CREATE UNIQUE INDEX ASYNC i ON t (a ASC, b)").is_some());
+        assert!(r("CREATE INDEX ASYNC i ON t (a NULLS FIRST) INCLUDE (b) WHERE (c <> 'desc')").is_none());
+        // create-sequence-syntax-support.html
+        assert!(r("CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY)").unwrap().contains("CACHE"));
+        assert!(r("CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY (CACHE 1000))").unwrap().contains("1000"));
+        assert!(r("CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY (CACHE 1))").is_none());
+        assert!(r("CREATE SEQUENCE s CACHE 65536").is_none());
+        assert!(r("CREATE SEQUENCE s").is_some());
+        // alter-table-syntax-support.html
+        assert!(r("ALTER TABLE t ALTER COLUMN a TYPE bigint").is_some());
+        assert!(r("ALTER TABLE t ALTER COLUMN a SET NOT NULL").is_some());
+        assert!(r("ALTER TABLE t ADD COLUMN s text DEFAULT 'new'").is_some());
+        assert!(r("ALTER TABLE t ADD s text NOT NULL").is_some());
+        assert!(r("ALTER TABLE t ADD COLUMN s text").is_none());
+        assert!(r("ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0)").is_some());
+        assert!(r("ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0) NOT VALID").is_none());
+        assert!(r("ALTER TABLE t ADD CONSTRAINT u UNIQUE (a)").is_some());
+        assert!(r("ALTER TABLE t ADD PRIMARY KEY (a)").is_some());
+        assert!(r("ALTER TABLE t ALTER COLUMN a SET DEFAULT 1").is_none());
+        assert!(r("ALTER TABLE t ALTER COLUMN id RESTART WITH 10").is_none());
+        assert!(
+            r("CREATE TABLE t (id integer GENERATED BY DEFAULT AS IDENTITY (CACHE 1))").unwrap().contains("bigint")
+        );
+        let added =
+            Statement::parse("ALTER TABLE \"s\".\"t\" ALTER COLUMN \"id\" ADD GENERATED ALWAYS AS IDENTITY (CACHE 1)");
+        assert_eq!(identity_added_to(&added), Some(("\"s\".\"t\"".into(), "id".into())));
     }
 
     #[test]

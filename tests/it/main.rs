@@ -14,6 +14,7 @@ mod crash;
 mod crd;
 mod dsql;
 mod dsql_run;
+mod dsql_truth;
 mod edges;
 mod failover;
 mod fidelity;

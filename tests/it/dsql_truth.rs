@@ -1,0 +1,69 @@
+//! What real DSQL refuses, through the stand-in (issue 21): integer ids,
+//! index key ordering, and `InPlace` where DSQL cannot do it.
+
+use crate::support::stand_in::StandIn;
+use crate::support::{PostTag, text};
+
+fn stat(counter: &std::sync::atomic::AtomicU64) -> u64 {
+    dsql_sim::Stats::get(counter)
+}
+
+/// An `integer` id with a DESC index, a comment, a column grant and a second
+/// role: `Auto` takes the copy (DSQL identity is bigint only) and the shadow's
+/// index keeps its keys without the order DSQL refuses. The stand-in refuses
+/// nothing the engine sends.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_integer_id_with_a_desc_index_takes_the_copy_to_a_bigint_identity() {
+    let s = StandIn::start("truth_integer", |_| {}).await;
+    let t = PostTag::rows(3_000).id_type("INTEGER");
+    t.create(&s.db).await;
+    s.db.exec(
+        "CREATE INDEX post_tag_recent ON post_tag (created_at DESC NULLS LAST);
+         COMMENT ON TABLE post_tag IS 'tags of posts';
+         DROP ROLE IF EXISTS truth_reader; CREATE ROLE truth_reader;
+         GRANT SELECT (post_id) ON post_tag TO truth_reader;",
+    )
+    .await;
+    let before = s.db.fingerprint("public.post_tag", "id").await;
+    let m = s.manifest(&t, "  strategy: Auto\n");
+    let out = s.run(&m, &[], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status = m.status();
+    assert_eq!(status["strategy"]["taken"], "Copy", "{status}");
+    assert!(status["strategy"]["reason"].as_str().unwrap().contains("bigint only"), "{status}");
+    assert!(text(&out).contains("bigint only"), "said in the run: {}", text(&out));
+    assert_eq!(s.db.fingerprint("public.post_tag", "id").await, before);
+    assert_eq!(s.db.identity_of("public", "post_tag", "id").await.2, "bigint", "widened to bigint");
+    let def: String =
+        s.db.client
+            .query_one(
+                "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'post_tag'::regclass \
+             AND pg_get_indexdef(indexrelid) LIKE '%created_at%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    assert!(def.contains("created_at") && !def.contains("DESC"), "{def}");
+    assert!(text(&out).contains("ASC/DESC"), "what was left out is said: {}", text(&out));
+    assert_eq!(stat(&s.sim.stats().refusals), 0, "nothing sent that DSQL refuses: {:?}", s.sim.stats());
+}
+
+/// `InPlace` with an integer id on DSQL is refused up front, naming the rule,
+/// and nothing changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_place_on_an_integer_id_is_refused_before_anything_changes() {
+    let s = StandIn::start("truth_in_place", |_| {}).await;
+    let t = PostTag::rows(1_000).id_type("INTEGER");
+    t.create(&s.db).await;
+    let catalog = s.db.catalog_snapshot().await;
+    let m = s.manifest(&t, "  strategy: InPlace\n");
+    let out = s.run(&m, &[], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("spec.strategy") && text(&out).contains("bigint only"), "{}", text(&out));
+    let user = |all: Vec<String>| -> Vec<String> {
+        all.into_iter().filter(|o| !o.starts_with("public.identity_migrator_claims")).collect()
+    };
+    assert_eq!(user(s.db.catalog_snapshot().await), user(catalog));
+    assert_eq!(stat(&s.sim.stats().refusals), 0);
+}
