@@ -302,7 +302,8 @@ const EXTRAS: &str = "ALTER TABLE post_tag OWNER TO idmig_owner;
      GRANT UPDATE (tag_id) ON post_tag TO idmig_auditor;
      COMMENT ON TABLE post_tag IS 'tags of posts';
      COMMENT ON COLUMN post_tag.tag_id IS 'the tag';
-     COMMENT ON INDEX post_tag_post_idx IS 'by post'";
+     COMMENT ON INDEX post_tag_post_idx IS 'by post';
+     CREATE STATISTICS post_tag_pairs (ndistinct) ON post_id, tag_id FROM post_tag";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn owner_privileges_and_comments_survive_the_swap_on_dsql() {

@@ -18,10 +18,9 @@ fn grantee(role: &Option<String>) -> String {
 /// default privileges are reset first, so a REVOKE on the source is kept too.
 pub fn privilege_statements(f: &Fidelity, table: &TableName, dialect: Dialect) -> Vec<String> {
     let mut out = Vec::new();
-    // DSQL: whether ALTER TABLE ... OWNER TO is accepted is not documented,
-    // so it is sent only when needed: when the source's owner is not the
-    // role that creates the shadow table (a refusal stops the migration
-    // before any row is copied, instead of losing the owner).
+    // DSQL documents ALTER TABLE ... OWNER TO (alter-table-syntax-support);
+    // it is still sent only when needed there: when the source's owner is
+    // not the role that creates the shadow table.
     let needed = dialect == Dialect::Postgres || f.owner != f.connected_as;
     if needed && !f.owner.is_empty() {
         out.push(format!("ALTER TABLE {table} OWNER TO {}", ident(&f.owner)));
@@ -66,18 +65,19 @@ pub fn shadow_statements(
         let name = constraint_name(shape, name, source, shadow);
         out.push(format!("COMMENT ON CONSTRAINT {} ON {shadow} IS {}", ident(&name), literal(comment)));
     }
-    if dialect == Dialect::Dsql {
-        // Not applicable on DSQL: storage parameters, statistics, replica
-        // identity and row-level security do not exist there.
-        return out;
-    }
-    for (column, target) in &f.statistics_targets {
-        out.push(format!("ALTER TABLE {shadow} ALTER COLUMN {} SET STATISTICS {target}", ident(column)));
-    }
+    // CREATE STATISTICS is in DSQL's supported subsets too.
     for stats in &f.extended_statistics {
         let name = derived_name(&stats.name, &source.name, &shadow.name);
         let qualified = shadow.sibling(name);
         out.push(format!("CREATE STATISTICS IF NOT EXISTS {qualified} {} FROM {shadow}", stats.definition));
+    }
+    if dialect == Dialect::Dsql {
+        // Not applicable on DSQL: storage parameters, per-column statistics
+        // targets, replica identity and row-level security do not exist there.
+        return out;
+    }
+    for (column, target) in &f.statistics_targets {
+        out.push(format!("ALTER TABLE {shadow} ALTER COLUMN {} SET STATISTICS {target}", ident(column)));
     }
     match &f.replica_identity {
         ReplicaIdentity::Default => {}
@@ -161,7 +161,6 @@ pub fn not_carried(f: &Fidelity, dialect: Dialect) -> Vec<&'static str> {
             (!f.storage.is_empty(), "storage parameters"),
             (f.replica_identity != ReplicaIdentity::Default, "replica identity"),
             (!f.statistics_targets.is_empty(), "statistics targets"),
-            (!f.extended_statistics.is_empty(), "extended statistics"),
             (f.unlogged, "UNLOGGED"),
             (f.row_security || !f.policies.is_empty(), "row-level security policies"),
         ];
@@ -277,10 +276,11 @@ mod tests {
             ]
         );
         let dsql = shadow_statements(&f, &shape, &source, &shadow, Dialect::Dsql).join(";\n");
-        assert!(dsql.contains("COMMENT ON TABLE") && !dsql.contains("POLICY") && !dsql.contains("STATISTICS"));
+        assert!(dsql.contains("COMMENT ON TABLE") && !dsql.contains("POLICY") && !dsql.contains("SET STATISTICS"));
+        assert!(dsql.contains("CREATE STATISTICS IF NOT EXISTS"), "in DSQL's supported subsets: {dsql}");
         assert_eq!(
             not_carried(&f, Dialect::Dsql),
-            vec!["replica identity", "statistics targets", "extended statistics", "row-level security policies"]
+            vec!["replica identity", "statistics targets", "row-level security policies"]
         );
         assert!(not_carried(&f, Dialect::Postgres).is_empty());
     }

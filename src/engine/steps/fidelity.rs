@@ -38,6 +38,8 @@ pub async fn read_fidelity(client: &Client, table: &TableName, dialect: Dialect)
     let has_acl: bool = row.get(1);
     f.grants = read_grants(client, oid, has_acl).await?;
     read_comments(client, oid, &mut f).await.or_else(|e| tolerated_on_dsql(dialect, e))?;
+    // CREATE STATISTICS is in DSQL's supported subsets.
+    read_extended_statistics(client, oid, &mut f).await.or_else(|e| tolerated_on_dsql(dialect, e))?;
     if dialect == Dialect::Dsql {
         return Ok(Some(f));
     }
@@ -69,23 +71,6 @@ pub async fn read_fidelity(client: &Client, table: &TableName, dialect: Dialect)
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    for r in client
-        .query(
-            "SELECT s.stxname::text, pg_catalog.pg_get_statisticsobjdef(s.oid), pg_catalog.quote_ident(n.nspname), \
-                    pg_catalog.quote_ident(s.stxname), pg_catalog.quote_ident(c.relname) \
-             FROM pg_catalog.pg_statistic_ext s JOIN pg_catalog.pg_namespace n ON n.oid = s.stxnamespace \
-             JOIN pg_catalog.pg_class c ON c.oid = s.stxrelid WHERE s.stxrelid = $1 ORDER BY 1",
-            &[&oid],
-        )
-        .await
-        .ctx("read extended statistics")?
-    {
-        let (name, def): (String, String) = (r.get(0), r.get(1));
-        match statistics_definition_middle(&def, r.get(2), r.get(3), r.get(4)) {
-            Some(definition) => f.extended_statistics.push(ExtendedStatistics { name, definition }),
-            None => f.dependents.push(format!("statistics object {name} ({def}), which cannot be recreated")),
-        }
-    }
     f.policies = client
         .query(
             "SELECT p.polname::text, p.polpermissive, p.polcmd::text, \
@@ -185,6 +170,28 @@ async fn read_comments(client: &Client, oid: u32, f: &mut Fidelity) -> Result<()
          WHERE x.indrelid = $1 ORDER BY 1",
     )
     .await?;
+    Ok(())
+}
+
+/// The table's extended statistics objects, as `CREATE STATISTICS` recreates them.
+async fn read_extended_statistics(client: &Client, oid: u32, f: &mut Fidelity) -> Result<(), DbError> {
+    for r in client
+        .query(
+            "SELECT s.stxname::text, pg_catalog.pg_get_statisticsobjdef(s.oid), pg_catalog.quote_ident(n.nspname), \
+                    pg_catalog.quote_ident(s.stxname), pg_catalog.quote_ident(c.relname) \
+             FROM pg_catalog.pg_statistic_ext s JOIN pg_catalog.pg_namespace n ON n.oid = s.stxnamespace \
+             JOIN pg_catalog.pg_class c ON c.oid = s.stxrelid WHERE s.stxrelid = $1 ORDER BY 1",
+            &[&oid],
+        )
+        .await
+        .ctx("read extended statistics")?
+    {
+        let (name, def): (String, String) = (r.get(0), r.get(1));
+        match statistics_definition_middle(&def, r.get(2), r.get(3), r.get(4)) {
+            Some(definition) => f.extended_statistics.push(ExtendedStatistics { name, definition }),
+            None => f.dependents.push(format!("statistics object {name} ({def}), which cannot be recreated")),
+        }
+    }
     Ok(())
 }
 
