@@ -18,8 +18,10 @@ use crate::support::{PostTag, TestDb};
 const LEASE_SECONDS: u64 = 6;
 const ENDPOINT: &str = "127.0.0.1-5432";
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_identity-migrator")
+/// The binary the replicas run: this build's, or `IDMIG_BIN` (to run these
+/// tests against another build, e.g. an older one that had the defect).
+fn bin() -> String {
+    std::env::var("IDMIG_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_identity-migrator").to_string())
 }
 
 fn get(api: &FakeApi, name: &str) -> Value {
@@ -59,16 +61,20 @@ async fn tables(db: &TestDb, prefix: &str, n: usize, rows: i64) -> Vec<(i64, Str
 }
 
 /// Six migrations on one endpoint with the default limit of four, three
-/// replicas, and the busiest one killed while two wait in line: the line
-/// moves on, every migration completes, and no slot stays held afterwards.
+/// replicas, and the busiest one killed while two wait in line, against an
+/// API server that answers some Lease writes late (so live replicas lose
+/// Leases now and then): the line moves on, every migration completes, and no
+/// slot stays held afterwards.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_line_moves_on_when_a_replica_dies_while_migrations_are_queued() {
     const N: usize = 6;
     let db = TestDb::new("proc_line").await;
     let api = FakeApi::new();
+    // Later than the renewal's slack (the Lease is renewed 2 s before it lapses).
+    api.slow_lease_writes(3, Duration::from_millis(4_000));
     create_url_secret(&api, "db", &db.url).await;
     let before = tables(&db, "l", N, 6_000).await;
-    let mut replicas = Replicas::serve(&api, bin(), None).await;
+    let mut replicas = Replicas::serve(&api, &bin(), None).await;
     for name in ["pod-a", "pod-b", "pod-c"] {
         replicas.start(name, LEASE_SECONDS, &[("MAX_CONCURRENT_MIGRATIONS", "4")]);
     }
@@ -138,7 +144,7 @@ async fn a_failed_cut_over_waits_for_its_approval_again_on_a_real_replica() {
          CREATE EVENT TRIGGER refuse_rename_in ON ddl_command_end EXECUTE FUNCTION refuse_rename_in();",
     )
     .await;
-    let mut replicas = Replicas::serve(&api, bin(), None).await;
+    let mut replicas = Replicas::serve(&api, &bin(), None).await;
     replicas.start("pod-a", LEASE_SECONDS, &[]);
     create_migration(&api, "a1", "a1", json!({"cutover": {"approval": "Manual", "approved": true}})).await;
     wait_for(&api, "a1", 90, "a failed swap", |o| {
@@ -166,7 +172,7 @@ async fn cut_overs_that_share_a_window_keep_the_endpoint_limit() {
     let api = FakeApi::new();
     create_url_secret(&api, "db", &db.url).await;
     let before = tables(&db, "w", N, 2_000).await;
-    let mut replicas = Replicas::serve(&api, bin(), None).await;
+    let mut replicas = Replicas::serve(&api, &bin(), None).await;
     for name in ["pod-a", "pod-b"] {
         replicas.start(name, LEASE_SECONDS, &[("MAX_CONCURRENT_PER_TARGET", "1"), ("WINDOW_RESYNC_SECONDS", "1")]);
     }

@@ -56,6 +56,10 @@ struct State {
     /// While true, scaled workloads keep their running replicas (pods that
     /// take their time to stop); otherwise they follow at once.
     scaling_frozen: bool,
+    /// Every n-th write to a Lease answers this late (an API server under
+    /// load): renewals come late and Leases are lost by live holders.
+    slow_lease_writes: Option<(u64, std::time::Duration)>,
+    lease_writes: u64,
 }
 
 #[derive(Clone)]
@@ -211,6 +215,11 @@ impl FakeApi {
         self.requests().iter().filter(|r| r.method == method && r.path.ends_with(suffix)).count()
     }
 
+    /// Makes every `nth` write (PUT or PATCH) of a Lease answer `late`.
+    pub fn slow_lease_writes(&self, nth: u64, late: std::time::Duration) {
+        self.state.lock().unwrap().slow_lease_writes = Some((nth.max(1), late));
+    }
+
     /// Freezes or releases the running replicas of workloads; releasing
     /// brings every workload's running count to its desired count.
     pub fn set_scaling_frozen(&self, frozen: bool) {
@@ -271,9 +280,20 @@ impl FakeApi {
         let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
         let body: Value =
             if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
-        {
+        let late = {
             let mut state = self.state.lock().unwrap();
             state.requests.push(Recorded { method: method.clone(), path: path.clone(), body: body.clone() });
+            let lease_write = path.contains("/leases/") && (method == "PUT" || method == "PATCH");
+            if lease_write {
+                state.lease_writes += 1;
+            }
+            match state.slow_lease_writes {
+                Some((nth, late)) if lease_write && state.lease_writes % nth == 0 => Some(late),
+                _ => None,
+            }
+        };
+        if let Some(late) = late {
+            tokio::time::sleep(late).await;
         }
         let Some(route) = route(&path) else {
             return failure(StatusCode::NOT_FOUND, "NotFound", format!("no route for {path}"));
