@@ -574,14 +574,16 @@ impl<R: StatusSink> Migration<R> {
         {
             return Ok(Flow::Halt(outcome));
         }
-        let started = std::time::Instant::now();
         let added = add_identity_in_place(&self.job).await;
         self.keeper.watch_retries(self.job.retries.get()).await;
         match added? {
-            InPlace::Added(identity) => {
+            InPlace::Added { identity, locked } => {
                 let cutover = self.keeper.status.cutover.get_or_insert_with(CutoverStatus::default);
-                // The lock is all a writer sees of it: the window.
-                cutover.window_millis.get_or_insert(started.elapsed().as_millis() as i64);
+                // The lock is all a writer sees of it: the window (reads and
+                // retries before it took the lock held nobody up).
+                if let Some(locked) = locked {
+                    cutover.window_millis.get_or_insert(locked.as_millis() as i64);
+                }
                 cutover.swapped_at = Some(now());
                 tracing::info!(next_value = identity.next_value, "the identity was added in place");
                 self.keeper.status.identity = Some(identity);

@@ -187,3 +187,27 @@ async fn a_refused_dsql_probe_copies_first_and_asks_for_approval_after_verificat
     assert_eq!(m.status()["phase"], "Completed");
     assert_eq!(s.db.fingerprint("public.post_tag", "id").await, before);
 }
+
+/// A sequence that several tables' defaults share is nobody's to own: the
+/// swap leaves its ownership alone, so dropping the old table
+/// (`retain: false`) does not take it with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_sequence_keeps_its_owner_and_outlives_the_old_table() {
+    use crate::support::{Manifest, TestDb, run_migration, text};
+    let db = TestDb::new("seam_shared_sequence").await;
+    let t = PostTag::rows(1_000);
+    t.create(&db).await;
+    db.exec(
+        "CREATE SEQUENCE ticket;
+         ALTER TABLE post_tag ADD COLUMN ticket bigint DEFAULT nextval('ticket');
+         CREATE TABLE other_user_of_ticket (n bigint DEFAULT nextval('ticket'));",
+    )
+    .await;
+    let m = Manifest::for_table(&t, "  oldTable: {retain: false}\n");
+    let out = run_migration(&m, &db.url, &[], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM pg_class WHERE relname = 'ticket' AND relkind = 'S'").await, 1);
+    let owned = "SELECT count(*) FROM pg_depend WHERE objid = 'ticket'::regclass AND deptype = 'a'";
+    assert_eq!(db.scalar_i64(owned).await, 0, "still owned by no table");
+    db.exec("INSERT INTO other_user_of_ticket DEFAULT VALUES").await;
+}

@@ -300,7 +300,9 @@ async fn read_fidelity_privileges(client: &Client, table: &TableName) -> Result<
 
 /// The sequences behind `table`'s column defaults (`serial` columns other
 /// than the id) become owned by `table`: owned by the old table they would
-/// block its drop, and a rollback gives them back the same way.
+/// block its drop, and a rollback gives them back the same way. Only a
+/// sequence its twin column owns moves: one no column owns, or shared by
+/// other tables, keeps its owner (owning it would drop it with the table).
 pub async fn adopt_sequences(session: &mut Session, table: &TableName) -> Result<usize, DbError> {
     let pairs: Vec<(String, String)> = session
         .retry("read column sequences", |c| async move {
@@ -315,7 +317,11 @@ pub async fn adopt_sequences(session: &mut Session, table: &TableName) -> Result
                      JOIN pg_catalog.pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum \
                      WHERE ad.adrelid = $1 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend o \
                           WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objid = s.oid AND o.deptype = 'a' \
-                            AND o.refobjid = $1 AND o.refobjsubid = a.attnum)",
+                            AND o.refobjid = $1 AND o.refobjsubid = a.attnum) \
+                       AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend o \
+                          JOIN pg_catalog.pg_attribute oa ON oa.attrelid = o.refobjid AND oa.attnum = o.refobjsubid \
+                          WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objid = s.oid AND o.deptype = 'a' \
+                            AND oa.attname = a.attname)",
                     &[&oid],
                 )
                 .await

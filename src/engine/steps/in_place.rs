@@ -27,8 +27,10 @@ use crate::engine::plan::sql::{
 /// How the attempt ended.
 #[derive(Debug)]
 pub enum InPlace {
-    /// The table's id is an identity now.
-    Added(IdentityStatus),
+    /// The table's id is an identity now; `locked` is how long writers were
+    /// held off (the lock held, or the DDL statement on DSQL), when this
+    /// run made the change.
+    Added { identity: IdentityStatus, locked: Option<std::time::Duration> },
     /// The server refused `ADD GENERATED` (what it said): the copy must do it.
     Refused(String),
 }
@@ -51,6 +53,7 @@ pub async fn add_identity_in_place(job: &Arc<Job>) -> Result<InPlace, EngineErro
     let column = shape.as_ref().and_then(|t| t.column(id));
     let default = column.and_then(|c| c.default.clone());
     let already = column.is_some_and(|c| c.identity.is_some());
+    let mut locked = None;
     let replaced_default = if already {
         tracing::info!(table = %table, "the id is an identity already (a crash after the change); checking it");
         None
@@ -66,7 +69,7 @@ pub async fn add_identity_in_place(job: &Arc<Job>) -> Result<InPlace, EngineErro
             Dialect::Dsql => add_in_own_transaction(job, &mut session).await,
         };
         match added {
-            Ok(()) => {}
+            Ok(held) => locked = Some(held),
             Err(e) if refuses_add_identity(&e) => return Ok(InPlace::Refused(e.message)),
             Err(e) => return Err(e.into()),
         }
@@ -75,7 +78,7 @@ pub async fn add_identity_in_place(job: &Arc<Job>) -> Result<InPlace, EngineErro
     };
     let mut identity = settle_identity(job, &mut session).await?;
     identity.replaced_default = replaced_default;
-    Ok(InPlace::Added(identity))
+    Ok(InPlace::Added { identity, locked })
 }
 
 /// Reads the identity's next value back and checks it is above every id.
@@ -105,7 +108,11 @@ const OWNED_SEQUENCES: &str = "SELECT s.oid::regclass::text FROM pg_catalog.pg_d
 
 /// PostgreSQL: lock, read the highest id, replace the default by the
 /// identity, in one transaction.
-async fn add_under_lock(job: &Job, session: &mut crate::db::Session, has_default: bool) -> Result<(), DbError> {
+async fn add_under_lock(
+    job: &Job,
+    session: &mut crate::db::Session,
+    has_default: bool,
+) -> Result<std::time::Duration, DbError> {
     let s = &job.settings;
     let (table, id) = (&s.source, s.id_column.as_str());
     let begin = &format!("BEGIN; SET LOCAL lock_timeout = '{IN_PLACE_LOCK_TIMEOUT_MS}ms'; {}", lock_table(table));
@@ -114,6 +121,8 @@ async fn add_under_lock(job: &Job, session: &mut crate::db::Session, has_default
         .retry("add identity in place", |c| async move {
             let attempt = async {
                 c.batch_execute(begin).await.ctx("lock the table")?;
+                // Writers wait from here until the commit: the window.
+                let locked = std::time::Instant::now();
                 let max: Option<i64> = c.query_one(max_sql.as_str(), &[]).await.ctx("read highest id")?.get(0);
                 let start = restart_value(max, s.start_after)
                     .ok_or_else(|| DbError::engine("add identity", "ids have reached the largest bigint"))?;
@@ -129,7 +138,8 @@ async fn add_under_lock(job: &Job, session: &mut crate::db::Session, has_default
                 }
                 ddl.push(add_identity(table, id, s.generation, start, s.cache(Dialect::Postgres)));
                 ddl.push("COMMIT".to_string());
-                c.batch_execute(&ddl.join(";\n")).await.ctx("add identity")
+                c.batch_execute(&ddl.join(";\n")).await.ctx("add identity")?;
+                Ok(locked.elapsed())
             }
             .await;
             if attempt.is_err() {
@@ -142,14 +152,20 @@ async fn add_under_lock(job: &Job, session: &mut crate::db::Session, has_default
 
 /// DSQL: the statement alone in its DDL transaction, starting past the ids
 /// read just before (the identity is moved again after).
-async fn add_in_own_transaction(job: &Job, session: &mut crate::db::Session) -> Result<(), DbError> {
+async fn add_in_own_transaction(job: &Job, session: &mut crate::db::Session) -> Result<std::time::Duration, DbError> {
     let s = &job.settings;
     let (table, id) = (&s.source, s.id_column.as_str());
     let max = read_max_id(session, table, id).await?;
     let start = restart_value(max, s.start_after)
         .ok_or_else(|| DbError::engine("add identity", "ids have reached the largest bigint"))?;
     let ddl = &add_identity(table, id, s.generation, start, s.cache(Dialect::Dsql));
-    session.retry("add identity in place", |c| async move { c.batch_execute(ddl).await.ctx("add identity") }).await
+    session
+        .retry("add identity in place", |c| async move {
+            let started = std::time::Instant::now();
+            c.batch_execute(ddl).await.ctx("add identity")?;
+            Ok(started.elapsed())
+        })
+        .await
 }
 
 /// The scratch table of the probe beside `table` (its name cut to leave room).
