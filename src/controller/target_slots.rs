@@ -14,7 +14,7 @@ use kube_lease_manager::{LeaseManager, LeaseManagerError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::leases::{LeaseTerms, lease_manager};
+use super::leases::{LeaseTerms, lease_manager, watch_with_expiry};
 use super::supervisor::Key;
 
 /// How long a try for a slot that looked free waits for the Lease: one
@@ -105,7 +105,7 @@ impl TargetSlots {
                 continue;
             }
             let manager = lease_manager(&self.client, &self.namespace, &name, &identity, self.terms).await?;
-            let (held, task) = manager.watch().await;
+            let (held, task) = watch_with_expiry(manager, Duration::from_secs(self.terms.grace_seconds));
             let mut first = held.clone();
             let _ = tokio::time::timeout(SLOT_ANSWER, first.wait_for(|h| *h)).await;
             if *held.borrow() {
