@@ -17,10 +17,13 @@ use tokio::task::JoinHandle;
 use super::leases::{LeaseTerms, lease_manager, watch_with_expiry};
 use super::supervisor::Key;
 
-/// How long a try for a slot that looked free waits for the Lease: one
-/// round trip when it is won; a loss (another took it first) moves on to the
-/// next slot, and a win that comes later is released when the try is dropped.
-const SLOT_ANSWER: Duration = Duration::from_millis(500);
+/// How often a try for a slot that looked free looks at the Lease again
+/// while its answer has not come. An acquisition is several round trips
+/// (two writes and a read): on a loaded API server it takes longer than any
+/// fixed wait, and a try given up too early loses every slot it wins, for
+/// ever. So a try ends only when the slot is won, when the Lease shows
+/// another holder, or after the Lease's duration.
+const SLOT_LOOK_AGAIN: Duration = Duration::from_millis(500);
 
 /// Lease names are DNS subdomains of at most 253 characters.
 const MAX_ENDPOINT_IN_NAME: usize = 200;
@@ -48,6 +51,12 @@ pub fn takeable(lease: Option<&Lease>, identity: &str, now: jiff::Timestamp) -> 
     let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0);
     let lasts = i64::from(spec.lease_duration_seconds.unwrap_or(0));
     renewed.is_none_or(|at| at + jiff::SignedDuration::from_secs(lasts) < now)
+}
+
+/// Whether the Lease names a holder, and not `identity`.
+fn holder_other_than(lease: Option<&Lease>, identity: &str) -> bool {
+    let holder = lease.and_then(|l| l.spec.as_ref()).and_then(|s| s.holder_identity.as_deref()).unwrap_or("");
+    !holder.is_empty() && holder != identity
 }
 
 struct Held {
@@ -107,7 +116,18 @@ impl TargetSlots {
             let manager = lease_manager(&self.client, &self.namespace, &name, &identity, self.terms).await?;
             let (held, task) = watch_with_expiry(manager, Duration::from_secs(self.terms.grace_seconds));
             let mut first = held.clone();
-            let _ = tokio::time::timeout(SLOT_ANSWER, first.wait_for(|h| *h)).await;
+            let give_up = std::time::Instant::now() + Duration::from_secs(self.terms.duration_seconds);
+            loop {
+                if tokio::time::timeout(SLOT_LOOK_AGAIN, first.wait_for(|h| *h)).await.is_ok()
+                    || std::time::Instant::now() > give_up
+                {
+                    break;
+                }
+                let now = api.get_opt(&name).await.map_err(LeaseManagerError::KubeError)?;
+                if holder_other_than(now.as_ref(), &identity) {
+                    break;
+                }
+            }
             if *held.borrow() {
                 tracing::debug!(lease = %name, "took a slot of the endpoint");
                 self.held
@@ -191,6 +211,15 @@ mod tests {
         assert!(!takeable(Some(&lease("other", 1, 15, now)), "me", now), "held and renewed");
         assert!(takeable(Some(&lease("other", 20, 15, now)), "me", now), "lapsed");
         assert!(takeable(Some(&lease("me", 1, 15, now)), "me", now));
+    }
+
+    #[test]
+    fn a_try_ends_as_lost_only_when_another_holds_the_lease() {
+        let now = jiff::Timestamp::now();
+        assert!(holder_other_than(Some(&lease("other", 1, 15, now)), "me"));
+        assert!(!holder_other_than(Some(&lease("me", 1, 15, now)), "me"), "ours: the answer is on its way");
+        assert!(!holder_other_than(Some(&lease("", 1, 15, now)), "me"), "free: not lost yet");
+        assert!(!holder_other_than(None, "me"));
     }
 
     #[tokio::test]

@@ -74,7 +74,9 @@ async fn the_line_moves_on_when_a_replica_dies_while_migrations_are_queued() {
     api.slow_lease_writes(3, Duration::from_millis(4_000));
     create_url_secret(&api, "db", &db.url).await;
     let before = tables(&db, "l", N, 6_000).await;
-    let mut replicas = Replicas::serve(&api, &bin(), None).await;
+    // IDMIG_TEST_LOGS: a directory that keeps the replicas' logs.
+    let logs = std::env::var("IDMIG_TEST_LOGS").ok().map(std::path::PathBuf::from);
+    let mut replicas = Replicas::serve(&api, &bin(), logs).await;
     for name in ["pod-a", "pod-b", "pod-c"] {
         replicas.start(name, LEASE_SECONDS, &[("MAX_CONCURRENT_MIGRATIONS", "4")]);
     }
@@ -108,10 +110,55 @@ async fn the_line_moves_on_when_a_replica_dies_while_migrations_are_queued() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     replicas.kill(&victim);
-    for i in 1..=N {
-        let name = format!("l{i}");
-        let done = wait_for(&api, &name, 180, "Completed", |o| phase(o) == "Completed").await;
-        assert!(done["status"]["queued"].is_null(), "{name}: {}", done["status"]);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let objects: Vec<Value> = (1..=N).map(|i| get(&api, &format!("l{i}"))).collect();
+        if objects.iter().all(|o| phase(o) == "Completed" && o["status"]["queued"].is_null()) {
+            break;
+        }
+        if Instant::now() > deadline {
+            // What the line looks like when it stalls, for the one who reads this.
+            let line: Vec<String> = objects
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{} {} {} lease={:?}",
+                        o["metadata"]["name"].as_str().unwrap_or("?"),
+                        phase(o),
+                        ready_reason(o),
+                        lease_holder(&api, o)
+                    )
+                })
+                .collect();
+            let slots: Vec<String> = (0..4)
+                .map(|n| {
+                    let lease = api.get(
+                        "coordination.k8s.io/v1",
+                        "leases",
+                        "identity-migrator",
+                        &format!("idmig-slot-{ENDPOINT}-{n}"),
+                    );
+                    let spec = lease.map(|l| l["spec"].clone()).unwrap_or_default();
+                    format!("slot {n}: {} renewed {}", spec["holderIdentity"], spec["renewTime"])
+                })
+                .collect();
+            let logs: Vec<String> = ["pod-a", "pod-b", "pod-c"]
+                .iter()
+                .filter(|n| **n != victim)
+                .map(|n| {
+                    let log = replicas.log(n);
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    format!("--- {n} (killed: {victim})\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+                })
+                .collect();
+            panic!(
+                "the line stalled after {victim} died:\n{}\n{}\n{}",
+                line.join("\n"),
+                slots.join("\n"),
+                logs.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Nobody keeps renewing a slot for an engine that ended.
     let released = Instant::now() + Duration::from_secs(LEASE_SECONDS + 10);
