@@ -294,7 +294,7 @@ impl FakeApi {
                 state.lease_writes += 1;
             }
             match state.slow_lease_writes {
-                Some((nth, late)) if lease_write && state.lease_writes % nth == 0 => Some(late),
+                Some((nth, late)) if lease_write && state.lease_writes.is_multiple_of(nth) => Some(late),
                 _ => None,
             }
         };
