@@ -70,8 +70,10 @@ async fn the_line_moves_on_when_a_replica_dies_while_migrations_are_queued() {
     const N: usize = 6;
     let db = TestDb::new("proc_line").await;
     let api = FakeApi::new();
-    // Later than the renewal's slack (the Lease is renewed 2 s before it lapses).
-    api.slow_lease_writes(3, Duration::from_millis(4_000));
+    // Every fifth Lease write answers later than a slot try used to wait
+    // (500 ms) and than the renewal's slack (2 s): tries must wait for their
+    // answer, and live replicas lose a Lease now and then.
+    api.slow_lease_writes(5, Duration::from_millis(2_500));
     create_url_secret(&api, "db", &db.url).await;
     let before = tables(&db, "l", N, 6_000).await;
     // IDMIG_TEST_LOGS: a directory that keeps the replicas' logs.
@@ -122,11 +124,12 @@ async fn the_line_moves_on_when_a_replica_dies_while_migrations_are_queued() {
                 .iter()
                 .map(|o| {
                     format!(
-                        "{} {} {} lease={:?}",
+                        "{} {} {} lease={:?} error={}",
                         o["metadata"]["name"].as_str().unwrap_or("?"),
                         phase(o),
                         ready_reason(o),
-                        lease_holder(&api, o)
+                        lease_holder(&api, o),
+                        o["status"]["lastError"]
                     )
                 })
                 .collect();
