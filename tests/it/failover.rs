@@ -187,13 +187,7 @@ async fn a_failed_cut_over_waits_for_its_approval_again_on_a_real_replica() {
     let api = FakeApi::new();
     create_url_secret(&api, "db", &db.url).await;
     let before = tables(&db, "a", 1, 3_000).await;
-    db.exec(
-        "CREATE FUNCTION refuse_rename_in() RETURNS event_trigger LANGUAGE plpgsql AS $$ \
-         BEGIN IF current_query() LIKE '%\"a1_new\" RENAME TO%' THEN \
-         RAISE EXCEPTION 'rename refused by the test'; END IF; END $$; \
-         CREATE EVENT TRIGGER refuse_rename_in ON ddl_command_end EXECUTE FUNCTION refuse_rename_in();",
-    )
-    .await;
+    db.refuse_rename_in("a1_new").await;
     let mut replicas = Replicas::serve(&api, &bin(), None).await;
     replicas.start("pod-a", LEASE_SECONDS, &[]);
     create_migration(&api, "a1", "a1", json!({"cutover": {"approval": "Manual", "approved": true}})).await;

@@ -52,8 +52,6 @@ struct State {
     objects: BTreeMap<(Collection, String, String), Stored>,
     log: Vec<Change>,
     requests: Vec<Recorded>,
-    /// Requests refused with 503 while true (an API server out of reach).
-    outage: bool,
     /// While true, scaled workloads keep their running replicas (pods that
     /// take their time to stop); otherwise they follow at once.
     scaling_frozen: bool,
@@ -216,11 +214,6 @@ impl FakeApi {
         self.requests().iter().filter(|r| r.method == method && r.path.ends_with(suffix)).count()
     }
 
-    /// While true every request fails with 503, as an API server out of reach.
-    pub fn set_outage(&self, outage: bool) {
-        self.state.lock().unwrap().outage = outage;
-    }
-
     /// Makes every `nth` write (PUT or PATCH) of a Lease answer `late`.
     pub fn slow_lease_writes(&self, nth: u64, late: std::time::Duration) {
         self.state.lock().unwrap().slow_lease_writes = Some((nth.max(1), late));
@@ -300,13 +293,6 @@ impl FakeApi {
         };
         if let Some(late) = late {
             tokio::time::sleep(late).await;
-        }
-        if self.state.lock().unwrap().outage {
-            return failure(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                "the API server is out of reach".into(),
-            );
         }
         let Some(route) = route(&path) else {
             return failure(StatusCode::NOT_FOUND, "NotFound", format!("no route for {path}"));

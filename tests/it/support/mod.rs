@@ -69,6 +69,20 @@ impl TestDb {
         self.client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {}", db_message(&e)));
     }
 
+    /// Makes the rename of `shadow` into its table's name fail (an event
+    /// trigger that raises), until `DROP EVENT TRIGGER refuse_rename_in`: a
+    /// cut-over that fails inside its window.
+    pub async fn refuse_rename_in(&self, shadow: &str) {
+        let pattern = format!("%\"{shadow}\" RENAME TO%");
+        self.exec(&format!(
+            "CREATE FUNCTION refuse_rename_in() RETURNS event_trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF current_query() LIKE '{pattern}' THEN \
+             RAISE EXCEPTION 'rename refused by the test'; END IF; END $$; \
+             CREATE EVENT TRIGGER refuse_rename_in ON ddl_command_end EXECUTE FUNCTION refuse_rename_in();"
+        ))
+        .await;
+    }
+
     pub async fn scalar_i64(&self, sql: &str) -> i64 {
         self.client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {}", db_message(&e))).get(0)
     }
