@@ -176,6 +176,24 @@ async fn apply(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<Ac
                 ctx.slots.release(&key);
                 return Ok(Action::requeue(LEASE_POLL));
             };
+            // The engine starts from the status the last holder wrote, read
+            // now: the watch cache may lag behind it, and an engine started on
+            // a lagging status would redo a phase whose work is done (and,
+            // at Validating, refuse the shadow table its predecessor created).
+            let status = match ctx.supervisor.last_status(&key) {
+                Some((_, own)) => own,
+                None => {
+                    let api: Api<IdentityMigration> = Api::namespaced(ctx.client.clone(), &key.0);
+                    let fresh = api.get_status(&key.1).await.map_err(Error::Status)?;
+                    let fresh_status = fresh.status.clone().unwrap_or_default();
+                    if decide(&fresh.spec, &fresh_status, generation, task, failed_for(&fresh_status))
+                        != Decision::Start
+                    {
+                        return Ok(Action::requeue(LEASE_POLL));
+                    }
+                    fresh_status
+                }
+            };
             let connector =
                 match connector_for(&ctx.client, &key.0, &obj.spec, &ctx.application_name, &ctx.dsql_endpoints).await {
                     Ok(connector) => connector,
