@@ -67,3 +67,18 @@ async fn in_place_on_an_integer_id_is_refused_before_anything_changes() {
     assert_eq!(user(s.db.catalog_snapshot().await), user(catalog));
     assert_eq!(stat(&s.sim.stats().refusals), 0);
 }
+
+/// The DSQL probe's scratch table name taken by a user's table with rows:
+/// refused by name, and the user's table is left as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_probe_never_drops_a_users_table_of_its_name() {
+    let s = StandIn::start("truth_probe_name", |_| {}).await;
+    let t = PostTag::rows(500);
+    t.create(&s.db).await;
+    s.db.exec("CREATE TABLE post_tag_idmig_probe (id bigint PRIMARY KEY, note text); INSERT INTO post_tag_idmig_probe VALUES (1, 'mine')").await;
+    let m = s.manifest(&t, "  strategy: Auto\n");
+    let out = s.run(&m, &[], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("post_tag_idmig_probe"), "{}", text(&out));
+    assert_eq!(s.db.scalar_i64("SELECT count(*) FROM post_tag_idmig_probe").await, 1, "the user's row is still there");
+}

@@ -185,6 +185,35 @@ pub async fn probe_add_identity(job: &Job) -> Result<Option<String>, EngineError
     let drop = &format!("DROP TABLE IF EXISTS {probe}");
     let create = &format!("CREATE TABLE {probe} (id bigint PRIMARY KEY)");
     let add = &add_identity(&probe, "id", crate::api::Generation::ByDefault, 1, job.settings.cache(Dialect::Dsql));
+    // A table of that name is dropped only when it is what a crashed probe
+    // leaves (one column, no rows): a user's table is never dropped.
+    let probe_ref = &probe;
+    let leftover = session
+        .retry("probe: look for the scratch table", |c| async move {
+            if !super::catalog::table_exists(&c, probe_ref).await? {
+                return Ok(None);
+            }
+            let shape = format!(
+                "SELECT (SELECT count(*) FROM pg_catalog.pg_attribute WHERE attrelid = pg_catalog.to_regclass($1) \
+                 AND attnum > 0 AND NOT attisdropped) = 1 AND NOT EXISTS (SELECT 1 FROM {probe_ref})"
+            );
+            let ours: bool = c
+                .query_one(shape.as_str(), &[&probe_ref.to_string()])
+                .await
+                .ctx("probe: read the scratch table")?
+                .get(0);
+            Ok(Some(ours))
+        })
+        .await?;
+    if leftover == Some(false) {
+        return Err(crate::engine::plan::validate::InvalidInput::one(
+            "spec.table",
+            format!(
+                "{probe} is taken by a table with rows or other columns; the DSQL probe needs that name (rename it)"
+            ),
+        )
+        .into());
+    }
     job.before_change().await?;
     session.retry("probe: clear", |c| async move { c.batch_execute(drop).await.ctx("probe: clear") }).await?;
     session.retry("probe: create", |c| async move { c.batch_execute(create).await.ctx("probe: create") }).await?;
