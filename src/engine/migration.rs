@@ -657,11 +657,15 @@ fn choose_strategy(asked: Strategy, dialect: Dialect) -> StrategyStatus {
             taken: TakenStrategy::InPlace,
             reason: "PostgreSQL adds the identity to the existing column in place, without a copy".into(),
         },
-        (_, Dialect::Dsql) => StrategyStatus {
+        (Strategy::Auto, Dialect::Dsql) => StrategyStatus {
             taken: TakenStrategy::InPlace,
             reason: "DSQL took ADD IDENTITY on a scratch table: adding it in place; the copy follows if it refuses \
                      it on the table"
                 .into(),
+        },
+        (Strategy::InPlace, Dialect::Dsql) => StrategyStatus {
+            taken: TakenStrategy::InPlace,
+            reason: "spec.strategy: InPlace; DSQL is asked to add the identity to the table itself".into(),
         },
     }
 }
