@@ -76,7 +76,7 @@ impl MigrationLeases {
             Some(held) => held,
             None => {
                 let manager = self.manager(uid).await?;
-                let (held, task) = manager.watch().await;
+                let (held, task) = watch_with_expiry(manager, Duration::from_secs(self.grace_seconds));
                 let mut first = held.clone();
                 let _ = tokio::time::timeout(FIRST_ANSWER, first.wait_for(|h| *h)).await;
                 let won = (!*held.borrow()).then(|| self.report_win(held.clone())).flatten();
@@ -147,6 +147,52 @@ impl MigrationLeases {
         let terms = LeaseTerms { duration_seconds: self.duration_seconds, grace_seconds: self.grace_seconds };
         lease_manager(&self.client, &self.namespace, &lease_name(uid), &self.identity, terms).await
     }
+}
+
+/// Like `LeaseManager::watch`, with a local expiry. A holder cut off from
+/// the API server cannot renew, and cannot learn that it lost the Lease. It
+/// renews `grace` before the Lease lapses, so once every call has failed for
+/// `grace` another replica may take it: the holder says it lost it and stops
+/// contending (its engine stops; a later reconcile contends afresh).
+/// Otherwise the state follows the manager's, and dropping every receiver
+/// releases the Lease.
+pub fn watch_with_expiry(
+    manager: LeaseManager,
+    grace: Duration,
+) -> (watch::Receiver<bool>, JoinHandle<Result<LeaseManager, LeaseManagerError>>) {
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut failing_since: Option<std::time::Instant> = None;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            tokio::select! {
+                biased;
+                () = tx.closed() => return manager.release().await.map(|()| manager),
+                changed = manager.changed() => match changed {
+                    Ok(state) => {
+                        failing_since = None;
+                        backoff = Duration::from_millis(100);
+                        if tx.send(state).is_err() {
+                            return manager.release().await.map(|()| manager);
+                        }
+                    }
+                    Err(e) => {
+                        let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                        if *tx.borrow() && since.elapsed() >= grace {
+                            tracing::warn!(error = %e, "the Lease could not be renewed before it lapses; \
+                                taking it as lost");
+                            let _ = tx.send(false);
+                            return Err(e);
+                        }
+                        tracing::debug!(error = %e, "the Lease could not be renewed; trying again");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        }
+    });
+    (rx, task)
 }
 
 /// How long a Lease lasts without renewal, and how long before expiry it is renewed.

@@ -14,7 +14,7 @@ use kube_lease_manager::{LeaseManager, LeaseManagerError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::leases::{LeaseTerms, lease_manager};
+use super::leases::{LeaseTerms, lease_manager, watch_with_expiry};
 use super::supervisor::Key;
 
 /// How often a try for a slot that looked free looks at the Lease again
@@ -114,7 +114,7 @@ impl TargetSlots {
                 continue;
             }
             let manager = lease_manager(&self.client, &self.namespace, &name, &identity, self.terms).await?;
-            let (held, task) = manager.watch().await;
+            let (held, task) = watch_with_expiry(manager, Duration::from_secs(self.terms.grace_seconds));
             let mut first = held.clone();
             let give_up = std::time::Instant::now() + Duration::from_secs(self.terms.duration_seconds);
             loop {

@@ -205,3 +205,35 @@ async fn a_shared_sequence_keeps_its_owner_and_outlives_the_old_table() {
     assert_eq!(db.scalar_i64(owned).await, 0, "still owned by no table");
     db.exec("INSERT INTO other_user_of_ticket DEFAULT VALUES").await;
 }
+
+/// A replica cut off from the API server cannot renew its Lease, nor learn
+/// that another replica took it: it takes the Lease as lost once it could
+/// have lapsed, and its engine stops writing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_cut_off_from_the_api_server_stops_its_engine() {
+    let (db, api, _) = setup("seam_cut_off", 20_000).await;
+    let operator = Operator::start(&api, "pod-a");
+    let spec = json!({"copy": {"parallelism": 1, "batchRows": 500, "maxRowsPerSecond": 1000}});
+    create_migration(&api, "post-tag", "post_tag", spec).await;
+    wait_for(&api, "post-tag", 60, "copying", |o| {
+        phase(o) == "Copying" && o["status"]["progress"]["rowsCopied"].as_i64() > Some(0)
+    })
+    .await;
+    api.set_outage(true);
+    // The copy goes on for at most the Lease's renewal slack, then stops.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = -1;
+    let stopped_at = loop {
+        let copied = db.scalar_i64("SELECT count(*) FROM post_tag_new").await;
+        if copied == last {
+            break copied;
+        }
+        assert!(Instant::now() < deadline, "the engine kept copying without its Lease");
+        last = copied;
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+    };
+    assert!(stopped_at < 20_000, "stopped before the copy ended: {stopped_at}");
+    api.set_outage(false);
+    wait_for(&api, "post-tag", 120, "Completed", |o| phase(o) == "Completed").await;
+    operator.shutdown().await;
+}

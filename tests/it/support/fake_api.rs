@@ -52,6 +52,8 @@ struct State {
     objects: BTreeMap<(Collection, String, String), Stored>,
     log: Vec<Change>,
     requests: Vec<Recorded>,
+    /// Requests refused with 503 while true (an API server out of reach).
+    outage: bool,
     /// While true, scaled workloads keep their running replicas (pods that
     /// take their time to stop); otherwise they follow at once.
     scaling_frozen: bool,
@@ -187,6 +189,26 @@ impl FakeApi {
         kube::Client::new(service, "default")
     }
 
+    /// A client whose requests fail with 503 once `severed` is set: a process
+    /// that died, whose tasks can no longer reach the API server.
+    pub fn severable_client(&self, severed: std::sync::Arc<std::sync::atomic::AtomicBool>) -> kube::Client {
+        let api = self.clone();
+        let service = tower::service_fn(move |req: Request<Body>| {
+            let (api, severed) = (api.clone(), severed.clone());
+            async move {
+                if severed.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Ok::<_, Infallible>(failure(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "ServiceUnavailable",
+                        "this process is gone".into(),
+                    ));
+                }
+                Ok(api.handle(req).await)
+            }
+        });
+        kube::Client::new(service, "default")
+    }
+
     /// Serves this fake over HTTP on a local port, for controller processes
     /// (`identity-migrator controller` with a kubeconfig pointing here).
     pub async fn serve(&self) -> std::net::SocketAddr {
@@ -212,6 +234,11 @@ impl FakeApi {
     /// Requests whose method is `method` and path ends with `suffix`.
     pub fn count(&self, method: &str, suffix: &str) -> usize {
         self.requests().iter().filter(|r| r.method == method && r.path.ends_with(suffix)).count()
+    }
+
+    /// While true every request fails with 503, as an API server out of reach.
+    pub fn set_outage(&self, outage: bool) {
+        self.state.lock().unwrap().outage = outage;
     }
 
     /// Makes every `nth` write (PUT or PATCH) of a Lease answer `late`.
@@ -293,6 +320,13 @@ impl FakeApi {
         };
         if let Some(late) = late {
             tokio::time::sleep(late).await;
+        }
+        if self.state.lock().unwrap().outage {
+            return failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "the API server is out of reach".into(),
+            );
         }
         let Some(route) = route(&path) else {
             return failure(StatusCode::NOT_FOUND, "NotFound", format!("no route for {path}"));

@@ -26,6 +26,8 @@ pub struct Operator {
     pub metrics: Metrics,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    /// Set at a crash: whatever the dead instance's tasks still send is lost.
+    severed: Arc<AtomicBool>,
 }
 
 impl Operator {
@@ -58,14 +60,15 @@ impl Operator {
         };
         let metrics = Metrics::default();
         let (stop, stopped) = oneshot::channel::<()>();
-        let (client, m) = (api.client(), metrics.clone());
+        let severed = Arc::new(AtomicBool::new(false));
+        let (client, m) = (api.severable_client(severed.clone()), metrics.clone());
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.await;
             };
             run(client, config, m, Arc::new(AtomicBool::new(false)), shutdown).await;
         });
-        Self { metrics, stop: Some(stop), task }
+        Self { metrics, stop: Some(stop), task, severed }
     }
 
     /// SIGTERM: engines stop at their next checkpoint, their leases are released.
@@ -75,7 +78,10 @@ impl Operator {
     }
 
     /// The process dies: nothing is saved or released.
+    /// Aborting the task alone would not do: tasks it spawned live on, and
+    /// dropped Lease watches release their Leases, which a dead process never does.
     pub async fn crash(self) {
+        self.severed.store(true, std::sync::atomic::Ordering::SeqCst);
         self.task.abort();
         let _ = self.task.await;
     }
