@@ -75,6 +75,9 @@ pub struct Config {
     pub conflict_fraction: f64,
     /// Refuse `ALTER TABLE ... ADD GENERATED ... AS IDENTITY`, as the seed saw in February 2026.
     pub refuse_add_identity: bool,
+    /// Refuse what AWS's pages do not list for these statements: COMMENT ON,
+    /// column grants, WITH GRANT OPTION, and reads of catalogs DSQL may lack.
+    pub strict_undocumented: bool,
     pub builds: BuildPace,
     /// How long one `CALL sys.wait_for_job` waits before it answers false.
     pub wait_for_job: Duration,
@@ -100,6 +103,7 @@ impl Config {
             limits: Limits::default(),
             conflict_fraction: 0.0,
             refuse_add_identity: false,
+            strict_undocumented: false,
             builds: BuildPace::After(Duration::from_millis(200)),
             wait_for_job: Duration::from_secs(30),
             server_version: "16.9".into(),
@@ -152,6 +156,8 @@ pub(crate) struct Shared {
     /// Milliseconds every commit takes longer (a slow database).
     pub commit_delay_ms: AtomicU64,
     pub refuse_add_identity: AtomicBool,
+    /// Every refusal sent, as `SQLSTATE: message`, in order.
+    pub refused: Mutex<Vec<String>>,
     /// Per table name: the schema version, raised by each committed DDL on it.
     pub schema_versions: Mutex<HashMap<String, u64>>,
     /// How many statements of each kind ran.
@@ -161,6 +167,15 @@ pub(crate) struct Shared {
     /// Signatures of the tokens accepted, to tell fresh tokens from reused ones.
     pub tokens_seen: Mutex<BTreeSet<String>>,
     pub faults: Mutex<Vec<Fault>>,
+}
+
+impl Shared {
+    pub(crate) fn strictness(&self) -> sql::Strictness {
+        sql::Strictness {
+            refuse_add_identity: self.refuse_add_identity.load(Ordering::Relaxed),
+            refuse_undocumented: self.config.strict_undocumented,
+        }
+    }
 }
 
 /// A failure to inject: the next `times` statements that `matches` accepts
@@ -269,6 +284,7 @@ impl Sim {
             conflict_permille: AtomicU64::new((config.conflict_fraction * 1000.0).round() as u64),
             commit_delay_ms: AtomicU64::new(0),
             refuse_add_identity: AtomicBool::new(config.refuse_add_identity),
+            refused: Mutex::new(Vec::new()),
             bucket: Mutex::new((config.limits.connection_burst, Instant::now())),
             backend,
             tls,
@@ -319,6 +335,11 @@ impl Sim {
     /// Makes every commit take `delay` longer (0 to stop).
     pub fn set_commit_delay(&self, delay: Duration) {
         self.shared.commit_delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Every refusal sent so far, as `SQLSTATE: message`, in order.
+    pub fn refused(&self) -> Vec<String> {
+        self.shared.refused.lock().expect("refused").clone()
     }
 
     pub fn set_refuse_add_identity(&self, refuse: bool) {

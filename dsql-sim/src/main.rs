@@ -32,6 +32,10 @@ struct Args {
     /// Refuse ALTER TABLE ... ADD GENERATED ... AS IDENTITY, as DSQL did in February 2026.
     #[arg(long)]
     refuse_add_identity: bool,
+    /// Also refuse what AWS's pages do not list: COMMENT ON, column grants,
+    /// WITH GRANT OPTION, reads of pg_policy, pg_trigger, pg_rewrite, aclexplode.
+    #[arg(long)]
+    strict_undocumented: bool,
     /// Fraction of write commits failed with OC000.
     #[arg(long, default_value_t = 0.0)]
     conflict_fraction: f64,
@@ -56,6 +60,7 @@ async fn main() -> Result<(), String> {
     config.host = args.host;
     config.region = args.region;
     config.refuse_add_identity = args.refuse_add_identity;
+    config.strict_undocumented = args.strict_undocumented;
     config.conflict_fraction = args.conflict_fraction;
     config.builds = BuildPace::After(Duration::from_millis(args.index_build_ms));
     config.limits = Limits {

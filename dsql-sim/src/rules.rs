@@ -24,8 +24,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
 
     /// Whether DSQL runs `s` now; the statement to send when it does.
     pub(crate) async fn check(&mut self, s: &Statement) -> Io<Result<String, Refused>> {
-        let add_identity = self.shared.refuse_add_identity.load(Ordering::Relaxed);
-        if let Some(r) = sql::refusal(s, add_identity) {
+        if let Some(r) = sql::refusal(s, self.shared.strictness()) {
             return Ok(Err(r));
         }
         if let Some(f) = self.shared.take_fault(s, false) {

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -236,8 +235,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     let (name, text, _) = wire::parse_parts(&m);
                     let viewed = self.as_dsql(&text);
                     let statement = Statement::parse(&viewed);
-                    let add_identity = self.shared.refuse_add_identity.load(Ordering::Relaxed);
-                    if let Some(r) = sql::refusal(&statement, add_identity) {
+                    if let Some(r) = sql::refusal(&statement, self.shared.strictness()) {
                         out.push(wire::replace_parse(&m, FAILS));
                         refused = Some(r);
                         continue;
@@ -286,8 +284,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         writing: bool,
         wrapped: bool,
     ) -> Io<()> {
-        if refused.is_some() {
+        if let Some(r) = &refused {
             bump(&self.shared.stats.refusals);
+            self.shared.refused.lock().expect("refused").push(format!("{}: {}", r.code, r.message));
         }
         let buffer = writing && self.txn.is_some();
         let lose_reply = wrapped && executed.iter().any(|s| self.shared.take_fault(s, true).is_some());

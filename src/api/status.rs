@@ -130,6 +130,11 @@ pub struct PlanStatus {
     /// `postgres` or `dsql`: the SQL flavour the engine speaks.
     #[serde(default)]
     pub dialect: String,
+    /// What the new table does not carry, and why: features the server
+    /// lacks, index orderings it cannot keep, facts its catalog would not
+    /// give, statements it refused. Each also said in a Warning event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_carried: Vec<String>,
 }
 
 /// Enough to resume with at most one batch per worker redone.

@@ -11,19 +11,16 @@ use super::status_keeper::StatusKeeper;
 use super::store::StatusSink;
 use crate::api::now;
 use crate::api::{
-    Checkpoint, CutoverStatus, IdentityMigrationStatus, Phase, PlanStatus, Strategy, StrategyStatus, TakenStrategy,
-    Verification,
+    CutoverStatus, IdentityMigrationStatus, Phase, Strategy, StrategyStatus, TakenStrategy, Verification,
 };
-use crate::db::Dialect;
 use crate::engine::plan::batches::resync_batch_rows;
 use crate::engine::plan::phase::{
-    Gate, RollbackState, Stand, SwapState, Work, after, catalog_jump, effective_phase, fall_back_to_copy, may_proceed,
-    needs_catalog_check, resume, rollback_allowed, rollback_state, swap_state,
+    Gate, Stand, SwapState, Work, after, catalog_jump, fall_back_to_copy, may_proceed, needs_catalog_check, resume,
+    rollback_allowed, swap_state,
 };
 use crate::engine::plan::shape::TableShape;
 use crate::engine::plan::validate::InvalidInput;
 use crate::engine::plan::window::{self, WindowState};
-use crate::engine::status_keeper::CopyProgress;
 use crate::engine::status_keeper::Pause;
 use crate::engine::status_keeper::Save;
 use crate::engine::steps::blockers::wait_out_blockers;
@@ -33,13 +30,15 @@ use crate::engine::steps::change_tracking::TrackedStatements;
 use crate::engine::steps::claim::Claim;
 use crate::engine::steps::copy::copy_ranges;
 use crate::engine::steps::fidelity::with_fidelity;
-use crate::engine::steps::in_place::{InPlace, add_identity_in_place, probe_add_identity};
+use crate::engine::steps::in_place::{InPlace, add_identity_in_place};
 use crate::engine::steps::rollback::{original_for_rollback, roll_back};
 use crate::engine::steps::shadow::{build_indexes, ensure_shadow_table};
-use crate::engine::steps::survey::{Survey, survey};
-use crate::engine::steps::swap::{finish_swapped, put_back, rename_guarded, restore_workloads, swap, window_text};
+use crate::engine::steps::swap::{finish_swapped, swap, window_text};
 use crate::engine::steps::verify::{Baseline, MAX_PASSES, verify_pass};
 use crate::engine::store::Severity;
+
+mod cutover;
+mod validating;
 
 /// Times a run claims its table again after losing the claim with a connection.
 const MAX_RECLAIMS: u32 = 5;
@@ -304,72 +303,6 @@ impl<R: StatusSink> Migration<R> {
         outcome
     }
 
-    /// First of all, a table name that an earlier run could not give back
-    /// (status `TableMissing`) is given back, whatever the spec says now.
-    async fn put_back_missing_table(&mut self) -> Result<(), EngineError> {
-        if !self.keeper.status.cutover.as_ref().is_some_and(|c| c.table_missing) {
-            return Ok(());
-        }
-        let s = &self.job.settings;
-        let mut session = self.job.session();
-        let names = read_names(s, &mut session).await?;
-        // Both windows leave the same names: the phase tells which table was renamed away.
-        let rolling_back = effective_phase(&self.keeper.status) == Phase::RollingBack;
-        let from = match (swap_state(names), rollback_state(names, s.retain_old)) {
-            (_, RollbackState::InWindow) if rolling_back => Some(s.shadow.clone()),
-            (SwapState::InWindow, _) => Some(s.old.clone()),
-            _ => None,
-        };
-        match from {
-            Some(from) => put_back(&self.job, &mut session, &mut self.keeper, &from).await,
-            None => {
-                // Given back meanwhile (by a person, or a run that could not save it).
-                self.keeper.status.cutover.get_or_insert_with(CutoverStatus::default).table_missing = false;
-                Ok(())
-            }
-        }
-    }
-
-    /// A cut-over that may not run now (no approval, or its window closed)
-    /// although the status says Swapping: a failed attempt is being retried.
-    /// True when the swap is already done (finishing it needs no gate); else
-    /// the original table gets its name back, quiesced workloads their
-    /// replicas, and the migration waits as before its first attempt.
-    async fn hold_cutover(&mut self) -> Result<bool, EngineError> {
-        let names = read_names(&self.job.settings, &mut self.job.session()).await?;
-        if swap_state(names) == SwapState::Swapped {
-            return Ok(true);
-        }
-        let reopened = self.close_open_window().await?;
-        restore_workloads(&self.job, &mut self.keeper).await?;
-        if reopened {
-            let message = format!(
-                "the cut-over is not approved or its window is closed: {} has its name back and waits",
-                self.job.settings.source
-            );
-            self.keeper.event(Severity::Warning, "CutoverHeld", message).await;
-        }
-        Ok(false)
-    }
-
-    /// Renames the original table back when the catalog shows a cut-over
-    /// window open (the table renamed away, the shadow not yet in); says
-    /// whether it did.
-    async fn close_open_window(&self) -> Result<bool, EngineError> {
-        let s = &self.job.settings;
-        if self.keeper.status.plan.is_none() {
-            return Ok(false);
-        }
-        let mut session = self.job.session();
-        if swap_state(read_names(s, &mut session).await?) == SwapState::InWindow {
-            self.job.before_change().await?;
-            tracing::warn!(table = %s.source, "a cut-over window was left open; putting the original table back");
-            rename_guarded(&mut session, &s.old, &s.source).await?;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
     /// Where the catalog says the migration stands, when the status may lag
     /// behind it (see [`needs_catalog_check`]).
     async fn catalog_stand(&self, stand: Stand) -> Result<Stand, EngineError> {
@@ -386,7 +319,8 @@ impl<R: StatusSink> Migration<R> {
             Work::CreatingTarget => {
                 let shape = self.original_shape().await?;
                 let shape = with_fidelity(&mut self.job.session(), shape, self.job.dialect).await?;
-                ensure_shadow_table(&self.job, &mut self.job.session(), &shape).await?;
+                let refused = ensure_shadow_table(&self.job, &mut self.job.session(), &shape).await?;
+                self.record_not_carried(refused).await;
                 Ok(Flow::Next)
             }
             Work::Copying => self.copy().await,
@@ -446,39 +380,6 @@ impl<R: StatusSink> Migration<R> {
         Ok(session.retry("sample rows", |c| async move { Ok(catalog::widest_row_bytes(&c, table).await) }).await?)
     }
 
-    async fn validate(&mut self) -> Result<Flow, EngineError> {
-        let job = self.job.clone();
-        let s = &job.settings;
-        let Survey { shape, extent, rows, widest_row, batch_rows, ranges } = survey(&job).await?;
-        let strategy = match (s.strategy, job.dialect) {
-            (Strategy::Auto, Dialect::Dsql) => dsql_way(&job, &shape).await?,
-            (asked, dialect) => choose_strategy(asked, dialect),
-        };
-        tracing::info!(rows, ranges = ranges.len(), batch_rows, widest_row_bytes = widest_row, "planned the copy");
-        if s.strategy == Strategy::Auto && strategy.taken == TakenStrategy::Copy {
-            tracing::warn!(reason = %strategy.reason, "copying instead of adding the identity in place");
-            self.keeper.event(Severity::Normal, "Strategy", format!("Copy: {}", strategy.reason)).await;
-        }
-        let status = &mut self.keeper.status;
-        status.plan = Some(PlanStatus {
-            shadow_table: s.shadow.name.clone(),
-            old_table: s.old.name.clone(),
-            batch_rows,
-            id_min: extent.map(|e| e.0),
-            id_max: extent.map(|e| e.1),
-            rows_estimated: rows,
-            secondary_indexes: shape.secondary_indexes() as i64,
-            dialect: job.dialect.as_str().to_string(),
-        });
-        status.checkpoint = Some(Checkpoint { ranges, caught_up_through: None, indexes_built: false });
-        status.verification = None;
-        status.identity = None;
-        status.cutover = None;
-        status.strategy = Some(strategy);
-        self.keeper.record_copy(0, 0, 0, CopyProgress::Running);
-        Ok(Flow::Next)
-    }
-
     async fn copy(&mut self) -> Result<Flow, EngineError> {
         let job = self.job.clone();
         let s = &job.settings;
@@ -499,7 +400,8 @@ impl<R: StatusSink> Migration<R> {
         if !built {
             let mut session = job.session();
             let shape = with_fidelity(&mut session, shape, job.dialect).await?;
-            let count = build_indexes(&job, &mut session, &shape).await?;
+            let (count, refused) = build_indexes(&job, &mut session, &shape).await?;
+            self.record_not_carried(refused).await;
             if let Some(cp) = self.keeper.status.checkpoint.as_mut() {
                 cp.indexes_built = true;
             }
@@ -646,45 +548,6 @@ impl<R: StatusSink> Migration<R> {
         let window = window_text(status.cutover.as_ref().and_then(|c| c.window_millis));
         format!("{} generates its ids; next id {next}; cut-over window {window}", self.job.settings.source)
     }
-}
-
-/// The way the identity will be added, before trying: by copy when the spec
-/// says so, else in place (on DSQL a probe: a refusal falls back to the copy).
-fn choose_strategy(asked: Strategy, dialect: Dialect) -> StrategyStatus {
-    match (asked, dialect) {
-        (Strategy::Copy, _) => StrategyStatus { taken: TakenStrategy::Copy, reason: "spec.strategy: Copy".into() },
-        (_, Dialect::Postgres) => StrategyStatus {
-            taken: TakenStrategy::InPlace,
-            reason: "PostgreSQL adds the identity to the existing column in place, without a copy".into(),
-        },
-        (Strategy::Auto, Dialect::Dsql) => StrategyStatus {
-            taken: TakenStrategy::InPlace,
-            reason: "DSQL took ADD IDENTITY on a scratch table: adding it in place; the copy follows if it refuses \
-                     it on the table"
-                .into(),
-        },
-        (Strategy::InPlace, Dialect::Dsql) => StrategyStatus {
-            taken: TakenStrategy::InPlace,
-            reason: "spec.strategy: InPlace; DSQL is asked to add the identity to the table itself".into(),
-        },
-    }
-}
-
-/// `Auto` on DSQL: in place only where DSQL can do it. Identity is bigint
-/// only there, so another id type takes the copy (which widens it); else a
-/// probe on a scratch table says whether ADD IDENTITY is taken at all.
-async fn dsql_way(job: &Job, shape: &TableShape) -> Result<StrategyStatus, EngineError> {
-    let id_type = shape.column(&job.settings.id_column).map(|c| c.data_type.clone()).unwrap_or_default();
-    if id_type != "bigint" {
-        let reason = format!("DSQL identity columns are bigint only and the id is {id_type}: the copy widens it");
-        return Ok(StrategyStatus { taken: TakenStrategy::Copy, reason });
-    }
-    Ok(match probe_add_identity(job).await? {
-        Some(why) => {
-            StrategyStatus { taken: TakenStrategy::Copy, reason: format!("server refused ADD IDENTITY: {why}") }
-        }
-        None => choose_strategy(Strategy::Auto, Dialect::Dsql),
-    })
 }
 
 /// The original table is the one whose id column is not (yet) an identity.

@@ -3,6 +3,8 @@
 //! row-level security, and the objects of others bound to it. Plain data, as
 //! the catalog describes it.
 
+use super::shape::Unread;
+
 /// One privilege of one role (None: PUBLIC), on the table or one column.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Grant {
@@ -72,6 +74,8 @@ pub struct Fidelity {
     /// (functions, rules, policies elsewhere, publications): they would keep
     /// pointing at the old table, and writes through them would be lost.
     pub dependents: Vec<String>,
+    /// Facts the server would not give (comments, statistics, privileges).
+    pub unread: Vec<Unread>,
 }
 
 impl Default for Fidelity {
@@ -93,6 +97,7 @@ impl Default for Fidelity {
             force_row_security: false,
             policies: Vec::new(),
             dependents: Vec::new(),
+            unread: Vec::new(),
         }
     }
 }

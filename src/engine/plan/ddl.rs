@@ -20,6 +20,34 @@ pub struct IndexBuild {
     pub left_out: Option<String>,
 }
 
+/// How many keys the definition's key list (`(a, lower(b)) INCLUDE (c)`) has:
+/// the top-level items of its first parenthesized list.
+pub fn key_count(definition: &str) -> usize {
+    let (mut depth, mut quote, mut keys) = (0usize, None::<char>, 0usize);
+    for c in definition.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '(') => {
+                depth += 1;
+                if depth == 1 {
+                    keys = 1;
+                }
+            }
+            (None, ')') => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return keys;
+                }
+            }
+            (None, ',') if depth == 1 => keys += 1,
+            _ => {}
+        }
+    }
+    keys
+}
+
 /// The index definition (`(a DESC, b) INCLUDE (c) WHERE ...`) with `ASC` and
 /// `DESC` taken out of its key list, which DSQL's `CREATE INDEX ASYNC`
 /// refuses; and whether there were any. Words inside quotes, strings and
@@ -145,9 +173,9 @@ pub fn index_builds(shape: &TableShape, source: &TableName, table: &TableName, d
             };
             let left_out = (dialect == Dialect::Dsql && without_key_order(&index.definition).1).then(|| {
                 format!(
-                    "index {name}: the ASC/DESC order of its keys {} is left out (DSQL's CREATE INDEX ASYNC takes \
-                     none); it holds the same keys",
-                    index.definition
+                    "index {} (built as {name}): the ASC/DESC order of its keys {} is left out (DSQL's CREATE \
+                     INDEX ASYNC takes none); it holds the same keys",
+                    index.name, index.definition
                 )
             });
             IndexBuild { source_name: index.name.clone(), name, sql, left_out }
@@ -171,6 +199,8 @@ mod tests {
             "only the key list"
         );
         assert_eq!(without_key_order("(descending_id)"), ("(descending_id)".into(), false), "whole words only");
+        assert_eq!(key_count("(a, lower(b, 'x,y'), \"c,d\") INCLUDE (e, f)"), 3);
+        assert_eq!(key_count("(a)"), 1);
     }
     use crate::engine::plan::shape::Index;
     use crate::engine::plan::validate::{TargetSource, validate_spec};

@@ -8,6 +8,7 @@
 //! - [`ddl`]: the shadow table's `CREATE TABLE` and index builds.
 //! - [`carried`]: what a table carries besides rows (owner, privileges, ...).
 //! - [`fidelity`]: the statements that give that to the shadow table.
+//! - [`not_carried`]: what the new table will not carry, and why.
 //! - [`names`]: the names of the new table's objects.
 //! - [`quotas`]: DSQL's limits and the margins kept below them.
 //! - [`batches`]: batch sizes, id spans, ranges and chunks.
@@ -24,6 +25,7 @@ pub mod carried;
 pub mod ddl;
 pub mod fidelity;
 pub mod names;
+pub mod not_carried;
 pub mod pace;
 pub mod phase;
 pub mod preflight;

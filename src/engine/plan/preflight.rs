@@ -2,11 +2,16 @@
 //! before the engine creates anything, checked over what the catalog said.
 //! Pure; every problem names the field or object at fault.
 
+use super::ddl::key_count;
+use super::not_carried::{all_unread, unread_verdict};
 use super::quotas::{DSQL_MAX_COLUMNS, DSQL_MAX_INDEXES, DSQL_MAX_TABLES, DSQL_MUTATION_LIMIT};
 use super::shape::{ConstraintKind, TableShape, is_integer_type};
 use super::validate::{InvalidInput, Problem, Settings};
 use crate::api::Strategy;
 use crate::db::Dialect;
+
+/// Key columns DSQL's `CREATE INDEX ASYNC` takes at most.
+const MAX_DSQL_INDEX_KEYS: usize = 8;
 
 /// What the catalog said, besides the table's own shape.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -157,6 +162,25 @@ pub fn preflight(
     }
     for what in &shape.unsupported {
         refuse("spec.table", format!("{table} has an object the migration cannot recreate: {what}"));
+    }
+    for unread in all_unread(shape) {
+        if let Err(why) = unread_verdict(unread, dialect) {
+            refuse("spec.table", format!("{table}: {why}"));
+        }
+    }
+    // create-index-syntax-support.html: at most 8 key columns (a PostgreSQL
+    // table planned for DSQL may have more).
+    if dialect == Dialect::Dsql {
+        for index in shape.indexes.iter().filter(|i| key_count(&i.definition) > MAX_DSQL_INDEX_KEYS) {
+            refuse(
+                "spec.table",
+                format!(
+                    "index {} has {} key columns; DSQL's CREATE INDEX ASYNC takes at most {MAX_DSQL_INDEX_KEYS}",
+                    index.name,
+                    key_count(&index.definition)
+                ),
+            );
+        }
     }
     if shape.fidelity.force_row_security {
         refuse(
@@ -378,6 +402,26 @@ mod tests {
         shape.dependent_views = vec!["public.tag_counts".into()];
         let msg = refused(&shape);
         assert!(msg.contains("foreign keys") && msg.contains("audit") && msg.contains("tag_counts"), "{msg}");
+    }
+
+    #[test]
+    fn unreadable_dependents_and_wide_dsql_indexes_are_refused_by_name() {
+        use crate::engine::plan::shape::{Fact, Unread};
+        let around = Surroundings { table_count: 3, ..Default::default() };
+        let check = |shape: &TableShape, dialect| preflight(&settings(), Some(shape), &around, dialect, Route::Copy);
+        let mut shape = post_tag_shape();
+        shape.unread.push(Unread { fact: Fact::Triggers, error: "42P01: no pg_trigger".into() });
+        assert!(check(&shape, Dialect::Dsql).is_ok(), "DSQL has no triggers to leave behind");
+        assert!(check(&shape, Dialect::Postgres).is_err());
+        shape.fidelity.unread.push(Unread { fact: Fact::DependentViews, error: "42P01: no pg_rewrite".into() });
+        let err = check(&shape, Dialect::Dsql).unwrap_err().to_string();
+        assert!(err.contains("views") && err.contains("no pg_rewrite"), "{err}");
+
+        let mut shape = post_tag_shape();
+        shape.indexes[0].definition = format!("({})", (0..9).map(|i| format!("c{i}")).collect::<Vec<_>>().join(", "));
+        let err = check(&shape, Dialect::Dsql).unwrap_err().to_string();
+        assert!(err.contains(&shape.indexes[0].name) && err.contains("9 key columns"), "{err}");
+        assert!(check(&shape, Dialect::Postgres).is_ok());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 use super::batches::CHUNK_ROWS;
 use super::batches::resync_batch_rows;
 use super::ddl::{create_shadow_table, index_builds};
-use super::fidelity::{index_statements, not_carried, shadow_statements};
+use super::fidelity::{index_statements, shadow_statements};
+use super::not_carried::{known_not_carried, undocumented_on_dsql};
 use super::shape::TableShape;
 use super::sql::{
     IN_PLACE_LOCK_TIMEOUT_MS, RowStatements, add_identity, begin_batch, drop_default, drop_table, lock_table,
@@ -28,6 +29,11 @@ pub struct Step {
 
 fn once(phase: Phase, note: impl Into<String>, sql: String) -> Step {
     Step { phase, note: note.into(), statements: vec![sql], transaction: false, repeat: None }
+}
+
+/// A step that runs nothing: something the plan must say.
+fn note_only(phase: Phase, note: String) -> Step {
+    Step { phase, note, statements: Vec::new(), transaction: false, repeat: None }
 }
 
 /// What the plan knows about the table now.
@@ -132,15 +138,15 @@ fn copy_script(input: &ScriptInput) -> Vec<Step> {
     for sql in shadow_statements(f, shape, &s.source, &s.shadow, input.dialect) {
         steps.push(once(Phase::CreatingTarget, "what the table carries besides rows", sql));
     }
-    let lost = not_carried(f, input.dialect);
-    if !lost.is_empty() {
-        steps.push(Step {
-            phase: Phase::CreatingTarget,
-            note: format!("not carried over: DSQL has no {}", lost.join(", ")),
-            statements: Vec::new(),
-            transaction: false,
-            repeat: None,
-        });
+    for lost in known_not_carried(shape, &s.source, &s.shadow, input.dialect) {
+        steps.push(note_only(Phase::CreatingTarget, format!("not carried over: {lost}")));
+    }
+    if input.dialect == Dialect::Dsql
+        && shadow_statements(f, shape, &s.source, &s.shadow, input.dialect).iter().any(|sql| undocumented_on_dsql(sql))
+    {
+        let note = "COMMENT ON, column grants and WITH GRANT OPTION are not in AWS's pages: each is tried, and one \
+                    the server refuses is reported as not carried (status.plan.notCarried and a Warning event)";
+        steps.push(note_only(Phase::CreatingTarget, note.into()));
     }
 
     let ranges = input.ranges.iter().map(|r| format!("{}..{}", r.from, r.to)).collect::<Vec<_>>().join(", ");

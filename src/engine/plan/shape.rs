@@ -50,6 +50,31 @@ pub struct Index {
     pub definition: String,
 }
 
+/// A fact about the table the catalog would not give: the server lacks a
+/// catalog or function that PostgreSQL has (DSQL does not list them all).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unread {
+    pub fact: Fact,
+    /// The server's answer, `SQLSTATE: message`.
+    pub error: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fact {
+    Triggers,
+    DependentViews,
+    Inheritance,
+    Comments,
+    ExtendedStatistics,
+    Privileges,
+}
+
+/// SQLSTATEs that say a catalog, function or feature is absent: undefined
+/// table, undefined function, feature not supported.
+pub fn absent_catalog(sqlstate: Option<&str>) -> bool {
+    matches!(sqlstate, Some("42P01" | "42883" | "0A000"))
+}
+
 /// What the catalog says about a table, including what the engine cannot migrate.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct TableShape {
@@ -68,6 +93,9 @@ pub struct TableShape {
     /// Anything else the engine cannot recreate (exclusion constraints, invalid
     /// or unparsable indexes), described.
     pub unsupported: Vec<String>,
+    /// Facts the catalog would not give; preflight decides per dialect
+    /// whether the migration may go on without them.
+    pub unread: Vec<Unread>,
     /// Owner, privileges, comments, options and policies: read separately
     /// (`steps::fidelity`), default until then.
     pub fidelity: Fidelity,

@@ -6,8 +6,8 @@ use tokio_postgres::Client;
 use crate::db::{DbError, ErrorContext, Session};
 use crate::engine::plan::phase::Names;
 use crate::engine::plan::preflight::Surroundings;
-use crate::engine::plan::shape::TableName;
 use crate::engine::plan::shape::{Column, Constraint, ConstraintKind, Index, TableShape};
+use crate::engine::plan::shape::{Fact, TableName, Unread, absent_catalog};
 use crate::engine::plan::validate::Settings;
 
 /// A relation's oid and kind, or None when the name is free.
@@ -158,13 +158,17 @@ pub async fn read_shape(client: &Client, table: &TableName) -> Result<Option<Tab
         }
     }
 
-    shape.triggers = strings(
-        client,
-        "SELECT tgname::text FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal ORDER BY 1",
-        oid,
-    )
-    .await?;
-    shape.dependent_views = strings(
+    shape.triggers = optional(
+        &mut shape.unread,
+        Fact::Triggers,
+        strings(
+            client,
+            "SELECT tgname::text FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal ORDER BY 1",
+            oid,
+        )
+        .await,
+    )?;
+    let views = strings(
         client,
         "SELECT DISTINCT v.oid::regclass::text FROM pg_catalog.pg_depend d \
          JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid \
@@ -172,15 +176,52 @@ pub async fn read_shape(client: &Client, table: &TableName) -> Result<Option<Tab
          WHERE d.refobjid = $1 AND d.classid = 'pg_catalog.pg_rewrite'::regclass AND v.oid <> $1 ORDER BY 1",
         oid,
     )
-    .await?;
-    shape.inheritance = strings(
-        client,
-        "SELECT CASE WHEN inhrelid = $1 THEN inhparent ELSE inhrelid END::regclass::text \
-         FROM pg_catalog.pg_inherits WHERE inhrelid = $1 OR inhparent = $1 ORDER BY 1",
-        oid,
-    )
-    .await?;
+    .await;
+    // Without pg_rewrite, the standard's view of the same dependencies (views
+    // of roles the engine's role belongs to).
+    let views = match views {
+        Err(e) if absent_catalog(e.sqlstate.as_deref()) => {
+            tracing::info!(error = %e, "pg_rewrite unreadable; reading dependent views from information_schema");
+            strings(
+                client,
+                "SELECT DISTINCT pg_catalog.quote_ident(u.view_schema) || '.' || pg_catalog.quote_ident(u.view_name) \
+                 FROM information_schema.view_table_usage u \
+                 JOIN pg_catalog.pg_class c ON c.relname = u.table_name \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = u.table_schema \
+                 WHERE c.oid = $1 ORDER BY 1",
+                oid,
+            )
+            .await
+        }
+        other => other,
+    };
+    shape.dependent_views = optional(&mut shape.unread, Fact::DependentViews, views)?;
+    shape.inheritance = optional(
+        &mut shape.unread,
+        Fact::Inheritance,
+        strings(
+            client,
+            "SELECT CASE WHEN inhrelid = $1 THEN inhparent ELSE inhrelid END::regclass::text \
+             FROM pg_catalog.pg_inherits WHERE inhrelid = $1 OR inhparent = $1 ORDER BY 1",
+            oid,
+        )
+        .await,
+    )?;
     Ok(Some(shape))
+}
+
+/// The answer of a read whose catalog the server may lack; when it does, the
+/// fact is marked unread (empty here) and preflight decides.
+pub fn optional<T: Default>(unread: &mut Vec<Unread>, fact: Fact, read: Result<T, DbError>) -> Result<T, DbError> {
+    match read {
+        Err(e) if absent_catalog(e.sqlstate.as_deref()) => {
+            tracing::warn!(error = %e, ?fact, "the server would not give this fact; marked unread");
+            let code = e.sqlstate.clone().unwrap_or_default();
+            unread.push(Unread { fact, error: format!("{code}: {}", e.message) });
+            Ok(T::default())
+        }
+        other => other,
+    }
 }
 
 async fn strings(client: &Client, sql: &str, oid: u32) -> Result<Vec<String>, DbError> {

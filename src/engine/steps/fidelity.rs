@@ -5,12 +5,13 @@
 
 use tokio_postgres::Client;
 
-use super::catalog::table_oid;
+use super::catalog::{optional, table_oid};
 use crate::db::{DbError, Dialect, ErrorContext, Session};
 use crate::engine::plan::carried::{ExtendedStatistics, Fidelity, Grant, Policy, ReplicaIdentity};
 use crate::engine::plan::fidelity::{privilege_statements, statistics_definition_middle};
+use crate::engine::plan::not_carried::{is_refusal, refused_note, undocumented_on_dsql};
 use crate::engine::plan::quote::ident;
-use crate::engine::plan::shape::{TableName, TableShape};
+use crate::engine::plan::shape::{Fact, TableName, TableShape, absent_catalog};
 
 /// What `table` carries besides its rows, or None when it does not exist.
 /// On DSQL only what exists there is read: owner, privileges and comments.
@@ -36,10 +37,18 @@ pub async fn read_fidelity(client: &Client, table: &TableName, dialect: Dialect)
         ..Default::default()
     };
     let has_acl: bool = row.get(1);
-    f.grants = read_grants(client, oid, has_acl).await?;
-    read_comments(client, oid, &mut f).await.or_else(|e| tolerated_on_dsql(dialect, e))?;
+    f.grants = optional(&mut f.unread, Fact::Privileges, read_grants(client, oid, has_acl).await)?;
+    let comments = read_comments(client, oid).await;
+    let comments = optional(&mut f.unread, Fact::Comments, comments.map(Some))?;
+    if let Some(Comments { table, columns, constraints, indexes }) = comments {
+        (f.comment, f.column_comments, f.constraint_comments, f.index_comments) =
+            (table, columns, constraints, indexes);
+    }
     // CREATE STATISTICS is in DSQL's supported subsets.
-    read_extended_statistics(client, oid, &mut f).await.or_else(|e| tolerated_on_dsql(dialect, e))?;
+    let statistics = read_extended_statistics(client, oid).await;
+    let (statistics, unrecreatable) = optional(&mut f.unread, Fact::ExtendedStatistics, statistics)?;
+    f.extended_statistics = statistics;
+    f.dependents.extend(unrecreatable);
     if dialect == Dialect::Dsql {
         return Ok(Some(f));
     }
@@ -106,7 +115,7 @@ pub async fn read_fidelity(client: &Client, table: &TableName, dialect: Dialect)
 /// Privileges of the table (its owner's defaults spelled out once any column
 /// or table privilege was changed) and of its columns; None while untouched.
 async fn read_grants(client: &Client, oid: u32, has_acl: bool) -> Result<Option<Vec<Grant>>, DbError> {
-    let rows = client
+    let rows = match client
         .query(
             "SELECT NULL::text, CASE WHEN a.grantee = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END, \
                     a.privilege_type::text, a.is_grantable \
@@ -121,7 +130,14 @@ async fn read_grants(client: &Client, oid: u32, has_acl: bool) -> Result<Option<
             &[&oid],
         )
         .await
-        .ctx("read privileges")?;
+        .ctx("read privileges")
+    {
+        Err(e) if absent_catalog(e.sqlstate.as_deref()) => {
+            tracing::info!(error = %e, "aclexplode unavailable; reading privileges from information_schema");
+            client.query(STANDARD_PRIVILEGES, &[&oid]).await.ctx("read privileges from information_schema")?
+        }
+        other => other?,
+    };
     let column_grants = rows.iter().any(|r| r.get::<_, Option<String>>(0).is_some());
     if !has_acl && !column_grants {
         return Ok(None);
@@ -136,12 +152,36 @@ async fn read_grants(client: &Client, oid: u32, has_acl: bool) -> Result<Option<
     Ok(Some(grants))
 }
 
-async fn read_comments(client: &Client, oid: u32, f: &mut Fidelity) -> Result<(), DbError> {
+/// The same rows from the SQL standard's views, for a server without
+/// `aclexplode`: column privileges are those not granted on the whole table;
+/// the owner's own privileges carry no grant option there, as in the catalog.
+const STANDARD_PRIVILEGES: &str = "\
+    WITH t AS (SELECT n.nspname::text AS s, c.relname::text AS r, pg_catalog.pg_get_userbyid(c.relowner)::text AS o \
+               FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1) \
+    SELECT NULL::text, NULLIF(p.grantee::text, 'PUBLIC'), p.privilege_type::text, \
+           p.is_grantable = 'YES' AND p.grantee::text <> t.o \
+    FROM information_schema.table_privileges p, t WHERE p.table_schema = t.s AND p.table_name = t.r \
+    UNION ALL \
+    SELECT p.column_name::text, NULLIF(p.grantee::text, 'PUBLIC'), p.privilege_type::text, \
+           p.is_grantable = 'YES' AND p.grantee::text <> t.o \
+    FROM information_schema.column_privileges p, t WHERE p.table_schema = t.s AND p.table_name = t.r \
+      AND NOT EXISTS (SELECT 1 FROM information_schema.table_privileges w WHERE w.table_schema = t.s \
+                      AND w.table_name = t.r AND w.grantee = p.grantee AND w.privilege_type = p.privilege_type)";
+
+/// Comments of the table, its columns, constraints and secondary indexes.
+struct Comments {
+    table: Option<String>,
+    columns: Vec<(String, String)>,
+    constraints: Vec<(String, String)>,
+    indexes: Vec<(String, String)>,
+}
+
+async fn read_comments(client: &Client, oid: u32) -> Result<Comments, DbError> {
     let pairs = |sql: &'static str| async move {
         let rows = client.query(sql, &[&oid]).await.ctx("read comments")?;
         Ok::<Vec<(String, String)>, DbError>(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     };
-    f.comment = client
+    let table = client
         .query_opt(
             "SELECT description FROM pg_catalog.pg_description \
              WHERE classoid = 'pg_catalog.pg_class'::regclass AND objoid = $1 AND objsubid = 0",
@@ -150,19 +190,19 @@ async fn read_comments(client: &Client, oid: u32, f: &mut Fidelity) -> Result<()
         .await
         .ctx("read comments")?
         .map(|r| r.get(0));
-    f.column_comments = pairs(
+    let columns = pairs(
         "SELECT a.attname::text, d.description FROM pg_catalog.pg_description d \
          JOIN pg_catalog.pg_attribute a ON a.attrelid = d.objoid AND a.attnum = d.objsubid \
          WHERE d.classoid = 'pg_catalog.pg_class'::regclass AND d.objoid = $1 AND d.objsubid > 0 ORDER BY a.attnum",
     )
     .await?;
-    f.constraint_comments = pairs(
+    let constraints = pairs(
         "SELECT c.conname::text, d.description FROM pg_catalog.pg_constraint c \
          JOIN pg_catalog.pg_description d ON d.classoid = 'pg_catalog.pg_constraint'::regclass AND d.objoid = c.oid \
          WHERE c.conrelid = $1 ORDER BY 1",
     )
     .await?;
-    f.index_comments = pairs(
+    let indexes = pairs(
         "SELECT i.relname::text, d.description FROM pg_catalog.pg_index x \
          JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid \
          JOIN pg_catalog.pg_description d ON d.classoid = 'pg_catalog.pg_class'::regclass AND d.objoid = i.oid \
@@ -170,11 +210,16 @@ async fn read_comments(client: &Client, oid: u32, f: &mut Fidelity) -> Result<()
          WHERE x.indrelid = $1 ORDER BY 1",
     )
     .await?;
-    Ok(())
+    Ok(Comments { table, columns, constraints, indexes })
 }
 
-/// The table's extended statistics objects, as `CREATE STATISTICS` recreates them.
-async fn read_extended_statistics(client: &Client, oid: u32, f: &mut Fidelity) -> Result<(), DbError> {
+/// The table's extended statistics objects, as `CREATE STATISTICS` recreates
+/// them, and those that cannot be recreated, described.
+async fn read_extended_statistics(
+    client: &Client,
+    oid: u32,
+) -> Result<(Vec<ExtendedStatistics>, Vec<String>), DbError> {
+    let (mut carried, mut not) = (Vec::new(), Vec::new());
     for r in client
         .query(
             "SELECT s.stxname::text, pg_catalog.pg_get_statisticsobjdef(s.oid), pg_catalog.quote_ident(n.nspname), \
@@ -188,23 +233,11 @@ async fn read_extended_statistics(client: &Client, oid: u32, f: &mut Fidelity) -
     {
         let (name, def): (String, String) = (r.get(0), r.get(1));
         match statistics_definition_middle(&def, r.get(2), r.get(3), r.get(4)) {
-            Some(definition) => f.extended_statistics.push(ExtendedStatistics { name, definition }),
-            None => f.dependents.push(format!("statistics object {name} ({def}), which cannot be recreated")),
+            Some(definition) => carried.push(ExtendedStatistics { name, definition }),
+            None => not.push(format!("statistics object {name} ({def}), which cannot be recreated")),
         }
     }
-    Ok(())
-}
-
-/// DSQL may not keep every catalog PostgreSQL has: there a missing one means
-/// the feature is absent; on PostgreSQL every error counts.
-fn tolerated_on_dsql(dialect: Dialect, e: DbError) -> Result<(), DbError> {
-    match dialect {
-        Dialect::Dsql => {
-            tracing::debug!(error = %e, "a catalog DSQL does not keep; nothing to carry over");
-            Ok(())
-        }
-        Dialect::Postgres => Err(e),
-    }
+    Ok((carried, not))
 }
 
 /// Objects bound to the table's OID that are not the table's own and not
@@ -260,6 +293,30 @@ pub async fn apply(session: &mut Session, what: &str, statements: &[String]) -> 
     Ok(())
 }
 
+/// Like [`apply`], but on DSQL a statement AWS does not document (a comment,
+/// a column grant, a grant option) that the server refuses is reported, not
+/// fatal: the notes of what was refused.
+pub async fn apply_carrying(
+    session: &mut Session,
+    what: &str,
+    statements: &[String],
+    dialect: Dialect,
+) -> Result<Vec<String>, DbError> {
+    let mut refused = Vec::new();
+    for sql in statements {
+        match session.retry(what, |c| async move { c.batch_execute(sql).await.ctx(what) }).await {
+            Err(e) if dialect == Dialect::Dsql && undocumented_on_dsql(sql) && is_refusal(e.sqlstate.as_deref()) => {
+                let code = e.sqlstate.as_deref().unwrap_or_default();
+                tracing::warn!(statement = %sql, error = %e, "the server refused a statement AWS does not document; \
+                    reported as not carried");
+                refused.push(refused_note(sql, code, &e.message));
+            }
+            other => other?,
+        }
+    }
+    Ok(refused)
+}
+
 /// Makes the privileges of `to` those of `from` again when they differ: a
 /// GRANT or REVOKE on the table during the copy reaches the new table.
 pub async fn sync_privileges(
@@ -280,7 +337,9 @@ pub async fn sync_privileges(
         return Ok(());
     }
     tracing::info!(table = %to, "privileges changed during the migration; applying them again");
-    apply(session, "apply privileges", &privilege_statements(&source, to, dialect)).await
+    // What the server refuses was reported when the shadow table was made.
+    apply_carrying(session, "apply privileges", &privilege_statements(&source, to, dialect), dialect).await?;
+    Ok(())
 }
 
 /// Owner and privileges only.

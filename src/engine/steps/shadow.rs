@@ -16,8 +16,13 @@ use crate::engine::plan::shape::TableShape;
 use crate::engine::plan::sql::drop_index;
 use crate::engine::plan::sql::{JOB_STATUS, JobVerdict, job_verdict, wait_for_job};
 
-/// Creates the shadow table, or checks that the one already there is ours.
-pub async fn ensure_shadow_table(job: &Job, session: &mut Session, source: &TableShape) -> Result<(), EngineError> {
+/// Creates the shadow table, or checks that the one already there is ours;
+/// what the server refused to carry, described.
+pub async fn ensure_shadow_table(
+    job: &Job,
+    session: &mut Session,
+    source: &TableShape,
+) -> Result<Vec<String>, EngineError> {
     let settings = &job.settings;
     let shadow = &settings.shadow;
     let existing = session.retry("read shadow table", |c| async move { catalog::read_shape(&c, shadow).await }).await?;
@@ -45,20 +50,26 @@ pub async fn ensure_shadow_table(job: &Job, session: &mut Session, source: &Tabl
 }
 
 /// Owner, privileges, comments, statistics and policies of the source, on
-/// the shadow (idempotent: a resumed run applies them again).
-async fn apply_extras(job: &Job, session: &mut Session, source: &TableShape) -> Result<(), EngineError> {
+/// the shadow (idempotent: a resumed run applies them again); what the
+/// server refused, described.
+async fn apply_extras(job: &Job, session: &mut Session, source: &TableShape) -> Result<Vec<String>, EngineError> {
     let s = &job.settings;
     let statements = shadow_statements(&source.fidelity, source, &s.source, &s.shadow, job.dialect);
     job.before_change().await?;
-    Ok(fidelity::apply(session, "carry table extras", &statements).await?)
+    Ok(fidelity::apply_carrying(session, "carry table extras", &statements, job.dialect).await?)
 }
 
 /// Builds the source's secondary indexes on the shadow table: each one DDL
 /// statement in its own transaction; on DSQL `CREATE INDEX ASYNC` and a wait on
 /// its job. Valid indexes from an earlier run are kept. An invalid one is
 /// rebuilt on PostgreSQL; on DSQL it may be a build still running (dropping
-/// it would cancel the build), so the engine waits for it instead.
-pub async fn build_indexes(job: &Job, session: &mut Session, source: &TableShape) -> Result<usize, EngineError> {
+/// it would cancel the build), so the engine waits for it instead. Returns
+/// how many were built, and what of their extras the server refused.
+pub async fn build_indexes(
+    job: &Job,
+    session: &mut Session,
+    source: &TableShape,
+) -> Result<(usize, Vec<String>), EngineError> {
     let settings = &job.settings;
     let schema = settings.shadow.schema.as_str();
     let mut built = 0;
@@ -105,8 +116,8 @@ pub async fn build_indexes(job: &Job, session: &mut Session, source: &TableShape
     }
     let extras = index_statements(&source.fidelity, source, &settings.source, &settings.shadow, job.dialect);
     job.before_change().await?;
-    fidelity::apply(session, "carry index extras", &extras).await?;
-    Ok(built)
+    let refused = fidelity::apply_carrying(session, "carry index extras", &extras, job.dialect).await?;
+    Ok((built, refused))
 }
 
 /// How long the engine waits for one DSQL index build before it gives up.

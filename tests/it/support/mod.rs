@@ -87,6 +87,14 @@ impl TestDb {
         self.client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {}", db_message(&e))).get(0)
     }
 
+    pub async fn scalar_bool(&self, sql: &str) -> bool {
+        self.client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {}", db_message(&e))).get(0)
+    }
+
+    pub async fn scalar_text(&self, sql: &str) -> String {
+        self.client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {}", db_message(&e))).get(0)
+    }
+
     pub async fn exists(&self, schema: &str, table: &str) -> bool {
         self.client
             .query_opt(
