@@ -140,3 +140,28 @@ async fn the_probe_never_drops_a_users_table_of_its_name() {
     assert!(text(&out).contains("post_tag_idmig_probe"), "{}", text(&out));
     assert_eq!(s.db.scalar_i64("SELECT count(*) FROM post_tag_idmig_probe").await, 1, "the user's row is still there");
 }
+
+/// `plan` says what the new table will not carry on DSQL, before anything runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dsql_plan_names_what_will_not_be_carried() {
+    let db = crate::support::TestDb::new("truth_plan").await;
+    let t = PostTag::rows(100);
+    t.create(&db).await;
+    db.exec(
+        "CREATE INDEX post_tag_recent ON post_tag (created_at DESC);
+         ALTER TABLE post_tag SET (fillfactor = 70);
+         COMMENT ON TABLE post_tag IS 'tags';",
+    )
+    .await;
+    let m = crate::support::Manifest::new("public", "post_tag", "id", "  strategy: Copy\n");
+    let out = crate::support::run_cli(
+        &["plan", "-f", m.path.to_str().unwrap(), "--database-url", &db.url, "--dialect", "dsql"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let plan = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = plan.lines().filter(|l| l.contains("not carried over")).collect();
+    assert!(lines.iter().any(|l| l.contains("post_tag_recent") && l.contains("ASC/DESC")), "{plan}");
+    assert!(lines.iter().any(|l| l.contains("storage parameters")), "{plan}");
+    assert!(plan.contains("COMMENT ON, column grants and WITH GRANT OPTION are not in AWS's pages"), "{plan}");
+}
