@@ -147,6 +147,21 @@ dsql_lint() {
 
 # helm, kubectl and kubernetes-validate, from the workplace's installer
 # (../shared/tools beside the clone, or $K8S_TOOLS_INSTALLER), into ~/.cache.
+# Makes sure `prometheus` and `promtool` are installed (Debian's package).
+ensure_prometheus() {
+    if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
+        return 0
+    fi
+    say "installing Prometheus (apt-get install -y prometheus)"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "prometheus is missing and installing it needs root" >&2
+        return 1
+    fi
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+    # The package starts a server of its own where it can; the tests start theirs.
+    if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus 2>/dev/null || true; fi
+}
+
 k8s_tools() {
     local installer=${K8S_TOOLS_INSTALLER:-}
     for candidate in ../shared/tools/install-k8s-tools /work/shared/tools/install-k8s-tools; do

@@ -28,7 +28,7 @@ use crate::engine::steps::quiesce::{QuiesceError, restore, saved_anywhere};
 use crate::engine::steps::teardown::drop_unfinished_shadow;
 use crate::engine::store::Severity;
 use crate::engine::{Directive, EngineError, Job, Migration};
-use crate::metrics::Metrics;
+use crate::metrics::{Here, Metrics, MigrationLabels};
 
 pub const FINALIZER: &str = "migrations.dsql.dev/shadow-cleanup";
 
@@ -96,6 +96,11 @@ pub async fn reconcile(obj: Arc<IdentityMigration>, ctx: Arc<ReconcileContext>) 
     let span = tracing::info_span!("reconcile", namespace = %namespace, name = %name);
     let started = Instant::now();
     let api: Api<IdentityMigration> = Api::namespaced(ctx.client.clone(), &namespace);
+    let labels = MigrationLabels { namespace: namespace.clone(), name: name.clone() };
+    let deleting = obj.metadata.deletion_timestamp.is_some();
+    let key = (namespace.clone(), name.clone());
+    let seen = obj.status.clone().unwrap_or_default();
+    let suspended = obj.spec.suspend;
     let result = finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             Finalizer::Apply(obj) => apply(obj, &ctx).await,
@@ -108,6 +113,12 @@ pub async fn reconcile(obj: Arc<IdentityMigration>, ctx: Arc<ReconcileContext>) 
     ctx.metrics.observe_reconcile(started.elapsed(), result.as_ref().err().map(Error::metric_label));
     ctx.metrics.running_migrations.set(ctx.supervisor.running_count() as i64);
     ctx.metrics.held_leases.set(ctx.leases.held() as i64);
+    if deleting {
+        ctx.metrics.forget(&labels);
+    } else {
+        let engine_running = matches!(ctx.supervisor.task(&key), Task::Running { .. });
+        ctx.metrics.observe_resource(&labels, &seen, Here { engine_running, suspended });
+    }
     result
 }
 

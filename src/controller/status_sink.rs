@@ -10,7 +10,7 @@ use crate::api::{IdentityMigration, IdentityMigrationStatus};
 use crate::engine::error::StoreError;
 use crate::engine::store::Severity;
 use crate::engine::{EngineEvent, StatusSink};
-use crate::metrics::{Metrics, MigrationLabels, MigrationTotals};
+use crate::metrics::{Here, Metrics, MigrationLabels, MigrationTotals};
 
 pub const FIELD_MANAGER: &str = "identity-migrator";
 
@@ -96,6 +96,7 @@ impl StatusSink for ResourceSink {
         }
         let mut status = status.clone();
         status.observed_generation = Some(self.generation);
+        self.metrics.status_writes.get_or_create(&self.labels).inc();
         Ok(write_status(&self.api, &self.name, &status).await?)
     }
 
@@ -105,6 +106,10 @@ impl StatusSink for ResourceSink {
 
     fn observe(&mut self, status: &IdentityMigrationStatus) {
         self.metrics.observe_status(&self.labels, &self.totals, status);
+        // The engine's status is the freshest there is; the other replicas
+        // follow it as their reconciles see it.
+        let here = Here { engine_running: true, suspended: false };
+        self.metrics.observe_resource(&self.labels, status, here);
         self.totals = MigrationTotals::of(status);
     }
 }

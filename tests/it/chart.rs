@@ -27,7 +27,7 @@ fn helm() -> PathBuf {
 }
 
 /// `helm template` with extra arguments (`--set ...`, `--values ...`), as a list of objects.
-fn render(args: &[&str]) -> Result<Vec<Value>, String> {
+pub(crate) fn render(args: &[&str]) -> Result<Vec<Value>, String> {
     let mut cmd = Command::new(helm());
     cmd.args(["template", "rel", "--namespace", "identity-migrator"]).arg(root().join("charts/identity-migrator"));
     cmd.args(args);

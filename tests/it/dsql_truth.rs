@@ -63,7 +63,8 @@ async fn integer_id_with_extras(test: &str, strict: bool) {
     if strict {
         // Only what the pages do not list was refused, and each is reported.
         for r in &refused {
-            let undocumented = ["pg_trigger", "pg_rewrite", "aclexplode", "acldefault", "pg_policy", "Comment", "GRANT"];
+            let undocumented =
+                ["pg_trigger", "pg_rewrite", "aclexplode", "acldefault", "pg_policy", "Comment", "GRANT"];
             assert!(undocumented.iter().any(|u| r.contains(u)), "refused what DSQL documents: {r}");
         }
         assert!(refused.iter().any(|r| r.contains("Comment")) && refused.iter().any(|r| r.contains("column list")));

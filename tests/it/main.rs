@@ -25,6 +25,7 @@ mod in_place;
 mod layers;
 mod live;
 mod migrate;
+mod observability;
 mod retry;
 mod rollback;
 mod seams;
