@@ -1,6 +1,7 @@
 //! What `run` shows while it works: a progress bar on a terminal, plain log
 //! lines otherwise; and the state file behind both.
 
+use crate::metrics::{Here, Metrics, MigrationLabels, MigrationTotals};
 use std::io::{IsTerminal, Write};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -39,6 +40,8 @@ impl Write for BarAwareStderr {
 pub struct TerminalSink {
     pub store: FileStore,
     bar: Option<ProgressBar>,
+    /// Metrics served with `--metrics-addr`, with the migration's labels.
+    metrics: Option<(Metrics, MigrationLabels, MigrationTotals)>,
     last_line: Option<Instant>,
     shown_phase: Option<Phase>,
 }
@@ -56,13 +59,19 @@ impl TerminalSink {
             let _ = BAR.set(bar.clone());
             bar
         });
-        Self { store, bar, last_line: None, shown_phase: None }
+        Self { store, bar, metrics: None, last_line: None, shown_phase: None }
     }
 
     pub fn finish(&mut self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+
+    /// Also keeps `metrics` current, labelled as `labels`.
+    pub fn with_metrics(mut self, metrics: Metrics, labels: MigrationLabels) -> Self {
+        self.metrics = Some((metrics, labels, MigrationTotals::default()));
+        self
     }
 
     fn draw(&mut self, status: &IdentityMigrationStatus) {
@@ -126,6 +135,11 @@ impl StatusSink for TerminalSink {
 
     fn observe(&mut self, status: &IdentityMigrationStatus) {
         self.draw(status);
+        if let Some((metrics, labels, totals)) = &mut self.metrics {
+            metrics.observe_status(labels, totals, status);
+            metrics.observe_resource(labels, status, Here { engine_running: true, suspended: false });
+            *totals = MigrationTotals::of(status);
+        }
     }
 }
 

@@ -11,6 +11,10 @@ use super::{Failure, TargetArgs};
 use crate::api::{IdentityMigrationStatus, StrategyStatus, TakenStrategy};
 use crate::engine::store::{MigrationKey, default_state_path};
 use crate::engine::{Directive, FileStore, Job, Migration, Outcome};
+use crate::http::{HttpState, router};
+use crate::metrics::{Metrics, MigrationLabels};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -22,6 +26,10 @@ pub struct RunArgs {
     /// Approve the cut-over of a migration with `cutover.approval: Manual`.
     #[arg(long)]
     pub approve_cutover: bool,
+    /// Serve Prometheus metrics on this address (`/metrics`) while the
+    /// migration runs, labelled with the manifest's namespace and name.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(args: RunArgs) -> Result<(), Failure> {
@@ -56,7 +64,19 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         std::process::exit(130);
     });
 
-    let sink = TerminalSink::new(store, wants_bar());
+    let mut sink = TerminalSink::new(store, wants_bar());
+    if let Some(addr) = args.metrics_addr {
+        let metrics = Metrics::default();
+        let labels =
+            MigrationLabels { namespace: manifest.namespace.clone().unwrap_or_default(), name: manifest.name.clone() };
+        sink = sink.with_metrics(metrics.clone(), labels);
+        let state = HttpState { metrics, ready: Arc::new(AtomicBool::new(true)) };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Failure::Input(format!("--metrics-addr {addr}: {e}")))?;
+        tracing::info!(%addr, "serving /metrics");
+        tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    }
     let (outcome, status, mut sink) = Migration::new(job, status, sink, control).run().await;
     sink.finish();
     report(&outcome, &status, &sink.store)

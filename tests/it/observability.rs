@@ -300,3 +300,40 @@ async fn a_real_prometheus_scrapes_a_migration_and_answers_every_dashboard_expre
     operator.shutdown().await;
     server.abort();
 }
+
+/// `run --metrics-addr` serves the migration's metrics while it runs,
+/// labelled with the manifest's name (what `./scripts/demo` plots).
+#[tokio::test(flavor = "multi_thread")]
+async fn run_serves_its_metrics_while_it_copies() {
+    let db = TestDb::new("run_metrics").await;
+    let t = PostTag::rows(20_000);
+    t.create(&db).await;
+    let m =
+        crate::support::Manifest::for_table(&t, "  copy: {parallelism: 1, batchRows: 500, maxRowsPerSecond: 4000}\n");
+    let port = free_port();
+    let mut child = Command::new(crate::support::binary())
+        .args(["run", "-f", m.path.to_str().unwrap(), "--database-url", &db.url])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .env("NO_PROGRESS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let copied = loop {
+        let rows = match get(port, "/metrics").await {
+            Some((200, text)) => text
+                .lines()
+                .find(|l| l.starts_with("identity_migrator_copied_rows{") && l.contains("name=\"test\""))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<i64>().ok()),
+            _ => None,
+        };
+        if let Some(rows) = rows.filter(|r| *r > 0) {
+            break rows;
+        }
+        assert!(Instant::now() < deadline, "no copied rows served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(copied <= 20_000);
+    assert!(child.wait().unwrap().success());
+}
