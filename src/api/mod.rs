@@ -1,5 +1,7 @@
-//! The `IdentityMigration` custom resource: spec, status and their vocabulary.
+//! The `IdentityMigration` custom resource: spec, status and their vocabulary;
+//! and the table changes a `TableMigration` makes ([`changes`]).
 
+pub mod changes;
 pub mod conditions;
 mod spec;
 mod status;

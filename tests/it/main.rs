@@ -30,4 +30,5 @@ mod retry;
 mod rollback;
 mod seams;
 mod stand_in;
+mod table_changes;
 mod tls;

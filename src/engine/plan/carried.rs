@@ -3,8 +3,6 @@
 //! row-level security, and the objects of others bound to it. Plain data, as
 //! the catalog describes it.
 
-use super::shape::Unread;
-
 /// One privilege of one role (None: PUBLIC), on the table or one column.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Grant {
@@ -100,4 +98,29 @@ impl Default for Fidelity {
             unread: Vec::new(),
         }
     }
+}
+
+/// A fact about the table the catalog would not give: the server lacks a
+/// catalog or function that PostgreSQL has (DSQL does not list them all).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unread {
+    pub fact: Fact,
+    /// The server's answer, `SQLSTATE: message`.
+    pub error: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fact {
+    Triggers,
+    DependentViews,
+    Inheritance,
+    Comments,
+    ExtendedStatistics,
+    Privileges,
+}
+
+/// SQLSTATEs that say a catalog, function or feature is absent: undefined
+/// table, undefined function, feature not supported.
+pub fn absent_catalog(sqlstate: Option<&str>) -> bool {
+    matches!(sqlstate, Some("42P01" | "42883" | "0A000"))
 }

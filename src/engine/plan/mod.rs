@@ -6,6 +6,7 @@
 //! - [`shape`]: a table as the catalog describes it, and its qualified name.
 //! - [`sql`]: the statements the engine runs, as text.
 //! - [`ddl`]: the shadow table's `CREATE TABLE` and index builds.
+//! - [`changes`]: a TableMigration's changes: the new shape, and per change in place or the rebuild.
 //! - [`carried`]: what a table carries besides rows (owner, privileges, ...).
 //! - [`fidelity`]: the statements that give that to the shadow table.
 //! - [`not_carried`]: what the new table will not carry, and why.
@@ -22,6 +23,7 @@
 
 pub mod batches;
 pub mod carried;
+pub mod changes;
 pub mod ddl;
 pub mod fidelity;
 pub mod names;

@@ -4,9 +4,10 @@
 //! out silently: `plan` prints this list, the status keeps it
 //! (`status.plan.notCarried`) and a Warning event says it. Pure.
 
+use super::carried::{Fact, Unread};
 use super::ddl::index_builds;
 use super::fidelity::not_carried as features_not_carried;
-use super::shape::{Fact, TableName, TableShape, Unread};
+use super::shape::{TableName, TableShape};
 use crate::db::Dialect;
 
 /// Whether the migration may go on without `unread`: Ok with what to report,

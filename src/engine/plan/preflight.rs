@@ -406,7 +406,7 @@ mod tests {
 
     #[test]
     fn unreadable_dependents_and_wide_dsql_indexes_are_refused_by_name() {
-        use crate::engine::plan::shape::{Fact, Unread};
+        use crate::engine::plan::carried::{Fact, Unread};
         let around = Surroundings { table_count: 3, ..Default::default() };
         let check = |shape: &TableShape, dialect| preflight(&settings(), Some(shape), &around, dialect, Route::Copy);
         let mut shape = post_tag_shape();

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::carried::Fidelity;
+use super::carried::{Fidelity, Unread};
 use super::quote::ident;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -48,31 +48,6 @@ pub struct Index {
     pub method: String,
     /// Everything after `USING <method> `: key columns, INCLUDE, WITH, WHERE.
     pub definition: String,
-}
-
-/// A fact about the table the catalog would not give: the server lacks a
-/// catalog or function that PostgreSQL has (DSQL does not list them all).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Unread {
-    pub fact: Fact,
-    /// The server's answer, `SQLSTATE: message`.
-    pub error: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fact {
-    Triggers,
-    DependentViews,
-    Inheritance,
-    Comments,
-    ExtendedStatistics,
-    Privileges,
-}
-
-/// SQLSTATEs that say a catalog, function or feature is absent: undefined
-/// table, undefined function, feature not supported.
-pub fn absent_catalog(sqlstate: Option<&str>) -> bool {
-    matches!(sqlstate, Some("42P01" | "42883" | "0A000"))
 }
 
 /// What the catalog says about a table, including what the engine cannot migrate.

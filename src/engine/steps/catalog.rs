@@ -4,10 +4,11 @@
 use tokio_postgres::Client;
 
 use crate::db::{DbError, ErrorContext, Session};
+use crate::engine::plan::carried::{Fact, Unread, absent_catalog};
 use crate::engine::plan::phase::Names;
 use crate::engine::plan::preflight::Surroundings;
+use crate::engine::plan::shape::TableName;
 use crate::engine::plan::shape::{Column, Constraint, ConstraintKind, Index, TableShape};
-use crate::engine::plan::shape::{Fact, TableName, Unread, absent_catalog};
 use crate::engine::plan::validate::Settings;
 
 /// A relation's oid and kind, or None when the name is free.

@@ -8,10 +8,11 @@ use tokio_postgres::Client;
 use super::catalog::{optional, table_oid};
 use crate::db::{DbError, Dialect, ErrorContext, Session};
 use crate::engine::plan::carried::{ExtendedStatistics, Fidelity, Grant, Policy, ReplicaIdentity};
+use crate::engine::plan::carried::{Fact, absent_catalog};
 use crate::engine::plan::fidelity::{privilege_statements, statistics_definition_middle};
 use crate::engine::plan::not_carried::{is_refusal, refused_note, undocumented_on_dsql};
 use crate::engine::plan::quote::ident;
-use crate::engine::plan::shape::{Fact, TableName, TableShape, absent_catalog};
+use crate::engine::plan::shape::{TableName, TableShape};
 
 /// What `table` carries besides its rows, or None when it does not exist.
 /// On DSQL only what exists there is read: owner, privileges and comments.

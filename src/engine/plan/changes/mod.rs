@@ -1,0 +1,378 @@
+//! A TableMigration's changes, planned: the table's shape after each change,
+//! where every column of the new table comes from, and per change whether
+//! the server makes it in place or the one rebuild does ([`ways`]). Pure.
+//!
+//! The rebuild is the identity migration's engine with another target: a
+//! shadow table in the new shape, filled by a copy whose SELECT is the old row
+//! put through each change in turn ([`Rebuild::select`]). Identity is one
+//! change among the others.
+
+pub mod types;
+pub mod ways;
+
+use super::shape::{Column, ConstraintKind, TableShape, is_integer_type};
+use super::validate::{InvalidInput, Problem};
+use crate::api::changes::{AddIdentity, Change, ChangeKind, ForeignKey};
+use types::normalize_type;
+
+/// The table as the changes so far leave it.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct State {
+    pub columns: Vec<Column>,
+    pub primary_key: Vec<String>,
+    /// Named CHECK constraints: `(name, expression)`.
+    pub checks: Vec<(String, String)>,
+    /// Named UNIQUE constraints: `(name, columns)`.
+    pub uniques: Vec<(String, Vec<String>)>,
+    pub foreign_keys: Vec<(String, ForeignKey)>,
+    pub identity: Option<AddIdentity>,
+    /// Every constraint and index name in use, to refuse a clash by name.
+    pub names: Vec<String>,
+}
+
+impl State {
+    /// The table as the catalog describes it.
+    pub fn of(shape: &TableShape) -> Self {
+        let mut state = Self { columns: shape.columns.clone(), ..Default::default() };
+        for c in &shape.constraints {
+            state.names.push(c.name.clone());
+            match c.kind {
+                ConstraintKind::PrimaryKey => state.primary_key = c.columns.clone(),
+                ConstraintKind::Unique => state.uniques.push((c.name.clone(), c.columns.clone())),
+                ConstraintKind::Check => state.checks.push((c.name.clone(), c.definition.clone())),
+            }
+        }
+        state.names.extend(shape.indexes.iter().map(|i| i.name.clone()));
+        state
+    }
+
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    fn column_mut(&mut self, name: &str) -> Option<&mut Column> {
+        self.columns.iter_mut().find(|c| c.name == name)
+    }
+}
+
+/// One step of the copy's SELECT: each output column and its expression over
+/// the previous step's columns (the source row for the first).
+pub type Layer = Vec<(String, String)>;
+
+/// What the data must satisfy for the new shape, checked by a read-only scan
+/// before anything changes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataCheck {
+    /// `expression` (over the row as of that change) gives a value of `data_type`.
+    Converts {
+        column: String,
+        expression: String,
+        data_type: String,
+    },
+    NotNull {
+        column: String,
+    },
+    Unique {
+        columns: Vec<String>,
+    },
+    Check {
+        name: String,
+        expression: String,
+    },
+    References {
+        name: String,
+        key: ForeignKey,
+    },
+}
+
+/// A change applied to the state: what it needs of the data, and the copy
+/// layer it adds (None when no value or name changes).
+struct Applied {
+    checks: Vec<DataCheck>,
+    layer: Option<Layer>,
+}
+
+/// Applies one change to `state`, or says what is wrong with it. `field` is
+/// where it sits in the spec (`spec.changes[2].alterColumn`).
+pub fn apply(state: &mut State, change: &Change, index: usize) -> Result<Vec<DataCheck>, Problem> {
+    apply_layered(state, change, index).map(|a| a.checks)
+}
+
+fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<Applied, Problem> {
+    let kind = change.kind().map_err(|keys| {
+        let field = format!("spec.changes[{index}]");
+        match keys.as_slice() {
+            [] => Problem::new(field, "names no change: set one of alterColumn, addColumn, dropColumn, renameColumn, setPrimaryKey, addConstraint, addIdentity"),
+            keys => Problem::new(field, format!("sets {}; each item makes one change", keys.join(" and "))),
+        }
+    })?;
+    let field = format!("spec.changes[{index}].{}", kind.key());
+    let bad = |sub: &str, message: String| Problem::new(format!("{field}.{sub}"), message);
+    let keep_all = |state: &State| -> Layer {
+        state.columns.iter().map(|c| (c.name.clone(), super::quote::ident(&c.name))).collect()
+    };
+    let mut checks = Vec::new();
+    let mut layer = None;
+    match kind {
+        ChangeKind::AlterColumn(a) => {
+            let Some(column) = state.column(&a.column).cloned() else {
+                return Err(bad("column", format!("column {:?} does not exist", a.column)));
+            };
+            if a.using.is_some() && a.data_type.is_none() {
+                return Err(bad("using", "a using expression needs a type".into()));
+            }
+            if a.data_type.is_none() && a.not_null.is_none() && a.default.is_none() && !a.drop_default {
+                return Err(bad("column", "changes nothing: set type, notNull, default or dropDefault".into()));
+            }
+            if a.default.is_some() && a.drop_default {
+                return Err(bad("dropDefault", "both default and dropDefault are set".into()));
+            }
+            let quoted = super::quote::ident(&a.column);
+            if let Some(data_type) = &a.data_type {
+                let data_type = normalize_type(data_type);
+                let expression = match &a.using {
+                    Some(using) => format!("({using})::{data_type}"),
+                    None => format!("{quoted}::{data_type}"),
+                };
+                checks.push(DataCheck::Converts {
+                    column: a.column.clone(),
+                    expression: expression.clone(),
+                    data_type: data_type.clone(),
+                });
+                let mut l = keep_all(state);
+                for (name, expr) in &mut l {
+                    if *name == a.column {
+                        expr.clone_from(&expression);
+                    }
+                }
+                layer = Some(l);
+                let c = state.column_mut(&a.column).expect("checked above");
+                c.data_type = data_type;
+                // The old default may not fit the new type: a new one is given or it goes.
+                if a.default.is_none() && c.default.is_some() && column.data_type != c.data_type {
+                    c.default = None;
+                }
+            }
+            let c = state.column_mut(&a.column).expect("checked above");
+            if let Some(not_null) = a.not_null {
+                if not_null && !c.not_null {
+                    checks.push(DataCheck::NotNull { column: a.column.clone() });
+                }
+                c.not_null = not_null;
+            }
+            if let Some(default) = &a.default {
+                c.default = Some(default.clone());
+            }
+            if a.drop_default {
+                c.default = None;
+            }
+        }
+        ChangeKind::AddColumn(a) => {
+            if state.column(&a.name).is_some() {
+                return Err(bad("name", format!("column {:?} already exists", a.name)));
+            }
+            if a.data_type.trim().is_empty() {
+                return Err(bad("type", "must not be empty".into()));
+            }
+            if a.not_null && a.default.is_none() {
+                return Err(bad(
+                    "notNull",
+                    "a NOT NULL column needs a default: the existing rows would have none".into(),
+                ));
+            }
+            let data_type = normalize_type(&a.data_type);
+            let value = a.default.clone().map_or("NULL".to_string(), |d| format!("({d})"));
+            let mut l = keep_all(state);
+            l.push((a.name.clone(), format!("{value}::{data_type}")));
+            layer = Some(l);
+            state.columns.push(Column {
+                name: a.name.clone(),
+                data_type,
+                not_null: a.not_null,
+                default: a.default.clone(),
+                generated: None,
+                identity: None,
+                collation: None,
+            });
+        }
+        ChangeKind::DropColumn(d) => {
+            if state.column(&d.name).is_none() {
+                return Err(bad("name", format!("column {:?} does not exist", d.name)));
+            }
+            if state.primary_key.contains(&d.name) {
+                return Err(bad(
+                    "name",
+                    format!("column {:?} is in the primary key: set another primary key first", d.name),
+                ));
+            }
+            if state.identity.as_ref().is_some_and(|i| i.column == d.name) {
+                return Err(bad("name", format!("column {:?} gets the identity in an earlier change", d.name)));
+            }
+            state.columns.retain(|c| c.name != d.name);
+            state.uniques.retain(|(_, cols)| !cols.contains(&d.name));
+            state.foreign_keys.retain(|(_, fk)| !fk.columns.contains(&d.name));
+            layer = Some(keep_all(state));
+        }
+        ChangeKind::RenameColumn(r) => {
+            if state.column(&r.from).is_none() {
+                return Err(bad("from", format!("column {:?} does not exist", r.from)));
+            }
+            if state.column(&r.to).is_some() {
+                return Err(bad("to", format!("column {:?} already exists", r.to)));
+            }
+            if r.to.trim().is_empty() {
+                return Err(bad("to", "must not be empty".into()));
+            }
+            let mut l = keep_all(state);
+            for (name, _) in &mut l {
+                if *name == r.from {
+                    name.clone_from(&r.to);
+                }
+            }
+            layer = Some(l);
+            let rename =
+                |cols: &mut Vec<String>| cols.iter_mut().filter(|c| **c == r.from).for_each(|c| c.clone_from(&r.to));
+            state.column_mut(&r.from).expect("checked above").name.clone_from(&r.to);
+            rename(&mut state.primary_key);
+            state.uniques.iter_mut().for_each(|(_, cols)| rename(cols));
+            state.foreign_keys.iter_mut().for_each(|(_, fk)| rename(&mut fk.columns));
+            if let Some(identity) = state.identity.as_mut().filter(|i| i.column == r.from) {
+                identity.column.clone_from(&r.to);
+            }
+        }
+        ChangeKind::SetPrimaryKey(p) => {
+            columns_exist(state, &p.columns).map_err(|m| bad("columns", m))?;
+            if state.primary_key == p.columns {
+                return Err(bad("columns", format!("({}) is the primary key already", p.columns.join(", "))));
+            }
+            for name in &p.columns {
+                let c = state.column_mut(name).expect("checked above");
+                if !c.not_null {
+                    c.not_null = true;
+                    checks.push(DataCheck::NotNull { column: name.clone() });
+                }
+            }
+            checks.push(DataCheck::Unique { columns: p.columns.clone() });
+            state.primary_key = p.columns.clone();
+        }
+        ChangeKind::AddConstraint(c) => {
+            if state.names.contains(&c.name) {
+                return Err(bad("name", format!("{:?} is already the name of a constraint or index", c.name)));
+            }
+            let set = [c.check.is_some(), c.unique.is_some(), c.foreign_key.is_some()].iter().filter(|s| **s).count();
+            if set != 1 {
+                return Err(bad("name", "set exactly one of check, unique and foreignKey".into()));
+            }
+            if let Some(expression) = &c.check {
+                state.checks.push((c.name.clone(), expression.clone()));
+                checks.push(DataCheck::Check { name: c.name.clone(), expression: expression.clone() });
+            }
+            if let Some(columns) = &c.unique {
+                columns_exist(state, columns).map_err(|m| bad("unique", m))?;
+                state.uniques.push((c.name.clone(), columns.clone()));
+                checks.push(DataCheck::Unique { columns: columns.clone() });
+            }
+            if let Some(fk) = &c.foreign_key {
+                columns_exist(state, &fk.columns).map_err(|m| bad("foreignKey.columns", m))?;
+                if fk.columns.len() != fk.references.columns.len() || fk.columns.is_empty() {
+                    return Err(bad(
+                        "foreignKey.references.columns",
+                        "must name as many columns as foreignKey.columns".into(),
+                    ));
+                }
+                state.foreign_keys.push((c.name.clone(), fk.clone()));
+                checks.push(DataCheck::References { name: c.name.clone(), key: fk.clone() });
+            }
+            state.names.push(c.name.clone());
+        }
+        ChangeKind::AddIdentity(i) => {
+            let Some(column) = state.column(&i.column) else {
+                return Err(bad("column", format!("column {:?} does not exist", i.column)));
+            };
+            if !is_integer_type(&column.data_type) {
+                return Err(bad(
+                    "column",
+                    format!("column {:?} has type {}; an identity needs an integer", i.column, column.data_type),
+                ));
+            }
+            if column.identity.is_some() || state.identity.is_some() {
+                return Err(bad("column", "the table has an identity column already".into()));
+            }
+            if let Some(cache) = i.cache.filter(|c| *c < 1) {
+                return Err(bad("cache", format!("{cache} is not a cache size (at least 1)")));
+            }
+            state.identity = Some(i.clone());
+            let c = state.column_mut(&i.column).expect("checked above");
+            c.not_null = true;
+            c.default = None;
+        }
+    }
+    Ok(Applied { checks, layer })
+}
+
+fn columns_exist(state: &State, columns: &[String]) -> Result<(), String> {
+    if columns.is_empty() {
+        return Err("names no column".into());
+    }
+    if let Some(missing) = columns.iter().find(|c| state.column(c).is_none()) {
+        return Err(format!("column {missing:?} does not exist"));
+    }
+    let mut seen = columns.to_vec();
+    seen.sort();
+    seen.dedup();
+    if seen.len() != columns.len() {
+        return Err("names a column twice".into());
+    }
+    Ok(())
+}
+
+/// The new table a rebuild makes: its final state, the copy's layers from the
+/// rebuild's source row, and what the data must satisfy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rebuild {
+    /// The table the copy reads, as it is when the rebuild starts.
+    pub base: State,
+    pub target: State,
+    pub layers: Vec<Layer>,
+    /// What the data must satisfy, each with how many layers come before it
+    /// (its expressions read the row as those layers leave it).
+    pub data_checks: Vec<(usize, DataCheck)>,
+}
+
+impl Rebuild {
+    /// Applies `changes` (numbered from `first`) to `base`.
+    pub fn new(base: State, changes: &[Change], first: usize) -> Result<Self, InvalidInput> {
+        let mut target = base.clone();
+        let (mut layers, mut data_checks, mut problems) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, change) in changes.iter().enumerate() {
+            match apply_layered(&mut target, change, first + i) {
+                Ok(applied) => {
+                    data_checks.extend(applied.checks.into_iter().map(|c| (layers.len(), c)));
+                    layers.extend(applied.layer);
+                }
+                Err(problem) => problems.push(problem),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(InvalidInput(problems));
+        }
+        Ok(Self { base, target, layers, data_checks })
+    }
+
+    /// The new table's columns from `source` (a FROM item naming the rebuild's
+    /// source rows, e.g. a table or a filtered subquery): one nested SELECT
+    /// per layer, which PostgreSQL flattens.
+    pub fn select(&self, source: &str) -> String {
+        let mut from = source.to_string();
+        for (depth, layer) in self.layers.iter().enumerate() {
+            let list: Vec<String> =
+                layer.iter().map(|(name, expr)| format!("{expr} AS {}", super::quote::ident(name))).collect();
+            from = format!("(SELECT {} FROM {from} AS l{depth})", list.join(", "));
+        }
+        let names: Vec<String> = self.target.columns.iter().map(|c| super::quote::ident(&c.name)).collect();
+        format!("SELECT {} FROM {from} AS rebuilt", names.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,159 @@
+use super::*;
+use crate::engine::plan::shape::{Constraint, ConstraintKind};
+
+pub(crate) fn column(name: &str, data_type: &str, not_null: bool) -> Column {
+    Column {
+        name: name.into(),
+        data_type: data_type.into(),
+        not_null,
+        default: None,
+        generated: None,
+        identity: None,
+        collation: None,
+    }
+}
+
+/// `orders (id bigint PRIMARY KEY, amount integer, email text, legacy text, cust bigint)`.
+pub(crate) fn orders() -> TableShape {
+    TableShape {
+        kind: 'r',
+        columns: vec![
+            column("id", "bigint", true),
+            column("amount", "integer", false),
+            column("email", "text", false),
+            column("legacy", "text", false),
+            column("cust", "bigint", false),
+        ],
+        constraints: vec![Constraint {
+            name: "orders_pkey".into(),
+            kind: ConstraintKind::PrimaryKey,
+            definition: "PRIMARY KEY (id)".into(),
+            columns: vec!["id".into()],
+        }],
+        ..Default::default()
+    }
+}
+
+pub(crate) fn changes(yaml: &str) -> Vec<Change> {
+    serde_norway::from_str(yaml).unwrap()
+}
+
+#[test]
+fn the_new_shape_and_the_copys_select_follow_each_change_in_order() {
+    let list = changes(
+        r#"
+- alterColumn: {column: amount, type: "numeric(12,2)"}
+- alterColumn: {column: email, notNull: true}
+- addColumn: {name: status, type: text, notNull: true, default: "'new'"}
+- dropColumn: {name: legacy}
+- renameColumn: {from: cust, to: customer_id}
+"#,
+    );
+    let rebuild = Rebuild::new(State::of(&orders()), &list, 0).unwrap();
+    let target: Vec<(&str, &str, bool)> =
+        rebuild.target.columns.iter().map(|c| (c.name.as_str(), c.data_type.as_str(), c.not_null)).collect();
+    assert_eq!(
+        target,
+        [
+            ("id", "bigint", true),
+            ("amount", "numeric(12,2)", false),
+            ("email", "text", true),
+            ("customer_id", "bigint", false),
+            ("status", "text", true),
+        ]
+    );
+    assert_eq!(rebuild.target.column("status").unwrap().default.as_deref(), Some("'new'"));
+    assert_eq!(
+        rebuild.data_checks,
+        [
+            (
+                0,
+                DataCheck::Converts {
+                    column: "amount".into(),
+                    expression: "\"amount\"::numeric(12,2)".into(),
+                    data_type: "numeric(12,2)".into()
+                }
+            ),
+            (1, DataCheck::NotNull { column: "email".into() }),
+        ]
+    );
+    assert_eq!(rebuild.layers.len(), 4, "type, added, dropped and renamed columns each add a layer");
+    let select = rebuild.select("\"public\".\"orders\"");
+    assert!(select.starts_with("SELECT \"id\", \"amount\", \"email\", \"customer_id\", \"status\" FROM "), "{select}");
+    assert!(select.contains("\"amount\"::numeric(12,2) AS \"amount\""), "{select}");
+    assert!(select.contains("('new')::text AS \"status\""), "{select}");
+    assert!(select.contains("\"cust\" AS \"customer_id\""), "{select}");
+    assert_eq!(select.matches("\"legacy\" AS").count(), 2, "carried by the two layers before its drop: {select}");
+}
+
+#[test]
+fn a_using_expression_reads_the_row_as_the_earlier_changes_left_it() {
+    let list = changes(
+        r#"
+- renameColumn: {from: amount, to: cents}
+- alterColumn: {column: cents, type: "numeric(12,2)", using: "cents / 100.0"}
+"#,
+    );
+    let rebuild = Rebuild::new(State::of(&orders()), &list, 0).unwrap();
+    let select = rebuild.select("src");
+    let rename = select.find("\"amount\" AS \"cents\"").expect("renamed in the first layer");
+    let cast = select.find("(cents / 100.0)::numeric(12,2) AS \"cents\"").expect("converted in the second");
+    assert!(cast < rename, "the outer layer reads the inner one: {select}");
+    assert!(matches!(&rebuild.data_checks[0], (1, DataCheck::Converts { .. })));
+}
+
+#[test]
+fn each_wrong_change_is_named_by_its_field() {
+    let problems = |yaml: &str| -> Vec<String> {
+        let mut state = State::of(&orders());
+        changes(yaml)
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| apply(&mut state, c, i).err())
+            .map(|p| format!("{}: {}", p.field, p.message))
+            .collect()
+    };
+    let found = problems(
+        r#"
+- alterColumn: {column: nope, notNull: true}
+- {dropColumn: {name: legacy}, renameColumn: {from: cust, to: c}}
+- addColumn: {name: flag, type: boolean, notNull: true}
+- dropColumn: {name: id}
+- renameColumn: {from: email, to: cust}
+- setPrimaryKey: {columns: [id, missing]}
+- addConstraint: {name: two, check: "amount > 0", unique: [email]}
+- addIdentity: {column: email}
+- alterColumn: {column: amount, using: "amount * 2"}
+- {}
+"#,
+    );
+    let expect = [
+        "spec.changes[0].alterColumn.column: column \"nope\" does not exist",
+        "spec.changes[1]: sets dropColumn and renameColumn",
+        "spec.changes[2].addColumn.notNull: a NOT NULL column needs a default",
+        "spec.changes[3].dropColumn.name: column \"id\" is in the primary key",
+        "spec.changes[4].renameColumn.to: column \"cust\" already exists",
+        "spec.changes[5].setPrimaryKey.columns: column \"missing\" does not exist",
+        "spec.changes[6].addConstraint.name: set exactly one of check, unique and foreignKey",
+        "spec.changes[7].addIdentity.column: column \"email\" has type text",
+        "spec.changes[8].alterColumn.using: a using expression needs a type",
+        "spec.changes[9]: names no change",
+    ];
+    assert_eq!(found.len(), expect.len(), "{found:#?}");
+    for (got, want) in found.iter().zip(expect) {
+        assert!(got.starts_with(want), "{got}\n  should start with\n{want}");
+    }
+}
+
+#[test]
+fn a_new_primary_key_needs_its_columns_filled_and_unique() {
+    let mut state = State::of(&orders());
+    let list = changes("- setPrimaryKey: {columns: [cust, id]}");
+    let checks = apply(&mut state, &list[0], 0).unwrap();
+    assert_eq!(
+        checks,
+        [DataCheck::NotNull { column: "cust".into() }, DataCheck::Unique { columns: vec!["cust".into(), "id".into()] }]
+    );
+    assert_eq!(state.primary_key, ["cust", "id"]);
+    assert!(state.column("cust").unwrap().not_null);
+}

@@ -1,0 +1,100 @@
+//! Column types as the planner compares them: spelled as `format_type`
+//! prints them, and which changes PostgreSQL makes without rewriting the
+//! table (binary-coercible, or a wider limit of the same type).
+
+/// `varchar(20)` as `character varying(20)`, `int4` as `integer`, and so on,
+/// so that a spec's spelling compares with the catalog's. Lower-cased words,
+/// single spaces; what it does not know is kept as written.
+pub fn normalize_type(written: &str) -> String {
+    let lower = written.trim().to_ascii_lowercase();
+    let (base, modifier) = match lower.find('(') {
+        Some(at) => (lower[..at].trim(), lower[at..].replace(' ', "")),
+        None => (lower.as_str(), String::new()),
+    };
+    let base = base.split_whitespace().collect::<Vec<_>>().join(" ");
+    let base = match base.as_str() {
+        "varchar" => "character varying",
+        "char" | "bpchar" => "character",
+        "int" | "int4" => "integer",
+        "int8" => "bigint",
+        "int2" => "smallint",
+        "decimal" => "numeric",
+        "float8" | "double" => "double precision",
+        "float4" => "real",
+        "bool" => "boolean",
+        "timestamptz" => "timestamp with time zone",
+        "timestamp" => "timestamp without time zone",
+        other => other,
+    };
+    format!("{base}{modifier}")
+}
+
+/// The type's name and its modifiers: `numeric(12,2)` is ("numeric", [12, 2]).
+fn parts(t: &str) -> Option<(&str, Vec<u32>)> {
+    match t.find('(') {
+        None => Some((t, Vec::new())),
+        Some(at) => {
+            let inner = t[at + 1..].strip_suffix(')')?;
+            let mods = inner.split(',').map(|m| m.trim().parse().ok()).collect::<Option<Vec<u32>>>()?;
+            Some((&t[..at], mods))
+        }
+    }
+}
+
+/// Whether PostgreSQL changes `from` to `to` without rewriting or scanning
+/// the table: the same type, `varchar(n)` to a larger limit, no limit or
+/// `text`, and `numeric(p,s)` to a larger precision with the same scale or to
+/// plain `numeric`. Both are normalized.
+pub fn changes_in_place(from: &str, to: &str) -> bool {
+    if from == to {
+        return true;
+    }
+    let (Some((from_base, from_mods)), Some((to_base, to_mods))) = (parts(from), parts(to)) else {
+        return false;
+    };
+    match (from_base, to_base) {
+        ("character varying", "text") => true,
+        ("character varying", "character varying") => match (from_mods.as_slice(), to_mods.as_slice()) {
+            (_, []) => true,
+            ([n], [m]) => m >= n,
+            _ => false,
+        },
+        ("numeric", "numeric") => match (from_mods.as_slice(), to_mods.as_slice()) {
+            (_, []) => true,
+            ([p, s], [p2, s2]) => p2 >= p && s2 == s,
+            ([p], [p2]) => p2 >= p,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_compare_with_the_catalogs() {
+        assert_eq!(normalize_type("VARCHAR( 50 )"), "character varying(50)");
+        assert_eq!(normalize_type("int"), "integer");
+        assert_eq!(normalize_type("numeric(12, 2)"), "numeric(12,2)");
+        assert_eq!(normalize_type("timestamptz"), "timestamp with time zone");
+        assert_eq!(normalize_type("public.money_amount"), "public.money_amount");
+    }
+
+    #[test]
+    fn only_changes_that_keep_every_stored_value_are_in_place() {
+        let n = |a: &str, b: &str| changes_in_place(&normalize_type(a), &normalize_type(b));
+        assert!(n("varchar(20)", "varchar(50)"));
+        assert!(n("varchar(20)", "text"));
+        assert!(n("varchar(20)", "varchar"));
+        assert!(!n("varchar(50)", "varchar(20)"), "a shorter limit checks every row");
+        assert!(!n("text", "varchar(50)"));
+        assert!(n("numeric(10,2)", "numeric(12,2)"));
+        assert!(n("numeric(10,2)", "numeric"));
+        assert!(!n("numeric(10,2)", "numeric(12,3)"), "another scale rewrites");
+        assert!(!n("integer", "bigint"), "a wider integer rewrites the table");
+        assert!(!n("integer", "numeric(12,2)"));
+        assert!(n("text", "text"));
+    }
+}

@@ -1,0 +1,319 @@
+//! Per change and server, the lock-safe way: in place, with the statements
+//! and why no long lock is taken, or the rebuild, and why. Changes up to the
+//! first one that needs the rebuild are made in place on the table; that one
+//! and every later change are made in the one new table (a change that could
+//! be in place costs nothing more there, and their order is kept). Pure.
+
+use super::{DataCheck, Rebuild, State, apply};
+use crate::api::Strategy;
+use crate::api::changes::{Change, ChangeKind, ForeignKey};
+use crate::db::Dialect;
+use crate::engine::plan::quote::ident;
+use crate::engine::plan::shape::{TableName, TableShape};
+use crate::engine::plan::validate::{InvalidInput, Problem};
+
+use super::types::{changes_in_place, normalize_type};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Way {
+    InPlace,
+    Rebuild,
+}
+
+impl Way {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Way::InPlace => "in place",
+            Way::Rebuild => "rebuild",
+        }
+    }
+}
+
+/// What the planner decided for one change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decided {
+    pub index: usize,
+    pub key: &'static str,
+    pub way: Way,
+    pub why: String,
+    /// The statements of an in-place change, each its own transaction.
+    pub statements: Vec<String>,
+}
+
+/// Every change decided; the rebuild when any change needs it; what the data
+/// must satisfy for the in-place changes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChangePlan {
+    pub decided: Vec<Decided>,
+    pub rebuild: Option<Rebuild>,
+    pub in_place_checks: Vec<DataCheck>,
+}
+
+/// Plans `changes` to `table` (as `shape` describes it) on `dialect`.
+/// `InPlace` refuses up front when a change needs the rebuild; `Copy` makes
+/// every change in the rebuild.
+pub fn plan_changes(
+    shape: &TableShape,
+    table: &TableName,
+    changes: &[Change],
+    dialect: Dialect,
+    strategy: Strategy,
+) -> Result<ChangePlan, InvalidInput> {
+    if changes.is_empty() {
+        return Err(InvalidInput::one("spec.changes", "lists no change"));
+    }
+    // Every change checked against the shape the earlier ones leave, all problems at once.
+    let mut scratch = State::of(shape);
+    let problems: Vec<Problem> =
+        changes.iter().enumerate().filter_map(|(i, c)| apply(&mut scratch, c, i).err()).collect();
+    if !problems.is_empty() {
+        return Err(InvalidInput(problems));
+    }
+
+    let mut state = State::of(shape);
+    let mut decided = Vec::new();
+    let mut in_place_checks = Vec::new();
+    let mut first_rebuild = None;
+    for (i, change) in changes.iter().enumerate() {
+        let kind = change.kind().expect("validated above");
+        let way = match strategy {
+            Strategy::Copy => Err("spec.strategy: Copy".to_string()),
+            _ => in_place(kind, &state, table, dialect),
+        };
+        match way {
+            Ok((why, statements)) => {
+                in_place_checks.extend(apply(&mut state, change, i).expect("validated above"));
+                decided.push(Decided { index: i, key: kind.key(), way: Way::InPlace, why, statements });
+            }
+            Err(why) => {
+                if strategy == Strategy::InPlace {
+                    return Err(InvalidInput::one(
+                        format!("spec.changes[{i}].{}", kind.key()),
+                        format!("needs the rebuild ({why}), which spec.strategy: InPlace forbids; use Auto or Copy"),
+                    ));
+                }
+                first_rebuild = Some(i);
+                break;
+            }
+        }
+    }
+    let rebuild = match first_rebuild {
+        None => None,
+        Some(first) => {
+            let rebuild = Rebuild::new(state.clone(), &changes[first..], first)?;
+            for (i, change) in changes.iter().enumerate().skip(first) {
+                let kind = change.kind().expect("validated above");
+                let why = match (i == first, strategy) {
+                    (_, Strategy::Copy) => "spec.strategy: Copy".to_string(),
+                    (true, _) => in_place(kind, &state, table, dialect).err().unwrap_or_default(),
+                    (false, _) => "made in the new table, after a change that needs it".to_string(),
+                };
+                decided.push(Decided { index: i, key: kind.key(), way: Way::Rebuild, why, statements: Vec::new() });
+            }
+            Some(rebuild)
+        }
+    };
+    Ok(ChangePlan { decided, rebuild, in_place_checks })
+}
+
+/// How the server makes `kind` on the table as `state` describes it without a
+/// long lock: why, and the statements; or why it cannot.
+fn in_place(
+    kind: ChangeKind<'_>,
+    state: &State,
+    table: &TableName,
+    dialect: Dialect,
+) -> Result<(String, Vec<String>), String> {
+    let alter = |clause: String| format!("ALTER TABLE {table} {clause}");
+    let dsql = dialect == Dialect::Dsql;
+    match kind {
+        ChangeKind::AlterColumn(a) => {
+            let column = state.column(&a.column).expect("validated");
+            let c = ident(&a.column);
+            let mut statements = Vec::new();
+            let mut why = Vec::new();
+            if let Some(to) = &a.data_type {
+                let (from, to) = (&column.data_type, normalize_type(to));
+                if dsql {
+                    return Err("DSQL refuses ALTER COLUMN ... TYPE (alter-table-syntax-support)".into());
+                }
+                if a.using.is_some() {
+                    return Err("a using expression rewrites every row under an ACCESS EXCLUSIVE lock".into());
+                }
+                if !changes_in_place(from, &to) {
+                    return Err(format!("{from} to {to} rewrites the table under an ACCESS EXCLUSIVE lock"));
+                }
+                statements.push(alter(format!("ALTER COLUMN {c} TYPE {to}")));
+                why.push(format!("{from} to {to} keeps every stored value: no rewrite"));
+            }
+            match a.not_null {
+                Some(true) if !column.not_null => {
+                    if dsql {
+                        return Err("DSQL refuses SET NOT NULL".into());
+                    }
+                    let check = ident(&format!("{}_{}_not_null", table.name, a.column));
+                    statements.extend([
+                        alter(format!("ADD CONSTRAINT {check} CHECK ({c} IS NOT NULL) NOT VALID")),
+                        alter(format!("VALIDATE CONSTRAINT {check}")),
+                        alter(format!("ALTER COLUMN {c} SET NOT NULL")),
+                        alter(format!("DROP CONSTRAINT {check}")),
+                    ]);
+                    why.push(
+                        "a NOT VALID check validated without blocking writes lets SET NOT NULL skip its scan".into(),
+                    );
+                }
+                Some(false) if column.not_null => {
+                    statements.push(alter(format!("ALTER COLUMN {c} DROP NOT NULL")));
+                    why.push("DROP NOT NULL changes the catalog only".into());
+                }
+                _ => {}
+            }
+            if let Some(default) = &a.default {
+                statements.push(alter(format!("ALTER COLUMN {c} SET DEFAULT {default}")));
+                why.push("a default changes the catalog only".into());
+            }
+            if a.drop_default {
+                statements.push(alter(format!("ALTER COLUMN {c} DROP DEFAULT")));
+                why.push("a default changes the catalog only".into());
+            }
+            Ok((why.join("; "), statements))
+        }
+        ChangeKind::AddColumn(a) => {
+            let (c, t) = (ident(&a.name), normalize_type(&a.data_type));
+            match (&a.default, dsql) {
+                (None, _) if !a.not_null => Ok((
+                    "a column without a default changes the catalog only".into(),
+                    vec![alter(format!("ADD COLUMN {c} {t}"))],
+                )),
+                (_, true) => Err("DSQL's ADD COLUMN takes a name and a type only, no default or constraint".into()),
+                (Some(default), false) if is_constant(default) => {
+                    let not_null = if a.not_null { " NOT NULL" } else { "" };
+                    Ok((
+                        "PostgreSQL keeps a constant default in the catalog: no rewrite".into(),
+                        vec![alter(format!("ADD COLUMN {c} {t} DEFAULT {default}{not_null}"))],
+                    ))
+                }
+                (Some(default), false) => {
+                    Err(format!("the default {default} is not a constant: PostgreSQL would rewrite the table"))
+                }
+                (None, false) => Err("a NOT NULL column needs a default".into()),
+            }
+        }
+        ChangeKind::DropColumn(d) => Ok((
+            "a dropped column is only marked so in the catalog".into(),
+            vec![alter(format!("DROP COLUMN {}", ident(&d.name)))],
+        )),
+        ChangeKind::RenameColumn(r) => Ok((
+            "a rename changes the catalog only".into(),
+            vec![alter(format!("RENAME COLUMN {} TO {}", ident(&r.from), ident(&r.to)))],
+        )),
+        ChangeKind::SetPrimaryKey(p) => {
+            if dsql {
+                return Err("DSQL declares a primary key only in CREATE TABLE".into());
+            }
+            let cols = p.columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+            let index = ident(&format!("{}_pkey_idmig", table.name));
+            let mut statements = Vec::new();
+            for name in p.columns.iter().filter(|n| state.column(n).is_some_and(|c| !c.not_null)) {
+                let check = ident(&format!("{}_{name}_not_null", table.name));
+                let c = ident(name);
+                statements.extend([
+                    alter(format!("ADD CONSTRAINT {check} CHECK ({c} IS NOT NULL) NOT VALID")),
+                    alter(format!("VALIDATE CONSTRAINT {check}")),
+                    alter(format!("ALTER COLUMN {c} SET NOT NULL")),
+                    alter(format!("DROP CONSTRAINT {check}")),
+                ]);
+            }
+            statements.push(format!("CREATE UNIQUE INDEX CONCURRENTLY {index} ON {table} ({cols})"));
+            let pkey = ident(&format!("{}_pkey", table.name));
+            let drop_old =
+                if state.primary_key.is_empty() { String::new() } else { format!("DROP CONSTRAINT {pkey}, ") };
+            statements.push(alter(format!("{drop_old}ADD CONSTRAINT {pkey} PRIMARY KEY USING INDEX {index}")));
+            Ok((
+                "the key's index is built CONCURRENTLY, then taken over by the constraint in a brief lock".into(),
+                statements,
+            ))
+        }
+        ChangeKind::AddConstraint(c) => {
+            let name = ident(&c.name);
+            let validate = if dsql {
+                format!("ALTER TABLE ASYNC {table} VALIDATE CONSTRAINT {name}")
+            } else {
+                alter(format!("VALIDATE CONSTRAINT {name}"))
+            };
+            let validated = if dsql { "validated by a DSQL job, awaited" } else { "validated without blocking writes" };
+            if let Some(check) = &c.check {
+                return Ok((
+                    format!("added NOT VALID, {validated}"),
+                    vec![alter(format!("ADD CONSTRAINT {name} CHECK ({check}) NOT VALID")), validate],
+                ));
+            }
+            if let Some(fk) = &c.foreign_key {
+                return Ok((
+                    format!("added NOT VALID, {validated}"),
+                    vec![alter(format!("ADD CONSTRAINT {name} {} NOT VALID", references(fk, table))), validate],
+                ));
+            }
+            let columns = c.unique.as_ref().expect("validated: one of check, unique, foreignKey");
+            if dsql {
+                return Err("DSQL refuses ADD CONSTRAINT ... UNIQUE; the new table declares it".into());
+            }
+            let cols = columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+            Ok((
+                "the index is built CONCURRENTLY, then taken over by the constraint in a brief lock".into(),
+                vec![
+                    format!("CREATE UNIQUE INDEX CONCURRENTLY {name} ON {table} ({cols})"),
+                    alter(format!("ADD CONSTRAINT {name} UNIQUE USING INDEX {name}")),
+                ],
+            ))
+        }
+        ChangeKind::AddIdentity(i) => {
+            let column = state.column(&i.column).expect("validated");
+            if dsql && column.data_type != "bigint" {
+                return Err(format!(
+                    "DSQL identity columns are bigint only and {:?} is {}: the rebuild widens it",
+                    i.column, column.data_type
+                ));
+            }
+            let why = if dsql {
+                "where DSQL takes ADD IDENTITY (probed on a scratch table at Validating); the rebuild when it refuses"
+            } else {
+                "PostgreSQL adds the identity to the column in place, past max(id), in one short lock"
+            };
+            let statement = alter(format!(
+                "ALTER COLUMN {} ADD GENERATED {} AS IDENTITY",
+                ident(&i.column),
+                match i.generation {
+                    crate::api::Generation::Always => "ALWAYS",
+                    crate::api::Generation::ByDefault => "BY DEFAULT",
+                }
+            ));
+            Ok((why.into(), vec![statement]))
+        }
+    }
+}
+
+/// `FOREIGN KEY (a) REFERENCES s.t (b)`; an unqualified table is in `table`'s schema.
+fn references(fk: &ForeignKey, table: &TableName) -> String {
+    let target = match fk.references.table.split_once('.') {
+        Some((schema, name)) => TableName::new(schema, name),
+        None => table.sibling(fk.references.table.clone()),
+    };
+    let list = |cols: &[String]| cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+    format!("FOREIGN KEY ({}) REFERENCES {target} ({})", list(&fk.columns), list(&fk.references.columns))
+}
+
+/// A default PostgreSQL can keep in the catalog: a literal (string, number,
+/// boolean, NULL), optionally cast. Anything else may be volatile.
+fn is_constant(default: &str) -> bool {
+    let value = default.trim();
+    let value = value.split("::").next().unwrap_or(value).trim();
+    let quoted = value.len() >= 2
+        && value.starts_with('\'')
+        && value.ends_with('\'')
+        && !value[1..value.len() - 1].replace("''", "").contains('\'');
+    quoted || value.parse::<f64>().is_ok() || matches!(value.to_ascii_lowercase().as_str(), "true" | "false" | "null")
+}
+
+#[cfg(test)]
+mod tests;
