@@ -5,6 +5,8 @@ pub mod changes;
 pub mod conditions;
 mod spec;
 mod status;
+mod table;
 
 pub use spec::*;
 pub use status::*;
+pub use table::*;

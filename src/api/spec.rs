@@ -324,7 +324,7 @@ impl Default for OldTableSpec {
     }
 }
 
-fn default_schema() -> String {
+pub(crate) fn default_schema() -> String {
     "public".into()
 }
 fn default_id_column() -> String {

@@ -5,10 +5,13 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::api::{IdentityMigration, IdentityMigrationSpec};
+use serde::de::DeserializeOwned;
+
+use crate::api::{IdentityMigration, IdentityMigrationSpec, TableMigrationSpec};
 
 pub const API_VERSION: &str = "migrations.dsql.dev/v1alpha1";
 pub const KIND: &str = "IdentityMigration";
+pub const TABLE_KIND: &str = "TableMigration";
 
 /// Why a manifest cannot be used; the message names the document and field.
 #[derive(Debug, thiserror::Error)]
@@ -27,10 +30,10 @@ pub enum ManifestError {
     },
     #[error("not valid YAML: {0}")]
     Yaml(#[source] serde_norway::Error),
-    #[error("no document with kind: {KIND}")]
-    NoDocument,
-    #[error("{0} documents with kind: {KIND}; give one per file")]
-    ManyDocuments(usize),
+    #[error("no document with kind: {0}")]
+    NoDocument(&'static str),
+    #[error("{0} documents with kind: {1}; give one per file")]
+    ManyDocuments(usize, &'static str),
     #[error("document {doc}: apiVersion must be {API_VERSION}, found {found:?}")]
     ApiVersion { doc: usize, found: String },
     #[error("document {doc}: metadata.name is required")]
@@ -62,20 +65,54 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
 }
 
 pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+    let (name, namespace, spec) = parse_kind::<IdentityMigrationSpec>(text, KIND)?;
+    Ok(Manifest { name, namespace, spec })
+}
+
+/// A `TableMigration` manifest: the parts `plan` uses.
+#[derive(Clone, Debug)]
+pub struct TableManifest {
+    pub name: String,
+    pub namespace: Option<String>,
+    pub spec: TableMigrationSpec,
+}
+
+/// Whether the file holds a `TableMigration` (and so no IdentityMigration is looked for).
+pub fn holds_table_migration(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else { return false };
+    serde_norway::Deserializer::from_str(&text).any(|doc| {
+        serde_json::Value::deserialize(doc).is_ok_and(|v| v.get("kind").and_then(|k| k.as_str()) == Some(TABLE_KIND))
+    })
+}
+
+/// Loads the one `TableMigration` in `path`.
+pub fn load_table(path: &Path) -> Result<TableManifest, ManifestError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
+    let (name, namespace, spec) = parse_kind::<TableMigrationSpec>(&text, TABLE_KIND)
+        .map_err(|e| ManifestError::In { path: path.to_path_buf(), source: Box::new(e) })?;
+    Ok(TableManifest { name, namespace, spec })
+}
+
+/// The one document of `kind`: its name, namespace and spec.
+fn parse_kind<T: DeserializeOwned>(
+    text: &str,
+    kind: &'static str,
+) -> Result<(String, Option<String>, T), ManifestError> {
     let mut found = Vec::new();
     for (n, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
         let value = serde_json::Value::deserialize(doc).map_err(ManifestError::Yaml)?;
         if value.is_null() {
             continue;
         }
-        if value.get("kind").and_then(|k| k.as_str()) == Some(KIND) {
+        if value.get("kind").and_then(|k| k.as_str()) == Some(kind) {
             found.push((n + 1, value));
         }
     }
     let (doc, value) = match found.len() {
-        0 => return Err(ManifestError::NoDocument),
+        0 => return Err(ManifestError::NoDocument(kind)),
         1 => found.remove(0),
-        n => return Err(ManifestError::ManyDocuments(n)),
+        n => return Err(ManifestError::ManyDocuments(n, kind)),
     };
     let api_version = value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or_default();
     if api_version != API_VERSION {
@@ -88,12 +125,12 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
     }
     let namespace = metadata.and_then(|m| m.get("namespace")).and_then(|n| n.as_str()).map(str::to_string);
     let spec = value.get("spec").cloned().ok_or(ManifestError::NoSpec { doc })?;
-    let spec: IdentityMigrationSpec = serde_path_to_error::deserialize(spec).map_err(|e| {
+    let spec: T = serde_path_to_error::deserialize(spec).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { "spec".to_string() } else { format!("spec.{path}") };
         ManifestError::Field { field, source: e.into_inner() }
     })?;
-    Ok(Manifest { name, namespace, spec })
+    Ok((name, namespace, spec))
 }
 
 impl Manifest {

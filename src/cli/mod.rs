@@ -12,7 +12,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::api::IdentityMigrationSpec;
 use crate::db::{Connector, resolve_target};
 use crate::engine::EngineError;
 use crate::engine::plan::validate::{Settings, TargetSource, validate_spec};
@@ -53,7 +52,7 @@ pub enum LogFormat {
 /// The manifest and where its database is, for `run` and `plan`.
 #[derive(clap::Args, Debug)]
 pub struct TargetArgs {
-    /// The IdentityMigration manifest.
+    /// The IdentityMigration (or, for `plan`, TableMigration) manifest.
     #[arg(short = 'f', long = "file")]
     pub file: std::path::PathBuf,
     /// PostgreSQL URL that replaces spec.target (sslmode: disable, require, verify-full).
@@ -68,7 +67,7 @@ impl TargetArgs {
     /// The manifest with its spec validated, and the connector for its database.
     pub fn load(&self) -> Result<(Manifest, Settings, Connector), Failure> {
         let (manifest, settings) = load_settings(&self.file, self.database_url.is_some())?;
-        let connector = connector_for(&manifest.spec, self.database_url.as_deref(), self.ca_file.as_deref())?;
+        let connector = connector_for(&manifest.spec.target, self.database_url.as_deref(), self.ca_file.as_deref())?;
         Ok((manifest, settings, connector))
     }
 }
@@ -133,11 +132,11 @@ pub fn load_settings(file: &Path, target_overridden: bool) -> Result<(Manifest, 
 
 /// The connector for `--database-url` or the spec's target.
 pub fn connector_for(
-    spec: &IdentityMigrationSpec,
+    target: &crate::api::Target,
     database_url: Option<&str>,
     ca_file: Option<&Path>,
 ) -> Result<Connector, Failure> {
-    let target = resolve_target(&spec.target, database_url.map(|url| ("--database-url", url)))
+    let target = resolve_target(target, database_url.map(|url| ("--database-url", url)))
         .map_err(|e| Failure::Input(e.to_string()))?;
     let ca = match ca_file {
         Some(path) => {

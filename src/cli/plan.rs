@@ -3,10 +3,18 @@
 
 use clap::Args;
 
-use super::{Failure, TargetArgs};
+use super::{Failure, TargetArgs, connector_for, manifest};
+use std::sync::Arc;
+
 use crate::db::Dialect;
+use crate::db::{RetryPolicy, Session};
 use crate::engine::Job;
+use crate::engine::plan::changes::render::render as render_changes;
+use crate::engine::plan::changes::ways::plan_changes;
 use crate::engine::plan::script::{ScriptInput, render, script};
+use crate::engine::plan::shape::TableName;
+use crate::engine::plan::validate::InvalidInput;
+use crate::engine::steps::catalog::read_shape;
 use crate::engine::steps::identity::read_max_id;
 use crate::engine::steps::survey::survey;
 
@@ -20,6 +28,9 @@ pub struct PlanArgs {
 }
 
 pub async fn plan(args: PlanArgs) -> Result<(), Failure> {
+    if manifest::holds_table_migration(&args.target.file) {
+        return plan_table(args).await;
+    }
     let (_, settings, connector) = args.target.load()?;
     let dialect = args.dialect.unwrap_or(connector.dialect());
     // Preflight applies the rules of the dialect being planned for.
@@ -42,5 +53,33 @@ pub async fn plan(args: PlanArgs) -> Result<(), Failure> {
     println!("-- identity-migrator plan for {} ({} dialect); nothing has been changed", s.source, dialect.as_str());
     println!("-- each statement is its own transaction unless BEGIN/COMMIT surround it");
     print!("{}", render(&steps));
+    Ok(())
+}
+
+/// `plan -f` of a TableMigration: per change in place or the rebuild, why,
+/// and the SQL. Reads the table; changes nothing.
+async fn plan_table(args: PlanArgs) -> Result<(), Failure> {
+    let file = &args.target.file;
+    let manifest = manifest::load_table(file).map_err(|e| Failure::Input(e.to_string()))?;
+    let spec = &manifest.spec;
+    let connector = connector_for(&spec.target, args.target.database_url.as_deref(), args.target.ca_file.as_deref())?;
+    let dialect = args.dialect.unwrap_or(connector.dialect());
+    let source = TableName::new(spec.schema.clone(), spec.table.clone());
+    let shadow = source.sibling(format!("{}_new", spec.table));
+    let mut session = Session::new(Arc::new(connector), RetryPolicy::default(), Arc::default());
+    let table = &source;
+    let shape = session
+        .retry("read table", |c| async move { read_shape(&c, table).await })
+        .await
+        .map_err(|e| Failure::Migration(e.to_string()))?
+        .ok_or_else(|| Failure::Input(format!("spec.table: table {source} does not exist")))?;
+    let input = |e: InvalidInput| Failure::Input(format!("{}: {e}", file.display()));
+    let planned = plan_changes(&shape, &source, &spec.changes, dialect, spec.strategy).map_err(input)?;
+    println!(
+        "-- identity-migrator plan for {source} ({} dialect, {} changes); nothing has been changed",
+        dialect.as_str(),
+        spec.changes.len()
+    );
+    print!("{}", render_changes(&planned, &source, &shadow, dialect).map_err(input)?);
     Ok(())
 }

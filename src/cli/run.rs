@@ -33,6 +33,12 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs) -> Result<(), Failure> {
+    if super::manifest::holds_table_migration(&args.target.file) {
+        return Err(Failure::Input(format!(
+            "{}: running a TableMigration is not built yet; `identity-migrator plan -f` shows what it would do",
+            args.target.file.display()
+        )));
+    }
     let (manifest, settings, connector) = args.target.load()?;
     if !manifest.spec.cutover.quiesce.is_empty() {
         return Err(Failure::Input(

@@ -92,3 +92,92 @@ async fn not_null_alone_runs_in_place_and_leaves_no_shadow() {
     assert_eq!(db.scalar_i64(leftover).await, 0, "the helper check is gone");
     assert_eq!(db.scalar_i64("SELECT count(*) FROM orders").await, 500);
 }
+
+/// A TableMigration manifest of `changes` (YAML list lines) for `orders`.
+fn manifest(changes: &str, strategy: &str) -> crate::support::Manifest {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orders.yaml");
+    let yaml = format!(
+        "apiVersion: migrations.dsql.dev/v1alpha1\nkind: TableMigration\nmetadata: {{name: orders-v2}}\nspec:\n  \
+         target: {{postgres: {{urlSecretRef: {{name: db, key: url}}}}}}\n  table: orders\n  strategy: {strategy}\n  \
+         changes:\n{changes}"
+    );
+    std::fs::write(&path, yaml).unwrap();
+    crate::support::Manifest { dir, path }
+}
+
+fn plan(db: &TestDb, m: &crate::support::Manifest, dialect: &str) -> std::process::Output {
+    crate::support::run_cli(
+        &["plan", "-f", m.path.to_str().unwrap(), "--database-url", &db.url, "--dialect", dialect],
+        &[],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_says_per_change_in_place_or_rebuild_and_why_for_each_server() {
+    let db = TestDb::new("changes_plan").await;
+    orders(&db).await;
+    let before = db.catalog_snapshot().await;
+    let changes = "    - dropColumn: {name: legacy}\n    - alterColumn: {column: email, notNull: true}\n    \
+                   - addColumn: {name: status, type: text, notNull: true, default: \"'new'\"}\n";
+    let m = manifest(changes, "Auto");
+    let out = plan(&db, &m, "postgres");
+    assert!(out.status.success(), "{}", crate::support::text(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for line in [
+        "-- change 0 (dropColumn): in place:",
+        "-- change 1 (alterColumn): in place: a NOT VALID check",
+        "VALIDATE CONSTRAINT \"orders_email_not_null\";",
+        "-- change 2 (addColumn): in place: PostgreSQL keeps a constant default",
+        "--   no NULL in email",
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
+    assert!(!text.contains("the rebuild"), "{text}");
+    let out = plan(&db, &m, "dsql");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("-- change 1 (alterColumn): rebuild: DSQL refuses SET NOT NULL"), "{text}");
+    assert!(text.contains("CREATE TABLE \"public\".\"orders_new\""), "{text}");
+    assert!(text.contains("\"status\" text DEFAULT 'new' NOT NULL"), "{text}");
+    assert_eq!(db.catalog_snapshot().await, before, "plan changes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_changes_and_a_forbidden_rebuild_exit_2_naming_the_field() {
+    let db = TestDb::new("changes_bad").await;
+    orders(&db).await;
+    let cases = [
+        ("    - alterColumn: {column: nope, notNull: true}\n", "Auto", "spec.changes[0].alterColumn.column"),
+        ("    - alterColumn: {column: amount, type: bigint}\n", "InPlace", "spec.changes[0].alterColumn"),
+        ("    - dropColumn: {name: legacy, extra: 1}\n", "Auto", "spec.changes[0].dropColumn"),
+    ];
+    for (changes, strategy, field) in cases {
+        let m = manifest(changes, strategy);
+        let out = plan(&db, &m, "postgres");
+        assert_eq!(out.status.code(), Some(2), "{}", crate::support::text(&out));
+        assert!(crate::support::text(&out).contains(field), "{field}: {}", crate::support::text(&out));
+    }
+    let m = manifest("    - dropColumn: {name: legacy}\n", "Auto");
+    let out = crate::support::run_cli(&["run", "-f", m.path.to_str().unwrap(), "--database-url", &db.url], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(crate::support::text(&out).contains("not built yet"), "{}", crate::support::text(&out));
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = 'legacy'")
+            .await,
+        1
+    );
+}
+
+/// The example in examples/ is a TableMigration the planner accepts for DSQL.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dsql_example_plans_for_its_table() {
+    let db = TestDb::new("changes_example").await;
+    orders(&db).await;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders-table-dsql.yaml");
+    let m = identity_migrator::cli::manifest::load_table(&path).unwrap();
+    let table = TableName::new("public", "orders");
+    let shape = read_shape(&db.client, &table).await.unwrap().unwrap();
+    let plan = plan_changes(&shape, &table, &m.spec.changes, Dialect::Dsql, m.spec.strategy).unwrap();
+    let ways: Vec<Way> = plan.decided.iter().map(|d| d.way).collect();
+    assert_eq!(ways, [Way::InPlace, Way::Rebuild, Way::Rebuild, Way::Rebuild]);
+}

@@ -7,6 +7,7 @@
 //! put through each change in turn ([`Rebuild::select`]). Identity is one
 //! change among the others.
 
+pub mod render;
 pub mod types;
 pub mod ways;
 
@@ -20,7 +21,7 @@ use types::normalize_type;
 pub struct State {
     pub columns: Vec<Column>,
     pub primary_key: Vec<String>,
-    /// Named CHECK constraints: `(name, expression)`.
+    /// Named CHECK constraints: `(name, definition)`, as `CHECK (expr)`.
     pub checks: Vec<(String, String)>,
     /// Named UNIQUE constraints: `(name, columns)`.
     pub uniques: Vec<(String, Vec<String>)>,
@@ -264,7 +265,7 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
                 return Err(bad("name", "set exactly one of check, unique and foreignKey".into()));
             }
             if let Some(expression) = &c.check {
-                state.checks.push((c.name.clone(), expression.clone()));
+                state.checks.push((c.name.clone(), format!("CHECK ({expression})")));
                 checks.push(DataCheck::Check { name: c.name.clone(), expression: expression.clone() });
             }
             if let Some(columns) = &c.unique {

@@ -294,7 +294,7 @@ fn in_place(
 }
 
 /// `FOREIGN KEY (a) REFERENCES s.t (b)`; an unqualified table is in `table`'s schema.
-fn references(fk: &ForeignKey, table: &TableName) -> String {
+pub(super) fn references(fk: &ForeignKey, table: &TableName) -> String {
     let target = match fk.references.table.split_once('.') {
         Some((schema, name)) => TableName::new(schema, name),
         None => table.sibling(fk.references.table.clone()),
