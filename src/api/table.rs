@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::changes::Change;
 use super::spec::default_schema;
+use super::spec::{CopySpec, CutoverSpec, OldTableSpec, Strategy, Target};
 use super::status::IdentityMigrationStatus;
-use super::{CopySpec, CutoverSpec, OldTableSpec, Strategy, Target};
 
 /// Changes a table in ways the server cannot make in place without a long
 /// lock: each change in place where it can be, the rest in one rebuild.

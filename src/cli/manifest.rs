@@ -80,9 +80,14 @@ pub struct TableManifest {
 /// Whether the file holds a `TableMigration` (and so no IdentityMigration is looked for).
 pub fn holds_table_migration(path: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string(path) else { return false };
-    serde_norway::Deserializer::from_str(&text).any(|doc| {
-        serde_json::Value::deserialize(doc).is_ok_and(|v| v.get("kind").and_then(|k| k.as_str()) == Some(TABLE_KIND))
-    })
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        // A document that is not YAML ends the look (the loader reports it).
+        let Ok(value) = serde_json::Value::deserialize(doc) else { return false };
+        if value.get("kind").and_then(|k| k.as_str()) == Some(TABLE_KIND) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Loads the one `TableMigration` in `path`.
@@ -145,6 +150,20 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kind_is_found_and_broken_yaml_ends_the_look() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let table = file("t.yaml", "kind: Secret\n---\napiVersion: x\nkind: TableMigration\n");
+        assert!(holds_table_migration(&table));
+        assert!(!holds_table_migration(&file("i.yaml", "kind: IdentityMigration\n")));
+        assert!(!holds_table_migration(&file("bad.yaml", "kind: IdentityMigration\nspec: [not, a, map\n")));
+    }
 
     const GOOD: &str = "apiVersion: migrations.dsql.dev/v1alpha1\nkind: IdentityMigration\n\
         metadata: {name: post-tag-identity, namespace: blog}\n\
