@@ -75,6 +75,11 @@ pub struct Config {
     pub conflict_fraction: f64,
     /// Refuse `ALTER TABLE ... ADD GENERATED ... AS IDENTITY`, as the seed saw in February 2026.
     pub refuse_add_identity: bool,
+    /// Added to every round trip, as a network would: a group's answer
+    /// starts no earlier than this after its last message arrived, plus up
+    /// to `latency_jitter`. Groups a client pipelines overlap.
+    pub latency: Duration,
+    pub latency_jitter: Duration,
     /// Refuse what AWS's pages do not list for these statements: COMMENT ON,
     /// column grants, WITH GRANT OPTION, and reads of catalogs DSQL may lack.
     pub strict_undocumented: bool,
@@ -104,6 +109,8 @@ impl Config {
             conflict_fraction: 0.0,
             refuse_add_identity: false,
             strict_undocumented: false,
+            latency: Duration::ZERO,
+            latency_jitter: Duration::ZERO,
             builds: BuildPace::After(Duration::from_millis(200)),
             wait_for_job: Duration::from_secs(30),
             server_version: "16.9".into(),
@@ -132,6 +139,9 @@ pub struct Stats {
     pub row_limit_errors: AtomicU64,
     pub age_limit_errors: AtomicU64,
     pub refusals: AtomicU64,
+    /// Client message groups answered (a simple Query, or extended messages
+    /// up to Sync): the round trips a client made.
+    pub round_trips: AtomicU64,
 }
 
 impl Stats {

@@ -45,6 +45,13 @@ struct Args {
     transaction_age_secs: u64,
     #[arg(long, default_value_t = 3600)]
     connection_lifetime_secs: u64,
+    /// Milliseconds added to every round trip (a client's message group), as
+    /// a network to a regional endpoint would.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Up to this many milliseconds more, drawn per round trip.
+    #[arg(long, default_value_t = 0)]
+    latency_jitter_ms: u64,
     /// How long each background index build takes after its commit.
     #[arg(long, default_value_t = 500)]
     index_build_ms: u64,
@@ -61,6 +68,8 @@ async fn main() -> Result<(), String> {
     config.region = args.region;
     config.refuse_add_identity = args.refuse_add_identity;
     config.strict_undocumented = args.strict_undocumented;
+    config.latency = Duration::from_millis(args.latency_ms);
+    config.latency_jitter = Duration::from_millis(args.latency_jitter_ms);
     config.conflict_fraction = args.conflict_fraction;
     config.builds = BuildPace::After(Duration::from_millis(args.index_build_ms));
     config.limits = Limits {

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -131,20 +131,41 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 return Ok(());
             }
             let Some(m) = next else { return Ok(()) };
+            let arrived = tokio::time::Instant::now();
             match m.tag {
                 b'X' => {
                     let _ = wire::send(&mut self.backend_w, &[m]).await;
                     return Ok(());
                 }
-                b'Q' => self.simple(m).await?,
+                b'Q' => {
+                    self.round_trip(arrived).await;
+                    self.simple(m).await?
+                }
                 b'S' => {
                     pending.push(m);
                     let group = std::mem::take(&mut pending);
+                    self.round_trip(arrived).await;
                     self.extended(group).await?
                 }
                 b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => pending.push(m),
                 _ => wire::send(&mut self.backend_w, &[m]).await?,
             }
+        }
+    }
+
+    /// One round trip: counted, and answered no earlier than the configured
+    /// latency after the group arrived (pipelined groups arrive together, so
+    /// their latencies overlap as on a network).
+    async fn round_trip(&self, arrived: tokio::time::Instant) {
+        bump(&self.shared.stats.round_trips);
+        let config = &self.shared.config;
+        let jitter = match config.latency_jitter.as_micros() as u64 {
+            0 => Duration::ZERO,
+            most => Duration::from_micros(rand::RngExt::random_range(&mut rand::rng(), 0..=most)),
+        };
+        let delay = config.latency + jitter;
+        if !delay.is_zero() {
+            tokio::time::sleep_until(arrived + delay).await;
         }
     }
 
