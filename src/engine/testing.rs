@@ -19,7 +19,7 @@ pub fn spec_for(table: &str) -> IdentityMigrationSpec {
         .expect("minimal spec")
 }
 
-fn column(name: &str, data_type: &str, not_null: bool) -> Column {
+pub fn column(name: &str, data_type: &str, not_null: bool) -> Column {
     Column {
         name: name.into(),
         data_type: data_type.into(),

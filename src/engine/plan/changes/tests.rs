@@ -1,17 +1,6 @@
 use super::*;
 use crate::engine::plan::shape::{Constraint, ConstraintKind};
-
-pub(crate) fn column(name: &str, data_type: &str, not_null: bool) -> Column {
-    Column {
-        name: name.into(),
-        data_type: data_type.into(),
-        not_null,
-        default: None,
-        generated: None,
-        identity: None,
-        collation: None,
-    }
-}
+use crate::engine::testing::column;
 
 /// `orders (id bigint PRIMARY KEY, amount integer, email text, legacy text, cust bigint)`.
 pub(crate) fn orders() -> TableShape {
