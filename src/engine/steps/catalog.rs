@@ -216,7 +216,8 @@ pub async fn read_shape(client: &Client, table: &TableName) -> Result<Option<Tab
 pub fn optional<T: Default>(unread: &mut Vec<Unread>, fact: Fact, read: Result<T, DbError>) -> Result<T, DbError> {
     match read {
         Err(e) if absent_catalog(e.sqlstate.as_deref()) => {
-            tracing::warn!(error = %e, ?fact, "the server would not give this fact; marked unread");
+            // Read on every look at the table; reported once, in status.plan.notCarried.
+            tracing::debug!(error = %e, ?fact, "the server would not give this fact; marked unread");
             let code = e.sqlstate.clone().unwrap_or_default();
             unread.push(Unread { fact, error: format!("{code}: {}", e.message) });
             Ok(T::default())
