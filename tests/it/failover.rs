@@ -233,10 +233,15 @@ async fn cut_overs_that_share_a_window_keep_the_endpoint_limit() {
     // From the window's opening on: how many cut over at once, and who waited in line.
     let mut most_swapping = 0;
     let mut queued_after_opening = BTreeSet::new();
+    // Requests from here on came after the window opened (set at the first look past it).
+    let mut opened_at_request = None;
     let deadline = Instant::now() + Duration::from_secs(150);
     loop {
         let objects: Vec<Value> = (1..=N).map(|i| get(&api, &format!("w{i}"))).collect();
         most_swapping = most_swapping.max(objects.iter().filter(|o| phase(o) == "Swapping").count());
+        if jiff::Timestamp::now() >= opens && opened_at_request.is_none() {
+            opened_at_request = Some(api.requests().len());
+        }
         for (i, o) in objects.iter().enumerate() {
             if jiff::Timestamp::now() >= opens && ready_reason(o) == "Queued" {
                 queued_after_opening.insert(i + 1);
@@ -250,6 +255,13 @@ async fn cut_overs_that_share_a_window_keep_the_endpoint_limit() {
     }
     replicas.stop_all();
     assert!(most_swapping <= 1, "{most_swapping} cut-overs at once with maxConcurrentPerTarget 1");
+    // Every status write counts, not only what the polling happened to see.
+    for r in &api.requests()[opened_at_request.unwrap_or(0)..] {
+        let queued = r.body.as_array().and_then(|ops| ops.first()).is_some_and(|op| op["value"]["queued"].is_object());
+        if r.path.ends_with("/status") && queued {
+            queued_after_opening.insert(0);
+        }
+    }
     assert!(!queued_after_opening.is_empty(), "the cut-overs waited for the endpoint's slot");
     for i in 1..=N {
         assert_eq!(db.fingerprint(&format!("public.w{i}"), "id").await, before[i - 1], "w{i}");
