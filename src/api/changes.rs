@@ -2,13 +2,19 @@
 //! per item (design.md, "TableMigration"). Plain data; the planner
 //! (`engine::plan::changes`) decides per change and server how it is made.
 
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::spec::Generation;
 
 /// One change: exactly one of its keys is set.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new(
+    "(has(self.alterColumn) ? 1 : 0) + (has(self.addColumn) ? 1 : 0) + (has(self.dropColumn) ? 1 : 0) + \
+     (has(self.renameColumn) ? 1 : 0) + (has(self.setPrimaryKey) ? 1 : 0) + (has(self.addConstraint) ? 1 : 0) + \
+     (has(self.addIdentity) ? 1 : 0) == 1"
+).message("each change sets exactly one of alterColumn, addColumn, dropColumn, renameColumn, setPrimaryKey, addConstraint, addIdentity"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Change {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -49,6 +49,7 @@ pub fn desired_conditions(status: &IdentityMigrationStatus, suspended: bool) -> 
         }
         Phase::Failed => {
             let (reason, message) = match &status.last_error {
+                Some(e) if e.invalid_data => ("InvalidData", e.message.clone()),
                 Some(e) if e.invalid_input => ("InvalidSpec", e.message.clone()),
                 Some(e) => ("Failed", format!("{} failed: {}", e.phase, e.message)),
                 None => ("Failed", "the migration failed".to_string()),

@@ -27,6 +27,10 @@ pub struct IdentityMigrationStatus {
     pub strategy: Option<StrategyStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<IdentityStatus>,
+    /// A TableMigration's changes: the way of each, and the in-place
+    /// statements made so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<ChangesStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cutover: Option<CutoverStatus>,
     /// Transient errors retried so far (OCC conflicts, lost connections).
@@ -316,6 +320,9 @@ pub struct LastError {
     /// Bad input that a person must fix, as opposed to a failure of the run.
     #[serde(default)]
     pub invalid_input: bool,
+    /// Rows break a table change's new shape: the data must be fixed first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub invalid_data: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<Time>,
 }
@@ -323,4 +330,31 @@ pub struct LastError {
 /// The current time, as status timestamps and conditions carry it.
 pub fn now() -> Time {
     Time(jiff::Timestamp::now())
+}
+
+/// A TableMigration's changes as planned, and how far the in-place ones are.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangesStatus {
+    pub planned: Vec<PlannedChange>,
+    /// The in-place statements, in order, each its own transaction.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statements: Vec<String>,
+    /// How many of `statements` have been made.
+    #[serde(default)]
+    pub applied: i64,
+    /// The longest any in-place statement held the table's lock, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longest_lock_millis: Option<i64>,
+}
+
+/// One change: `spec.changes[index]`, made in place or by the rebuild, and why.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedChange {
+    pub index: i64,
+    pub kind: String,
+    /// `InPlace` or `Rebuild`.
+    pub way: String,
+    pub why: String,
 }

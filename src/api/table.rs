@@ -32,6 +32,7 @@ use super::status::IdentityMigrationStatus;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TableMigrationSpec {
     /// The database that holds the table: exactly one of `dsql` or `postgres`.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("target is immutable"))]
     pub target: Target,
     /// `Auto`: each change in place where the server makes it without a long
     /// lock, the rest in one rebuild; `InPlace` refuses a change that needs
@@ -39,9 +40,14 @@ pub struct TableMigrationSpec {
     #[serde(default)]
     pub strategy: Strategy,
     #[serde(default = "default_schema")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("schema is immutable"))]
     pub schema: String,
+    #[x_kube(validation = Rule::new("self == oldSelf").message("table is immutable"))]
+    #[x_kube(validation = Rule::new("size(self) > 0").message("table must not be empty"))]
     pub table: String,
     /// The changes, applied in order; each item has exactly one key.
+    #[x_kube(validation = Rule::new("size(self) > 0").message("changes must list at least one change"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("changes are immutable; create another TableMigration"))]
     pub changes: Vec<Change>,
     #[serde(default)]
     pub copy: CopySpec,

@@ -39,7 +39,7 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Run the Kubernetes operator.
     Controller(controller::ControllerArgs),
-    /// Print the IdentityMigration CustomResourceDefinition.
+    /// Print the IdentityMigration and TableMigration CustomResourceDefinitions.
     Crd,
 }
 
@@ -114,11 +114,13 @@ pub async fn dispatch(command: Command) -> Result<(), Failure> {
     }
 }
 
-/// The CRD as `crds/identitymigrations.migrations.dsql.dev.yaml` holds it.
+/// Both CRDs, as `crds/identitymigrations.migrations.dsql.dev.yaml` and
+/// then `crds/tablemigrations.migrations.dsql.dev.yaml` hold them.
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
-    let crd = crate::api::IdentityMigration::crd();
-    serde_norway::to_string(&crd).expect("the CRD serializes")
+    let identity = serde_norway::to_string(&crate::api::IdentityMigration::crd()).expect("the CRD serializes");
+    let table = serde_norway::to_string(&crate::api::TableMigration::crd()).expect("the CRD serializes");
+    format!("{identity}---\n{table}")
 }
 
 /// Reads the manifest and validates the spec on its own.

@@ -7,7 +7,12 @@ use clap::Args;
 
 use super::progress::{TerminalSink, wants_bar};
 use super::signal::shutdown_signal;
-use super::{Failure, TargetArgs};
+use super::{Failure, TargetArgs, connector_for, manifest};
+use crate::db::{Connector, RetryPolicy, Session};
+use crate::engine::plan::shape::TableName;
+use crate::engine::plan::validate::{InvalidInput, Settings, TargetSource, validate_table_spec};
+use crate::engine::steps::catalog::read_shape;
+use crate::engine::steps::table_changes::table_key;
 use crate::api::{IdentityMigrationStatus, StrategyStatus, TakenStrategy};
 use crate::engine::store::{MigrationKey, default_state_path};
 use crate::engine::{Directive, FileStore, Job, Migration, Outcome};
@@ -32,15 +37,30 @@ pub struct RunArgs {
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
+/// A manifest of either kind, ready to run.
+struct Prepared {
+    name: String,
+    namespace: Option<String>,
+    settings: Settings,
+    connector: Arc<Connector>,
+    approved: bool,
+}
+
 pub async fn run(args: RunArgs) -> Result<(), Failure> {
-    if super::manifest::holds_table_migration(&args.target.file) {
-        return Err(Failure::Input(format!(
-            "{}: running a TableMigration is not built yet; `identity-migrator plan -f` shows what it would do",
-            args.target.file.display()
-        )));
-    }
-    let (manifest, settings, connector) = args.target.load()?;
-    if !manifest.spec.cutover.quiesce.is_empty() {
+    let prepared = if super::manifest::holds_table_migration(&args.target.file) {
+        prepare_table(&args.target).await?
+    } else {
+        let (manifest, settings, connector) = args.target.load()?;
+        Prepared {
+            name: manifest.name,
+            namespace: manifest.namespace,
+            approved: manifest.spec.cutover.approved,
+            settings,
+            connector: Arc::new(connector),
+        }
+    };
+    let Prepared { name, namespace, settings, connector, approved } = prepared;
+    if !settings.quiesce.is_empty() {
         return Err(Failure::Input(
             "spec.cutover.quiesce: scaling workloads needs the operator (the Kubernetes API); remove it to run from a terminal"
                 .into(),
@@ -48,9 +68,9 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     }
     let key = MigrationKey {
         database: connector.identity(),
-        schema: manifest.spec.schema.clone(),
-        table: manifest.spec.table.clone(),
-        id_column: manifest.spec.id_column.clone(),
+        schema: settings.source.schema.clone(),
+        table: settings.source.name.clone(),
+        id_column: settings.id_column.clone(),
     };
     let state_path = args.state_file.clone().unwrap_or_else(|| default_state_path(&args.target.file));
     let mut store = FileStore::new(state_path, key);
@@ -60,7 +80,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     }
     tracing::info!(target = %connector.describe(), table = %settings.source, "starting");
 
-    let job = Job { approved: args.approve_cutover || manifest.spec.cutover.approved, ..Job::new(settings, connector) };
+    let job = Job { approved: args.approve_cutover || approved, ..Job::shared(settings, connector) };
     let (control_tx, control) = tokio::sync::watch::channel(Directive::Run);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -73,8 +93,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let mut sink = TerminalSink::new(store, wants_bar());
     if let Some(addr) = args.metrics_addr {
         let metrics = Metrics::default();
-        let labels =
-            MigrationLabels { namespace: manifest.namespace.clone().unwrap_or_default(), name: manifest.name.clone() };
+        let labels = MigrationLabels { namespace: namespace.unwrap_or_default(), name };
         sink = sink.with_metrics(metrics.clone(), labels);
         let state = HttpState { metrics, ready: Arc::new(AtomicBool::new(true)) };
         let listener = tokio::net::TcpListener::bind(addr)
@@ -88,9 +107,46 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     report(&outcome, &status, &sink.store)
 }
 
+/// A TableMigration: its key is the table's primary key, read from the catalog.
+async fn prepare_table(target: &TargetArgs) -> Result<Prepared, Failure> {
+    let file = &target.file;
+    let manifest = manifest::load_table(file).map_err(|e| Failure::Input(e.to_string()))?;
+    let spec = &manifest.spec;
+    let connector = Arc::new(connector_for(&spec.target, target.database_url.as_deref(), target.ca_file.as_deref())?);
+    let table = &TableName::new(spec.schema.clone(), spec.table.clone());
+    let mut session = Session::new(connector.clone(), RetryPolicy::default(), Arc::default());
+    let shape = session
+        .retry("read table", |c| async move { read_shape(&c, table).await })
+        .await
+        .map_err(|e| Failure::Migration(e.to_string()))?
+        .ok_or_else(|| Failure::Input(format!("{}: spec.table: table {table} does not exist", file.display())))?;
+    let input = |e: InvalidInput| Failure::Input(format!("{}: {e}", file.display()));
+    let key = table_key(&shape, table).map_err(input)?;
+    let source = if target.database_url.is_some() { TargetSource::Overridden } else { TargetSource::Spec };
+    let settings = validate_table_spec(spec, &key, source).map_err(input)?;
+    Ok(Prepared {
+        name: manifest.name.clone(),
+        namespace: manifest.namespace.clone(),
+        approved: spec.cutover.approved,
+        settings,
+        connector,
+    })
+}
+
 fn report(outcome: &Outcome, status: &IdentityMigrationStatus, store: &FileStore) -> Result<(), Failure> {
     let table = status.plan.as_ref().map(|p| p.old_table.as_str()).unwrap_or("the old table");
     match outcome {
+        Outcome::Completed if status.changes.is_some() => {
+            let changes = status.changes.clone().unwrap_or_default();
+            let lock = crate::engine::steps::swap::window_text(changes.longest_lock_millis);
+            println!(
+                "Completed in place: {} changes in {} statements; the longest lock on the table lasted {lock}.",
+                changes.planned.len(),
+                changes.statements.len()
+            );
+            println!("State: {}", store.path().display());
+            Ok(())
+        }
         Outcome::Completed => {
             let next = status.identity.as_ref().map_or("?".to_string(), |i| i.next_value.to_string());
             let window = crate::engine::steps::swap::window_text(status.cutover.as_ref().and_then(|c| c.window_millis));

@@ -5,6 +5,7 @@
 use super::plan::shape::TableName;
 use super::plan::validate::InvalidInput;
 use super::steps::claim::ClaimError;
+use super::steps::data_scan::InvalidData;
 use super::steps::quiesce::QuiesceError;
 use crate::db::DbError;
 
@@ -16,6 +17,9 @@ pub enum EngineError {
     /// The spec or the table is not acceptable: nothing was changed.
     #[error("{0}")]
     Invalid(#[from] InvalidInput),
+    /// Rows break the new shape of a table change: nothing was changed.
+    #[error("{0}")]
+    InvalidData(#[from] InvalidData),
     #[error("{0}")]
     Db(#[from] DbError),
     /// A check of the engine's own promises failed.
@@ -52,9 +56,18 @@ impl EngineError {
         matches!(self, EngineError::Check(CheckFailed::Blocked(_))) || self.sqlstate().as_deref() == Some("55P03")
     }
 
-    /// Bad input: a person must change the spec, the table or a Secret.
+    /// Bad input: a person must change the spec, the table, its data or a Secret.
     pub fn is_invalid_input(&self) -> bool {
-        matches!(self, EngineError::Invalid(_))
+        matches!(self, EngineError::Invalid(_) | EngineError::InvalidData(_))
+    }
+
+    /// The condition reason of a failure a person must fix.
+    pub fn invalid_reason(&self) -> Option<&'static str> {
+        match self {
+            EngineError::Invalid(_) => Some("InvalidSpec"),
+            EngineError::InvalidData(_) => Some("InvalidData"),
+            _ => None,
+        }
     }
 
     /// The variant's name, for metrics labels.

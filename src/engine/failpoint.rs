@@ -6,7 +6,8 @@
 //! Points: `enter-<Phase>` (after the phase change is saved), `copy-batch`
 //! (after a batch commits, before its checkpoint is saved), `verify-chunk`,
 //! `index-built`, `swap-renamed-out`, `swap-identity-restarted`, `swap-renamed-in`,
-//! `swap-old-dropped`, `rollback-renamed-aside`.
+//! `swap-old-dropped`, `rollback-renamed-aside`, `change-made` (an in-place
+//! statement of a TableMigration committed, its count not yet saved).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -39,10 +39,15 @@ impl Job {
     /// A job in the target's dialect, with the default retry policy, not
     /// approved for cut-over, and no way to quiesce workloads.
     pub fn new(settings: Settings, connector: Connector) -> Self {
+        Self::shared(settings, Arc::new(connector))
+    }
+
+    /// The same, on a connector already in use (one that read the table first).
+    pub fn shared(settings: Settings, connector: Arc<Connector>) -> Self {
         Self {
             settings,
             dialect: connector.dialect(),
-            connector: Arc::new(connector),
+            connector,
             retry_policy: RetryPolicy::default(),
             retries: Arc::new(RetryCounter::default()),
             approved: false,

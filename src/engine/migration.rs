@@ -37,6 +37,7 @@ use crate::engine::steps::swap::{finish_swapped, swap, window_text};
 use crate::engine::steps::verify::{Baseline, MAX_PASSES, verify_pass};
 use crate::engine::store::Severity;
 
+mod changes;
 mod cutover;
 mod validating;
 
@@ -315,6 +316,7 @@ impl<R: StatusSink> Migration<R> {
 
     async fn run_phase(&mut self, work: Work) -> Result<Flow, EngineError> {
         match work {
+            Work::Validating if !self.job.settings.changes.is_empty() => self.validate_changes().await,
             Work::Validating => self.validate().await,
             Work::CreatingTarget => {
                 let shape = self.original_shape().await?;
@@ -325,6 +327,9 @@ impl<R: StatusSink> Migration<R> {
             }
             Work::Copying => self.copy().await,
             Work::Verifying => self.verify().await,
+            Work::Swapping if self.gate().in_place && !self.job.settings.changes.is_empty() => {
+                self.change_in_place().await
+            }
             Work::Swapping if self.gate().in_place => self.in_place().await,
             Work::Swapping => {
                 // The catalog first: after the swap the original may be gone
@@ -341,7 +346,9 @@ impl<R: StatusSink> Migration<R> {
                 let Some(shape) = original_for_rollback(&self.job).await? else {
                     let in_place =
                         self.keeper.status.strategy.as_ref().is_some_and(|s| s.taken == TakenStrategy::InPlace);
-                    let why = if in_place {
+                    let why = if in_place && !self.job.settings.changes.is_empty() {
+                        "the changes were made in place, so there is no old table to go back to"
+                    } else if in_place {
                         "the identity was added in place, so there is no old table; \
                          ALTER TABLE ... ALTER COLUMN ... DROP IDENTITY undoes it"
                     } else if self.job.settings.retain_old {
@@ -532,6 +539,10 @@ impl<R: StatusSink> Migration<R> {
             },
             Work::Verifying => format!("comparing {} and {} by id range", s.source, s.shadow),
             Work::AwaitingCutover => "verified; approved".into(),
+            Work::Swapping if self.gate().in_place && !s.changes.is_empty() => {
+                let statements = self.keeper.status.changes.as_ref().map_or(0, |c| c.statements.len());
+                format!("making {} changes to {} in place, in {statements} statements", s.changes.len(), s.source)
+            }
             Work::Swapping if self.gate().in_place => {
                 format!("adding a {:?} identity to {}.{} in place", s.generation, s.source, s.id_column)
             }
@@ -544,6 +555,14 @@ impl<R: StatusSink> Migration<R> {
 
     fn completed_detail(&self) -> String {
         let status = &self.keeper.status;
+        if let Some(changes) = &status.changes {
+            let lock = window_text(changes.longest_lock_millis);
+            return format!(
+                "{} changes made to {} in place; the longest lock on it lasted {lock}",
+                changes.planned.len(),
+                self.job.settings.source
+            );
+        }
         let next = status.identity.as_ref().map(|i| i.next_value.to_string()).unwrap_or_else(|| "?".into());
         let window = window_text(status.cutover.as_ref().and_then(|c| c.window_millis));
         format!("{} generates its ids; next id {next}; cut-over window {window}", self.job.settings.source)

@@ -192,13 +192,14 @@ impl<R: StatusSink> StatusKeeper<R> {
             message: err.to_string(),
             sqlstate: err.sqlstate(),
             invalid_input,
+            invalid_data: matches!(err, EngineError::InvalidData(_)),
             at: Some(now()),
         });
         refresh_conditions(&mut self.status, false, &now());
         if let Err(e) = self.checkpoint(Save::Now).await {
             tracing::error!(error = %e, "could not save the failure");
         }
-        let reason = if invalid_input { "InvalidSpec" } else { "Failed" };
+        let reason = err.invalid_reason().unwrap_or("Failed");
         self.event(Severity::Warning, reason, format!("{phase} failed: {err}")).await;
     }
 

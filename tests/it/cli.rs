@@ -9,16 +9,18 @@ fn the_committed_crd_is_what_the_binary_prints() {
     let out = run_cli(&["crd"], &[]);
     assert!(out.status.success());
     let printed = String::from_utf8(out.stdout).unwrap();
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/identitymigrations.migrations.dsql.dev.yaml");
-    let committed = std::fs::read_to_string(&file).unwrap_or_default();
+    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let identity = std::fs::read_to_string(crds.join("identitymigrations.migrations.dsql.dev.yaml")).unwrap_or_default();
+    let table = std::fs::read_to_string(crds.join("tablemigrations.migrations.dsql.dev.yaml")).unwrap_or_default();
     assert!(
-        printed == committed,
-        "{} is stale: regenerate it with `identity-migrator crd > {}`",
-        file.display(),
-        file.display()
+        printed == format!("{identity}---\n{table}"),
+        "crds/ is stale: the binary prints both CRDs, the IdentityMigration's, `---`, then the TableMigration's"
     );
-    assert!(printed.contains("shortNames:\n    - idmig"));
-    assert!(printed.contains("subresources:\n      status: {}"));
+    assert!(identity.contains("shortNames:\n    - idmig"));
+    assert!(table.contains("shortNames:\n    - tblmig"));
+    for crd in [&identity, &table] {
+        assert!(crd.contains("subresources:\n      status: {}"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -220,3 +220,57 @@ fn the_wide_columns_show_the_line_the_pace_and_the_window() {
     assert!(message(&paced, "Progressing").as_str().unwrap().contains("slowed: commit latency p95 240 ms > 100 ms"));
     assert!(message(&window, "Ready").as_str().unwrap().contains(opens));
 }
+
+/// The `openAPIV3Schema` of the TableMigration CRD.
+fn table_schema() -> Value {
+    let text = std::fs::read_to_string(root().join("crds/tablemigrations.migrations.dsql.dev.yaml")).unwrap();
+    let crd: Value = serde_norway::from_str(&text).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+fn table_errors(object: &Value, old: Option<&Value>) -> Vec<String> {
+    let schema = table_schema();
+    let validator = jsonschema::draft4::new(&schema).expect("the CRD schema compiles");
+    let mut errors: Vec<String> = validator.iter_errors(object).map(|e| format!("{}: {e}", e.instance_path)).collect();
+    if let Err(cel) = kube_cel::validate(&schema, object, old) {
+        errors.extend(cel.into_vec().into_iter().map(|e| format!("{}: {}", e.field_path, e.message)));
+    }
+    errors
+}
+
+/// The TableMigrations in examples/ pass the CRD; a change with two keys, an
+/// empty list and an edited list are refused with their messages.
+#[test]
+fn table_migrations_are_checked_by_their_own_crd() {
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(root().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_norway::Deserializer::from_str(&text) {
+            let object: Value = serde::Deserialize::deserialize(doc).unwrap();
+            if object["kind"] == "TableMigration" {
+                assert_eq!(table_errors(&object, None), Vec::<String>::new(), "{}", path.display());
+                seen.push(object);
+            }
+        }
+    }
+    let good = seen.first().expect("examples/ holds a TableMigration").clone();
+    let mut two_keys = good.clone();
+    two_keys["spec"]["changes"][0]["renameColumn"] = json!({"from": "a", "to": "b"});
+    let errors = table_errors(&two_keys, None);
+    assert!(errors.iter().any(|e| e.contains("each change sets exactly one of")), "{errors:?}");
+    let mut none = good.clone();
+    none["spec"]["changes"] = json!([]);
+    let errors = table_errors(&none, None);
+    assert!(errors.iter().any(|e| e.contains("changes must list at least one change")), "{errors:?}");
+    let mut edited = good.clone();
+    edited["spec"]["changes"][0] = json!({"dropColumn": {"name": "email"}});
+    let errors = table_errors(&edited, Some(&good));
+    assert!(errors.iter().any(|e| e.contains("changes are immutable")), "{errors:?}");
+    let mut misspelt = good;
+    misspelt["spec"]["changes"][0] = json!({"dropColum": {"name": "legacy"}});
+    assert!(!table_errors(&misspelt, None).is_empty(), "an unknown key is refused by the schema");
+}

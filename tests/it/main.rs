@@ -31,4 +31,5 @@ mod rollback;
 mod seams;
 mod stand_in;
 mod table_changes;
+mod table_run;
 mod tls;

@@ -5,8 +5,9 @@
 
 use std::fmt;
 
+use crate::api::changes::Change;
 use crate::api::{
-    Approval, DSQL_DEFAULT_CACHE, Generation, IdentityMigrationSpec, POSTGRES_DEFAULT_CACHE, Strategy, WorkloadRef,
+    Approval, IdentitySpec, TableMigrationSpec, DSQL_DEFAULT_CACHE, Generation, IdentityMigrationSpec, POSTGRES_DEFAULT_CACHE, Strategy, WorkloadRef,
 };
 
 use super::quotas::MAX_IDENTIFIER_BYTES;
@@ -89,6 +90,8 @@ pub struct Settings {
     pub rollback: bool,
     /// Workloads scaled to zero for the cut-over window.
     pub quiesce: Vec<WorkloadRef>,
+    /// A TableMigration's `spec.changes`; empty for an IdentityMigration.
+    pub changes: Vec<Change>,
 }
 
 impl Settings {
@@ -230,7 +233,45 @@ pub fn validate_spec(spec: &IdentityMigrationSpec, target: TargetSource) -> Resu
         retain_old: spec.old_table.retain,
         rollback: spec.rollback,
         quiesce: spec.cutover.quiesce.clone(),
+        changes: Vec::new(),
     })
+}
+
+/// A TableMigration's spec as settings: the same checks as an
+/// IdentityMigration's, the table's integer primary key `key` as the id
+/// column (found by the front end in the catalog), and the identity fields
+/// from its `addIdentity` change when there is one.
+pub fn validate_table_spec(spec: &TableMigrationSpec, key: &str, target: TargetSource) -> Result<Settings, InvalidInput> {
+    let identity_at = spec.changes.iter().position(|c| c.add_identity.is_some());
+    let identity = identity_at.and_then(|i| spec.changes[i].add_identity.as_ref()).map_or_else(
+        IdentitySpec::default,
+        |a| IdentitySpec { generation: a.generation, cache: a.cache, start_after: a.start_after },
+    );
+    let as_identity = IdentityMigrationSpec {
+        target: spec.target.clone(),
+        strategy: spec.strategy,
+        schema: spec.schema.clone(),
+        table: spec.table.clone(),
+        id_column: key.to_string(),
+        identity,
+        copy: spec.copy.clone(),
+        cutover: spec.cutover.clone(),
+        old_table: spec.old_table.clone(),
+        suspend: spec.suspend,
+        rollback: spec.rollback,
+    };
+    let mut settings = validate_spec(&as_identity, target).map_err(|InvalidInput(problems)| {
+        let renamed = |field: String| match (field.strip_prefix("spec.identity."), identity_at) {
+            (Some(rest), Some(i)) => format!("spec.changes[{i}].addIdentity.{rest}"),
+            _ => field,
+        };
+        InvalidInput(problems.into_iter().map(|p| Problem::new(renamed(p.field), p.message)).collect())
+    })?;
+    if spec.changes.is_empty() {
+        return Err(InvalidInput::one("spec.changes", "lists no change"));
+    }
+    settings.changes = spec.changes.clone();
+    Ok(settings)
 }
 
 fn check_identifier(field: &str, value: &str, problems: &mut Vec<Problem>) {

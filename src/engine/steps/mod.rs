@@ -6,6 +6,9 @@
 //! - [`blockers`]: sessions that would block a lock on the table, waited out.
 //! - [`catalog`]: reads a table's shape and the state of the names and indexes.
 //! - [`claim`]: one engine per table, claimed in the database.
+//! - [`data_scan`]: the read-only scan that proves the data fits a table
+//!   change's new shape.
+//! - [`table_changes`]: a TableMigration's changes made in place.
 //! - [`survey`]: validation against the table, and the plan of the copy.
 //! - [`shadow`]: creates the shadow table and builds its indexes.
 //! - [`fidelity`]: gives the shadow the source's owner, privileges, comments,
@@ -26,6 +29,7 @@ pub mod catalog;
 pub mod change_tracking;
 pub mod claim;
 pub mod copy;
+pub mod data_scan;
 pub mod fidelity;
 pub mod identity;
 pub mod in_place;
@@ -34,5 +38,6 @@ pub mod rollback;
 pub mod shadow;
 pub mod survey;
 pub mod swap;
+pub mod table_changes;
 pub mod teardown;
 pub mod verify;

@@ -145,24 +145,29 @@ async fn build_async_index(session: &mut Session, sql: &str, schema: &str, name:
         tracing::info!(index = name, "the index exists already (a lost reply); waiting for its build");
         return wait_until_valid(session, schema, name).await;
     };
-    let wait = &wait_for_job(&job_id)
-        .ok_or_else(|| DbError::engine("create index", format!("{job_id:?} is not a DSQL job id")))?;
-    tracing::info!(index = name, job_id = %job_id, "waiting for the index build job");
+    await_job(session, &job_id, &format!("index {name}")).await
+}
+
+/// Waits for the DSQL job `job_id` (an index build, a constraint's
+/// validation) to finish; `what` names its object in errors.
+pub async fn await_job(session: &mut Session, job_id: &str, what: &str) -> Result<(), DbError> {
+    let wait = &wait_for_job(job_id)
+        .ok_or_else(|| DbError::engine("wait for job", format!("{job_id:?} is not a DSQL job id")))?;
+    tracing::info!(what, job_id = %job_id, "waiting for the DSQL job");
     let deadline = Instant::now() + INDEX_BUILD_TIMEOUT;
     loop {
         let finished: bool = session
-            .retry("wait for index job", |c| async move {
-                let rows = c.simple_query(wait).await.ctx("wait for index job")?;
+            .retry("wait for job", |c| async move {
+                let rows = c.simple_query(wait).await.ctx("wait for job")?;
                 Ok(first_value(&rows).is_some_and(|v| v == "t" || v.eq_ignore_ascii_case("true")))
             })
             .await?;
-        let job = &job_id;
         let (status, details): (Option<String>, Option<String>) = if finished {
             (None, None)
         } else {
             session
-                .retry("read index job", |c| async move {
-                    let row = c.query_opt(JOB_STATUS, &[job]).await.ctx("read sys.jobs")?;
+                .retry("read job", |c| async move {
+                    let row = c.query_opt(JOB_STATUS, &[&job_id]).await.ctx("read sys.jobs")?;
                     Ok(row.map_or((None, None), |r| (r.get(0), r.get(1))))
                 })
                 .await?
@@ -170,15 +175,15 @@ async fn build_async_index(session: &mut Session, sql: &str, schema: &str, name:
         match job_verdict(finished, status.as_deref(), details.as_deref()) {
             JobVerdict::Done => return Ok(()),
             JobVerdict::Failed(why) => {
-                return Err(DbError::engine("build index", format!("index {name}: build job {job_id} {why}")));
+                return Err(DbError::engine("wait for job", format!("{what}: job {job_id} {why}")));
             }
             JobVerdict::Wait if Instant::now() > deadline => {
                 return Err(DbError::engine(
-                    "build index",
-                    format!("index {name}: build job {job_id} still runs after {INDEX_BUILD_TIMEOUT:?}"),
+                    "wait for job",
+                    format!("{what}: job {job_id} still runs after {INDEX_BUILD_TIMEOUT:?}"),
                 ));
             }
-            JobVerdict::Wait => tracing::info!(index = name, job_id = %job_id, ?status, "index build continues"),
+            JobVerdict::Wait => tracing::info!(what, job_id = %job_id, ?status, "the job continues"),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! change among the others.
 
 pub mod render;
+pub mod scan;
 pub mod types;
 pub mod ways;
 
@@ -64,11 +65,15 @@ pub type Layer = Vec<(String, String)>;
 /// before anything changes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DataCheck {
-    /// `expression` (over the row as of that change) gives a value of `data_type`.
+    /// `expression` (over the row as of that change) gives a value of
+    /// `data_type`. `value` is what it casts; `lossless` when no `using` was
+    /// given, so the value must fit as it is (a shorter `varchar` may not cut it).
     Converts {
         column: String,
         expression: String,
         data_type: String,
+        value: String,
+        lossless: bool,
     },
     NotNull {
         column: String,
@@ -131,14 +136,17 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
             let quoted = super::quote::ident(&a.column);
             if let Some(data_type) = &a.data_type {
                 let data_type = normalize_type(data_type);
-                let expression = match &a.using {
-                    Some(using) => format!("({using})::{data_type}"),
-                    None => format!("{quoted}::{data_type}"),
+                let value = match &a.using {
+                    Some(using) => format!("({using})"),
+                    None => quoted.clone(),
                 };
+                let expression = format!("{value}::{data_type}");
                 checks.push(DataCheck::Converts {
                     column: a.column.clone(),
                     expression: expression.clone(),
                     data_type: data_type.clone(),
+                    value,
+                    lossless: a.using.is_none(),
                 });
                 let mut l = keep_all(state);
                 for (name, expr) in &mut l {
@@ -335,9 +343,17 @@ pub struct Rebuild {
     pub base: State,
     pub target: State,
     pub layers: Vec<Layer>,
-    /// What the data must satisfy, each with how many layers come before it
-    /// (its expressions read the row as those layers leave it).
-    pub data_checks: Vec<(usize, DataCheck)>,
+    /// What the data must satisfy.
+    pub data_checks: Vec<ScopedCheck>,
+}
+
+/// A data check, the change that asks for it, and how many layers come
+/// before it (its expressions read the row as those layers leave it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScopedCheck {
+    pub change: usize,
+    pub depth: usize,
+    pub check: DataCheck,
 }
 
 impl Rebuild {
@@ -348,7 +364,8 @@ impl Rebuild {
         for (i, change) in changes.iter().enumerate() {
             match apply_layered(&mut target, change, first + i) {
                 Ok(applied) => {
-                    data_checks.extend(applied.checks.into_iter().map(|c| (layers.len(), c)));
+                    let (change, depth) = (first + i, layers.len());
+                    data_checks.extend(applied.checks.into_iter().map(|check| ScopedCheck { change, depth, check }));
                     layers.extend(applied.layer);
                 }
                 Err(problem) => problems.push(problem),
@@ -372,6 +389,19 @@ impl Rebuild {
         }
         let names: Vec<String> = self.target.columns.iter().map(|c| super::quote::ident(&c.name)).collect();
         format!("SELECT {} FROM {from} AS rebuilt", names.join(", "))
+    }
+
+    /// The rows of `source` (a FROM item with the base's columns and `key`)
+    /// as the first `depth` layers leave them, `key` carried through each.
+    pub fn rows_at(&self, depth: usize, source: &str, key: &str) -> String {
+        let mut from = source.to_string();
+        for (d, layer) in self.layers.iter().take(depth).enumerate() {
+            let mut list: Vec<String> =
+                layer.iter().map(|(name, expr)| format!("{expr} AS {}", super::quote::ident(name))).collect();
+            list.push(super::quote::ident(key));
+            from = format!("(SELECT {} FROM {from} AS l{d})", list.join(", "));
+        }
+        from
     }
 }
 

@@ -79,7 +79,7 @@ pub fn copy_batch(plan: &ChangePlan, source: &TableName, table: &TableName) -> R
 /// What one data check reads, said for the plan.
 fn describe(check: &DataCheck) -> String {
     match check {
-        DataCheck::Converts { column, expression, data_type } => {
+        DataCheck::Converts { column, expression, data_type, .. } => {
             format!("every {column} converts to {data_type} through {expression}")
         }
         DataCheck::NotNull { column } => format!("no NULL in {column}"),
@@ -102,7 +102,7 @@ pub fn render(
     let checks: Vec<&DataCheck> = plan
         .in_place_checks
         .iter()
-        .chain(plan.rebuild.iter().flat_map(|r| r.data_checks.iter().map(|(_, c)| c)))
+        .chain(plan.rebuild.iter().flat_map(|r| r.data_checks.iter().map(|c| &c.check)))
         .collect();
     if !checks.is_empty() {
         out.push_str("-- before anything changes, a read-only scan in batches checks that:\n");

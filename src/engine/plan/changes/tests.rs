@@ -55,15 +55,18 @@ fn the_new_shape_and_the_copys_select_follow_each_change_in_order() {
     assert_eq!(
         rebuild.data_checks,
         [
-            (
-                0,
-                DataCheck::Converts {
+            ScopedCheck {
+                change: 0,
+                depth: 0,
+                check: DataCheck::Converts {
                     column: "amount".into(),
                     expression: "\"amount\"::numeric(12,2)".into(),
-                    data_type: "numeric(12,2)".into()
+                    data_type: "numeric(12,2)".into(),
+                    value: "\"amount\"".into(),
+                    lossless: true,
                 }
-            ),
-            (1, DataCheck::NotNull { column: "email".into() }),
+            },
+            ScopedCheck { change: 1, depth: 1, check: DataCheck::NotNull { column: "email".into() } },
         ]
     );
     assert_eq!(rebuild.layers.len(), 4, "type, added, dropped and renamed columns each add a layer");
@@ -88,7 +91,7 @@ fn a_using_expression_reads_the_row_as_the_earlier_changes_left_it() {
     let rename = select.find("\"amount\" AS \"cents\"").expect("renamed in the first layer");
     let cast = select.find("(cents / 100.0)::numeric(12,2) AS \"cents\"").expect("converted in the second");
     assert!(cast < rename, "the outer layer reads the inner one: {select}");
-    assert!(matches!(&rebuild.data_checks[0], (1, DataCheck::Converts { .. })));
+    assert!(matches!(&rebuild.data_checks[0], ScopedCheck { change: 1, depth: 1, check: DataCheck::Converts { lossless: false, .. } }));
 }
 
 #[test]

@@ -1,0 +1,219 @@
+//! Runs the read-only scan of [`crate::engine::plan::changes::scan`]: every
+//! check over the table in batches of keys, a failing conversion bisected to
+//! its rows. Reads only; what breaks the new shape comes back as findings,
+//! and a check the server cannot run at all (a `using` that names no column,
+//! say) as bad input on the change's field.
+
+use std::fmt;
+
+use crate::db::{DbError, ErrorContext, Session};
+use crate::engine::error::EngineError;
+use crate::engine::plan::changes::scan::{Finder, MAX_BISECTED, MAX_IDS, SCAN_BATCH_ROWS, Scan, ScanCheck};
+use crate::engine::plan::validate::InvalidInput;
+
+/// Rows that break one check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub field: String,
+    pub what: String,
+    pub rows: u64,
+    /// More rows may break it: the count stopped at [`MAX_BISECTED`].
+    pub at_least: bool,
+    /// Up to [`MAX_IDS`] keys of breaking rows, lowest first.
+    pub ids: Vec<i64>,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ids: Vec<String> = self.ids.iter().map(ToString::to_string).collect();
+        let more = if self.at_least { "at least " } else { "" };
+        let rows = if self.rows == 1 { "row has" } else { "rows have" };
+        write!(f, "{}: {more}{} {rows} {} (ids {})", self.field, self.rows, self.what, ids.join(", "))
+    }
+}
+
+/// The data does not fit the new shape: nothing was changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidData(pub Vec<Finding>);
+
+impl fmt::Display for InvalidData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let each: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        write!(f, "the data does not fit the new shape; nothing was changed: {}", each.join("; "))
+    }
+}
+
+impl std::error::Error for InvalidData {}
+
+/// What one check found so far.
+#[derive(Default)]
+struct Tally {
+    rows: u64,
+    at_least: bool,
+    ids: Vec<i64>,
+}
+
+impl Tally {
+    fn add(&mut self, ids: &[i64]) {
+        self.rows += ids.len() as u64;
+        let room = MAX_IDS.saturating_sub(self.ids.len());
+        self.ids.extend(ids.iter().take(room));
+    }
+}
+
+/// Scans the table; Err(InvalidData) when any row breaks a check.
+pub async fn scan_data(session: &mut Session, scan: &Scan) -> Result<(), EngineError> {
+    let mut tallies: Vec<Tally> = scan.checks.iter().map(|_| Tally::default()).collect();
+    for (check, tally) in scan.checks.iter().zip(&mut tallies) {
+        if let Finder::Table(sql) = &check.finder {
+            let ids = keys(session, check, sql, None).await?;
+            tally.add(&ids);
+        }
+    }
+    let mut after = i64::MIN;
+    loop {
+        let sql = scan.next_batch.as_str();
+        let (last, rows): (Option<i64>, i64) = session
+            .retry("scan: next batch", |c| async move {
+                let row = c.query_one(sql, &[&after, &SCAN_BATCH_ROWS]).await.ctx("scan: next batch")?;
+                Ok((row.get(0), row.get(1)))
+            })
+            .await?;
+        let Some(last) = last.filter(|_| rows > 0) else { break };
+        for (check, tally) in scan.checks.iter().zip(&mut tallies) {
+            match &check.finder {
+                Finder::Rows(sql) => tally.add(&keys(session, check, sql, Some((after, last))).await?),
+                Finder::Converts(sql) => {
+                    if converts(session, check, sql, after, last).await? {
+                        continue;
+                    }
+                    let all = keys(session, check, &scan.keys_in, Some((after, last))).await?;
+                    bisect(session, check, sql, &all, tally).await?;
+                }
+                Finder::Table(_) => {}
+            }
+        }
+        after = last;
+    }
+    let findings: Vec<Finding> = scan
+        .checks
+        .iter()
+        .zip(tallies)
+        .filter(|(_, t)| t.rows > 0)
+        .map(|(c, t)| Finding {
+            field: c.field.clone(),
+            what: c.what.clone(),
+            rows: t.rows,
+            at_least: t.at_least,
+            ids: t.ids,
+        })
+        .collect();
+    if findings.is_empty() { Ok(()) } else { Err(EngineError::InvalidData(InvalidData(findings))) }
+}
+
+/// Finds the rows among `keys` whose conversion fails, halving the range
+/// each time, until [`MAX_BISECTED`] are found.
+async fn bisect(
+    session: &mut Session,
+    check: &ScanCheck,
+    sql: &str,
+    keys: &[i64],
+    tally: &mut Tally,
+) -> Result<(), EngineError> {
+    let mut pending = vec![keys];
+    while let Some(part) = pending.pop() {
+        if tally.rows as usize >= MAX_BISECTED {
+            tally.at_least = true;
+            return Ok(());
+        }
+        let (Some(first), Some(last)) = (part.first(), part.last()) else { continue };
+        if converts(session, check, sql, first - 1, *last).await? {
+            continue;
+        }
+        if part.len() == 1 {
+            tally.add(part);
+            continue;
+        }
+        let (low, high) = part.split_at(part.len() / 2);
+        // The lower half last in, first out: ids are found lowest first.
+        pending.push(high);
+        pending.push(low);
+    }
+    Ok(())
+}
+
+/// Whether every row in `(after, last]` converts.
+async fn converts(
+    session: &mut Session,
+    check: &ScanCheck,
+    sql: &str,
+    after: i64,
+    last: i64,
+) -> Result<bool, EngineError> {
+    let ran = session
+        .retry("scan: convert", |c| async move {
+            c.query_one(sql, &[&after, &last]).await.ctx("scan: convert").map(|_| ())
+        })
+        .await;
+    match ran {
+        Ok(()) => Ok(true),
+        Err(e) if e.sqlstate.as_deref().is_some_and(|s| s.starts_with("22")) => Ok(false),
+        Err(e) => Err(refused(check, e)),
+    }
+}
+
+/// The keys a finder returns, over `(after, last]` or the whole table.
+async fn keys(
+    session: &mut Session,
+    check: &ScanCheck,
+    sql: &str,
+    range: Option<(i64, i64)>,
+) -> Result<Vec<i64>, EngineError> {
+    let ran = session
+        .retry("scan", |c| async move {
+            let rows = match &range {
+                Some((after, last)) => c.query(sql, &[after, last]).await,
+                None => c.query(sql, &[]).await,
+            };
+            Ok(rows.ctx("scan")?.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<i64>>())
+        })
+        .await;
+    ran.map_err(|e| refused(check, e))
+}
+
+/// A check the server cannot run: a syntax error or an unknown name in an
+/// expression of the spec is the spec's fault; anything else is the database's.
+fn refused(check: &ScanCheck, e: DbError) -> EngineError {
+    if e.sqlstate.as_deref().is_some_and(|s| s.starts_with("42")) {
+        return InvalidInput::one(&check.field, format!("the server cannot check it: {}", e.message)).into();
+    }
+    e.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finding_names_the_field_the_count_and_the_ids() {
+        let finding = Finding {
+            field: "spec.changes[1].alterColumn".into(),
+            what: "NULL in email".into(),
+            rows: 3,
+            at_least: false,
+            ids: vec![4, 9, 17],
+        };
+        assert_eq!(finding.to_string(), "spec.changes[1].alterColumn: 3 rows have NULL in email (ids 4, 9, 17)");
+        let capped = Finding { rows: 100, at_least: true, ids: vec![1], ..finding };
+        assert!(capped.to_string().contains("at least 100 rows"), "{capped}");
+    }
+
+    #[test]
+    fn a_tally_keeps_the_first_ten_ids_and_counts_every_row() {
+        let mut tally = Tally::default();
+        tally.add(&(1..=7).collect::<Vec<_>>());
+        tally.add(&(8..=20).collect::<Vec<_>>());
+        assert_eq!(tally.rows, 20);
+        assert_eq!(tally.ids, (1..=10).collect::<Vec<_>>());
+    }
+}

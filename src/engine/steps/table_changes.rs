@@ -1,0 +1,219 @@
+//! A TableMigration's in-place statements, made one at a time against the
+//! table: each in its own transaction, with a lock timeout on PostgreSQL so
+//! that writers queue behind it for at most that long (a timeout waits out
+//! the sessions in the way and tries again). Resumable: the status counts
+//! the statements made, and a statement that a crash or a lost reply may have
+//! committed is taken as made when the server says its object already exists
+//! or is already gone.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::blockers::wait_out_blockers;
+use super::catalog::{self, IndexState};
+use super::shadow::{await_job, first_value};
+use crate::api::ChangesStatus;
+use crate::db::{DbError, Dialect, ErrorContext, Session};
+use crate::engine::error::EngineError;
+use crate::engine::failpoint;
+use crate::engine::job::{Control, Job, Outcome};
+use crate::engine::plan::shape::{ConstraintKind, TableName, TableShape, is_integer_type};
+use crate::engine::plan::sql::IN_PLACE_LOCK_TIMEOUT_MS;
+use crate::engine::plan::validate::InvalidInput;
+use crate::engine::status_keeper::{Save, StatusKeeper};
+use crate::engine::store::StatusSink;
+
+/// The table's key: its one-column integer primary key, by which the scan
+/// and the copy go through it and rows are reported.
+pub fn table_key(shape: &TableShape, table: &TableName) -> Result<String, InvalidInput> {
+    let pk = shape.constraints.iter().find(|c| c.kind == ConstraintKind::PrimaryKey);
+    let why = match pk.map(|c| c.columns.as_slice()) {
+        Some([column]) => match shape.column(column) {
+            Some(c) if is_integer_type(&c.data_type) => return Ok(column.clone()),
+            Some(c) => format!("its primary key {column:?} is {}, not an integer", c.data_type),
+            None => format!("its primary key names a column {column:?} it does not have"),
+        },
+        Some(columns) => format!("its primary key has {} columns", columns.len()),
+        None => "it has no primary key".to_string(),
+    };
+    Err(InvalidInput::one(
+        "spec.table",
+        format!("{table}: {why}; a TableMigration needs a one-column integer primary key to go through the rows by"),
+    ))
+}
+
+/// How a statement is made.
+#[derive(Debug, PartialEq, Eq)]
+enum Kind<'a> {
+    /// `CREATE ... INDEX CONCURRENTLY name`: outside any transaction; an
+    /// invalid index an earlier attempt left is dropped first.
+    ConcurrentIndex(String),
+    /// DSQL `ALTER TABLE ASYNC`: answers a job id, which is awaited.
+    AsyncJob,
+    /// Anything else: briefly locks the table (`ALTER TABLE`), or takes a
+    /// lock that lets writers through (`VALIDATE CONSTRAINT`).
+    Alter { blocks_writers: bool, sql: &'a str },
+}
+
+fn kind(sql: &str) -> Kind<'_> {
+    if let Some(rest) = sql.strip_prefix("CREATE UNIQUE INDEX CONCURRENTLY ") {
+        return Kind::ConcurrentIndex(leading_ident(rest).unwrap_or_default());
+    }
+    if sql.starts_with("ALTER TABLE ASYNC ") {
+        return Kind::AsyncJob;
+    }
+    Kind::Alter { blocks_writers: !sql.contains(" VALIDATE CONSTRAINT "), sql }
+}
+
+/// The quoted identifier `rest` starts with, unquoted.
+fn leading_ident(rest: &str) -> Option<String> {
+    let mut chars = rest.strip_prefix('"')?.chars().peekable();
+    let mut out = String::new();
+    while let Some(c) = chars.next() {
+        if c == '"' {
+            if chars.peek() == Some(&'"') {
+                chars.next();
+            } else {
+                return Some(out);
+            }
+        }
+        out.push(c);
+    }
+    None
+}
+
+/// SQLSTATEs that, for a statement a crash may have committed, say it was:
+/// its object exists already, or is gone already.
+fn already_made(e: &DbError) -> bool {
+    matches!(e.sqlstate.as_deref(), Some("42710" | "42701" | "42703" | "42704" | "42P07"))
+}
+
+/// Makes the statements from `status.changes.applied` on; None when all are
+/// made, or how the engine was halted between two of them.
+pub async fn make_in_place<R: StatusSink>(
+    job: &Arc<Job>,
+    keeper: &mut StatusKeeper<R>,
+    control: &Control,
+) -> Result<Option<Outcome>, EngineError> {
+    let table = job.settings.source.clone();
+    let mut session = job.session();
+    let ChangesStatus { statements, applied, .. } = keeper.status.changes.clone().unwrap_or_default();
+    for (i, sql) in statements.iter().enumerate().skip(applied.max(0) as usize) {
+        if let Some(outcome) = crate::engine::job::halted(control) {
+            return Ok(Some(outcome));
+        }
+        let locked = loop {
+            if let Some(outcome) = wait_out_blockers(job, &mut session, keeper, &table, control).await? {
+                return Ok(Some(outcome));
+            }
+            job.before_change().await?;
+            match make_one(job, &mut session, &table, sql).await {
+                Ok(locked) => break locked,
+                // Names were checked against the catalog when planned: the
+                // object is this statement's, made by a crashed run or an attempt
+                // whose reply was lost.
+                Err(e) if already_made(&e) => {
+                    tracing::info!(statement = %sql, error = %e, "made before the last run stopped");
+                    break None;
+                }
+                // The lock timed out behind a session: look for it, then try again.
+                Err(e) if e.sqlstate.as_deref() == Some("55P03") => {
+                    tracing::info!(statement = %sql, "the lock timed out; trying again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        failpoint::hit("change-made");
+        let changes = keeper.status.changes.get_or_insert_with(ChangesStatus::default);
+        changes.applied = i as i64 + 1;
+        if let Some(locked) = locked {
+            // Rounded up: a lock of 0.3 ms is reported as at most 1 ms.
+            let ms = locked.as_micros().div_ceil(1000) as i64;
+            changes.longest_lock_millis = Some(changes.longest_lock_millis.map_or(ms, |m| m.max(ms)));
+        }
+        tracing::info!(statement = %sql, locked_ms = locked.map(|l| l.as_millis() as u64), "made in place");
+        keeper.checkpoint(Save::Now).await?;
+    }
+    Ok(None)
+}
+
+/// Makes one statement; how long it held writers off, when it does.
+async fn make_one(job: &Job, session: &mut Session, table: &TableName, sql: &str) -> Result<Option<Duration>, DbError> {
+    match (kind(sql), job.dialect) {
+        (Kind::ConcurrentIndex(name), _) => {
+            let (schema, name) = (table.schema.as_str(), name.as_str());
+            let state = session.retry("read index", |c| async move { catalog::index_state(&c, schema, name).await }).await?;
+            match state {
+                IndexState::Valid => return Ok(None),
+                IndexState::Invalid => {
+                    let drop = &format!("DROP INDEX CONCURRENTLY {}", TableName::new(schema, name));
+                    session.retry("drop invalid index", |c| async move { c.batch_execute(drop).await.ctx("drop index") }).await?;
+                }
+                IndexState::Absent => {}
+            }
+            session.retry("create index", |c| async move { c.batch_execute(sql).await.ctx("create index") }).await?;
+            Ok(None)
+        }
+        (Kind::AsyncJob, _) => {
+            let job_id = session
+                .retry("start job", |c| async move { Ok(first_value(&c.simple_query(sql).await.ctx("start job")?)) })
+                .await?
+                .ok_or_else(|| DbError::engine("start job", format!("{sql} returned no job id")))?;
+            await_job(session, &job_id, sql).await?;
+            Ok(None)
+        }
+        (Kind::Alter { blocks_writers, sql }, Dialect::Postgres) => {
+            let wrapped = &format!("BEGIN; SET LOCAL lock_timeout = '{IN_PLACE_LOCK_TIMEOUT_MS}ms'; {sql}; COMMIT");
+            let held = session
+                .retry("change in place", |c| async move {
+                    let started = Instant::now();
+                    let done = c.batch_execute(wrapped).await.ctx("change in place");
+                    if done.is_err() {
+                        // The transaction ends here, not with the connection.
+                        let _ = c.batch_execute("ROLLBACK").await;
+                    }
+                    done.map(|()| started.elapsed())
+                })
+                .await?;
+            Ok(blocks_writers.then_some(held))
+        }
+        (Kind::Alter { blocks_writers, sql }, Dialect::Dsql) => {
+            let started = Instant::now();
+            session.retry("change in place", |c| async move { c.batch_execute(sql).await.ctx("change in place") }).await?;
+            Ok(blocks_writers.then(|| started.elapsed()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::plan::changes::tests::orders;
+
+    #[test]
+    fn statements_are_told_apart_by_how_they_are_made() {
+        assert_eq!(
+            kind("CREATE UNIQUE INDEX CONCURRENTLY \"a \"\"b\" ON \"public\".\"t\" (\"x\")"),
+            Kind::ConcurrentIndex("a \"b".into())
+        );
+        assert_eq!(kind("ALTER TABLE ASYNC \"public\".\"t\" VALIDATE CONSTRAINT \"c\""), Kind::AsyncJob);
+        let validate = "ALTER TABLE \"public\".\"t\" VALIDATE CONSTRAINT \"c\"";
+        assert_eq!(kind(validate), Kind::Alter { blocks_writers: false, sql: validate });
+        let not_null = "ALTER TABLE \"public\".\"t\" ALTER COLUMN \"email\" SET NOT NULL";
+        assert_eq!(kind(not_null), Kind::Alter { blocks_writers: true, sql: not_null });
+    }
+
+    #[test]
+    fn the_key_is_a_one_column_integer_primary_key() {
+        let table = TableName::new("public", "orders");
+        assert_eq!(table_key(&orders(), &table).unwrap(), "id");
+        let mut none = orders();
+        none.constraints.clear();
+        let err = table_key(&none, &table).unwrap_err().to_string();
+        assert!(err.starts_with("spec.table: \"public\".\"orders\": it has no primary key"), "{err}");
+        let mut text = orders();
+        text.columns[0].data_type = "text".into();
+        assert!(table_key(&text, &table).unwrap_err().to_string().contains("is text, not an integer"));
+    }
+}
