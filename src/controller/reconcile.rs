@@ -300,15 +300,14 @@ async fn reject(
     status.phase = Phase::Failed;
     status.queued = None;
     status.observed_generation = obj.metadata.generation;
-    status.last_error =
-        Some(LastError {
-            phase,
-            message: message.clone(),
-            sqlstate: None,
-            invalid_input: true,
-            invalid_data: false,
-            at: Some(now()),
-        });
+    status.last_error = Some(LastError {
+        phase,
+        message: message.clone(),
+        sqlstate: None,
+        invalid_input: true,
+        invalid_data: false,
+        at: Some(now()),
+    });
     refresh_conditions(&mut status, false, &now());
     let api: Api<IdentityMigration> = Api::namespaced(ctx.client.clone(), &key_of(obj).0);
     write_status(&api, &obj.name_any(), &status).await.map_err(Error::Status)?;

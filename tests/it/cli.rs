@@ -10,7 +10,8 @@ fn the_committed_crd_is_what_the_binary_prints() {
     assert!(out.status.success());
     let printed = String::from_utf8(out.stdout).unwrap();
     let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
-    let identity = std::fs::read_to_string(crds.join("identitymigrations.migrations.dsql.dev.yaml")).unwrap_or_default();
+    let identity =
+        std::fs::read_to_string(crds.join("identitymigrations.migrations.dsql.dev.yaml")).unwrap_or_default();
     let table = std::fs::read_to_string(crds.join("tablemigrations.migrations.dsql.dev.yaml")).unwrap_or_default();
     assert!(
         printed == format!("{identity}---\n{table}"),

@@ -136,11 +136,14 @@ async fn nulls_uncastable_values_and_duplicates_are_refused_with_the_ids_and_not
 async fn a_bad_using_expression_is_refused_by_its_field() {
     let db = TestDb::new("tblrun_bad_using").await;
     orders(&db).await;
-    let manifest = TableManifest::new("    - alterColumn: {column: code, type: integer, using: \"no_such_column + 1\"}\n");
+    let manifest =
+        TableManifest::new("    - alterColumn: {column: code, type: integer, using: \"no_such_column + 1\"}\n");
     let out = manifest.run(&db, &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
-        text(&out).contains("spec.changes[0].alterColumn: the server cannot check it: column \"no_such_column\" does not exist"),
+        text(&out).contains(
+            "spec.changes[0].alterColumn: the server cannot check it: column \"no_such_column\" does not exist"
+        ),
         "{}",
         text(&out)
     );
@@ -164,14 +167,20 @@ async fn a_kill_between_in_place_statements_resumes_and_finishes() {
     assert_eq!(manifest.status()["changes"]["applied"], 6);
     let defs = db
         .client
-        .query("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'orders'::regclass ORDER BY 1", &[])
+        .query(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'orders'::regclass ORDER BY 1",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
         .map(|r| r.get::<_, String>(0))
         .collect::<Vec<_>>();
     assert_eq!(defs, ["PRIMARY KEY (id)", "UNIQUE (ref)"]);
-    assert!(db.scalar_bool("SELECT attnotnull FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = 'email'").await);
+    assert!(
+        db.scalar_bool("SELECT attnotnull FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = 'email'")
+            .await
+    );
 }
 
 /// Through the DSQL stand-in: the scan's reads and the changes DSQL makes in
@@ -200,20 +209,22 @@ async fn dsql_makes_drops_renames_defaults_and_bare_columns_in_place() {
     let out = run(&m);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(s.refused_documented(), Vec::<String>::new(), "nothing sent that DSQL refuses");
-    let columns = s
-        .db
-        .client
-        .query(
-            "SELECT attname::text FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attnum > 0 \
+    let columns =
+        s.db.client
+            .query(
+                "SELECT attname::text FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attnum > 0 \
              AND NOT attisdropped ORDER BY attnum",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect::<Vec<_>>();
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>();
     assert_eq!(columns, ["id", "amount", "email", "sku", "note"]);
-    assert_eq!(s.db.scalar_text("SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'orders'::regclass").await, "0");
+    assert_eq!(
+        s.db.scalar_text("SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'orders'::regclass").await,
+        "0"
+    );
     assert_eq!(m.status()["changes"]["applied"], 4);
 }

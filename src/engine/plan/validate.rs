@@ -7,7 +7,8 @@ use std::fmt;
 
 use crate::api::changes::Change;
 use crate::api::{
-    Approval, IdentitySpec, TableMigrationSpec, DSQL_DEFAULT_CACHE, Generation, IdentityMigrationSpec, POSTGRES_DEFAULT_CACHE, Strategy, WorkloadRef,
+    Approval, DSQL_DEFAULT_CACHE, Generation, IdentityMigrationSpec, IdentitySpec, POSTGRES_DEFAULT_CACHE, Strategy,
+    TableMigrationSpec, WorkloadRef,
 };
 
 use super::quotas::MAX_IDENTIFIER_BYTES;
@@ -241,12 +242,16 @@ pub fn validate_spec(spec: &IdentityMigrationSpec, target: TargetSource) -> Resu
 /// IdentityMigration's, the table's integer primary key `key` as the id
 /// column (found by the front end in the catalog), and the identity fields
 /// from its `addIdentity` change when there is one.
-pub fn validate_table_spec(spec: &TableMigrationSpec, key: &str, target: TargetSource) -> Result<Settings, InvalidInput> {
+pub fn validate_table_spec(
+    spec: &TableMigrationSpec,
+    key: &str,
+    target: TargetSource,
+) -> Result<Settings, InvalidInput> {
     let identity_at = spec.changes.iter().position(|c| c.add_identity.is_some());
-    let identity = identity_at.and_then(|i| spec.changes[i].add_identity.as_ref()).map_or_else(
-        IdentitySpec::default,
-        |a| IdentitySpec { generation: a.generation, cache: a.cache, start_after: a.start_after },
-    );
+    let identity =
+        identity_at.and_then(|i| spec.changes[i].add_identity.as_ref()).map_or_else(IdentitySpec::default, |a| {
+            IdentitySpec { generation: a.generation, cache: a.cache, start_after: a.start_after }
+        });
     let as_identity = IdentityMigrationSpec {
         target: spec.target.clone(),
         strategy: spec.strategy,

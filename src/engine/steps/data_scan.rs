@@ -151,9 +151,10 @@ async fn converts(
     last: i64,
 ) -> Result<bool, EngineError> {
     let ran = session
-        .retry("scan: convert", |c| async move {
-            c.query_one(sql, &[&after, &last]).await.ctx("scan: convert").map(|_| ())
-        })
+        .retry(
+            "scan: convert",
+            |c| async move { c.query_one(sql, &[&after, &last]).await.ctx("scan: convert").map(|_| ()) },
+        )
         .await;
     match ran {
         Ok(()) => Ok(true),

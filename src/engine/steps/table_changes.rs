@@ -143,12 +143,15 @@ async fn make_one(job: &Job, session: &mut Session, table: &TableName, sql: &str
     match (kind(sql), job.dialect) {
         (Kind::ConcurrentIndex(name), _) => {
             let (schema, name) = (table.schema.as_str(), name.as_str());
-            let state = session.retry("read index", |c| async move { catalog::index_state(&c, schema, name).await }).await?;
+            let state =
+                session.retry("read index", |c| async move { catalog::index_state(&c, schema, name).await }).await?;
             match state {
                 IndexState::Valid => return Ok(None),
                 IndexState::Invalid => {
                     let drop = &format!("DROP INDEX CONCURRENTLY {}", TableName::new(schema, name));
-                    session.retry("drop invalid index", |c| async move { c.batch_execute(drop).await.ctx("drop index") }).await?;
+                    session
+                        .retry("drop invalid index", |c| async move { c.batch_execute(drop).await.ctx("drop index") })
+                        .await?;
                 }
                 IndexState::Absent => {}
             }
@@ -180,7 +183,9 @@ async fn make_one(job: &Job, session: &mut Session, table: &TableName, sql: &str
         }
         (Kind::Alter { blocks_writers, sql }, Dialect::Dsql) => {
             let started = Instant::now();
-            session.retry("change in place", |c| async move { c.batch_execute(sql).await.ctx("change in place") }).await?;
+            session
+                .retry("change in place", |c| async move { c.batch_execute(sql).await.ctx("change in place") })
+                .await?;
             Ok(blocks_writers.then(|| started.elapsed()))
         }
     }

@@ -406,4 +406,4 @@ impl Rebuild {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

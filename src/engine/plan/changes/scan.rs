@@ -70,9 +70,7 @@ pub fn scan(base: &State, changes: &[Change], table: &TableName, key: &str) -> S
             "SELECT max(b.k)::bigint, count(*)::bigint FROM (SELECT {k}::bigint AS k FROM {table} \
              WHERE {k} > $1::bigint ORDER BY {k} LIMIT $2::bigint) b"
         ),
-        keys_in: format!(
-            "SELECT {k}::bigint FROM {table} WHERE {k} > $1::bigint AND {k} <= $2::bigint ORDER BY {k}"
-        ),
+        keys_in: format!("SELECT {k}::bigint FROM {table} WHERE {k} > $1::bigint AND {k} <= $2::bigint ORDER BY {k}"),
         checks,
     }
 }
@@ -92,7 +90,10 @@ fn checks_for(all: &Rebuild, scoped: &ScopedCheck, changes: &[Change], table: &T
     let check = |what: String, finder: Finder| ScanCheck { field: field.clone(), what, finder };
     match &scoped.check {
         DataCheck::NotNull { column } => {
-            vec![check(format!("NULL in {column}"), Finder::Rows(keys_where(&ranged, format!("r.{} IS NULL", ident(column)))))]
+            vec![check(
+                format!("NULL in {column}"),
+                Finder::Rows(keys_where(&ranged, format!("r.{} IS NULL", ident(column)))),
+            )]
         }
         DataCheck::Check { name, expression } => vec![check(
             format!("a value that fails {name} ({expression})"),
@@ -115,7 +116,10 @@ fn checks_for(all: &Rebuild, scoped: &ScopedCheck, changes: &[Change], table: &T
                 present.join(" AND "),
                 matches.join(" AND ")
             );
-            vec![check(format!("no row in {target} for ({}) ({name})", fk.columns.join(", ")), Finder::Rows(keys_where(&ranged, condition)))]
+            vec![check(
+                format!("no row in {target} for ({}) ({name})", fk.columns.join(", ")),
+                Finder::Rows(keys_where(&ranged, condition)),
+            )]
         }
         DataCheck::Unique { columns } => {
             let cols = columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
@@ -124,7 +128,10 @@ fn checks_for(all: &Rebuild, scoped: &ScopedCheck, changes: &[Change], table: &T
                 columns.iter().map(|c| format!("r.{}", ident(c))).collect::<Vec<_>>().join(", "),
                 rows(&whole)
             );
-            vec![check(format!("a ({}) that another row has too", columns.join(", ")), Finder::Table(keys_where(&whole, dup)))]
+            vec![check(
+                format!("a ({}) that another row has too", columns.join(", ")),
+                Finder::Table(keys_where(&whole, dup)),
+            )]
         }
         DataCheck::Converts { column, expression, data_type, value, lossless } => {
             let mut found = vec![check(
@@ -144,8 +151,7 @@ fn checks_for(all: &Rebuild, scoped: &ScopedCheck, changes: &[Change], table: &T
 
 /// The length limit of `character varying(n)` and `character(n)`.
 fn length_limit(data_type: &str) -> Option<u32> {
-    let rest =
-        data_type.strip_prefix("character varying(").or_else(|| data_type.strip_prefix("character("))?;
+    let rest = data_type.strip_prefix("character varying(").or_else(|| data_type.strip_prefix("character("))?;
     rest.strip_suffix(')')?.trim().parse().ok()
 }
 
@@ -181,7 +187,10 @@ mod tests {
                     "a amount longer than character varying(5) holds (the cast would cut it)"
                 ),
                 ("spec.changes[3].addConstraint", "a (email) that another row has too"),
-                ("spec.changes[4].addConstraint", "no row in \"public\".\"customers\" for (customer_id) (orders_customer_fk)"),
+                (
+                    "spec.changes[4].addConstraint",
+                    "no row in \"public\".\"customers\" for (customer_id) (orders_customer_fk)"
+                ),
             ]
         );
         let Finder::Rows(not_null) = &scan.checks[0].finder else { panic!("{:?}", scan.checks[0]) };

@@ -91,7 +91,10 @@ fn a_using_expression_reads_the_row_as_the_earlier_changes_left_it() {
     let rename = select.find("\"amount\" AS \"cents\"").expect("renamed in the first layer");
     let cast = select.find("(cents / 100.0)::numeric(12,2) AS \"cents\"").expect("converted in the second");
     assert!(cast < rename, "the outer layer reads the inner one: {select}");
-    assert!(matches!(&rebuild.data_checks[0], ScopedCheck { change: 1, depth: 1, check: DataCheck::Converts { lossless: false, .. } }));
+    assert!(matches!(
+        &rebuild.data_checks[0],
+        ScopedCheck { change: 1, depth: 1, check: DataCheck::Converts { lossless: false, .. } }
+    ));
 }
 
 #[test]
