@@ -2,10 +2,10 @@
 //! failed and on which object. The front ends read the category from the
 //! variant (bad input or not) and the metrics label from its name.
 
+use super::plan::changes::scan::InvalidData;
 use super::plan::shape::TableName;
 use super::plan::validate::InvalidInput;
 use super::steps::claim::ClaimError;
-use super::steps::data_scan::InvalidData;
 use super::steps::quiesce::QuiesceError;
 use crate::db::DbError;
 

@@ -4,46 +4,12 @@
 //! and a check the server cannot run at all (a `using` that names no column,
 //! say) as bad input on the change's field.
 
-use std::fmt;
-
 use crate::db::{DbError, ErrorContext, Session};
 use crate::engine::error::EngineError;
-use crate::engine::plan::changes::scan::{Finder, MAX_BISECTED, MAX_IDS, SCAN_BATCH_ROWS, Scan, ScanCheck};
+use crate::engine::plan::changes::scan::{
+    Finder, Finding, InvalidData, MAX_BISECTED, MAX_IDS, SCAN_BATCH_ROWS, Scan, ScanCheck,
+};
 use crate::engine::plan::validate::InvalidInput;
-
-/// Rows that break one check.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Finding {
-    pub field: String,
-    pub what: String,
-    pub rows: u64,
-    /// More rows may break it: the count stopped at [`MAX_BISECTED`].
-    pub at_least: bool,
-    /// Up to [`MAX_IDS`] keys of breaking rows, lowest first.
-    pub ids: Vec<i64>,
-}
-
-impl fmt::Display for Finding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ids: Vec<String> = self.ids.iter().map(ToString::to_string).collect();
-        let more = if self.at_least { "at least " } else { "" };
-        let rows = if self.rows == 1 { "row has" } else { "rows have" };
-        write!(f, "{}: {more}{} {rows} {} (ids {})", self.field, self.rows, self.what, ids.join(", "))
-    }
-}
-
-/// The data does not fit the new shape: nothing was changed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InvalidData(pub Vec<Finding>);
-
-impl fmt::Display for InvalidData {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let each: Vec<String> = self.0.iter().map(ToString::to_string).collect();
-        write!(f, "the data does not fit the new shape; nothing was changed: {}", each.join("; "))
-    }
-}
-
-impl std::error::Error for InvalidData {}
 
 /// What one check found so far.
 #[derive(Default)]
@@ -194,20 +160,6 @@ fn refused(check: &ScanCheck, e: DbError) -> EngineError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_finding_names_the_field_the_count_and_the_ids() {
-        let finding = Finding {
-            field: "spec.changes[1].alterColumn".into(),
-            what: "NULL in email".into(),
-            rows: 3,
-            at_least: false,
-            ids: vec![4, 9, 17],
-        };
-        assert_eq!(finding.to_string(), "spec.changes[1].alterColumn: 3 rows have NULL in email (ids 4, 9, 17)");
-        let capped = Finding { rows: 100, at_least: true, ids: vec![1], ..finding };
-        assert!(capped.to_string().contains("at least 100 rows"), "{capped}");
-    }
 
     #[test]
     fn a_tally_keeps_the_first_ten_ids_and_counts_every_row() {

@@ -8,6 +8,8 @@
 //! and the engine bisects a batch that errors. A uniqueness check reads the
 //! whole table at once, as duplicates may lie in different batches.
 
+use std::fmt;
+
 use super::{DataCheck, Rebuild, ScopedCheck, State};
 use crate::api::changes::Change;
 use crate::engine::plan::quote::ident;
@@ -21,6 +23,40 @@ pub const MAX_IDS: usize = 10;
 /// Rows whose conversion fails, found one by one, before the count is given
 /// as a lower bound: each costs a few queries.
 pub const MAX_BISECTED: usize = 100;
+
+/// Rows that break one check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub field: String,
+    pub what: String,
+    pub rows: u64,
+    /// More rows may break it: the count stopped at [`MAX_BISECTED`].
+    pub at_least: bool,
+    /// Up to [`MAX_IDS`] keys of breaking rows, lowest first.
+    pub ids: Vec<i64>,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ids: Vec<String> = self.ids.iter().map(ToString::to_string).collect();
+        let more = if self.at_least { "at least " } else { "" };
+        let rows = if self.rows == 1 { "row has" } else { "rows have" };
+        write!(f, "{}: {more}{} {rows} {} (ids {})", self.field, self.rows, self.what, ids.join(", "))
+    }
+}
+
+/// The data does not fit the new shape: nothing was changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidData(pub Vec<Finding>);
+
+impl fmt::Display for InvalidData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let each: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        write!(f, "the data does not fit the new shape; nothing was changed: {}", each.join("; "))
+    }
+}
+
+impl std::error::Error for InvalidData {}
 
 /// The column through which every layer carries the table's key.
 const KEY: &str = "__idmig_key";
@@ -223,6 +259,20 @@ mod tests {
         assert_eq!(scan.checks.len(), 2, "no length check where using says how: {:?}", scan.checks);
         let Finder::Rows(check) = &scan.checks[1].finder else { panic!() };
         assert!(check.contains("WHERE (amount >= 0) IS FALSE"), "NULL passes a CHECK: {check}");
+    }
+
+    #[test]
+    fn a_finding_names_the_field_the_count_and_the_ids() {
+        let finding = Finding {
+            field: "spec.changes[1].alterColumn".into(),
+            what: "NULL in email".into(),
+            rows: 3,
+            at_least: false,
+            ids: vec![4, 9, 17],
+        };
+        assert_eq!(finding.to_string(), "spec.changes[1].alterColumn: 3 rows have NULL in email (ids 4, 9, 17)");
+        let capped = Finding { rows: 100, at_least: true, ids: vec![1], ..finding };
+        assert!(capped.to_string().contains("at least 100 rows"), "{capped}");
     }
 
     #[test]
