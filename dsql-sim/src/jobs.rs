@@ -1,4 +1,6 @@
-//! DSQL's asynchronous index builds. `CREATE [UNIQUE] INDEX ASYNC` answers a
+//! DSQL's asynchronous jobs: index builds (`CREATE [UNIQUE] INDEX ASYNC`) and
+//! constraint validations (`ALTER TABLE ASYNC ... VALIDATE CONSTRAINT`, run
+//! here as the same statement without ASYNC). An index build answers a
 //! job id and, once its transaction commits, the index is built in the
 //! background: the index shows in the catalog at once, not valid, and becomes
 //! valid when the job completes. `sys.jobs` shows the job's status;

@@ -47,7 +47,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         if s.kind == Kind::Begin {
             self.txn = Some(Txn::new());
         }
-        let is_ddl = matches!(s.kind, Kind::Ddl { .. } | Kind::CreateIndexAsync { .. });
+        let is_ddl = matches!(s.kind, Kind::Ddl { .. } | Kind::CreateIndexAsync { .. } | Kind::ValidateAsync { .. });
         if let Some(t) = &self.txn {
             if is_ddl && t.ddl > 0 {
                 return Ok(Err(refusal("0A000", "unsupported: more than one DDL statement in a transaction")));
@@ -105,6 +105,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                 t.builds.push(Build { job_id, index: name.clone(), table: table.clone(), sql: build_sql });
             }
         }
+        if let Kind::ValidateAsync { constraint, table } = &s.kind {
+            let job_id = new_job_id();
+            text = format!(
+                "INSERT INTO sys.jobs (job_id, status, object_name) VALUES ({}, 'submitted', {}) RETURNING job_id",
+                literal(&job_id),
+                literal(constraint)
+            );
+            if let Some(t) = &mut self.txn {
+                let sql = sql::synchronous(s);
+                t.builds.push(Build { job_id, index: constraint.clone(), table: table.clone(), sql });
+            }
+        }
         if let Some(t) = &mut self.txn {
             for name in s.names() {
                 let version = self.shared.schema_version(&name);
@@ -115,7 +127,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
                     t.ddl += 1;
                     t.changes.extend(table.clone());
                 }
-                Kind::CreateIndexAsync { .. } => t.ddl += 1,
+                Kind::CreateIndexAsync { .. } | Kind::ValidateAsync { .. } => t.ddl += 1,
                 Kind::Dml { .. } => t.dml = true,
                 _ => {}
             }

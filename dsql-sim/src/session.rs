@@ -88,7 +88,7 @@ pub(crate) fn refusal(code: &'static str, message: impl Into<String>) -> Refused
 }
 
 fn writes(kind: &Kind) -> bool {
-    matches!(kind, Kind::Dml { .. } | Kind::Ddl { .. } | Kind::CreateIndexAsync { .. })
+    matches!(kind, Kind::Dml { .. } | Kind::Ddl { .. } | Kind::CreateIndexAsync { .. } | Kind::ValidateAsync { .. })
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {

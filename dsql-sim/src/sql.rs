@@ -146,6 +146,12 @@ pub enum Kind {
         name: String,
         table: String,
     },
+    /// `ALTER TABLE ASYNC t VALIDATE CONSTRAINT c`: a validation as a job
+    /// (alter-table-syntax-support.html).
+    ValidateAsync {
+        constraint: String,
+        table: String,
+    },
     Call,
     /// SET, SHOW, RESET, DISCARD and the like.
     Session,
@@ -333,6 +339,14 @@ fn classify(tokens: &[Token]) -> Kind {
                 (_, _, table) => Kind::Ddl { table },
             }
         }
+        "alter" if word(1) == "table" && word(2) == "async" => {
+            let table = name_at(tokens, skip_noise(tokens, 3)).map(|n| n.0);
+            let constraint = find("constraint").and_then(|i| name_at(tokens, i + 1)).map(|n| n.0);
+            match (find("validate"), table, constraint) {
+                (Some(_), Some(table), Some(constraint)) => Kind::ValidateAsync { constraint, table },
+                (_, table, _) => Kind::Ddl { table },
+            }
+        }
         "create" | "alter" | "drop" => {
             let object = (1..4).find(|i| matches!(word(*i), "table" | "index" | "sequence" | "view" | "schema"));
             let table = match object.map(|i| (word(i), i)) {
@@ -442,7 +456,7 @@ pub fn refusal(s: &Statement, strictness: Strictness) -> Option<Refused> {
     if w0 == "set" && s.has_word("lock_timeout") {
         return refused("0A000", "setting configuration parameter \"lock_timeout\" not supported");
     }
-    let ddl = matches!(s.kind, Kind::Ddl { .. } | Kind::CreateIndexAsync { .. });
+    let ddl = matches!(s.kind, Kind::Ddl { .. } | Kind::CreateIndexAsync { .. } | Kind::ValidateAsync { .. });
     if w0 == "create" {
         if s.has_word("temporary") || s.has_word("temp") {
             return refused("0A000", "temporary tables are not supported");
@@ -650,6 +664,14 @@ pub fn dropped_index(s: &Statement) -> Option<String> {
     (s.word(0) == "drop" && s.word(1) == "index").then(|| name_at(&s.tokens, skip_noise(&s.tokens, 2)).map(|n| n.0))?
 }
 
+/// The statement without its `ASYNC`: what the background job runs.
+pub fn synchronous(s: &Statement) -> String {
+    match s.tokens.iter().find(|t| matches!(&t.tok, Tok::Word(w) if w == "async")) {
+        Some(t) => format!("{}{}", &s.sql[..t.start], &s.sql[t.end..]),
+        None => s.sql.clone(),
+    }
+}
+
 /// Whether the statement is a `CREATE [UNIQUE] INDEX` without ASYNC.
 pub fn is_sync_index(s: &Statement) -> bool {
     s.word(0) == "create"
@@ -715,6 +737,14 @@ mod tests {
             Kind::CreateIndexAsync { name: "i".into(), table: "t".into() }
         );
         assert_eq!(k("CREATE INDEX i ON t (a)"), Kind::Ddl { table: Some("t".into()) });
+        assert_eq!(
+            k("ALTER TABLE ASYNC \"s\".\"t\" VALIDATE CONSTRAINT \"c\""),
+            Kind::ValidateAsync { constraint: "c".into(), table: "t".into() }
+        );
+        assert_eq!(
+            synchronous(&Statement::parse("ALTER TABLE ASYNC t VALIDATE CONSTRAINT c")),
+            "ALTER TABLE  t VALIDATE CONSTRAINT c"
+        );
         assert_eq!(k("CALL sys.wait_for_job('x')"), Kind::Call);
         assert_eq!(k("COMMENT ON TABLE s.t IS 'x'"), Kind::Ddl { table: Some("t".into()) });
     }

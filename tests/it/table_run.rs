@@ -184,10 +184,11 @@ async fn a_kill_between_in_place_statements_resumes_and_finishes() {
 }
 
 /// Through the DSQL stand-in: the scan's reads and the changes DSQL makes in
-/// place pass its rules; a NOT NULL with NULLs present is refused by the scan
-/// before the planner's verdict (DSQL needs the rebuild for it).
+/// place pass its rules (a CHECK is added NOT VALID and validated by an
+/// `ALTER TABLE ASYNC` job, awaited); a NOT NULL with NULLs present is
+/// refused by the scan before the planner's verdict (DSQL needs the rebuild).
 #[tokio::test(flavor = "multi_thread")]
-async fn dsql_makes_drops_renames_defaults_and_bare_columns_in_place() {
+async fn dsql_makes_drops_renames_defaults_bare_columns_and_checks_in_place() {
     let s = StandIn::start("tblrun_dsql", |_| {}).await;
     orders(&s.db).await;
     s.db.exec("UPDATE orders SET email = NULL WHERE id = 42").await;
@@ -204,7 +205,8 @@ async fn dsql_makes_drops_renames_defaults_and_bare_columns_in_place() {
     let m = TableManifest::with_target(
         &s.target(),
         "    - dropColumn: {name: ref}\n    - renameColumn: {from: code, to: sku}\n    \
-         - alterColumn: {column: amount, default: \"0\"}\n    - addColumn: {name: note, type: text}\n",
+         - alterColumn: {column: amount, default: \"0\"}\n    - addColumn: {name: note, type: text}\n    \
+         - addConstraint: {name: amount_positive, check: \"amount >= 0\"}\n",
     );
     let out = run(&m);
     assert!(out.status.success(), "{}", text(&out));
@@ -226,5 +228,7 @@ async fn dsql_makes_drops_renames_defaults_and_bare_columns_in_place() {
         s.db.scalar_text("SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'orders'::regclass").await,
         "0"
     );
-    assert_eq!(m.status()["changes"]["applied"], 4);
+    assert_eq!(m.status()["changes"]["applied"], 6, "the check: NOT VALID, then an ASYNC validation job");
+    let validated = "SELECT convalidated FROM pg_constraint WHERE conname = 'amount_positive'";
+    assert!(s.db.scalar_bool(validated).await, "the validation job ran and was awaited");
 }
