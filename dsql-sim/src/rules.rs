@@ -95,27 +95,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             let Some(build_sql) = sql::background_build(s) else {
                 return Ok(Err(refusal("42601", "syntax error in CREATE INDEX ASYNC")));
             };
-            let job_id = new_job_id();
-            text = format!(
-                "INSERT INTO sys.jobs (job_id, status, object_name) VALUES ({}, 'submitted', {}) RETURNING job_id",
-                literal(&job_id),
-                literal(name)
-            );
-            if let Some(t) = &mut self.txn {
-                t.builds.push(Build { job_id, index: name.clone(), table: table.clone(), sql: build_sql });
-            }
+            text = self.submit(name, table, build_sql);
         }
         if let Kind::ValidateAsync { constraint, table } = &s.kind {
-            let job_id = new_job_id();
-            text = format!(
-                "INSERT INTO sys.jobs (job_id, status, object_name) VALUES ({}, 'submitted', {}) RETURNING job_id",
-                literal(&job_id),
-                literal(constraint)
-            );
-            if let Some(t) = &mut self.txn {
-                let sql = sql::synchronous(s);
-                t.builds.push(Build { job_id, index: constraint.clone(), table: table.clone(), sql });
-            }
+            text = self.submit(constraint, table, sql::synchronous(s));
         }
         if let Some(t) = &mut self.txn {
             for name in s.names() {
@@ -133,6 +116,22 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             }
         }
         Ok(Ok(text))
+    }
+
+    /// Submits a job on `object` of `table` that runs `sql` once the
+    /// transaction commits; the statement the backend runs instead, which
+    /// answers the job id as DSQL does.
+    fn submit(&mut self, object: &str, table: &str, sql: String) -> String {
+        let job_id = new_job_id();
+        let text = format!(
+            "INSERT INTO sys.jobs (job_id, status, object_name) VALUES ({}, 'submitted', {}) RETURNING job_id",
+            literal(&job_id),
+            literal(object)
+        );
+        if let Some(t) = &mut self.txn {
+            t.builds.push(Build { job_id, index: object.to_string(), table: table.to_string(), sql });
+        }
+        text
     }
 
     /// Rows (index rows counted) and bytes PostgreSQL counts as changed by

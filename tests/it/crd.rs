@@ -53,10 +53,9 @@ fn with(mut spec: Value, pointer: &str, value: Value) -> Value {
     spec
 }
 
-/// Every IdentityMigration in examples/ passes the schema, the CEL rules and the engine's own validation.
-#[test]
-fn the_examples_are_valid_resources() {
-    let mut seen = 0;
+/// The documents of `kind` in examples/*.yaml, with their files.
+fn examples_of(kind: &str) -> Vec<(std::path::PathBuf, Value)> {
+    let mut found = Vec::new();
     for entry in std::fs::read_dir(root().join("examples")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
@@ -65,15 +64,24 @@ fn the_examples_are_valid_resources() {
         let text = std::fs::read_to_string(&path).unwrap();
         for doc in serde_norway::Deserializer::from_str(&text) {
             let object: Value = serde::Deserialize::deserialize(doc).unwrap();
-            if object["kind"] != "IdentityMigration" {
-                continue;
+            if object["kind"] == kind {
+                found.push((path.clone(), object));
             }
-            seen += 1;
-            assert_eq!(schema_errors(&object), Vec::<String>::new(), "{}", path.display());
-            assert_eq!(cel_errors(&object, None), Vec::<String>::new(), "{}", path.display());
-            let spec: IdentityMigrationSpec = serde_json::from_value(object["spec"].clone()).unwrap();
-            validate_spec(&spec, TargetSource::Spec).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         }
+    }
+    found
+}
+
+/// Every IdentityMigration in examples/ passes the schema, the CEL rules and the engine's own validation.
+#[test]
+fn the_examples_are_valid_resources() {
+    let mut seen = 0;
+    for (path, object) in examples_of("IdentityMigration") {
+        seen += 1;
+        assert_eq!(schema_errors(&object), Vec::<String>::new(), "{}", path.display());
+        assert_eq!(cel_errors(&object, None), Vec::<String>::new(), "{}", path.display());
+        let spec: IdentityMigrationSpec = serde_json::from_value(object["spec"].clone()).unwrap();
+        validate_spec(&spec, TargetSource::Spec).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
     assert!(seen >= 2, "the examples hold IdentityMigrations");
 }
@@ -243,19 +251,9 @@ fn table_errors(object: &Value, old: Option<&Value>) -> Vec<String> {
 #[test]
 fn table_migrations_are_checked_by_their_own_crd() {
     let mut seen = Vec::new();
-    for entry in std::fs::read_dir(root().join("examples")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).unwrap();
-        for doc in serde_norway::Deserializer::from_str(&text) {
-            let object: Value = serde::Deserialize::deserialize(doc).unwrap();
-            if object["kind"] == "TableMigration" {
-                assert_eq!(table_errors(&object, None), Vec::<String>::new(), "{}", path.display());
-                seen.push(object);
-            }
-        }
+    for (path, object) in examples_of("TableMigration") {
+        assert_eq!(table_errors(&object, None), Vec::<String>::new(), "{}", path.display());
+        seen.push(object);
     }
     let good = seen.first().expect("examples/ holds a TableMigration").clone();
     let mut two_keys = good.clone();

@@ -48,6 +48,11 @@ async fn orders(db: &TestDb) {
     .await;
 }
 
+/// The first column of every row of `sql`, as text.
+async fn texts(db: &TestDb, sql: &str) -> Vec<String> {
+    db.client.query(sql, &[]).await.unwrap().iter().map(|r| r.get::<_, String>(0)).collect()
+}
+
 /// What a change could touch: relations, constraints and each column's type and nullability.
 async fn schema_fingerprint(db: &TestDb) -> Vec<String> {
     let mut all = db.catalog_snapshot().await;
@@ -165,17 +170,11 @@ async fn a_kill_between_in_place_statements_resumes_and_finishes() {
     let out = manifest.run(&db, &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(manifest.status()["changes"]["applied"], 6);
-    let defs = db
-        .client
-        .query(
-            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'orders'::regclass ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect::<Vec<_>>();
+    let defs = texts(
+        &db,
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'orders'::regclass ORDER BY 1",
+    )
+    .await;
     assert_eq!(defs, ["PRIMARY KEY (id)", "UNIQUE (ref)"]);
     assert!(
         db.scalar_bool("SELECT attnotnull FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = 'email'")
@@ -211,18 +210,12 @@ async fn dsql_makes_drops_renames_defaults_bare_columns_and_checks_in_place() {
     let out = run(&m);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(s.refused_documented(), Vec::<String>::new(), "nothing sent that DSQL refuses");
-    let columns =
-        s.db.client
-            .query(
-                "SELECT attname::text FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attnum > 0 \
-             AND NOT attisdropped ORDER BY attnum",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<_, String>(0))
-            .collect::<Vec<_>>();
+    let columns = texts(
+        &s.db,
+        "SELECT attname::text FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attnum > 0 \
+         AND NOT attisdropped ORDER BY attnum",
+    )
+    .await;
     assert_eq!(columns, ["id", "amount", "email", "sku", "note"]);
     assert_eq!(
         s.db.scalar_text("SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'orders'::regclass").await,
