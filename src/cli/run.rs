@@ -115,11 +115,20 @@ async fn prepare_table(target: &TargetArgs) -> Result<Prepared, Failure> {
     let connector = Arc::new(connector_for(&spec.target, target.database_url.as_deref(), target.ca_file.as_deref())?);
     let table = &TableName::new(spec.schema.clone(), spec.table.clone());
     let mut session = Session::new(connector.clone(), RetryPolicy::default(), Arc::default());
-    let shape = session
-        .retry("read table", |c| async move { read_shape(&c, table).await })
-        .await
-        .map_err(|e| Failure::Migration(e.to_string()))?
-        .ok_or_else(|| Failure::Input(format!("{}: spec.table: table {table} does not exist", file.display())))?;
+    // Killed inside the cut-over window, the table goes by its old name.
+    let old_name =
+        if spec.old_table.name.is_empty() { format!("{}_old", spec.table) } else { spec.old_table.name.clone() };
+    let mut shape = None;
+    for name in [table.clone(), table.sibling(old_name)] {
+        let name = &name;
+        let read = session.retry("read table", |c| async move { read_shape(&c, name).await }).await;
+        shape = read.map_err(|e| Failure::Migration(e.to_string()))?;
+        if shape.is_some() {
+            break;
+        }
+    }
+    let shape =
+        shape.ok_or_else(|| Failure::Input(format!("{}: spec.table: table {table} does not exist", file.display())))?;
     let input = |e: InvalidInput| Failure::Input(format!("{}: {e}", file.display()));
     let key = table_key(&shape, table).map_err(input)?;
     let source = if target.database_url.is_some() { TargetSource::Overridden } else { TargetSource::Spec };
@@ -136,6 +145,20 @@ async fn prepare_table(target: &TargetArgs) -> Result<Prepared, Failure> {
 fn report(outcome: &Outcome, status: &IdentityMigrationStatus, store: &FileStore) -> Result<(), Failure> {
     let table = status.plan.as_ref().map(|p| p.old_table.as_str()).unwrap_or("the old table");
     match outcome {
+        Outcome::Completed
+            if status.changes.is_some() && status.strategy.as_ref().is_some_and(|s| s.taken == TakenStrategy::Copy) =>
+        {
+            let changes = status.changes.clone().unwrap_or_default();
+            let rows = status.verification.as_ref().map_or(0, |v| v.source_rows);
+            let window = crate::engine::steps::swap::window_text(status.cutover.as_ref().and_then(|c| c.window_millis));
+            println!(
+                "Completed by the rebuild: {} changes; {rows} rows verified; cut-over window {window}.",
+                changes.planned.len()
+            );
+            println!("The original rows are kept in {table}.");
+            println!("State: {}", store.path().display());
+            Ok(())
+        }
         Outcome::Completed if status.changes.is_some() => {
             let changes = status.changes.clone().unwrap_or_default();
             let lock = crate::engine::steps::swap::window_text(changes.longest_lock_millis);

@@ -1,12 +1,13 @@
 //! What one run of the engine works with, and how it ends.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::watch;
 
 use super::error::EngineError;
 use crate::db::Dialect;
 use crate::db::{Connector, RetryCounter, RetryPolicy, Session};
+use crate::engine::plan::changes::reshape::Reshape;
 use crate::engine::plan::shape::TableName;
 use crate::engine::plan::shape::TableShape;
 use crate::engine::plan::sql::RowStatements;
@@ -33,6 +34,8 @@ pub struct Job {
     pub resync_while_waiting: Option<std::time::Duration>,
     /// This engine's claim on the table, taken when the run starts.
     pub claim: Mutex<Option<Arc<Claim>>>,
+    /// A TableMigration's rebuild: set once the engine has read the table.
+    pub reshape: OnceLock<Arc<Reshape>>,
 }
 
 impl Job {
@@ -55,6 +58,7 @@ impl Job {
             leading: None,
             resync_while_waiting: None,
             claim: Mutex::new(None),
+            reshape: OnceLock::new(),
         }
     }
 
@@ -90,10 +94,17 @@ impl Job {
         Session::new(self.connector.clone(), self.retry_policy, self.retries.clone())
     }
 
-    /// Statements that move and compare rows from `source` into `target`, which
-    /// have the table's columns.
+    /// Statements that move and compare rows from `source` into `target`,
+    /// which have the table's columns; in a rebuild, rows into the new table
+    /// come from the source through every change, and compare in the new shape.
     pub fn statements(&self, shape: &TableShape, source: &TableName, target: &TableName) -> RowStatements {
-        RowStatements::new(source, target, &self.settings.id_column, shape, self.dialect, self.settings.generation)
+        let (id, generation) = (&self.settings.id_column, self.settings.generation);
+        match self.reshape.get() {
+            Some(r) if *target == self.settings.shadow => {
+                RowStatements::new(&r.rows_of(source), target, id, &r.target, self.dialect, generation)
+            }
+            _ => RowStatements::new(source, target, id, shape, self.dialect, generation),
+        }
     }
 }
 

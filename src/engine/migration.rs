@@ -31,6 +31,7 @@ use crate::engine::steps::claim::Claim;
 use crate::engine::steps::copy::copy_ranges;
 use crate::engine::steps::fidelity::with_fidelity;
 use crate::engine::steps::in_place::{InPlace, add_identity_in_place};
+use crate::engine::steps::rebuild::ensure_new_table;
 use crate::engine::steps::rollback::{original_for_rollback, roll_back};
 use crate::engine::steps::shadow::{build_indexes, ensure_shadow_table};
 use crate::engine::steps::swap::{finish_swapped, swap, window_text};
@@ -144,6 +145,9 @@ impl<R: StatusSink> Migration<R> {
         match self.catalog_stand(stand).await {
             Ok(from_catalog) => stand = from_catalog,
             Err(e) => return self.failed(stand.phase(), e).await,
+        }
+        if let Err(e) = self.prepare_rebuild(stand).await {
+            return self.failed(stand.phase(), e).await;
         }
         loop {
             // Retries of every phase count, not only the copy's (saved with the next phase).
@@ -318,6 +322,11 @@ impl<R: StatusSink> Migration<R> {
         match work {
             Work::Validating if !self.job.settings.changes.is_empty() => self.validate_changes().await,
             Work::Validating => self.validate().await,
+            Work::CreatingTarget if self.job.reshape.get().is_some() => {
+                let reshape = self.job.reshape.get().cloned().expect("checked");
+                ensure_new_table(&self.job, &mut self.job.session(), &reshape).await?;
+                Ok(Flow::Next)
+            }
             Work::CreatingTarget => {
                 let shape = self.original_shape().await?;
                 let shape = with_fidelity(&mut self.job.session(), shape, self.job.dialect).await?;
@@ -343,6 +352,12 @@ impl<R: StatusSink> Migration<R> {
                 swap(&self.job, &shape, widest, self.baseline.take(), &mut self.keeper, &self.control).await
             }
             Work::RollingBack => {
+                let copied = self.keeper.status.strategy.as_ref().is_some_and(|s| s.taken == TakenStrategy::Copy);
+                if copied && !self.job.settings.changes.is_empty() {
+                    let why = "a rebuild is rolled back after its cut-over only with the inverse of each change \
+                               (reverseUsing); that is not built yet: the old table is kept under its old name";
+                    return Err(InvalidInput::one("spec.rollback", why).into());
+                }
                 let Some(shape) = original_for_rollback(&self.job).await? else {
                     let in_place =
                         self.keeper.status.strategy.as_ref().is_some_and(|s| s.taken == TakenStrategy::InPlace);
@@ -369,6 +384,9 @@ impl<R: StatusSink> Migration<R> {
     async fn original_shape(&self) -> Result<TableShape, EngineError> {
         let s = &self.job.settings;
         let mut session = self.job.session();
+        if !s.changes.is_empty() {
+            return self.original_of_changes(&mut session).await;
+        }
         for table in [&s.source, &s.old] {
             let shape = session.retry("read table", |c| async move { catalog::read_shape(&c, table).await }).await?;
             if let Some(shape) = shape
@@ -406,7 +424,11 @@ impl<R: StatusSink> Migration<R> {
         let built = self.keeper.status.checkpoint.as_ref().is_some_and(|c| c.indexes_built);
         if !built {
             let mut session = job.session();
-            let shape = with_fidelity(&mut session, shape, job.dialect).await?;
+            let shape = match job.reshape.get() {
+                // The new table gets the source's indexes that read unchanged columns.
+                Some(reshape) => reshape.target.clone(),
+                None => with_fidelity(&mut session, shape, job.dialect).await?,
+            };
             let (count, refused) = build_indexes(&job, &mut session, &shape).await?;
             self.record_not_carried(refused).await;
             if let Some(cp) = self.keeper.status.checkpoint.as_mut() {
@@ -519,6 +541,9 @@ impl<R: StatusSink> Migration<R> {
         let plan = self.keeper.status.plan.as_ref();
         match work {
             Work::Validating => format!("checking the spec and {}", s.source),
+            Work::CreatingTarget if self.job.reshape.get().is_some() => {
+                format!("creating {} in the new shape, through {} changes", s.shadow, s.changes.len())
+            }
             Work::CreatingTarget => {
                 format!(
                     "creating {} with a {:?} identity (CACHE {})",
@@ -555,6 +580,15 @@ impl<R: StatusSink> Migration<R> {
 
     fn completed_detail(&self) -> String {
         let status = &self.keeper.status;
+        if let (Some(changes), Some(_)) = (&status.changes, self.job.reshape.get()) {
+            let rows = status.verification.as_ref().map_or(0, |v| v.source_rows);
+            let window = window_text(status.cutover.as_ref().and_then(|c| c.window_millis));
+            return format!(
+                "{} changes made to {} by the rebuild; {rows} rows verified; cut-over window {window}",
+                changes.planned.len(),
+                self.job.settings.source
+            );
+        }
         if let Some(changes) = &status.changes {
             let lock = window_text(changes.longest_lock_millis);
             return format!(

@@ -1,19 +1,32 @@
 //! A TableMigration through the phase machine: Validating plans each change
 //! (in place or the rebuild), refuses a change to the key the rows are gone
-//! through by, and scans the data read-only; the in-place changes are made
-//! where an in-place identity is added (Swapping, after the approval gate).
+//! through by, and scans the data read-only. In-place changes are made where
+//! an in-place identity is added (Swapping, after the approval gate); a
+//! rebuild takes the copy's phases with the new table's shape
+//! ([`Reshape`]), as an identity copy does with the source's.
+
+use std::sync::Arc;
 
 use super::Migration;
 use crate::api::changes::ChangeKind;
-use crate::api::{ChangesStatus, CutoverStatus, PlanStatus, PlannedChange, StrategyStatus, TakenStrategy, now};
-use crate::engine::error::EngineError;
+use crate::api::{
+    ChangesStatus, Checkpoint, CutoverStatus, PlanStatus, PlannedChange, StrategyStatus, TakenStrategy, now,
+};
+use crate::db::Session;
+use crate::engine::error::{CheckFailed, EngineError};
 use crate::engine::job::Flow;
 use crate::engine::plan::changes::State;
+use crate::engine::plan::changes::reshape::Reshape;
 use crate::engine::plan::changes::scan::scan;
 use crate::engine::plan::changes::ways::{ChangePlan, Way, plan_changes};
+use crate::engine::plan::phase::{Stand, Work};
+use crate::engine::plan::shape::TableShape;
 use crate::engine::plan::validate::{InvalidInput, Problem, Settings};
+use crate::engine::status_keeper::CopyProgress;
 use crate::engine::steps::catalog;
+use crate::engine::steps::catalog::read_names;
 use crate::engine::steps::data_scan::scan_data;
+use crate::engine::steps::survey::{Survey, measure};
 use crate::engine::steps::table_changes::make_in_place;
 use crate::engine::store::{Severity, StatusSink};
 
@@ -33,18 +46,16 @@ impl<R: StatusSink> Migration<R> {
         let checks = scan(&State::of(&shape), &s.changes, table, &s.id_column);
         tracing::info!(checks = checks.checks.len(), "scanning the data against the new shape");
         scan_data(&mut session, &checks).await?;
-        if let Some(first) = planned.decided.iter().find(|d| d.way == Way::Rebuild) {
-            return Err(InvalidInput::one(
-                format!("spec.changes[{}].{}", first.index, first.key),
-                format!(
-                    "needs the rebuild ({}); this version makes in-place changes only: `plan -f` shows the \
-                     rebuild's SQL",
-                    first.why
-                ),
-            )
-            .into());
+        if let Some(rebuild) = planned.rebuild.clone() {
+            if s.change_tracking_column.is_some() {
+                let why = "a rebuild does not use a change tracking column yet; remove it";
+                return Err(InvalidInput::one("spec.copy.changeTrackingColumn", why).into());
+            }
+            let reshape = Arc::new(Reshape::new(rebuild, &shape));
+            let _ = job.reshape.set(reshape.clone());
+            let measured = measure(&job, &mut session, &reshape.target, false).await?;
+            return self.plan_rebuild(&planned, &reshape, measured).await;
         }
-
         let status = &mut self.keeper.status;
         status.plan = Some(PlanStatus {
             shadow_table: s.shadow.name.clone(),
@@ -62,6 +73,67 @@ impl<R: StatusSink> Migration<R> {
         status.changes = Some(changes_status(&planned));
         self.keeper.event(Severity::Normal, "Strategy", format!("InPlace: {reason}")).await;
         Ok(Flow::Next)
+    }
+
+    /// The rebuild's plan in the status: the copy's ranges and batches as for
+    /// an identity copy, the way of each change, what the new table leaves out.
+    async fn plan_rebuild(&mut self, planned: &ChangePlan, reshape: &Reshape, m: Survey) -> Result<Flow, EngineError> {
+        let job = self.job.clone();
+        let s = &job.settings;
+        tracing::info!(rows = m.rows, ranges = m.ranges.len(), batch_rows = m.batch_rows, "planned the rebuild's copy");
+        let status = &mut self.keeper.status;
+        status.plan = Some(PlanStatus {
+            shadow_table: s.shadow.name.clone(),
+            old_table: s.old.name.clone(),
+            batch_rows: m.batch_rows,
+            id_min: m.extent.map(|e| e.0),
+            id_max: m.extent.map(|e| e.1),
+            rows_estimated: m.rows,
+            secondary_indexes: reshape.target.secondary_indexes() as i64,
+            dialect: job.dialect.as_str().to_string(),
+            not_carried: Vec::new(),
+        });
+        status.checkpoint = Some(Checkpoint { ranges: m.ranges, caught_up_through: None, indexes_built: false });
+        status.verification = None;
+        status.identity = None;
+        status.cutover = None;
+        let reason = format!("the changes need the rebuild: {}", ways(planned));
+        status.strategy = Some(StrategyStatus { taken: TakenStrategy::Copy, reason: reason.clone() });
+        status.changes = Some(changes_status(planned));
+        self.keeper.record_copy(0, 0, 0, CopyProgress::Running);
+        self.keeper.event(Severity::Normal, "Strategy", format!("Copy: {reason}")).await;
+        self.record_not_carried(reshape.not_carried.clone()).await;
+        Ok(Flow::Next)
+    }
+
+    /// A resumed rebuild plans its new table again from the original table,
+    /// which the catalog still shows as it was (under its old name once the
+    /// window has opened).
+    pub(super) async fn prepare_rebuild(&mut self, stand: Stand) -> Result<(), EngineError> {
+        let s = &self.job.settings;
+        let copied = self.keeper.status.strategy.as_ref().is_some_and(|t| t.taken == TakenStrategy::Copy);
+        let working = matches!(stand, Stand::Work(w) if w != Work::Validating && w != Work::RollingBack);
+        if s.changes.is_empty() || !copied || !working || self.job.reshape.get().is_some() {
+            return Ok(());
+        }
+        let shape = self.original_of_changes(&mut self.job.session()).await?;
+        let planned = plan_changes(&shape, &s.source, &s.changes, self.job.dialect, s.strategy)?;
+        if let Some(rebuild) = planned.rebuild {
+            let _ = self.job.reshape.set(Arc::new(Reshape::new(rebuild, &shape)));
+        }
+        Ok(())
+    }
+
+    /// The original table of a TableMigration: under its name until the
+    /// window opens, then under the old name.
+    pub(super) async fn original_of_changes(&self, session: &mut Session) -> Result<TableShape, EngineError> {
+        let s = &self.job.settings;
+        let names = read_names(s, session).await?;
+        let table = if names.old && (!names.table || names.table_is_new) { &s.old } else { &s.source };
+        session
+            .retry("read table", |c| async move { catalog::read_shape(&c, table).await })
+            .await?
+            .ok_or_else(|| CheckFailed::OriginalMissing { source_table: s.source.clone(), old: s.old.clone() }.into())
     }
 
     /// Swapping of a TableMigration made in place: the statements, one by one.

@@ -29,6 +29,12 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3))
 }
 
+/// The name of the primary key a rebuild's new table is created with: it
+/// tells the new table from the original under either name.
+pub fn new_table_key(shadow: &super::shape::TableName) -> String {
+    format!("{}_pkey", shadow.name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -220,14 +220,15 @@ pub enum SwapState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Names {
     pub table: bool,
-    /// The table under the name has an identity id column.
-    pub table_is_identity: bool,
+    /// The table under the name is the new one: its id is an identity (an
+    /// identity migration), or its primary key is the new table's (a rebuild).
+    pub table_is_new: bool,
     pub shadow: bool,
     pub old: bool,
 }
 
 pub fn swap_state(n: Names) -> SwapState {
-    match (n.table, n.table_is_identity, n.shadow, n.old) {
+    match (n.table, n.table_is_new, n.shadow, n.old) {
         (true, false, true, false) => SwapState::BeforeWindow,
         (false, _, true, true) => SwapState::InWindow,
         (true, true, false, _) => SwapState::Swapped,
@@ -261,7 +262,7 @@ pub enum RollbackState {
 }
 
 pub fn rollback_state(n: Names, retain_old: bool) -> RollbackState {
-    match (n.table, n.table_is_identity, n.shadow, n.old) {
+    match (n.table, n.table_is_new, n.shadow, n.old) {
         (true, true, false, true) => RollbackState::Forward,
         (false, _, true, true) => RollbackState::InWindow,
         (true, false, true, false) => RollbackState::Back,
@@ -280,8 +281,8 @@ mod tests {
     use super::*;
     use crate::api::LastError;
 
-    fn names(table: bool, table_is_identity: bool, shadow: bool, old: bool) -> Names {
-        Names { table, table_is_identity, shadow, old }
+    fn names(table: bool, table_is_new: bool, shadow: bool, old: bool) -> Names {
+        Names { table, table_is_new, shadow, old }
     }
 
     const AUTO: Gate =
@@ -452,7 +453,7 @@ mod tests {
 
     #[test]
     fn the_catalog_tells_where_the_cutover_stands() {
-        let n = |table, table_is_identity, shadow, old| Names { table, table_is_identity, shadow, old };
+        let n = |table, table_is_new, shadow, old| Names { table, table_is_new, shadow, old };
         assert_eq!(swap_state(n(true, false, true, false)), SwapState::BeforeWindow);
         assert_eq!(swap_state(n(false, false, true, true)), SwapState::InWindow);
         assert_eq!(swap_state(n(true, true, false, true)), SwapState::Swapped);

@@ -72,12 +72,13 @@ pub struct RowStatements {
 }
 
 impl RowStatements {
-    /// Inserts write the insertable columns (stored generated columns are
-    /// computed); checksums cover every column. With `generation: Always` the
+    /// `source` is a table, or a FROM item giving the source's rows in the
+    /// target's shape (a rebuild's). Inserts write the insertable columns
+    /// (stored generated columns are computed); checksums cover every column. With `generation: Always` the
     /// target's id may be `GENERATED ALWAYS` (a roll-forward after a rollback
     /// copies into it), so inserts say `OVERRIDING SYSTEM VALUE`.
     pub fn new(
-        source: &TableName,
+        source: &dyn std::fmt::Display,
         target: &TableName,
         id: &str,
         shape: &TableShape,
@@ -104,13 +105,13 @@ impl RowStatements {
             }
             Dialect::Dsql => format!("coalesce(md5(string_agg(md5({}), '' ORDER BY r.{id_q})), '')", row_text("r")),
         };
-        let summary = |table: &TableName| {
+        let summary = |table: &dyn std::fmt::Display| {
             format!(
                 "SELECT count(*)::bigint, {checksum} \
                  FROM {table} r WHERE r.{id_q} >= $1::bigint AND r.{id_q} <= $2::bigint"
             )
         };
-        let buckets = |table: &TableName| {
+        let buckets = |table: &dyn std::fmt::Display| {
             format!(
                 "SELECT ((r.{id_q} - $3::bigint) / $4::bigint)::bigint AS bucket, count(*)::bigint, {checksum} \
                  FROM {table} r WHERE r.{id_q} >= $1::bigint AND r.{id_q} <= $2::bigint GROUP BY 1"
@@ -133,7 +134,7 @@ impl RowStatements {
                 }
             },
             batch_bounds: format!(
-                "SELECT max(b.id), count(*)::bigint FROM (SELECT {id_q}::bigint AS id FROM {source} \
+                "SELECT max(b.id), count(*)::bigint FROM (SELECT {id_q}::bigint AS id FROM {source} src \
                  WHERE {id_q} > $1::bigint AND {id_q} <= $2::bigint ORDER BY {id_q} LIMIT $3::bigint) b"
             ),
             copy_range: format!(
@@ -145,7 +146,7 @@ impl RowStatements {
             source_buckets: buckets(source),
             target_buckets: buckets(target),
             extent_in: format!(
-                "SELECT min(x.id), max(x.id) FROM (SELECT {id_q}::bigint AS id FROM {source} \
+                "SELECT min(x.id), max(x.id) FROM (SELECT {id_q}::bigint AS id FROM {source} src \
                  WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint UNION ALL SELECT {id_q}::bigint FROM {target} \
                  WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint) x"
             ),
@@ -167,15 +168,15 @@ impl RowStatements {
                 "SELECT max({id_q})::bigint FROM {target} WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"
             ),
             source_count_in: format!(
-                "SELECT count(*)::bigint FROM {source} WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"
+                "SELECT count(*)::bigint FROM {source} src WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"
             ),
             target_count_in: format!(
                 "SELECT count(*)::bigint FROM {target} WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"
             ),
             chunk_end: format!(
-                "SELECT {id_q}::bigint FROM {source} WHERE {id_q} >= $1::bigint ORDER BY {id_q} OFFSET $2::bigint LIMIT 1"
+                "SELECT {id_q}::bigint FROM {source} src WHERE {id_q} >= $1::bigint ORDER BY {id_q} OFFSET $2::bigint LIMIT 1"
             ),
-            source_extent: format!("SELECT min({id_q})::bigint, max({id_q})::bigint FROM {source}"),
+            source_extent: format!("SELECT min({id_q})::bigint, max({id_q})::bigint FROM {source} src"),
         }
     }
 }

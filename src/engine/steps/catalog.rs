@@ -5,6 +5,7 @@ use tokio_postgres::Client;
 
 use crate::db::{DbError, ErrorContext, Session};
 use crate::engine::plan::carried::{Fact, Unread, absent_catalog};
+use crate::engine::plan::names::new_table_key;
 use crate::engine::plan::phase::Names;
 use crate::engine::plan::preflight::Surroundings;
 use crate::engine::plan::shape::TableName;
@@ -325,12 +326,29 @@ pub async fn id_histogram(client: &Client, table: &TableName, column: &str) -> V
 
 /// Which of the migration's three names exist, and whether the table under
 /// the name is the new one.
+/// Whether `table` has a constraint named `name`.
+async fn has_constraint(client: &Client, table: &TableName, name: &str) -> Result<bool, DbError> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_class t ON t.oid = k.conrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace \
+             WHERE n.nspname = $1 AND t.relname = $2 AND k.conname = $3)",
+            &[&table.schema, &table.name, &name],
+        )
+        .await
+        .ctx("read constraints")?;
+    Ok(row.get(0))
+}
+
 pub async fn read_names(s: &Settings, session: &mut Session) -> Result<Names, DbError> {
     session
         .retry("inspect tables", |c| async move {
             Ok(Names {
                 table: table_exists(&c, &s.source).await?,
-                table_is_identity: identity_kind(&c, &s.source, &s.id_column).await?.is_some(),
+                table_is_new: match s.changes.is_empty() {
+                    true => identity_kind(&c, &s.source, &s.id_column).await?.is_some(),
+                    false => has_constraint(&c, &s.source, &new_table_key(&s.shadow)).await?,
+                },
                 shadow: table_exists(&c, &s.shadow).await?,
                 old: table_exists(&c, &s.old).await?,
             })

@@ -9,6 +9,7 @@
 //! - [`data_scan`]: the read-only scan that proves the data fits a table
 //!   change's new shape.
 //! - [`table_changes`]: a TableMigration's changes made in place.
+//! - [`rebuild`]: a TableMigration's new table, in the new shape.
 //! - [`survey`]: validation against the table, and the plan of the copy.
 //! - [`shadow`]: creates the shadow table and builds its indexes.
 //! - [`fidelity`]: gives the shadow the source's owner, privileges, comments,
@@ -34,6 +35,7 @@ pub mod fidelity;
 pub mod identity;
 pub mod in_place;
 pub mod quiesce;
+pub mod rebuild;
 pub mod rollback;
 pub mod shadow;
 pub mod survey;

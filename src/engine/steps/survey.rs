@@ -57,7 +57,21 @@ pub async fn survey(job: &Job) -> Result<Survey, EngineError> {
     preflight(s, shape.as_ref(), &around, job.dialect, route)?;
     let shape = shape.expect("preflight refuses a missing table");
 
-    let statements = job.statements(&shape, &s.source, &s.shadow);
+    let measured = measure(job, &mut session, &shape, route == Route::InPlace).await?;
+    Ok(Survey { shape, ..measured })
+}
+
+/// The table measured for the copy: its ids, rows, widest row, and the
+/// batches and ranges of a copy into a table of `shape` (the source's, or a
+/// rebuild's new table). `estimate_only`: the statistics' row count is enough.
+pub async fn measure(
+    job: &Job,
+    session: &mut Session,
+    shape: &TableShape,
+    estimate_only: bool,
+) -> Result<Survey, EngineError> {
+    let s = &job.settings;
+    let statements = job.statements(shape, &s.source, &s.shadow);
     let estimate = shape.estimated_rows;
     let extent_sql = &statements.source_extent;
     let extent: Option<(i64, i64)> = session
@@ -73,10 +87,8 @@ pub async fn survey(job: &Job) -> Result<Survey, EngineError> {
         (_, None) => 0,
         // In place copies nothing: the statistics' estimate is enough for the
         // plan, and the run stays O(1) in the table's size.
-        _ if route == Route::InPlace => estimate.max(0),
-        (Dialect::Dsql, Some((min, max))) => {
-            count_by_slices(&mut session, &statements.source_count_in, min, max).await?
-        }
+        _ if estimate_only => estimate.max(0),
+        (Dialect::Dsql, Some((min, max))) => count_by_slices(session, &statements.source_count_in, min, max).await?,
         (Dialect::Postgres, Some(_)) => {
             let count_sql = &format!("SELECT count(*)::bigint FROM {}", s.source);
             session
@@ -87,7 +99,7 @@ pub async fn survey(job: &Job) -> Result<Survey, EngineError> {
     let table = &s.source;
     let widest_row =
         session.retry("sample rows", |c| async move { Ok(catalog::widest_row_bytes(&c, table).await) }).await?;
-    let batch_rows = batches::batch_rows(s, indexes_during_copy(&shape), widest_row);
+    let batch_rows = batches::batch_rows(s, indexes_during_copy(shape), widest_row);
     let id = s.id_column.as_str();
     let bounds =
         session.retry("read id statistics", |c| async move { Ok(catalog::id_histogram(&c, table, id).await) }).await?;
@@ -95,7 +107,7 @@ pub async fn survey(job: &Job) -> Result<Survey, EngineError> {
         Some((min, max)) => split_by_quantiles(min, max, &bounds, range_count(s.parallelism, rows, batch_rows)),
         None => Vec::new(),
     };
-    Ok(Survey { shape, extent, rows, widest_row, batch_rows, ranges })
+    Ok(Survey { shape: shape.clone(), extent, rows, widest_row, batch_rows, ranges })
 }
 
 /// Rows one counting statement aims at: far inside DSQL's transaction age.

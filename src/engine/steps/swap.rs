@@ -287,12 +287,17 @@ async fn finish_window<R: StatusSink>(
         v.unresolved.clear();
     }
 
-    job.before_change().await?;
-    let identity = restart_identity_after_max(job, session, &s.shadow).await?;
-    failpoint::hit("swap-identity-restarted");
-    keeper.status.identity = Some(identity);
+    // A rebuild without an identity has none to move.
+    let identity = job.reshape.get().is_none_or(|r| r.has_identity());
+    if identity {
+        job.before_change().await?;
+        let identity = restart_identity_after_max(job, session, &s.shadow).await?;
+        failpoint::hit("swap-identity-restarted");
+        keeper.status.identity = Some(identity);
+    }
 
-    if s.generation == Generation::Always
+    if identity
+        && s.generation == Generation::Always
         && session
             .retry("read identity", |c| async move { catalog::identity_kind(&c, &s.shadow, &s.id_column).await })
             .await?

@@ -8,6 +8,7 @@
 //! change among the others.
 
 pub mod render;
+pub mod reshape;
 pub mod scan;
 pub mod types;
 pub mod ways;

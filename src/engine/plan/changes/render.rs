@@ -2,12 +2,12 @@
 //! the rebuild and why, with the SQL; then the rebuild's new table and copy.
 //! Pure.
 
-use super::ways::{ChangePlan, Way, references};
+use super::ways::{ChangePlan, references};
 use super::{DataCheck, State};
 use crate::api::changes::AddIdentity;
 use crate::api::{DSQL_DEFAULT_CACHE, Generation, POSTGRES_DEFAULT_CACHE};
 use crate::db::Dialect;
-use crate::engine::plan::names::derived_name;
+use crate::engine::plan::names::{derived_name, new_table_key};
 use crate::engine::plan::quote::ident;
 use crate::engine::plan::shape::TableName;
 use crate::engine::plan::validate::InvalidInput;
@@ -39,7 +39,7 @@ pub fn create_table(state: &State, source: &TableName, table: &TableName, dialec
         parts.push(column);
     }
     if !state.primary_key.is_empty() {
-        parts.push(format!("PRIMARY KEY ({})", list(&state.primary_key)));
+        parts.push(format!("CONSTRAINT {} PRIMARY KEY ({})", ident(&new_table_key(table)), list(&state.primary_key)));
     }
     let renamed = |name: &str| ident(&derived_name(name, &source.name, &table.name));
     for (name, definition) in &state.checks {
@@ -118,10 +118,7 @@ pub fn render(
     }
     if plan.rebuild.as_ref().is_some() {
         let rebuild = plan.rebuild.as_ref().expect("checked");
-        let first = plan.decided.iter().find(|d| d.way == Way::Rebuild).map_or(0, |d| d.index);
-        out.push_str(&format!(
-            "\n-- the rebuild, for changes {first} on: one new table, one copy, one verification, one swap\n"
-        ));
+        out.push_str("\n-- the rebuild, for every change: one new table, one copy, one verification, one swap\n");
         out.push_str(&format!("{};\n", create_table(&rebuild.target, source, shadow, dialect)));
         out.push_str("-- per batch, each its own transaction ($1 = last key copied, $2 = range end, $3 = rows):\n");
         out.push_str(&format!("{};\n", copy_batch(plan, source, shadow)?));
@@ -162,8 +159,8 @@ mod tests {
         );
         let plan = plan_changes(&orders(), &source, &list, Dialect::Dsql, Strategy::Auto).unwrap();
         let text = render(&plan, &source, &shadow, Dialect::Dsql).unwrap();
-        assert!(text.contains("-- change 0 (dropColumn): in place: "), "{text}");
-        assert!(text.contains("ALTER TABLE \"public\".\"orders\" DROP COLUMN \"legacy\";"), "{text}");
+        assert!(text.contains("-- change 0 (dropColumn): rebuild: made in the new table, which another"), "{text}");
+        assert!(!text.contains("DROP COLUMN"), "nothing is made on the table itself: {text}");
         assert!(text.contains("-- change 1 (alterColumn): rebuild: DSQL refuses ALTER COLUMN ... TYPE"), "{text}");
         assert!(text.contains("-- change 4 (addIdentity): rebuild: made in the new table"), "{text}");
         assert!(text.contains("every amount converts to numeric(12,2)"), "{text}");
@@ -176,7 +173,7 @@ mod tests {
              \"email\" text,\n    \
              \"cust\" bigint,\n    \
              \"status\" text DEFAULT 'new' NOT NULL,\n    \
-             PRIMARY KEY (\"id\"),\n    \
+             CONSTRAINT \"orders_new_pkey\" PRIMARY KEY (\"id\"),\n    \
              CONSTRAINT \"amount_positive\" CHECK (amount >= 0)\n)"
         );
         let copy = copy_batch(&plan, &source, &shadow).unwrap();

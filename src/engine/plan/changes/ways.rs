@@ -1,8 +1,8 @@
 //! Per change and server, the lock-safe way: in place, with the statements
-//! and why no long lock is taken, or the rebuild, and why. Changes up to the
-//! first one that needs the rebuild are made in place on the table; that one
-//! and every later change are made in the one new table (a change that could
-//! be in place costs nothing more there, and their order is kept). Pure.
+//! and why no long lock is taken, or the rebuild, and why. When any change
+//! needs the rebuild, every change is made in the one new table: one that
+//! could be in place costs nothing more there, their order is kept, and the
+//! new table is planned from the table as the catalog shows it. Pure.
 
 use super::{DataCheck, Rebuild, State, apply};
 use crate::api::Strategy;
@@ -70,48 +70,52 @@ pub fn plan_changes(
         return Err(InvalidInput(problems));
     }
 
+    // Each change's way on the table as the changes before it leave it.
     let mut state = State::of(shape);
-    let mut decided = Vec::new();
-    let mut in_place_checks = Vec::new();
-    let mut first_rebuild = None;
+    let mut ways = Vec::new();
     for (i, change) in changes.iter().enumerate() {
         let kind = change.kind().expect("validated above");
         let way = match strategy {
             Strategy::Copy => Err("spec.strategy: Copy".to_string()),
             _ => in_place(kind, &state, table, dialect),
         };
-        match way {
-            Ok((why, statements)) => {
-                in_place_checks.extend(apply(&mut state, change, i).expect("validated above"));
-                decided.push(Decided { index: i, key: kind.key(), way: Way::InPlace, why, statements });
-            }
-            Err(why) => {
-                if strategy == Strategy::InPlace {
-                    return Err(InvalidInput::one(
-                        format!("spec.changes[{i}].{}", kind.key()),
-                        format!("needs the rebuild ({why}), which spec.strategy: InPlace forbids; use Auto or Copy"),
-                    ));
-                }
-                first_rebuild = Some(i);
-                break;
-            }
+        if let (Err(why), Strategy::InPlace) = (&way, strategy) {
+            return Err(InvalidInput::one(
+                format!("spec.changes[{i}].{}", kind.key()),
+                format!("needs the rebuild ({why}), which spec.strategy: InPlace forbids; use Auto or Copy"),
+            ));
         }
+        apply(&mut state, change, i).expect("validated above");
+        ways.push((kind.key(), way));
     }
-    let rebuild = match first_rebuild {
-        None => None,
-        Some(first) => {
-            let rebuild = Rebuild::new(state.clone(), &changes[first..], first)?;
-            for (i, change) in changes.iter().enumerate().skip(first) {
-                let kind = change.kind().expect("validated above");
-                let why = match (i == first, strategy) {
-                    (_, Strategy::Copy) => "spec.strategy: Copy".to_string(),
-                    (true, _) => in_place(kind, &state, table, dialect).err().unwrap_or_default(),
-                    (false, _) => "made in the new table, after a change that needs it".to_string(),
-                };
-                decided.push(Decided { index: i, key: kind.key(), way: Way::Rebuild, why, statements: Vec::new() });
+    // One change that needs the rebuild takes them all into it: the copy
+    // writes every row once whatever else changes, and the new table is
+    // built from the table as the catalog shows it, which a resumed run
+    // reads again.
+    let rebuild_needed = ways.iter().any(|(_, way)| way.is_err());
+    let mut in_place_checks = Vec::new();
+    let mut checked = State::of(shape);
+    let mut decided = Vec::new();
+    for (i, (key, way)) in ways.into_iter().enumerate() {
+        let checks = apply(&mut checked, &changes[i], i).expect("validated above");
+        decided.push(match (way, rebuild_needed) {
+            (Ok((why, statements)), false) => {
+                in_place_checks.extend(checks);
+                Decided { index: i, key, way: Way::InPlace, why, statements }
             }
-            Some(rebuild)
-        }
+            (Ok(_), true) => Decided {
+                index: i,
+                key,
+                way: Way::Rebuild,
+                why: "made in the new table, which another change needs anyway".to_string(),
+                statements: Vec::new(),
+            },
+            (Err(why), _) => Decided { index: i, key, way: Way::Rebuild, why, statements: Vec::new() },
+        });
+    }
+    let rebuild = match rebuild_needed {
+        true => Some(Rebuild::new(State::of(shape), changes, 0)?),
+        false => None,
     };
     Ok(ChangePlan { decided, rebuild, in_place_checks })
 }

@@ -1,0 +1,154 @@
+//! The rebuild as the engine runs it: the new table's shape, and the source
+//! rows put through every change as a FROM item, so that the copy, the
+//! verification and the window's sync read "the source in the new shape"
+//! where an identity migration reads the source itself. Identity is the case
+//! with no layer: the rows are the source's as they are. Pure.
+
+use super::Rebuild;
+use super::render::create_table;
+use crate::db::Dialect;
+use crate::engine::plan::quote::ident;
+use crate::engine::plan::shape::{Constraint, ConstraintKind, TableName, TableShape};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reshape {
+    pub rebuild: Rebuild,
+    /// The new table as the engine reads it: its columns (the identity
+    /// marked), key and unique constraints, and the source's indexes it keeps.
+    pub target: TableShape,
+    /// Source indexes the new table does not get, each said once.
+    pub not_carried: Vec<String>,
+}
+
+impl Reshape {
+    /// `source` is the table's shape as the catalog shows it (with its
+    /// indexes); `rebuild` is planned from the same shape.
+    pub fn new(rebuild: Rebuild, source: &TableShape) -> Self {
+        let target_state = &rebuild.target;
+        let mut columns = target_state.columns.clone();
+        if let Some(identity) = &target_state.identity {
+            for c in columns.iter_mut().filter(|c| c.name == identity.column) {
+                c.identity = Some('d');
+            }
+        }
+        let mut constraints = vec![Constraint {
+            name: "primary key".into(),
+            kind: ConstraintKind::PrimaryKey,
+            definition: String::new(),
+            columns: target_state.primary_key.clone(),
+        }];
+        constraints.extend(target_state.uniques.iter().map(|(name, cols)| Constraint {
+            name: name.clone(),
+            kind: ConstraintKind::Unique,
+            definition: String::new(),
+            columns: cols.clone(),
+        }));
+        // A column an index reads must come through unchanged: same name, same type.
+        let changed: Vec<&str> = source
+            .columns
+            .iter()
+            .filter(|c| !target_state.columns.iter().any(|t| t.name == c.name && t.data_type == c.data_type))
+            .map(|c| c.name.as_str())
+            .collect();
+        let (kept, left): (Vec<_>, Vec<_>) =
+            source.indexes.iter().cloned().partition(|i| !changed.iter().any(|c| reads(&i.definition, c)));
+        let not_carried = left
+            .iter()
+            .map(|i| {
+                format!(
+                    "index {} ({}) reads a column the changes drop, rename or retype; create it again on the new \
+                     table if it is still wanted",
+                    i.name, i.definition
+                )
+            })
+            .collect();
+        let target = TableShape {
+            kind: 'r',
+            columns,
+            constraints,
+            indexes: kept,
+            estimated_rows: source.estimated_rows,
+            ..Default::default()
+        };
+        Self { rebuild, target, not_carried }
+    }
+
+    /// The rows of `table` in the new shape, as a FROM item.
+    pub fn rows_of(&self, table: &TableName) -> String {
+        format!("({})", self.rebuild.select(&table.to_string()))
+    }
+
+    pub fn has_identity(&self) -> bool {
+        self.rebuild.target.identity.is_some()
+    }
+
+    /// The new table's `CREATE TABLE`.
+    pub fn create_table(&self, source: &TableName, table: &TableName, dialect: Dialect) -> String {
+        create_table(&self.rebuild.target, source, table, dialect)
+    }
+
+    /// The source's columns as the rebuild reads them: how the original table
+    /// is told from the new one in the catalog.
+    pub fn source_columns(&self) -> Vec<String> {
+        self.rebuild.base.columns.iter().map(|c| c.name.clone()).collect()
+    }
+}
+
+/// Whether an index definition reads `column`: its name as a word or quoted.
+fn reads(definition: &str, column: &str) -> bool {
+    if definition.contains(&ident(column)) {
+        return true;
+    }
+    definition.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$')).any(|word| word == column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::plan::changes::State;
+    use crate::engine::plan::changes::tests::{changes, orders};
+    use crate::engine::plan::shape::Index;
+
+    #[test]
+    fn the_new_shape_keeps_the_indexes_whose_columns_come_through_unchanged() {
+        let mut source = orders();
+        let index = |name: &str, definition: &str| Index {
+            name: name.into(),
+            unique: false,
+            method: "btree".into(),
+            definition: definition.into(),
+        };
+        source.indexes = vec![
+            index("orders_email_idx", "(email)"),
+            index("orders_amount_idx", "(amount) WHERE (amount > 0)"),
+            index("orders_cust_idx", "(cust)"),
+        ];
+        let list = changes(
+            r#"
+- alterColumn: {column: amount, type: "numeric(12,2)"}
+- renameColumn: {from: cust, to: customer_id}
+- addIdentity: {column: id}
+"#,
+        );
+        let reshape = Reshape::new(Rebuild::new(State::of(&source), &list, 0).unwrap(), &source);
+        let kept: Vec<&str> = reshape.target.indexes.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(kept, ["orders_email_idx"]);
+        assert_eq!(reshape.not_carried.len(), 2);
+        assert!(reshape.not_carried[0].starts_with("index orders_amount_idx"), "{:?}", reshape.not_carried);
+        assert_eq!(reshape.target.column("id").unwrap().identity, Some('d'));
+        assert!(reshape.has_identity());
+        assert_eq!(reshape.target.primary_key().unwrap().columns, ["id"]);
+        let rows = reshape.rows_of(&TableName::new("public", "orders_old"));
+        assert!(rows.starts_with("(SELECT \"id\", \"amount\", \"email\", \"legacy\", \"customer_id\" FROM "), "{rows}");
+        assert!(rows.contains("FROM \"public\".\"orders_old\" AS l0"), "{rows}");
+        assert_eq!(reshape.source_columns(), ["id", "amount", "email", "legacy", "cust"]);
+    }
+
+    #[test]
+    fn an_index_reads_a_column_by_its_name_as_a_word() {
+        assert!(reads("(cust)", "cust"));
+        assert!(reads("(\"Cust Id\")", "Cust Id"));
+        assert!(reads("(lower(email)) WHERE (cust IS NOT NULL)", "cust"));
+        assert!(!reads("(customer)", "cust"));
+    }
+}
