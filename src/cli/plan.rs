@@ -80,6 +80,6 @@ async fn plan_table(args: PlanArgs) -> Result<(), Failure> {
         dialect.as_str(),
         spec.changes.len()
     );
-    print!("{}", render_changes(&planned, &source, &shadow, dialect).map_err(input)?);
+    print!("{}", render_changes(&planned, &spec.changes, &source, &shadow, dialect).map_err(input)?);
     Ok(())
 }

@@ -132,7 +132,13 @@ async fn prepare_table(target: &TargetArgs) -> Result<Prepared, Failure> {
     let input = |e: InvalidInput| Failure::Input(format!("{}: {e}", file.display()));
     let key = table_key(&shape, table).map_err(input)?;
     let source = if target.database_url.is_some() { TargetSource::Overridden } else { TargetSource::Spec };
-    let settings = validate_table_spec(spec, &key, source).map_err(input)?;
+    let mut settings = validate_table_spec(spec, &key, source).map_err(input)?;
+    // An identity the table has already keeps its kind in the new table.
+    if shape.column(&key).is_some_and(|c| c.identity == Some('a'))
+        && !spec.changes.iter().any(|c| c.add_identity.is_some())
+    {
+        settings.generation = crate::api::Generation::Always;
+    }
     Ok(Prepared {
         name: manifest.name.clone(),
         namespace: manifest.namespace.clone(),

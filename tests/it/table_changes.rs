@@ -157,13 +157,13 @@ async fn bad_changes_and_a_forbidden_rebuild_exit_2_naming_the_field() {
         assert_eq!(out.status.code(), Some(2), "{}", crate::support::text(&out));
         assert!(crate::support::text(&out).contains(field), "{field}: {}", crate::support::text(&out));
     }
-    // `run` makes in-place changes; one that needs the rebuild is refused
-    // after the data scan, with nothing changed (the drop before it included).
-    let m = manifest("    - dropColumn: {name: legacy}\n    - alterColumn: {column: amount, type: bigint}\n", "Auto");
+    // `run` refuses a change to the key the rows are gone through by, with
+    // nothing changed (the drop before it included).
+    let m = manifest("    - dropColumn: {name: legacy}\n    - alterColumn: {column: id, type: integer}\n", "Auto");
     let out = crate::support::run_cli(&["run", "-f", m.path.to_str().unwrap(), "--database-url", &db.url], &[]);
     assert_eq!(out.status.code(), Some(2));
     let said = crate::support::text(&out);
-    assert!(said.contains("spec.changes[1].alterColumn: needs the rebuild"), "{said}");
+    assert!(said.contains("spec.changes[1].alterColumn.type: \"id\" is the primary key"), "{said}");
     assert_eq!(
         db.scalar_i64("SELECT count(*) FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = 'legacy'")
             .await,
@@ -182,5 +182,7 @@ async fn the_dsql_example_plans_for_its_table() {
     let shape = read_shape(&db.client, &table).await.unwrap().unwrap();
     let plan = plan_changes(&shape, &table, &m.spec.changes, Dialect::Dsql, m.spec.strategy).unwrap();
     let ways: Vec<Way> = plan.decided.iter().map(|d| d.way).collect();
-    assert_eq!(ways, [Way::InPlace, Way::Rebuild, Way::Rebuild, Way::Rebuild]);
+    // The drop alone would be in place; the rebuild the others need makes it too.
+    assert_eq!(ways, [Way::Rebuild; 4]);
+    assert!(plan.decided[0].why.contains("which another change needs anyway"), "{}", plan.decided[0].why);
 }

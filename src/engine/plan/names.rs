@@ -30,9 +30,13 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// The name of the primary key a rebuild's new table is created with: it
-/// tells the new table from the original under either name.
-pub fn new_table_key(shadow: &super::shape::TableName) -> String {
-    format!("{}_pkey", shadow.name)
+/// tells the new table from the original under either name, so it is the
+/// new table's own, with a hash of the changes (an earlier migration's new
+/// table, now the original, has `<shadow>_pkey` already).
+pub fn new_table_key(shadow: &super::shape::TableName, changes: &[crate::api::changes::Change]) -> String {
+    let text = serde_json::to_string(changes).unwrap_or_default();
+    let hash = fnv1a(format!("{shadow} {text}").as_bytes()) as u32;
+    fit_identifier(&format!("{}_{hash:08x}_pkey", shadow.name))
 }
 
 #[cfg(test)]

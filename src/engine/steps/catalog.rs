@@ -347,7 +347,7 @@ pub async fn read_names(s: &Settings, session: &mut Session) -> Result<Names, Db
                 table: table_exists(&c, &s.source).await?,
                 table_is_new: match s.changes.is_empty() {
                     true => identity_kind(&c, &s.source, &s.id_column).await?.is_some(),
-                    false => has_constraint(&c, &s.source, &new_table_key(&s.shadow)).await?,
+                    false => has_constraint(&c, &s.source, &new_table_key(&s.shadow, &s.changes)).await?,
                 },
                 shadow: table_exists(&c, &s.shadow).await?,
                 old: table_exists(&c, &s.old).await?,

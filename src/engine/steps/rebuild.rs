@@ -6,6 +6,7 @@ use crate::db::ErrorContext;
 use crate::db::Session;
 use crate::engine::error::{CheckFailed, EngineError};
 use crate::engine::job::Job;
+use crate::engine::plan::changes::render::create_table;
 use crate::engine::plan::changes::reshape::Reshape;
 use crate::engine::plan::names::new_table_key;
 
@@ -14,7 +15,7 @@ pub async fn ensure_new_table(job: &Job, session: &mut Session, reshape: &Reshap
     let shadow = &s.shadow;
     let existing = session.retry("read new table", |c| async move { catalog::read_shape(&c, shadow).await }).await?;
     if let Some(found) = existing {
-        let key = new_table_key(shadow);
+        let key = new_table_key(shadow, &s.changes);
         let ours = found.primary_key().is_some_and(|k| k.name == key);
         if ours && found.all_columns() == reshape.target.all_columns() {
             tracing::info!(table = %shadow, "reusing the new table created earlier");
@@ -22,7 +23,8 @@ pub async fn ensure_new_table(job: &Job, session: &mut Session, reshape: &Reshap
         }
         return Err(CheckFailed::ForeignShadow(shadow.clone()).into());
     }
-    let ddl = &reshape.create_table(&s.source, shadow, job.dialect);
+    let key = new_table_key(shadow, &s.changes);
+    let ddl = &create_table(&reshape.rebuild.target, &s.source, shadow, &key, job.dialect);
     job.before_change().await?;
     session
         .retry("create new table", |c| async move {

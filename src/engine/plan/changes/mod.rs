@@ -46,6 +46,16 @@ impl State {
             }
         }
         state.names.extend(shape.indexes.iter().map(|i| i.name.clone()));
+        // An identity the table has already is the new table's too.
+        state.identity = shape.columns.iter().find(|c| c.identity.is_some()).map(|c| AddIdentity {
+            column: c.name.clone(),
+            generation: match c.identity {
+                Some('a') => crate::api::Generation::Always,
+                _ => crate::api::Generation::ByDefault,
+            },
+            cache: None,
+            start_after: None,
+        });
         state
     }
 
@@ -122,9 +132,9 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
     let mut layer = None;
     match kind {
         ChangeKind::AlterColumn(a) => {
-            let Some(column) = state.column(&a.column).cloned() else {
+            if state.column(&a.column).is_none() {
                 return Err(bad("column", format!("column {:?} does not exist", a.column)));
-            };
+            }
             if a.using.is_some() && a.data_type.is_none() {
                 return Err(bad("using", "a using expression needs a type".into()));
             }
@@ -156,12 +166,9 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
                     }
                 }
                 layer = Some(l);
-                let c = state.column_mut(&a.column).expect("checked above");
-                c.data_type = data_type;
-                // The old default may not fit the new type: a new one is given or it goes.
-                if a.default.is_none() && c.default.is_some() && column.data_type != c.data_type {
-                    c.default = None;
-                }
+                // The default stays, as ALTER COLUMN ... TYPE keeps it: the new
+                // table's CREATE refuses one that does not fit, before any row moves.
+                state.column_mut(&a.column).expect("checked above").data_type = data_type;
             }
             let c = state.column_mut(&a.column).expect("checked above");
             if let Some(not_null) = a.not_null {

@@ -2,20 +2,23 @@
 //! the rebuild and why, with the SQL; then the rebuild's new table and copy.
 //! Pure.
 
+use super::reshape::Reshape;
 use super::ways::{ChangePlan, references};
 use super::{DataCheck, State};
 use crate::api::changes::AddIdentity;
+use crate::api::changes::Change;
 use crate::api::{DSQL_DEFAULT_CACHE, Generation, POSTGRES_DEFAULT_CACHE};
 use crate::db::Dialect;
 use crate::engine::plan::names::{derived_name, new_table_key};
 use crate::engine::plan::quote::ident;
-use crate::engine::plan::shape::TableName;
+use crate::engine::plan::shape::{TableName, TableShape};
+use crate::engine::plan::sql::RowStatements;
 use crate::engine::plan::validate::InvalidInput;
 
 /// The new table's `CREATE TABLE`: the target state's columns, key and
 /// constraints. The identity is BY DEFAULT while rows are copied with their
 /// ids (ALWAYS is set at the cut-over); DSQL's identity is bigint only.
-pub fn create_table(state: &State, source: &TableName, table: &TableName, dialect: Dialect) -> String {
+pub fn create_table(state: &State, source: &TableName, table: &TableName, key: &str, dialect: Dialect) -> String {
     let mut parts = Vec::new();
     for c in &state.columns {
         let identity = state.identity.as_ref().filter(|i| i.column == c.name);
@@ -39,7 +42,7 @@ pub fn create_table(state: &State, source: &TableName, table: &TableName, dialec
         parts.push(column);
     }
     if !state.primary_key.is_empty() {
-        parts.push(format!("CONSTRAINT {} PRIMARY KEY ({})", ident(&new_table_key(table)), list(&state.primary_key)));
+        parts.push(format!("CONSTRAINT {} PRIMARY KEY ({})", ident(key), list(&state.primary_key)));
     }
     let renamed = |name: &str| ident(&derived_name(name, &source.name, &table.name));
     for (name, definition) in &state.checks {
@@ -58,22 +61,26 @@ fn list(columns: &[String]) -> String {
     columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ")
 }
 
-/// One batch of the rebuild's copy: the source rows with keys in ($1, $2],
-/// at most $3 of them, through every change, into the new table.
-pub fn copy_batch(plan: &ChangePlan, source: &TableName, table: &TableName) -> Result<String, InvalidInput> {
+/// One batch of the rebuild's copy, as the engine runs it: the source rows
+/// with keys in ($1, $2], at most $3 of them, through every change, into the
+/// new table.
+pub fn copy_batch(
+    plan: &ChangePlan,
+    source: &TableName,
+    table: &TableName,
+    dialect: Dialect,
+) -> Result<String, InvalidInput> {
     let rebuild = plan.rebuild.as_ref().ok_or_else(|| InvalidInput::one("spec.changes", "needs no rebuild"))?;
-    let key = match rebuild.base.primary_key.as_slice() {
-        [key] => ident(key),
-        _ => {
-            return Err(InvalidInput::one(
-                "spec.table",
-                format!("{source} needs a single-column primary key for the rebuild to copy it by"),
-            ));
-        }
+    let [key] = rebuild.base.primary_key.as_slice() else {
+        return Err(InvalidInput::one(
+            "spec.table",
+            format!("{source} needs a single-column primary key for the rebuild to copy it by"),
+        ));
     };
-    let batch = format!("(SELECT * FROM {source} WHERE {key} > $1 AND {key} <= $2 ORDER BY {key} LIMIT $3)");
-    let columns = list(&rebuild.target.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>());
-    Ok(format!("INSERT INTO {table} ({columns}) {} ON CONFLICT DO NOTHING", rebuild.select(&batch)))
+    let reshape = Reshape::new(rebuild.clone(), &TableShape::default());
+    let generation = rebuild.target.identity.as_ref().map_or(Generation::ByDefault, |i| i.generation);
+    let statements = RowStatements::new(&reshape.rows_of(source), table, key, &reshape.target, dialect, generation);
+    Ok(statements.copy_batch)
 }
 
 /// What one data check reads, said for the plan.
@@ -94,6 +101,7 @@ fn describe(check: &DataCheck) -> String {
 /// The whole plan as SQL with comments.
 pub fn render(
     plan: &ChangePlan,
+    changes: &[Change],
     source: &TableName,
     shadow: &TableName,
     dialect: Dialect,
@@ -119,9 +127,12 @@ pub fn render(
     if plan.rebuild.as_ref().is_some() {
         let rebuild = plan.rebuild.as_ref().expect("checked");
         out.push_str("\n-- the rebuild, for every change: one new table, one copy, one verification, one swap\n");
-        out.push_str(&format!("{};\n", create_table(&rebuild.target, source, shadow, dialect)));
+        out.push_str(&format!(
+            "{};\n",
+            create_table(&rebuild.target, source, shadow, &new_table_key(shadow, changes), dialect)
+        ));
         out.push_str("-- per batch, each its own transaction ($1 = last key copied, $2 = range end, $3 = rows):\n");
-        out.push_str(&format!("{};\n", copy_batch(plan, source, shadow)?));
+        out.push_str(&format!("{};\n", copy_batch(plan, source, shadow, dialect)?));
         if let Some(identity) = &rebuild.target.identity {
             let always = identity.generation == Generation::Always;
             out.push_str(&format!(
@@ -158,13 +169,13 @@ mod tests {
 "#,
         );
         let plan = plan_changes(&orders(), &source, &list, Dialect::Dsql, Strategy::Auto).unwrap();
-        let text = render(&plan, &source, &shadow, Dialect::Dsql).unwrap();
+        let text = render(&plan, &list, &source, &shadow, Dialect::Dsql).unwrap();
         assert!(text.contains("-- change 0 (dropColumn): rebuild: made in the new table, which another"), "{text}");
         assert!(!text.contains("DROP COLUMN"), "nothing is made on the table itself: {text}");
         assert!(text.contains("-- change 1 (alterColumn): rebuild: DSQL refuses ALTER COLUMN ... TYPE"), "{text}");
         assert!(text.contains("-- change 4 (addIdentity): rebuild: made in the new table"), "{text}");
         assert!(text.contains("every amount converts to numeric(12,2)"), "{text}");
-        let create = create_table(&plan.rebuild.as_ref().unwrap().target, &source, &shadow, Dialect::Dsql);
+        let create = create_table(&plan.rebuild.as_ref().unwrap().target, &source, &shadow, "k", Dialect::Dsql);
         assert_eq!(
             create,
             "CREATE TABLE \"public\".\"orders_new\" (\n    \
@@ -173,14 +184,21 @@ mod tests {
              \"email\" text,\n    \
              \"cust\" bigint,\n    \
              \"status\" text DEFAULT 'new' NOT NULL,\n    \
-             CONSTRAINT \"orders_new_pkey\" PRIMARY KEY (\"id\"),\n    \
+             CONSTRAINT \"k\" PRIMARY KEY (\"id\"),\n    \
              CONSTRAINT \"amount_positive\" CHECK (amount >= 0)\n)"
         );
-        let copy = copy_batch(&plan, &source, &shadow).unwrap();
-        assert!(copy.starts_with(
-            "INSERT INTO \"public\".\"orders_new\" (\"id\", \"amount\", \"email\", \"cust\", \"status\") SELECT"
-        ));
-        assert!(copy.contains("WHERE \"id\" > $1 AND \"id\" <= $2 ORDER BY \"id\" LIMIT $3"), "{copy}");
-        assert!(copy.ends_with("ON CONFLICT DO NOTHING"));
+        let copy = copy_batch(&plan, &source, &shadow, Dialect::Dsql).unwrap();
+        assert!(
+            copy.starts_with(
+                "INSERT INTO \"public\".\"orders_new\" (\"id\", \"amount\", \"email\", \"cust\", \"status\") \
+                 OVERRIDING SYSTEM VALUE SELECT"
+            ),
+            "the identity is ALWAYS, so ids are kept by overriding it: {copy}"
+        );
+        assert!(copy.contains("FROM \"public\".\"orders\" AS l0"), "{copy}");
+        assert!(
+            copy.contains("WHERE s.\"id\" > $1::bigint AND s.\"id\" <= $2::bigint ORDER BY s.\"id\" LIMIT $3"),
+            "{copy}"
+        );
     }
 }

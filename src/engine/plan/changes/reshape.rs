@@ -5,8 +5,6 @@
 //! with no layer: the rows are the source's as they are. Pure.
 
 use super::Rebuild;
-use super::render::create_table;
-use crate::db::Dialect;
 use crate::engine::plan::quote::ident;
 use crate::engine::plan::shape::{Constraint, ConstraintKind, TableName, TableShape};
 
@@ -80,11 +78,6 @@ impl Reshape {
 
     pub fn has_identity(&self) -> bool {
         self.rebuild.target.identity.is_some()
-    }
-
-    /// The new table's `CREATE TABLE`.
-    pub fn create_table(&self, source: &TableName, table: &TableName, dialect: Dialect) -> String {
-        create_table(&self.rebuild.target, source, table, dialect)
     }
 
     /// The source's columns as the rebuild reads them: how the original table
