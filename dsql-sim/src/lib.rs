@@ -397,6 +397,11 @@ impl Sim {
         self.shared.executed.lock().expect("lock").keys().cloned().collect()
     }
 
+    /// How many statements ran, of every kind.
+    pub fn executed_total(&self) -> u64 {
+        self.shared.executed.lock().expect("lock").values().sum()
+    }
+
     /// How many statements of kind `label` ran.
     pub fn count(&self, label: &str) -> u64 {
         self.shared.executed.lock().expect("lock").get(label).copied().unwrap_or(0)

@@ -85,6 +85,9 @@ impl RowStatements {
         dialect: Dialect,
         generation: Generation,
     ) -> Self {
+        // A FROM item (a rebuild's rows) needs an alias where a table needs none.
+        let bare = source.to_string();
+        let src = if bare.starts_with('(') { format!("{bare} src") } else { bare };
         let columns = &shape.insertable_columns();
         let all_columns = &shape.all_columns();
         let id_q = ident(id);
@@ -134,7 +137,7 @@ impl RowStatements {
                 }
             },
             batch_bounds: format!(
-                "SELECT max(b.id), count(*)::bigint FROM (SELECT {id_q}::bigint AS id FROM {source} src \
+                "SELECT max(b.id), count(*)::bigint FROM (SELECT {id_q}::bigint AS id FROM {src} \
                  WHERE {id_q} > $1::bigint AND {id_q} <= $2::bigint ORDER BY {id_q} LIMIT $3::bigint) b"
             ),
             copy_range: format!(
@@ -146,7 +149,7 @@ impl RowStatements {
             source_buckets: buckets(source),
             target_buckets: buckets(target),
             extent_in: format!(
-                "SELECT min(x.id), max(x.id) FROM (SELECT {id_q}::bigint AS id FROM {source} src \
+                "SELECT min(x.id), max(x.id) FROM (SELECT {id_q}::bigint AS id FROM {src} \
                  WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint UNION ALL SELECT {id_q}::bigint FROM {target} \
                  WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint) x"
             ),
@@ -168,15 +171,15 @@ impl RowStatements {
                 "SELECT max({id_q})::bigint FROM {target} WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"
             ),
             source_count_in: format!(
-                "SELECT count(*)::bigint FROM {source} src WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"
+                "SELECT count(*)::bigint FROM {src} WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"
             ),
             target_count_in: format!(
                 "SELECT count(*)::bigint FROM {target} WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"
             ),
             chunk_end: format!(
-                "SELECT {id_q}::bigint FROM {source} src WHERE {id_q} >= $1::bigint ORDER BY {id_q} OFFSET $2::bigint LIMIT 1"
+                "SELECT {id_q}::bigint FROM {src} WHERE {id_q} >= $1::bigint ORDER BY {id_q} OFFSET $2::bigint LIMIT 1"
             ),
-            source_extent: format!("SELECT min({id_q})::bigint, max({id_q})::bigint FROM {source} src"),
+            source_extent: format!("SELECT min({id_q})::bigint, max({id_q})::bigint FROM {src}"),
         }
     }
 }

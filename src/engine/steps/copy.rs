@@ -31,6 +31,7 @@ use crate::engine::status_keeper::Save;
 use crate::engine::status_keeper::StatusKeeper;
 use crate::engine::store::Severity;
 use crate::engine::store::StatusSink;
+use tokio_postgres::types::{ToSql, Type};
 
 /// A committed batch, or a range found already copied on resume.
 #[derive(Debug)]
@@ -217,7 +218,10 @@ async fn copy_range(
             .retry("copy batch", |client| async move {
                 // The pace looks at the attempt that committed, not at the retries and their backoff.
                 let attempt = Instant::now();
-                let done = match client.query(&s.copy_batch, &[&after, &end, &limit]).await {
+                // Typed: parsed, bound and run in one round trip (no prepare first).
+                let params: [(&(dyn ToSql + Sync), Type); 3] =
+                    [(&after, Type::INT8), (&end, Type::INT8), (&limit, Type::INT8)];
+                let done = match client.query_typed(&s.copy_batch, &params).await {
                     Ok(returned) => {
                         let rows: i64 = returned.iter().map(|r| r.get::<_, i64>(1)).sum();
                         let highest = returned.iter().filter_map(|r| r.get::<_, Option<i64>>(0)).max();
