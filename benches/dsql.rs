@@ -15,6 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "support/mod.rs"]
+mod support;
+
 use dsql_sim::jobs::BuildPace;
 use dsql_sim::{Config, Credentials, Sim, Stats};
 use serde_json::Value;
@@ -78,23 +81,11 @@ struct Copy {
     statements: u64,
 }
 
-/// Puts the original table back under its name, without its identity.
+/// Puts the original table back, and empties the stand-in's job table.
 async fn reset(url: &str) {
     let (db, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect");
     tokio::spawn(conn);
-    db.batch_execute(
-        "DO $$ BEGIN
-           IF to_regclass('public.post_tag_old') IS NOT NULL THEN
-             DROP TABLE IF EXISTS public.post_tag;
-             ALTER TABLE public.post_tag_old RENAME TO post_tag;
-           END IF;
-         END $$;
-         DROP TABLE IF EXISTS public.post_tag_new;
-         ALTER TABLE public.post_tag ALTER COLUMN id DROP IDENTITY IF EXISTS;
-         CHECKPOINT;",
-    )
-    .await
-    .expect("reset");
+    support::put_back_post_tag(&db, "").await;
     // The stand-in's job table, once it has made it.
     let _ = db.batch_execute("TRUNCATE sys.jobs").await;
 }

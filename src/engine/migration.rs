@@ -34,12 +34,13 @@ use crate::engine::steps::in_place::{InPlace, add_identity_in_place};
 use crate::engine::steps::rebuild::ensure_new_table;
 use crate::engine::steps::rollback::{original_for_rollback, roll_back};
 use crate::engine::steps::shadow::{build_indexes, ensure_shadow_table};
-use crate::engine::steps::swap::{finish_swapped, swap, window_text};
+use crate::engine::steps::swap::{finish_swapped, swap};
 use crate::engine::steps::verify::{Baseline, MAX_PASSES, verify_pass};
 use crate::engine::store::Severity;
 
 mod changes;
 mod cutover;
+mod detail;
 mod validating;
 
 /// Times a run claims its table again after losing the claim with a connection.
@@ -291,6 +292,7 @@ impl<R: StatusSink> Migration<R> {
             tracing::warn!(error = %err, "the migration's lease was lost; stopping without writing the status");
             return Outcome::Stopped;
         }
+        let err = self.explain_violation(err).await;
         self.keeper.set_retries(self.job.retries.get());
         self.keeper.fail(phase, &err).await;
         Outcome::Failed(Arc::new(err))
@@ -534,72 +536,6 @@ impl<R: StatusSink> Migration<R> {
                 Ok(Flow::FallBackToCopy)
             }
         }
-    }
-
-    fn phase_detail(&self, work: Work) -> String {
-        let s = &self.job.settings;
-        let plan = self.keeper.status.plan.as_ref();
-        match work {
-            Work::Validating => format!("checking the spec and {}", s.source),
-            Work::CreatingTarget if self.job.reshape.get().is_some() => {
-                format!("creating {} in the new shape, through {} changes", s.shadow, s.changes.len())
-            }
-            Work::CreatingTarget => {
-                format!(
-                    "creating {} with a {:?} identity (CACHE {})",
-                    s.shadow,
-                    s.generation,
-                    s.cache(self.job.dialect)
-                )
-            }
-            Work::Copying => match plan {
-                Some(p) => format!(
-                    "{} rows in {} ranges, {} workers, batches of up to {} rows",
-                    p.rows_estimated,
-                    self.keeper.status.checkpoint.as_ref().map_or(0, |c| c.ranges.len()),
-                    s.parallelism,
-                    p.batch_rows
-                ),
-                None => String::new(),
-            },
-            Work::Verifying => format!("comparing {} and {} by id range", s.source, s.shadow),
-            Work::AwaitingCutover => "verified; approved".into(),
-            Work::Swapping if self.gate().in_place && !s.changes.is_empty() => {
-                let statements = self.keeper.status.changes.as_ref().map_or(0, |c| c.statements.len());
-                format!("making {} changes to {} in place, in {statements} statements", s.changes.len(), s.source)
-            }
-            Work::Swapping if self.gate().in_place => {
-                format!("adding a {:?} identity to {}.{} in place", s.generation, s.source, s.id_column)
-            }
-            Work::Swapping => format!("renaming {} to {} and {} to {}", s.source, s.old.name, s.shadow, s.source.name),
-            Work::RollingBack => {
-                format!("copying rows written since the cut-over into {} and renaming it back", s.old)
-            }
-        }
-    }
-
-    fn completed_detail(&self) -> String {
-        let status = &self.keeper.status;
-        if let (Some(changes), Some(_)) = (&status.changes, self.job.reshape.get()) {
-            let rows = status.verification.as_ref().map_or(0, |v| v.source_rows);
-            let window = window_text(status.cutover.as_ref().and_then(|c| c.window_millis));
-            return format!(
-                "{} changes made to {} by the rebuild; {rows} rows verified; cut-over window {window}",
-                changes.planned.len(),
-                self.job.settings.source
-            );
-        }
-        if let Some(changes) = &status.changes {
-            let lock = window_text(changes.longest_lock_millis);
-            return format!(
-                "{} changes made to {} in place; the longest lock on it lasted {lock}",
-                changes.planned.len(),
-                self.job.settings.source
-            );
-        }
-        let next = status.identity.as_ref().map(|i| i.next_value.to_string()).unwrap_or_else(|| "?".into());
-        let window = window_text(status.cutover.as_ref().and_then(|c| c.window_millis));
-        format!("{} generates its ids; next id {next}; cut-over window {window}", self.job.settings.source)
     }
 }
 

@@ -389,3 +389,28 @@ async fn dsql_makes_the_same_rebuild_through_the_stand_in() {
     let indexes = texts(&s.db, "SELECT indexdef FROM pg_indexes WHERE tablename = 'orders' ORDER BY 1").await;
     assert!(indexes.iter().any(|i| i.contains("(email)")), "built by an ASYNC job: {indexes:?}");
 }
+
+/// A row written after the scan that the new shape refuses (a NULL email)
+/// stops the rebuild with its id, nothing lost; fixed, the run goes on from
+/// its checkpoint and the fixed value comes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_write_that_breaks_the_new_shape_is_named_by_id_and_the_cut_over_waits() {
+    let db = TestDb::new("tblrun_late_null").await;
+    orders(&db).await;
+    let manifest = TableManifest::new(REBUILD);
+    let out = manifest.run(&db, &[("IDENTITY_MIGRATOR_CRASH_AT", "enter-Verifying")]);
+    assert!(!out.status.success(), "stopped before verification: {}", text(&out));
+    db.exec("UPDATE orders SET email = NULL WHERE id = 1500").await;
+    let out = manifest.run(&db, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("rows written since the data scan do not fit the new shape"), "{said}");
+    assert!(said.contains("spec.changes[1].alterColumn: 1 row has NULL in email (ids 1500)"), "{said}");
+    assert!(db.exists("public", "orders").await && !db.exists("public", "orders_old").await, "no cut-over");
+    assert_eq!(manifest.status()["lastError"]["invalidData"], true);
+    db.exec("UPDATE orders SET email = 'fixed' WHERE id = 1500").await;
+    let before = ledger_of(&db, "orders").await;
+    let out = manifest.run(&db, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_rebuilt(&db, &before).await;
+}

@@ -136,6 +136,29 @@ impl<R: StatusSink> Migration<R> {
             .ok_or_else(|| CheckFailed::OriginalMissing { source_table: s.source.clone(), old: s.old.clone() }.into())
     }
 
+    /// A row the new table refuses (SQLSTATE class 23) was written after the
+    /// scan: the scan runs again, read-only, and names the rows by id. Nothing
+    /// is lost, the cut-over waits, and a run after the rows are fixed goes on
+    /// from its checkpoint. Any other error is returned as it is.
+    pub(super) async fn explain_violation(&self, err: EngineError) -> EngineError {
+        let s = &self.job.settings;
+        let refused = err.sqlstate().is_some_and(|code| code.starts_with("23"));
+        if !refused || self.job.reshape.get().is_none() {
+            return err;
+        }
+        let mut session = self.job.session();
+        let Ok(shape) = self.original_of_changes(&mut session).await else { return err };
+        let table = shape.table.clone().unwrap_or_else(|| s.source.clone());
+        let checks = scan(&State::of(&shape), &s.changes, &table, &s.id_column);
+        match scan_data(&mut session, &checks).await {
+            Err(EngineError::InvalidData(found)) => {
+                tracing::warn!(error = %err, "rows written since the scan break the new shape");
+                EngineError::InvalidData(found.since_the_scan())
+            }
+            _ => err,
+        }
+    }
+
     /// Swapping of a TableMigration made in place: the statements, one by one.
     pub(super) async fn change_in_place(&mut self) -> Result<Flow, EngineError> {
         if let Some(outcome) = make_in_place(&self.job, &mut self.keeper, &self.control).await? {

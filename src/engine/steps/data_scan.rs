@@ -74,7 +74,7 @@ pub async fn scan_data(session: &mut Session, scan: &Scan) -> Result<(), EngineE
             ids: t.ids,
         })
         .collect();
-    if findings.is_empty() { Ok(()) } else { Err(EngineError::InvalidData(InvalidData(findings))) }
+    if findings.is_empty() { Ok(()) } else { Err(EngineError::InvalidData(InvalidData::new(findings))) }
 }
 
 /// Finds the rows among `keys` whose conversion fails, halving the range

@@ -45,14 +45,35 @@ impl fmt::Display for Finding {
     }
 }
 
-/// The data does not fit the new shape: nothing was changed.
+/// The data does not fit the new shape: before anything changed (the scan),
+/// or in rows written since, which the new table refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InvalidData(pub Vec<Finding>);
+pub struct InvalidData {
+    pub findings: Vec<Finding>,
+    pub since_scan: bool,
+}
+
+impl InvalidData {
+    pub fn new(findings: Vec<Finding>) -> Self {
+        Self { findings, since_scan: false }
+    }
+
+    /// The same findings, in rows written after the scan.
+    pub fn since_the_scan(self) -> Self {
+        Self { since_scan: true, ..self }
+    }
+}
 
 impl fmt::Display for InvalidData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let each: Vec<String> = self.0.iter().map(ToString::to_string).collect();
-        write!(f, "the data does not fit the new shape; nothing was changed: {}", each.join("; "))
+        let each: Vec<String> = self.findings.iter().map(ToString::to_string).collect();
+        let said = if self.since_scan {
+            "rows written since the data scan do not fit the new shape; the new table refused them, nothing is \
+             lost and the cut-over waits: fix the rows and run again"
+        } else {
+            "the data does not fit the new shape; nothing was changed"
+        };
+        write!(f, "{said}: {}", each.join("; "))
     }
 }
 

@@ -85,18 +85,9 @@ fn dsql_in_place() -> String {
 
 #[test]
 fn on_dsql_what_alter_table_refuses_is_rebuilt() {
-    let dsql = ways(
-        r#"
-- dropColumn: {name: legacy}
-- renameColumn: {from: cust, to: customer_id}
-- alterColumn: {column: email, default: "'none'"}
-- addColumn: {name: note, type: text}
-- addConstraint: {name: positive, check: "amount >= 0"}
-- alterColumn: {column: email, notNull: true}
-- addColumn: {name: flag, type: boolean, default: "false"}
-"#,
-        Dialect::Dsql,
-    );
+    let refused =
+        "- alterColumn: {column: email, notNull: true}\n- addColumn: {name: flag, type: boolean, default: \"false\"}\n";
+    let dsql = ways(&format!("{}{refused}", dsql_in_place()), Dialect::Dsql);
     let got: Vec<Way> = dsql.iter().map(|w| w.0).collect();
     assert_eq!(got, [Way::Rebuild; 7], "two changes need the rebuild, so all are made in it");
     assert!(dsql[5].1.contains("DSQL refuses SET NOT NULL"), "{}", dsql[5].1);
