@@ -292,7 +292,8 @@ impl<R: StatusSink> Migration<R> {
             tracing::warn!(error = %err, "the migration's lease was lost; stopping without writing the status");
             return Outcome::Stopped;
         }
-        let err = self.explain_violation(err).await;
+        // Boxed: the driver's future holds this call at every failure point.
+        let err = Box::pin(self.explain_violation(err)).await;
         self.keeper.set_retries(self.job.retries.get());
         self.keeper.fail(phase, &err).await;
         Outcome::Failed(Arc::new(err))

@@ -16,7 +16,7 @@ use crate::db::Session;
 use crate::engine::error::{CheckFailed, EngineError};
 use crate::engine::job::Flow;
 use crate::engine::plan::changes::State;
-use crate::engine::plan::changes::reshape::Reshape;
+use crate::engine::plan::changes::reshape::{Reshape, refusals};
 use crate::engine::plan::changes::scan::scan;
 use crate::engine::plan::changes::ways::{ChangePlan, Way, plan_changes};
 use crate::engine::plan::phase::{Stand, Work};
@@ -50,6 +50,10 @@ impl<R: StatusSink> Migration<R> {
             if s.change_tracking_column.is_some() {
                 let why = "a rebuild does not use a change tracking column yet; remove it";
                 return Err(InvalidInput::one("spec.copy.changeTrackingColumn", why).into());
+            }
+            let stranded = refusals(&shape, table);
+            if !stranded.is_empty() {
+                return Err(InvalidInput(stranded).into());
             }
             let reshape = Arc::new(Reshape::new(rebuild, &shape));
             let _ = job.reshape.set(reshape.clone());

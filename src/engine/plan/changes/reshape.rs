@@ -7,6 +7,7 @@
 use super::Rebuild;
 use crate::engine::plan::quote::ident;
 use crate::engine::plan::shape::{Constraint, ConstraintKind, TableName, TableShape};
+use crate::engine::plan::validate::Problem;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reshape {
@@ -87,6 +88,30 @@ impl Reshape {
     }
 }
 
+/// What a rebuild's swap would leave behind on the old table, refused before
+/// anything changes, as for an identity copy: foreign keys (the new table
+/// declares only those `addConstraint` asks for), triggers, dependent views,
+/// inheritance, and a table that is not an ordinary one.
+pub fn refusals(shape: &TableShape, table: &TableName) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut refuse = |what: String| problems.push(Problem::new("spec.table", what));
+    if shape.kind != 'r' {
+        refuse(format!("{table} is not an ordinary table (relkind {:?}); a rebuild cannot replace it", shape.kind));
+    }
+    let listed = [
+        (&shape.foreign_keys, "takes part in foreign keys, which the swap would leave on the old table"),
+        (&shape.triggers, "has triggers, which would stay on the old table"),
+        (&shape.dependent_views, "has views depending on it, which would keep reading the old table"),
+        (&shape.inheritance, "uses table inheritance"),
+    ];
+    for (list, why) in listed {
+        if !list.is_empty() {
+            refuse(format!("{table} {why} ({})", list.join(", ")));
+        }
+    }
+    problems
+}
+
 /// Whether an index definition reads `column`: its name as a word or quoted.
 fn reads(definition: &str, column: &str) -> bool {
     if definition.contains(&ident(column)) {
@@ -135,6 +160,25 @@ mod tests {
         assert!(rows.starts_with("(SELECT \"id\", \"amount\", \"email\", \"legacy\", \"customer_id\" FROM "), "{rows}");
         assert!(rows.contains("FROM \"public\".\"orders_old\" AS l0"), "{rows}");
         assert_eq!(reshape.source_columns(), ["id", "amount", "email", "legacy", "cust"]);
+    }
+
+    #[test]
+    fn what_a_swap_would_strand_is_refused_by_name() {
+        let table = TableName::new("public", "orders");
+        assert!(refusals(&orders(), &table).is_empty());
+        let mut shape = orders();
+        shape.triggers = vec!["orders_audit".into()];
+        shape.dependent_views = vec!["public.recent_orders".into()];
+        let said: Vec<String> =
+            refusals(&shape, &table).iter().map(|p| format!("{}: {}", p.field, p.message)).collect();
+        assert_eq!(
+            said,
+            [
+                "spec.table: \"public\".\"orders\" has triggers, which would stay on the old table (orders_audit)",
+                "spec.table: \"public\".\"orders\" has views depending on it, which would keep reading the old table \
+                 (public.recent_orders)",
+            ]
+        );
     }
 
     #[test]
