@@ -145,8 +145,6 @@ dsql_lint() {
     "$venv/bin/dsql-lint" "$@"
 }
 
-# helm, kubectl and kubernetes-validate, from the workplace's installer
-# (../shared/tools beside the clone, or $K8S_TOOLS_INSTALLER), into ~/.cache.
 # Makes sure `prometheus` and `promtool` are installed (Debian's package).
 ensure_prometheus() {
     if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
@@ -162,6 +160,8 @@ ensure_prometheus() {
     if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus 2>/dev/null || true; fi
 }
 
+# helm, kubectl and kubernetes-validate, from the workplace's installer
+# (../shared/tools beside the clone, or $K8S_TOOLS_INSTALLER), into ~/.cache.
 k8s_tools() {
     local installer=${K8S_TOOLS_INSTALLER:-}
     for candidate in ../shared/tools/install-k8s-tools /work/shared/tools/install-k8s-tools; do

@@ -9,13 +9,11 @@ use super::progress::{TerminalSink, wants_bar};
 use super::signal::shutdown_signal;
 use super::{Failure, TargetArgs, connector_for, manifest};
 use crate::api::{IdentityMigrationStatus, StrategyStatus, TakenStrategy};
-use crate::db::{Connector, RetryPolicy, Session};
-use crate::engine::plan::shape::TableName;
-use crate::engine::plan::validate::{InvalidInput, Settings, TargetSource, validate_table_spec};
-use crate::engine::steps::catalog::read_shape;
-use crate::engine::steps::table_changes::table_key;
+use crate::db::Connector;
+use crate::engine::plan::validate::{Settings, TargetSource};
+use crate::engine::steps::table_key::table_settings;
 use crate::engine::store::{MigrationKey, default_state_path};
-use crate::engine::{Directive, FileStore, Job, Migration, Outcome};
+use crate::engine::{Directive, EngineError, FileStore, Job, Migration, Outcome};
 use crate::http::{HttpState, router};
 use crate::metrics::{Metrics, MigrationLabels};
 use std::sync::Arc;
@@ -113,32 +111,11 @@ async fn prepare_table(target: &TargetArgs) -> Result<Prepared, Failure> {
     let manifest = manifest::load_table(file).map_err(|e| Failure::Input(e.to_string()))?;
     let spec = &manifest.spec;
     let connector = Arc::new(connector_for(&spec.target, target.database_url.as_deref(), target.ca_file.as_deref())?);
-    let table = &TableName::new(spec.schema.clone(), spec.table.clone());
-    let mut session = Session::new(connector.clone(), RetryPolicy::default(), Arc::default());
-    // Killed inside the cut-over window, the table goes by its old name.
-    let old_name =
-        if spec.old_table.name.is_empty() { format!("{}_old", spec.table) } else { spec.old_table.name.clone() };
-    let mut shape = None;
-    for name in [table.clone(), table.sibling(old_name)] {
-        let name = &name;
-        let read = session.retry("read table", |c| async move { read_shape(&c, name).await }).await;
-        shape = read.map_err(|e| Failure::Migration(e.to_string()))?;
-        if shape.is_some() {
-            break;
-        }
-    }
-    let shape =
-        shape.ok_or_else(|| Failure::Input(format!("{}: spec.table: table {table} does not exist", file.display())))?;
-    let input = |e: InvalidInput| Failure::Input(format!("{}: {e}", file.display()));
-    let key = table_key(&shape, table).map_err(input)?;
     let source = if target.database_url.is_some() { TargetSource::Overridden } else { TargetSource::Spec };
-    let mut settings = validate_table_spec(spec, &key, source).map_err(input)?;
-    // An identity the table has already keeps its kind in the new table.
-    if shape.column(&key).is_some_and(|c| c.identity == Some('a'))
-        && !spec.changes.iter().any(|c| c.add_identity.is_some())
-    {
-        settings.generation = crate::api::Generation::Always;
-    }
+    let settings = table_settings(spec, connector.clone(), source).await.map_err(|e| match e {
+        EngineError::Invalid(e) => Failure::Input(format!("{}: {e}", file.display())),
+        e => Failure::Migration(e.to_string()),
+    })?;
     Ok(Prepared {
         name: manifest.name.clone(),
         namespace: manifest.namespace.clone(),

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use crate::api::{Approval, IdentityMigrationSpec, IdentityMigrationStatus, Phase, TakenStrategy};
+use super::kind::MigrationSpec;
+use crate::api::{Approval, IdentityMigrationStatus, Phase, TakenStrategy};
 use crate::engine::plan::phase::{Gate, Work, effective_phase, may_own_shadow, may_proceed, settled};
-use crate::engine::plan::validate::{InvalidInput, TargetSource, validate_spec};
+use crate::engine::plan::validate::InvalidInput;
 use crate::engine::plan::window::{self, WindowState};
 
 /// The engine task of one migration, as the supervisor sees it.
@@ -25,7 +26,7 @@ pub enum Decision {
     /// The spec changed under a running engine: stop it at its next checkpoint;
     /// it starts again with the new spec.
     Restart,
-    /// Pause the running engine at its next checkpoint (`spec.suspend`).
+    /// Pause the running engine at its next checkpoint (`spec.suspend()`).
     Suspend,
     /// The engine is running; look again later.
     Wait,
@@ -53,7 +54,7 @@ pub fn retry_delay(failures: i64) -> Duration {
 
 /// `failed_for`: how long ago the last failure was recorded.
 pub fn decide(
-    spec: &IdentityMigrationSpec,
+    spec: &impl MigrationSpec,
     status: &IdentityMigrationStatus,
     generation: i64,
     task: Task,
@@ -64,21 +65,21 @@ pub fn decide(
 
 /// [`decide`] at the instant `now` (cut-over windows depend on it).
 pub fn decide_at(
-    spec: &IdentityMigrationSpec,
+    spec: &impl MigrationSpec,
     status: &IdentityMigrationStatus,
     generation: i64,
     task: Task,
     failed_for: Duration,
     now: jiff::Timestamp,
 ) -> Decision {
-    if let Err(invalid) = validate_spec(spec, TargetSource::Spec) {
+    if let Err(invalid) = spec.check() {
         return match task {
             Task::Running { .. } => Decision::Restart,
             Task::None => Decision::Reject(invalid),
         };
     }
     if let Task::Running { generation: started } = task {
-        return if spec.suspend {
+        return if spec.suspend() {
             Decision::Suspend
         } else if started != generation {
             Decision::Restart
@@ -87,20 +88,20 @@ pub fn decide_at(
         };
     }
     let spec_changed = status.observed_generation.is_some_and(|g| g != generation);
-    // spec.rollback turns a completed migration back; clearing it rolls forward.
-    if settled(status, spec.rollback) {
+    // spec.rollback() turns a completed migration back; clearing it rolls forward.
+    if settled(status, spec.rollback()) {
         return Decision::Idle;
     }
-    let window = spec.cutover.window.as_ref().and_then(|w| window::parse(w).ok()).map(|w| window::state(&w, now));
+    let window = spec.cutover().window.as_ref().and_then(|w| window::parse(w).ok()).map(|w| window::state(&w, now));
     let gate = Gate {
-        manual_approval: spec.cutover.approval == Approval::Manual,
-        approved: spec.cutover.approved,
+        manual_approval: spec.cutover().approval == Approval::Manual,
+        approved: spec.cutover().approved,
         windowed: window.is_some(),
         window_open: window == Some(WindowState::Open),
         in_place: false,
     };
     match status.phase {
-        _ if spec.suspend => Decision::Idle,
+        _ if spec.suspend() => Decision::Idle,
         Phase::AwaitingCutover if !may_proceed(Work::AwaitingCutover, gate) => match window {
             // Approved (or no approval asked), by copy: the engine keeps the
             // shadow in step until the window opens, then cuts over.

@@ -1,9 +1,10 @@
 //! `identity-migrator controller`: the Kubernetes operator. Reconciles
-//! IdentityMigration resources by running the same engine as `run`, with the
+//! IdentityMigration and TableMigration resources by running the same engine as `run`, with the
 //! status kept in the resource.
 
 pub mod admission;
 pub mod decide;
+pub mod kind;
 pub mod leases;
 pub mod operator;
 pub mod queue;

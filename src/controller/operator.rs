@@ -1,4 +1,4 @@
-//! The operator's life: every replica reconciles every IdentityMigration and
+//! The operator's life: every replica reconciles every migration of both kinds and
 //! runs the migrations whose Lease it takes ([`MigrationLeases`]), up to its
 //! own limit; on shutdown it stops every engine at its next checkpoint and
 //! releases its Leases, so the other replicas take the migrations over.
@@ -12,12 +12,14 @@ use kube::runtime::events::{Recorder, Reporter as EventReporter};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 
+use super::admission::Known;
+use super::kind::MigrationResource;
 use super::leases::{LeaseTerms, MigrationLeases};
 use super::reconcile::{ReconcileContext, error_policy, reconcile};
 use super::supervisor::Supervisor;
 use super::target::DsqlEndpoints;
 use super::target_slots::TargetSlots;
-use crate::api::IdentityMigration;
+use crate::api::{IdentityMigration, TableMigration};
 use crate::metrics::Metrics;
 
 #[derive(Clone, Debug)]
@@ -95,33 +97,28 @@ pub async fn run(
         terms,
         config.max_concurrent_per_target,
     );
-    let apis: Vec<Api<IdentityMigration>> = if config.watch_namespaces.is_empty() {
-        vec![Api::all(client.clone())]
-    } else {
-        config.watch_namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
+    let identity: Vec<Controller<IdentityMigration>> = controllers(&client, &config.watch_namespaces, &won);
+    let table: Vec<Controller<TableMigration>> = controllers(&client, &config.watch_namespaces, &won);
+    let known = Known {
+        identity: identity.iter().map(Controller::store).collect(),
+        table: table.iter().map(Controller::store).collect(),
     };
-    let controllers: Vec<Controller<IdentityMigration>> = apis
-        .into_iter()
-        .map(|api| {
-            Controller::new(api, watcher::Config::default().any_semantic()).reconcile_all_on(wins(won.subscribe()))
-        })
-        .collect();
     let ctx = Arc::new(ReconcileContext {
         client: client.clone(),
         supervisor: Supervisor::new(config.max_concurrent_migrations),
         leases,
         slots,
-        known: controllers.iter().map(Controller::store).collect(),
+        known,
         metrics: metrics.clone(),
         recorder,
         application_name: format!("identity-migrator/{}", config.identity),
         dsql_endpoints: config.dsql_endpoints.clone(),
         resync_while_waiting: config.resync_while_waiting,
     });
-    tracing::info!(identity = %config.identity, "reconciling IdentityMigrations");
+    tracing::info!(identity = %config.identity, "reconciling IdentityMigrations and TableMigrations");
     ready.store(true, Ordering::SeqCst);
     tokio::select! {
-        () = run_controllers(controllers, ctx.clone()) => {}
+        () = run_both(identity, table, ctx.clone()) => {}
         () = shutdown => {}
     }
     // Every engine finishes or abandons its batch and saves its checkpoint,
@@ -145,8 +142,34 @@ fn wins(rx: tokio::sync::broadcast::Receiver<()>) -> impl futures::Stream<Item =
     })
 }
 
-/// One controller per watched namespace, or one for all.
-async fn run_controllers(controllers: Vec<Controller<IdentityMigration>>, ctx: Arc<ReconcileContext>) {
+/// One controller of kind `K` per watched namespace, or one for all; a
+/// Lease won reconciles them all.
+fn controllers<K: MigrationResource>(
+    client: &Client,
+    namespaces: &[String],
+    won: &tokio::sync::broadcast::Sender<()>,
+) -> Vec<Controller<K>> {
+    let apis: Vec<Api<K>> = if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
+    };
+    apis.into_iter()
+        .map(|api| {
+            Controller::new(api, watcher::Config::default().any_semantic()).reconcile_all_on(wins(won.subscribe()))
+        })
+        .collect()
+}
+
+async fn run_both(
+    identity: Vec<Controller<IdentityMigration>>,
+    table: Vec<Controller<TableMigration>>,
+    ctx: Arc<ReconcileContext>,
+) {
+    futures::join!(run_controllers(identity, ctx.clone()), run_controllers(table, ctx));
+}
+
+async fn run_controllers<K: MigrationResource>(controllers: Vec<Controller<K>>, ctx: Arc<ReconcileContext>) {
     let runs = controllers.into_iter().map(|controller| {
         controller.run(reconcile, error_policy, ctx.clone()).for_each(|result| async move {
             if let Err(e) = result {

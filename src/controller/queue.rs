@@ -5,15 +5,16 @@
 use std::time::Duration;
 
 use super::decide::{Decision, Task, decide};
+use super::kind::{MigrationResource, MigrationSpec};
 use super::supervisor::Key;
-use crate::api::{IdentityMigration, IdentityMigrationSpec, IdentityMigrationStatus, Phase};
+use crate::api::{IdentityMigrationStatus, Phase};
 use crate::engine::plan::window::{self, WindowState};
 
 /// One migration as the line sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Place {
-    /// Creation time, then namespace and name: creation order.
-    pub order: (i128, String, String),
+    /// Creation time, then kind, namespace and name: creation order.
+    pub order: (i128, Key),
     /// `host:port`; None while no replica has resolved it yet.
     pub endpoint: Option<String>,
     /// Runs now or is ready to run (not finished, suspended, waiting for
@@ -24,14 +25,14 @@ pub struct Place {
 }
 
 impl Place {
-    pub fn of(m: &IdentityMigration, failed_for: impl Fn(&IdentityMigrationStatus) -> Duration) -> Self {
-        let meta = &m.metadata;
+    pub fn of<K: MigrationResource>(m: &K, failed_for: impl Fn(&IdentityMigrationStatus) -> Duration) -> Self {
+        let meta = m.meta();
         let created = meta.creation_timestamp.as_ref().map_or(i128::MAX, |t| t.0.as_nanosecond());
-        let order = (created, meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default());
-        let status = m.status.clone().unwrap_or_default();
+        let order = (created, Key::of(m));
+        let status = m.status().cloned().unwrap_or_default();
         let endpoint = status.endpoint.clone().or_else(|| {
             // A DSQL endpoint is in the spec; a PostgreSQL one only in a Secret.
-            let d = m.spec.target.dsql.as_ref()?;
+            let d = m.spec().target().dsql.as_ref()?;
             let (host, port) = d.endpoint.rsplit_once(':').unwrap_or((&d.endpoint, "5432"));
             Some(format!("{}:{port}", host.to_ascii_lowercase()))
         });
@@ -40,12 +41,12 @@ impl Place {
         // takes no slot, so it is not in the line either.
         let wants_to_run = meta.deletion_timestamp.is_none()
             && status.phase != Phase::AwaitingCutover
-            && decide(&m.spec, &status, generation, Task::None, failed_for(&status)) == Decision::Start;
+            && decide(m.spec(), &status, generation, Task::None, failed_for(&status)) == Decision::Start;
         Self { order, endpoint, wants_to_run, queued: status.queued.is_some() }
     }
 
-    pub fn key(&self) -> Key {
-        (self.order.1.clone(), self.order.2.clone())
+    pub fn key(&self) -> &Key {
+        &self.order.1
     }
 }
 
@@ -53,9 +54,9 @@ impl Place {
 /// only re-syncs now and then, and takes neither room in a replica nor a slot
 /// of its endpoint. Once the window opens the cut-over (with its catch-up
 /// pass) takes both, like a copy.
-pub fn waits_for_window(spec: &IdentityMigrationSpec, status: &IdentityMigrationStatus, now: jiff::Timestamp) -> bool {
+pub fn waits_for_window(spec: &impl MigrationSpec, status: &IdentityMigrationStatus, now: jiff::Timestamp) -> bool {
     let closed = spec
-        .cutover
+        .cutover()
         .window
         .as_ref()
         .and_then(|w| window::parse(w).ok())
@@ -88,10 +89,11 @@ pub fn older_waiting(me: &Place, endpoint: &str, others: &[Place]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::IdentityMigration;
 
     fn place(created: i128, name: &str, endpoint: Option<&str>, wants_to_run: bool) -> Place {
         Place {
-            order: (created, "ns".into(), name.into()),
+            order: (created, Key::new("IdentityMigration", "ns", name)),
             endpoint: endpoint.map(str::to_string),
             wants_to_run,
             queued: false,

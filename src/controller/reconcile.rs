@@ -1,4 +1,4 @@
-//! Reconciliation of one IdentityMigration: the finalizer splits its life into
+//! Reconciliation of one migration of either kind: the finalizer splits its life into
 //! apply and cleanup; apply asks [`decide`] what to do and does it.
 
 use std::sync::Arc;
@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 use tracing::Instrument;
 
-use super::admission::{Admission, admit};
+use super::admission::{Admission, Known, admit};
 use super::decide::{Cleanup, Decision, Task, cleanup_for, decide};
+use super::kind::{MigrationResource, MigrationSpec};
 use super::leases::MigrationLeases;
 use super::queue::{failed_for, waits_for_window};
 use super::status_sink::{ResourceSink, publish, write_status};
@@ -21,9 +22,8 @@ use super::target_slots::TargetSlots;
 use super::workloads::KubeWorkloads;
 use crate::api::conditions::refresh_conditions;
 use crate::api::now;
-use crate::api::{IdentityMigration, IdentityMigrationStatus, LastError, Phase, QueuedStatus};
+use crate::api::{IdentityMigrationStatus, LastError, Phase, QueuedStatus};
 use crate::db::Connector;
-use crate::engine::plan::validate::{TargetSource, validate_spec};
 use crate::engine::steps::quiesce::{QuiesceError, restore, saved_anywhere};
 use crate::engine::steps::teardown::drop_unfinished_shadow;
 use crate::engine::store::Severity;
@@ -50,7 +50,7 @@ pub struct ReconcileContext {
     /// The endpoints' slots (`maxConcurrentPerTarget`).
     pub slots: TargetSlots,
     /// Every migration this replica watches, for the line at each endpoint.
-    pub known: Vec<kube::runtime::reflector::Store<IdentityMigration>>,
+    pub known: Known,
     pub metrics: Metrics,
     pub recorder: Recorder,
     /// `application_name` of this instance's database connections.
@@ -71,6 +71,9 @@ pub enum Error {
     Target(#[from] TargetError),
     #[error("cleanup: {0}")]
     Cleanup(#[source] EngineError),
+    /// A TableMigration's key could not be read from its table.
+    #[error("reading the table: {0}")]
+    Table(#[source] EngineError),
     #[error("scaling quiesced workloads back: {0}")]
     Restore(#[source] QuiesceError),
     #[error("migration lease: {0}")]
@@ -87,20 +90,15 @@ impl Error {
     }
 }
 
-fn key_of(obj: &IdentityMigration) -> Key {
-    (obj.namespace().unwrap_or_default(), obj.name_any())
-}
-
-pub async fn reconcile(obj: Arc<IdentityMigration>, ctx: Arc<ReconcileContext>) -> Result<Action, Error> {
-    let (namespace, name) = key_of(&obj);
-    let span = tracing::info_span!("reconcile", namespace = %namespace, name = %name);
+pub async fn reconcile<K: MigrationResource>(obj: Arc<K>, ctx: Arc<ReconcileContext>) -> Result<Action, Error> {
+    let key = Key::of(obj.as_ref());
+    let span = tracing::info_span!("reconcile", kind = K::KIND, namespace = %key.namespace, name = %key.name);
     let started = Instant::now();
-    let api: Api<IdentityMigration> = Api::namespaced(ctx.client.clone(), &namespace);
-    let labels = MigrationLabels { namespace: namespace.clone(), name: name.clone() };
-    let deleting = obj.metadata.deletion_timestamp.is_some();
-    let key = (namespace.clone(), name.clone());
-    let seen = obj.status.clone().unwrap_or_default();
-    let suspended = obj.spec.suspend;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let labels = MigrationLabels { namespace: key.namespace.clone(), name: key.name.clone() };
+    let deleting = obj.meta().deletion_timestamp.is_some();
+    let seen = obj.status().cloned().unwrap_or_default();
+    let suspended = obj.spec().suspend();
     let result = finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             Finalizer::Apply(obj) => apply(obj, &ctx).await,
@@ -122,7 +120,7 @@ pub async fn reconcile(obj: Arc<IdentityMigration>, ctx: Arc<ReconcileContext>) 
     result
 }
 
-pub fn error_policy(obj: Arc<IdentityMigration>, error: &Error, _ctx: Arc<ReconcileContext>) -> Action {
+pub fn error_policy<K: MigrationResource>(obj: Arc<K>, error: &Error, _ctx: Arc<ReconcileContext>) -> Action {
     use kube::runtime::finalizer::Error as F;
     if let Error::Finalizer(e) = error {
         match e.as_ref() {
@@ -144,24 +142,24 @@ pub fn error_policy(obj: Arc<IdentityMigration>, error: &Error, _ctx: Arc<Reconc
 
 /// The status a decision is made on: what the last task of this instance left
 /// (a watch event may not have delivered it yet), else the object's.
-fn freshest_status(obj: &IdentityMigration, ctx: &ReconcileContext) -> IdentityMigrationStatus {
-    match ctx.supervisor.last_status(&key_of(obj)) {
+fn freshest_status<K: MigrationResource>(obj: &K, ctx: &ReconcileContext) -> IdentityMigrationStatus {
+    match ctx.supervisor.last_status(&Key::of(obj)) {
         Some((_, status)) => status,
-        None => obj.status.clone().unwrap_or_default(),
+        None => obj.status().cloned().unwrap_or_default(),
     }
 }
 
-async fn apply(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<Action, Error> {
-    let key = key_of(&obj);
-    let generation = obj.metadata.generation.unwrap_or(0);
+async fn apply<K: MigrationResource>(obj: Arc<K>, ctx: &ReconcileContext) -> Result<Action, Error> {
+    let key = Key::of(obj.as_ref());
+    let generation = obj.meta().generation.unwrap_or(0);
     let task = ctx.supervisor.task(&key);
     if task == Task::None && !ctx.leases.holds_now(&key) {
         // What an engine of this instance left is stale once another replica
         // may have run the migration since: the resource's status rules.
         ctx.supervisor.forget(&key);
     }
-    let status = freshest_status(&obj, ctx);
-    let decision = decide(&obj.spec, &status, generation, task, failed_for(&status));
+    let status = freshest_status(obj.as_ref(), ctx);
+    let decision = decide(obj.spec(), &status, generation, task, failed_for(&status));
     tracing::debug!(?decision, phase = %status.phase, "decided");
     if task == Task::None && !matches!(decision, Decision::Start) {
         // Nothing runs here and nothing is to start: let the Leases go.
@@ -170,7 +168,7 @@ async fn apply(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<Ac
     }
     match decision {
         Decision::Start => {
-            let room = if waits_for_window(&obj.spec, &status, jiff::Timestamp::now()) {
+            let room = if waits_for_window(obj.spec(), &status, jiff::Timestamp::now()) {
                 Room::NotNeeded
             } else {
                 let Some(permit) = ctx.supervisor.try_reserve() else {
@@ -194,10 +192,10 @@ async fn apply(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<Ac
             let status = match ctx.supervisor.last_status(&key) {
                 Some((_, own)) => own,
                 None => {
-                    let api: Api<IdentityMigration> = Api::namespaced(ctx.client.clone(), &key.0);
-                    let fresh = api.get_status(&key.1).await.map_err(Error::Status)?;
-                    let fresh_status = fresh.status.clone().unwrap_or_default();
-                    if decide(&fresh.spec, &fresh_status, generation, task, failed_for(&fresh_status))
+                    let api: Api<K> = Api::namespaced(ctx.client.clone(), &key.namespace);
+                    let fresh = api.get_status(&key.name).await.map_err(Error::Status)?;
+                    let fresh_status = fresh.status().cloned().unwrap_or_default();
+                    if decide(fresh.spec(), &fresh_status, generation, task, failed_for(&fresh_status))
                         != Decision::Start
                     {
                         return Ok(Action::requeue(LEASE_POLL));
@@ -205,23 +203,26 @@ async fn apply(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<Ac
                     fresh_status
                 }
             };
+            let target = obj.spec().target();
             let connector =
-                match connector_for(&ctx.client, &key.0, &obj.spec, &ctx.application_name, &ctx.dsql_endpoints).await {
-                    Ok(connector) => connector,
+                match connector_for(&ctx.client, &key.namespace, target, &ctx.application_name, &ctx.dsql_endpoints)
+                    .await
+                {
+                    Ok(connector) => Arc::new(connector),
                     Err(e) if e.needs_person() => {
-                        reject(&obj, status, ctx, e.to_string()).await?;
+                        reject(obj.as_ref(), status, ctx, e.to_string()).await?;
                         return Ok(Action::await_change());
                     }
                     Err(e) => return Err(e.into()),
                 };
             let endpoint = connector.endpoint();
-            match admit(&obj, &status, &ctx.slots, &ctx.known, &key, &endpoint, held).await? {
+            match admit(obj.as_ref(), &status, &ctx.slots, &ctx.known, &key, &endpoint, held).await? {
                 Admission::Run(held) => start(obj, status, ctx, held, room, connector).await?,
                 Admission::Queued { position } => {
                     // The room is for migrations that can run; this one waits
                     // its turn, keeping its Lease so that one replica says so.
                     drop(room);
-                    queue(&obj, status, ctx, endpoint, position).await?;
+                    queue(obj.as_ref(), status, ctx, endpoint, position).await?;
                     return Ok(Action::requeue(LEASE_POLL));
                 }
             }
@@ -238,11 +239,11 @@ async fn apply(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<Ac
         Decision::Wait => Ok(Action::requeue(WATCH_RUNNING)),
         Decision::RetryAfter(delay) => Ok(Action::requeue(delay)),
         Decision::Idle => {
-            settle(&obj, status, ctx).await?;
+            settle(obj.as_ref(), status, ctx).await?;
             Ok(Action::await_change())
         }
         Decision::Reject(invalid) => {
-            reject(&obj, status, ctx, invalid.to_string()).await?;
+            reject(obj.as_ref(), status, ctx, invalid.to_string()).await?;
             Ok(Action::await_change())
         }
     }
@@ -250,21 +251,21 @@ async fn apply(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<Ac
 
 /// Keeps the status of an idle migration true to its spec (suspended or not,
 /// the generation observed) without rewriting it when nothing changed.
-async fn settle(
-    obj: &IdentityMigration,
+async fn settle<K: MigrationResource>(
+    obj: &K,
     mut status: IdentityMigrationStatus,
     ctx: &ReconcileContext,
 ) -> Result<(), Error> {
     let before = status.clone();
-    status.observed_generation = obj.metadata.generation;
+    status.observed_generation = obj.meta().generation;
     // Not waiting for a slot any more: it has nothing to run.
     status.queued = None;
-    let suspended = obj.spec.suspend && !status.phase.is_terminal();
+    let suspended = obj.spec().suspend() && !status.phase.is_terminal();
     refresh_conditions(&mut status, suspended, &now());
     if same_ignoring_time(&before, &status) {
         return Ok(());
     }
-    let api: Api<IdentityMigration> = Api::namespaced(ctx.client.clone(), &key_of(obj).0);
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &Key::of(obj).namespace);
     write_status(&api, &obj.name_any(), &status).await.map_err(Error::Status)
 }
 
@@ -280,14 +281,14 @@ fn same_ignoring_time(a: &IdentityMigrationStatus, b: &IdentityMigrationStatus) 
 }
 
 /// Records bad input (Failed, Degraded, an Event) once per spec generation.
-async fn reject(
-    obj: &IdentityMigration,
+async fn reject<K: MigrationResource>(
+    obj: &K,
     status: IdentityMigrationStatus,
     ctx: &ReconcileContext,
     message: String,
 ) -> Result<(), Error> {
     let already = status.phase == Phase::Failed
-        && status.observed_generation == obj.metadata.generation
+        && status.observed_generation == obj.meta().generation
         && status.last_error.as_ref().is_some_and(|e| e.invalid_input && e.message == message);
     if already {
         return Ok(());
@@ -299,7 +300,7 @@ async fn reject(
     };
     status.phase = Phase::Failed;
     status.queued = None;
-    status.observed_generation = obj.metadata.generation;
+    status.observed_generation = obj.meta().generation;
     status.last_error = Some(LastError {
         phase,
         message: message.clone(),
@@ -309,15 +310,15 @@ async fn reject(
         at: Some(now()),
     });
     refresh_conditions(&mut status, false, &now());
-    let api: Api<IdentityMigration> = Api::namespaced(ctx.client.clone(), &key_of(obj).0);
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &Key::of(obj).namespace);
     write_status(&api, &obj.name_any(), &status).await.map_err(Error::Status)?;
     publish(&ctx.recorder, &obj.object_ref(&()), Severity::Warning, "InvalidSpec", message).await;
     Ok(())
 }
 
 /// Records that `obj` waits for a slot of `endpoint`, when that is news.
-async fn queue(
-    obj: &IdentityMigration,
+async fn queue<K: MigrationResource>(
+    obj: &K,
     mut status: IdentityMigrationStatus,
     ctx: &ReconcileContext,
     endpoint: String,
@@ -327,12 +328,12 @@ async fn queue(
     let since = before.queued.as_ref().and_then(|q| q.since.clone()).unwrap_or_else(now);
     status.endpoint = Some(endpoint);
     status.queued = Some(QueuedStatus { position: position as i64, limit: ctx.slots.limit as i64, since: Some(since) });
-    status.observed_generation = obj.metadata.generation;
+    status.observed_generation = obj.meta().generation;
     refresh_conditions(&mut status, false, &now());
     if same_ignoring_time(&before, &status) {
         return Ok(());
     }
-    let api: Api<IdentityMigration> = Api::namespaced(ctx.client.clone(), &key_of(obj).0);
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &Key::of(obj).namespace);
     write_status(&api, &obj.name_any(), &status).await.map_err(Error::Status)?;
     if before.queued.is_none() {
         let note =
@@ -343,36 +344,37 @@ async fn queue(
 }
 
 /// Starts the engine for `obj` from `status`.
-async fn start(
-    obj: Arc<IdentityMigration>,
+async fn start<K: MigrationResource>(
+    obj: Arc<K>,
     mut status: IdentityMigrationStatus,
     ctx: &ReconcileContext,
     held: tokio::sync::watch::Receiver<bool>,
     room: Room,
-    connector: Connector,
+    connector: Arc<Connector>,
 ) -> Result<(), Error> {
-    let key = key_of(&obj);
-    let settings = match validate_spec(&obj.spec, TargetSource::Spec) {
+    let key = Key::of(obj.as_ref());
+    let settings = match obj.settings(connector.clone()).await {
         Ok(settings) => settings,
-        Err(invalid) => return reject(&obj, status, ctx, invalid.to_string()).await,
+        Err(EngineError::Invalid(invalid)) => return reject(obj.as_ref(), status, ctx, invalid.to_string()).await,
+        Err(e) => return Err(Error::Table(e)),
     };
-    let generation = obj.metadata.generation.unwrap_or(0);
+    let generation = obj.meta().generation.unwrap_or(0);
     status.observed_generation = Some(generation);
     status.endpoint = Some(connector.endpoint());
     status.queued = None;
     let job = Job {
-        approved: obj.spec.cutover.approved,
+        approved: obj.spec().cutover().approved,
         leading: Some(held.clone()),
         // Only an engine started for the wait (without room or slot) stays
         // for it; one that verified stops there and gives both back.
-        resync_while_waiting: waits_for_window(&obj.spec, &status, jiff::Timestamp::now())
+        resync_while_waiting: waits_for_window(obj.spec(), &status, jiff::Timestamp::now())
             .then_some(ctx.resync_while_waiting),
-        workloads: Some(Arc::new(KubeWorkloads { client: ctx.client.clone(), namespace: key.0.clone() })),
-        ..Job::new(settings, connector)
+        workloads: Some(Arc::new(KubeWorkloads { client: ctx.client.clone(), namespace: key.namespace.clone() })),
+        ..Job::shared(settings, connector)
     };
-    let api: Api<IdentityMigration> = Api::namespaced(ctx.client.clone(), &key.0);
-    let sink = ResourceSink::new(api, &obj, ctx.recorder.clone(), ctx.metrics.clone()).while_held(held.clone());
-    let span = tracing::info_span!("migration", namespace = %key.0, name = %key.1);
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let sink = ResourceSink::new(api, obj.as_ref(), ctx.recorder.clone(), ctx.metrics.clone()).while_held(held.clone());
+    let span = tracing::info_span!("migration", kind = K::KIND, namespace = %key.namespace, name = %key.name);
     tracing::info!(parent: &span, phase = %status.phase, generation, "starting the engine");
     ctx.supervisor.start(key, generation, room, move |control| {
         async move {
@@ -385,22 +387,24 @@ async fn start(
     Ok(())
 }
 
-async fn cleanup(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<Action, Error> {
-    let key = key_of(&obj);
+async fn cleanup<K: MigrationResource>(obj: Arc<K>, ctx: &ReconcileContext) -> Result<Action, Error> {
+    let key = Key::of(obj.as_ref());
     let uid = obj.uid().unwrap_or_default();
-    let drop_shadow = cleanup_for(&freshest_status(&obj, ctx)) == Cleanup::DropShadow;
+    let drop_shadow = cleanup_for(&freshest_status(obj.as_ref(), ctx)) == Cleanup::DropShadow;
     // An unfinished shadow is dropped by the holder of the migration's Lease
     // (which stops its engine first), never beside a running engine.
     if drop_shadow && ctx.supervisor.task(&key) == Task::None && ctx.leases.hold(&key, &uid).await?.is_none() {
         return Err(Error::NotHolder);
     }
     ctx.supervisor.stop(&key).await;
-    let status = freshest_status(&obj, ctx);
-    restore_on_delete(&obj, &status, ctx).await?;
+    let status = freshest_status(obj.as_ref(), ctx);
+    restore_on_delete(obj.as_ref(), &status, ctx).await?;
     if cleanup_for(&status) == Cleanup::DropShadow {
-        let settings = validate_spec(&obj.spec, TargetSource::Spec).map_err(|e| Error::Cleanup(e.into()))?;
+        let target = obj.spec().target();
         let connector =
-            connector_for(&ctx.client, &key.0, &obj.spec, &ctx.application_name, &ctx.dsql_endpoints).await?;
+            connector_for(&ctx.client, &key.namespace, target, &ctx.application_name, &ctx.dsql_endpoints).await?;
+        let connector = Arc::new(connector);
+        let settings = obj.settings(connector.clone()).await.map_err(Error::Cleanup)?;
         let dropped = drop_unfinished_shadow(connector, settings).await.map_err(Error::Cleanup)?;
         if let Some(what) = dropped {
             publish(&ctx.recorder, &obj.object_ref(&()), Severity::Normal, "ShadowDropped", what).await;
@@ -409,22 +413,22 @@ async fn cleanup(obj: Arc<IdentityMigration>, ctx: &ReconcileContext) -> Result<
     ctx.supervisor.forget(&key);
     ctx.slots.release(&key);
     ctx.leases.delete(&key, &uid).await;
-    tracing::info!(namespace = %key.0, name = %key.1, phase = %status.phase, "deleted; user data left in place");
+    tracing::info!(kind = K::KIND, namespace = %key.namespace, name = %key.name, phase = %status.phase, "deleted; user data left in place");
     Ok(Action::await_change())
 }
 
 /// Deleting a migration scales back what it quiesced, before anything else
 /// goes: the counts in its status, else those noted on the workloads.
-async fn restore_on_delete(
-    obj: &IdentityMigration,
+async fn restore_on_delete<K: MigrationResource>(
+    obj: &K,
     status: &IdentityMigrationStatus,
     ctx: &ReconcileContext,
 ) -> Result<(), Error> {
-    let targets = &obj.spec.cutover.quiesce;
+    let targets = &obj.spec().cutover().quiesce;
     if targets.is_empty() {
         return Ok(());
     }
-    let workloads = KubeWorkloads { client: ctx.client.clone(), namespace: key_of(obj).0 };
+    let workloads = KubeWorkloads { client: ctx.client.clone(), namespace: Key::of(obj).namespace };
     let in_status = status.cutover.as_ref().map(|c| c.saved_replicas.clone()).unwrap_or_default();
     let saved = saved_anywhere(&workloads, &in_status, targets).await.map_err(Error::Restore)?;
     if saved.is_empty() {

@@ -1,12 +1,13 @@
 //! The engine's status and events, in the cluster: the status subresource of
-//! the IdentityMigration, Kubernetes Events on it, and Prometheus metrics.
+//! the migration resource, Kubernetes Events on it, and Prometheus metrics.
 
 use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Api;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::{Api, Resource};
 
-use crate::api::{IdentityMigration, IdentityMigrationStatus};
+use super::kind::MigrationResource;
+use crate::api::IdentityMigrationStatus;
 use crate::engine::error::StoreError;
 use crate::engine::store::Severity;
 use crate::engine::{EngineEvent, StatusSink};
@@ -18,8 +19,8 @@ pub const FIELD_MANAGER: &str = "identity-migrator";
 /// `add` replaces `/status` as one value, so fields the new status no longer
 /// has (a cleared `lastError`) disappear instead of lingering as they would
 /// with a merge patch.
-pub async fn write_status(
-    api: &Api<IdentityMigration>,
+pub async fn write_status<K: MigrationResource>(
+    api: &Api<K>,
     name: &str,
     status: &IdentityMigrationStatus,
 ) -> Result<(), kube::Error> {
@@ -48,9 +49,9 @@ pub async fn publish(recorder: &Recorder, reference: &ObjectReference, severity:
     }
 }
 
-/// The engine's [`StatusSink`] for one IdentityMigration.
-pub struct ResourceSink {
-    pub api: Api<IdentityMigration>,
+/// The engine's [`StatusSink`] for one migration resource.
+pub struct ResourceSink<K: MigrationResource> {
+    pub api: Api<K>,
     pub name: String,
     pub generation: i64,
     pub recorder: Recorder,
@@ -63,16 +64,16 @@ pub struct ResourceSink {
     held: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
-impl ResourceSink {
-    pub fn new(api: Api<IdentityMigration>, object: &IdentityMigration, recorder: Recorder, metrics: Metrics) -> Self {
-        let name = object.metadata.name.clone().unwrap_or_default();
-        let labels =
-            MigrationLabels { namespace: object.metadata.namespace.clone().unwrap_or_default(), name: name.clone() };
-        let totals = object.status.as_ref().map(MigrationTotals::of).unwrap_or_default();
+impl<K: MigrationResource> ResourceSink<K> {
+    pub fn new(api: Api<K>, object: &K, recorder: Recorder, metrics: Metrics) -> Self {
+        let meta = object.meta();
+        let name = meta.name.clone().unwrap_or_default();
+        let labels = MigrationLabels { namespace: meta.namespace.clone().unwrap_or_default(), name: name.clone() };
+        let totals = object.status().map(MigrationTotals::of).unwrap_or_default();
         Self {
             api,
             name,
-            generation: object.metadata.generation.unwrap_or(0),
+            generation: meta.generation.unwrap_or(0),
             recorder,
             reference: object.object_ref(&()),
             metrics,
@@ -89,7 +90,7 @@ impl ResourceSink {
     }
 }
 
-impl StatusSink for ResourceSink {
+impl<K: MigrationResource> StatusSink for ResourceSink<K> {
     async fn save(&mut self, status: &IdentityMigrationStatus) -> Result<(), StoreError> {
         if self.held.as_ref().is_some_and(|h| !*h.borrow()) {
             return Err("the migration's lease was lost; its new holder writes the status".into());

@@ -13,8 +13,34 @@ use super::decide::Task;
 use crate::api::IdentityMigrationStatus;
 use crate::engine::{Directive, Outcome};
 
-/// `(namespace, name)`.
-pub type Key = (String, String);
+/// A migration: its kind, namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Key {
+    pub fn new(kind: &'static str, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { kind, namespace: namespace.into(), name: name.into() }
+    }
+
+    pub fn of<K: super::kind::MigrationResource>(obj: &K) -> Self {
+        let meta = obj.meta();
+        Self::new(K::KIND, meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
+    }
+}
+
+/// `namespace/name` for an IdentityMigration, `namespace/kind/name` for another kind.
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            "IdentityMigration" => write!(f, "{}/{}", self.namespace, self.name),
+            kind => write!(f, "{}/{}/{}", self.namespace, kind, self.name),
+        }
+    }
+}
 
 struct Running {
     generation: i64,
@@ -171,8 +197,8 @@ mod tests {
     async fn the_concurrency_limit_makes_later_migrations_wait() {
         let supervisor = Supervisor::new(1);
         let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let a: Key = ("ns".into(), "a".into());
-        let b: Key = ("ns".into(), "b".into());
+        let a = Key::new("IdentityMigration", "ns", "a");
+        let b = Key::new("IdentityMigration", "ns", "b");
         supervisor.start(a.clone(), 1, Room::WaitForOne, engine(running.clone(), peak.clone()));
         supervisor.start(b.clone(), 1, Room::WaitForOne, engine(running.clone(), peak.clone()));
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
-use crate::api::{IdentityMigrationSpec, SecretKeyRef};
+use crate::api::{SecretKeyRef, Target};
 use crate::db::{Connector, DatabaseTarget, DbError, SpecTargetError, resolve_target};
 
 /// Which DSQL endpoints the migrations of each namespace may name: the
@@ -100,41 +100,41 @@ async fn secret_value(
 pub async fn connector_for(
     client: &Client,
     namespace: &str,
-    spec: &IdentityMigrationSpec,
+    target: &Target,
     application_name: &str,
     endpoints: &DsqlEndpoints,
 ) -> Result<Connector, TargetError> {
-    let (target, ca) = match (&spec.target.postgres, &spec.target.dsql) {
+    let (resolved, ca) = match (&target.postgres, &target.dsql) {
         (Some(pg), None) => {
             let field = "spec.target.postgres.urlSecretRef";
             let url = secret_value(client, namespace, &pg.url_secret_ref, field).await?;
             let url = String::from_utf8(url).map_err(|_| TargetError::NotUtf8 { field })?;
-            let mut target = resolve_target(&spec.target, Some((field, &url)))?;
-            if let DatabaseTarget::Postgres(pg) = &mut target
+            let mut resolved = resolve_target(target, Some((field, &url)))?;
+            if let DatabaseTarget::Postgres(pg) = &mut resolved
                 && !url.contains("application_name")
             {
                 pg.config.application_name(application_name);
             }
-            (target, None)
+            (resolved, None)
         }
         (None, Some(d)) => {
             if !endpoints.allows(namespace, &d.endpoint) {
                 let endpoint = d.endpoint.clone();
                 return Err(TargetError::EndpointNotAllowed { namespace: namespace.to_string(), endpoint });
             }
-            let target = resolve_target(&spec.target, None)?;
+            let resolved = resolve_target(target, None)?;
             let ca = match &d.ca_bundle_secret_ref {
                 Some(r) => Some(secret_value(client, namespace, r, "spec.target.dsql.caBundleSecretRef").await?),
                 None => None,
             };
-            (target, ca)
+            (resolved, ca)
         }
         _ => {
             let source = crate::db::TargetError::NotExactlyOne;
             return Err(SpecTargetError { field: "spec.target", source }.into());
         }
     };
-    Connector::new(target, ca).map_err(TargetError::Connector)
+    Connector::new(resolved, ca).map_err(TargetError::Connector)
 }
 
 #[cfg(test)]

@@ -105,7 +105,7 @@ impl TargetSlots {
             return Ok(Some(held));
         }
         self.release(key);
-        let identity = format!("{}/{}@{}", key.0, key.1, self.replica);
+        let identity = format!("{key}@{}", self.replica);
         let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
         for n in 0..self.limit {
             let name = slot_name(endpoint, n);

@@ -151,13 +151,32 @@ fn the_checks_catch_a_root_pod_and_bad_values_fail_to_install() {
 }
 
 #[test]
-fn the_chart_ships_the_generated_crd() {
-    let chart = std::fs::read_to_string(
-        root().join("charts/identity-migrator/crds/identitymigrations.migrations.dsql.dev.yaml"),
-    );
-    let generated = std::fs::read_to_string(root().join("crds/identitymigrations.migrations.dsql.dev.yaml")).unwrap();
-    assert!(
-        chart.is_ok_and(|c| c == generated),
-        "copy crds/identitymigrations.migrations.dsql.dev.yaml into charts/identity-migrator/crds/"
-    );
+fn the_chart_ships_the_generated_crds() {
+    for file in ["identitymigrations.migrations.dsql.dev.yaml", "tablemigrations.migrations.dsql.dev.yaml"] {
+        let chart = std::fs::read_to_string(root().join("charts/identity-migrator/crds").join(file));
+        let generated = std::fs::read_to_string(root().join("crds").join(file)).unwrap();
+        assert!(chart.is_ok_and(|c| c == generated), "copy crds/{file} into charts/identity-migrator/crds/");
+    }
+}
+
+/// Every kind the operator reconciles, with what its reconciler does to it:
+/// watch it, write its status, manage its finalizer.
+#[test]
+fn the_operator_may_reconcile_both_kinds() {
+    for objects in [render(&[]).unwrap(), render(&["--values", ALL_FEATURES]).unwrap()] {
+        let roles: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "Role" || o["kind"] == "ClusterRole").collect();
+        let allows = |resource: &str, verb: &str| {
+            roles.iter().flat_map(|r| r["rules"].as_array().into_iter().flatten()).any(|rule| {
+                let has = |field: &str, x: &str| rule[field].as_array().is_some_and(|v| v.iter().any(|y| y == x));
+                has("apiGroups", "migrations.dsql.dev") && has("resources", resource) && has("verbs", verb)
+            })
+        };
+        for plural in ["identitymigrations", "tablemigrations"] {
+            for verb in ["get", "list", "watch", "patch"] {
+                assert!(allows(plural, verb), "{plural}: {verb} is not granted");
+            }
+            assert!(allows(&format!("{plural}/status"), "patch"), "{plural}/status: patch is not granted");
+            assert!(allows(&format!("{plural}/finalizers"), "update"), "{plural}/finalizers: update is not granted");
+        }
+    }
 }

@@ -68,7 +68,7 @@ fn context() -> (Arc<ReconcileContext>, ApiHandle) {
             LeaseTerms { duration_seconds: 3, grace_seconds: 1 },
             0,
         ),
-        known: vec![],
+        known: Default::default(),
         client,
         supervisor: Supervisor::new(1),
         metrics: Metrics::default(),

@@ -31,5 +31,6 @@ mod rollback;
 mod seams;
 mod stand_in;
 mod table_changes;
+mod table_controller;
 mod table_run;
 mod tls;

@@ -26,17 +26,17 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
-{{/* What the operator may do with IdentityMigrations, Events, the Secrets they name
-     and the scale of the workloads they quiesce. */}}
+{{/* What the operator may do with IdentityMigrations and TableMigrations, Events,
+     the Secrets they name and the scale of the workloads they quiesce. */}}
 {{- define "identity-migrator.migrationRules" -}}
 - apiGroups: [migrations.dsql.dev]
-  resources: [identitymigrations]
+  resources: [identitymigrations, tablemigrations]
   verbs: [get, list, watch, patch]
 - apiGroups: [migrations.dsql.dev]
-  resources: [identitymigrations/status]
+  resources: [identitymigrations/status, tablemigrations/status]
   verbs: [get, patch]
 - apiGroups: [migrations.dsql.dev]
-  resources: [identitymigrations/finalizers]
+  resources: [identitymigrations/finalizers, tablemigrations/finalizers]
   verbs: [update]
 - apiGroups: [events.k8s.io]
   resources: [events]

@@ -8,6 +8,7 @@
 //! - [`claim`]: one engine per table, claimed in the database.
 //! - [`data_scan`]: the read-only scan that proves the data fits a table
 //!   change's new shape.
+//! - [`table_key`]: a TableMigration's key and settings, from the catalog.
 //! - [`table_changes`]: a TableMigration's changes made in place.
 //! - [`rebuild`]: a TableMigration's new table, in the new shape.
 //! - [`survey`]: validation against the table, and the plan of the copy.
@@ -41,5 +42,6 @@ pub mod shadow;
 pub mod survey;
 pub mod swap;
 pub mod table_changes;
+pub mod table_key;
 pub mod teardown;
 pub mod verify;

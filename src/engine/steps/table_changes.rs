@@ -17,30 +17,10 @@ use crate::db::{DbError, Dialect, ErrorContext, Session};
 use crate::engine::error::EngineError;
 use crate::engine::failpoint;
 use crate::engine::job::{Control, Job, Outcome};
-use crate::engine::plan::shape::{ConstraintKind, TableName, TableShape, is_integer_type};
+use crate::engine::plan::shape::TableName;
 use crate::engine::plan::sql::IN_PLACE_LOCK_TIMEOUT_MS;
-use crate::engine::plan::validate::InvalidInput;
 use crate::engine::status_keeper::{Save, StatusKeeper};
 use crate::engine::store::StatusSink;
-
-/// The table's key: its one-column integer primary key, by which the scan
-/// and the copy go through it and rows are reported.
-pub fn table_key(shape: &TableShape, table: &TableName) -> Result<String, InvalidInput> {
-    let pk = shape.constraints.iter().find(|c| c.kind == ConstraintKind::PrimaryKey);
-    let why = match pk.map(|c| c.columns.as_slice()) {
-        Some([column]) => match shape.column(column) {
-            Some(c) if is_integer_type(&c.data_type) => return Ok(column.clone()),
-            Some(c) => format!("its primary key {column:?} is {}, not an integer", c.data_type),
-            None => format!("its primary key names a column {column:?} it does not have"),
-        },
-        Some(columns) => format!("its primary key has {} columns", columns.len()),
-        None => "it has no primary key".to_string(),
-    };
-    Err(InvalidInput::one(
-        "spec.table",
-        format!("{table}: {why}; a TableMigration needs a one-column integer primary key to go through the rows by"),
-    ))
-}
 
 /// How a statement is made.
 #[derive(Debug, PartialEq, Eq)]
@@ -194,7 +174,6 @@ async fn make_one(job: &Job, session: &mut Session, table: &TableName, sql: &str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::plan::changes::tests::orders;
 
     #[test]
     fn statements_are_told_apart_by_how_they_are_made() {
@@ -207,18 +186,5 @@ mod tests {
         assert_eq!(kind(validate), Kind::Alter { blocks_writers: false, sql: validate });
         let not_null = "ALTER TABLE \"public\".\"t\" ALTER COLUMN \"email\" SET NOT NULL";
         assert_eq!(kind(not_null), Kind::Alter { blocks_writers: true, sql: not_null });
-    }
-
-    #[test]
-    fn the_key_is_a_one_column_integer_primary_key() {
-        let table = TableName::new("public", "orders");
-        assert_eq!(table_key(&orders(), &table).unwrap(), "id");
-        let mut none = orders();
-        none.constraints.clear();
-        let err = table_key(&none, &table).unwrap_err().to_string();
-        assert!(err.starts_with("spec.table: \"public\".\"orders\": it has no primary key"), "{err}");
-        let mut text = orders();
-        text.columns[0].data_type = "text".into();
-        assert!(table_key(&text, &table).unwrap_err().to_string().contains("is text, not an integer"));
     }
 }

@@ -15,8 +15,8 @@ use crate::engine::plan::validate::Settings;
 /// cut-over window the original table first gets its name back. A completed
 /// swap, or a shadow name held by a table that is not an identity table,
 /// is left alone. Returns what was done, if anything.
-pub async fn drop_unfinished_shadow(connector: Connector, s: Settings) -> Result<Option<String>, EngineError> {
-    let mut session = Session::new(Arc::new(connector), RetryPolicy::default(), Arc::new(RetryCounter::default()));
+pub async fn drop_unfinished_shadow(connector: Arc<Connector>, s: Settings) -> Result<Option<String>, EngineError> {
+    let mut session = Session::new(connector, RetryPolicy::default(), Arc::new(RetryCounter::default()));
     let names = read_names(&s, &mut session).await?;
     if !names.shadow {
         return Ok(None);

@@ -78,7 +78,7 @@ impl Default for FakeApi {
 /// Resources with a status subresource: the main resource ignores status
 /// changes and `/status` changes nothing else.
 fn has_status_subresource(plural: &str) -> bool {
-    plural == "identitymigrations"
+    plural == "identitymigrations" || plural == "tablemigrations"
 }
 
 struct Route {
@@ -268,12 +268,18 @@ impl FakeApi {
 
     /// Events about an object: `(type, reason, note)` in the order they were created.
     pub fn events_for(&self, namespace: &str, name: &str) -> Vec<(String, String, String)> {
+        self.events_of(namespace, None, name)
+    }
+
+    /// The events about the object of `kind` (any kind when None) named `name`, oldest first.
+    pub fn events_of(&self, namespace: &str, kind: Option<&str>, name: &str) -> Vec<(String, String, String)> {
         let state = self.state.lock().unwrap();
         let mut events: Vec<(u64, (String, String, String))> = state
             .objects
             .iter()
             .filter(|((c, ns, _), _)| c.1 == "events" && ns == namespace)
             .filter(|(_, s)| s.object["regarding"]["name"] == name)
+            .filter(|(_, s)| kind.is_none_or(|k| s.object["regarding"]["kind"] == k))
             .map(|(_, s)| {
                 let o = &s.object;
                 let rv = o["metadata"]["resourceVersion"].as_str().unwrap_or("0").parse().unwrap_or(0);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use identity_migrator::api::{IdentityMigration, IdentityMigrationSpec};
+use identity_migrator::api::{IdentityMigration, IdentityMigrationSpec, TableMigration, TableMigrationSpec};
 use identity_migrator::controller::target::DsqlEndpoints;
 use identity_migrator::controller::{OperatorConfig, run};
 use identity_migrator::metrics::Metrics;
@@ -132,11 +132,41 @@ pub async fn delete(api: &FakeApi, name: &str) {
     migrations(api).delete(name, &DeleteParams::default()).await.unwrap();
 }
 
-/// The object as stored, once `check` holds (panics after `secs`).
+/// A TableMigration of `table` whose URL is in Secret `db`, making `changes`;
+/// `extra` is merged into the spec.
+pub async fn create_table_migration(
+    api: &FakeApi,
+    name: &str,
+    table: &str,
+    changes: Value,
+    extra: Value,
+) -> TableMigration {
+    let mut spec = serde_json::json!({"target": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}},
+                                      "table": table, "changes": changes});
+    merge(&mut spec, &extra);
+    let spec: TableMigrationSpec = serde_json::from_value(spec).unwrap();
+    let mut object = TableMigration::new(name, spec);
+    object.metadata.namespace = Some(NS.into());
+    Api::<TableMigration>::namespaced(api.client(), NS).create(&PostParams::default(), &object).await.unwrap()
+}
+
+/// The IdentityMigration as stored, once `check` holds (panics after `secs`).
 pub async fn wait_for(api: &FakeApi, name: &str, secs: u64, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    wait_for_in(api, "identitymigrations", name, secs, what, check).await
+}
+
+/// The migration of kind `plural` as stored, once `check` holds (panics after `secs`).
+pub async fn wait_for_in(
+    api: &FakeApi,
+    plural: &str,
+    name: &str,
+    secs: u64,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        let object = api.get("migrations.dsql.dev/v1alpha1", "identitymigrations", NS, name).unwrap_or(Value::Null);
+        let object = api.get("migrations.dsql.dev/v1alpha1", plural, NS, name).unwrap_or(Value::Null);
         if check(&object) {
             return object;
         }
