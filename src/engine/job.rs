@@ -8,10 +8,11 @@ use super::error::EngineError;
 use crate::db::Dialect;
 use crate::db::{Connector, RetryCounter, RetryPolicy, Session};
 use crate::engine::plan::changes::reshape::Reshape;
+use crate::engine::plan::changes::reverse::Reverse;
 use crate::engine::plan::shape::TableName;
 use crate::engine::plan::shape::TableShape;
 use crate::engine::plan::sql::RowStatements;
-use crate::engine::plan::validate::Settings;
+use crate::engine::plan::validate::{InvalidInput, Settings};
 use crate::engine::steps::claim::{Claim, ClaimError};
 use crate::engine::steps::quiesce::Workloads;
 
@@ -105,6 +106,26 @@ impl Job {
             }
             _ => RowStatements::new(source, target, id, shape, self.dialect, generation),
         }
+    }
+
+    /// The row statements of a rollback after the cut-over, from the new table
+    /// `new` into the old one `old` of shape `original`: the new rows through
+    /// each change's inverse for a TableMigration, as they are for an identity.
+    pub fn rollback_statements(
+        &self,
+        original: &TableShape,
+        new: &TableName,
+        old: &TableName,
+    ) -> Result<RowStatements, InvalidInput> {
+        let (id, generation) = (&self.settings.id_column, self.settings.generation);
+        if self.settings.changes.is_empty() {
+            return Ok(RowStatements::new(new, old, id, original, self.dialect, generation));
+        }
+        let reverse = Reverse::new(original, &self.settings.changes)?;
+        let mut statements =
+            RowStatements::new(&reverse.rows_of(new, old, id), old, id, original, self.dialect, generation);
+        statements.update_first = reverse.keeps_old_values();
+        Ok(statements)
     }
 }
 

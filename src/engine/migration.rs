@@ -356,12 +356,12 @@ impl<R: StatusSink> Migration<R> {
             }
             Work::RollingBack => {
                 let copied = self.keeper.status.strategy.as_ref().is_some_and(|s| s.taken == TakenStrategy::Copy);
-                if copied && !self.job.settings.changes.is_empty() {
-                    let why = "a rebuild is rolled back after its cut-over only with the inverse of each change \
-                               (reverseUsing); that is not built yet: the old table is kept under its old name";
-                    return Err(InvalidInput::one("spec.rollback", why).into());
-                }
-                let Some(shape) = original_for_rollback(&self.job).await? else {
+                let original = if copied && !self.job.settings.changes.is_empty() {
+                    self.original_for_rollback_of_changes().await?
+                } else {
+                    original_for_rollback(&self.job).await?
+                };
+                let Some(shape) = original else {
                     let in_place =
                         self.keeper.status.strategy.as_ref().is_some_and(|s| s.taken == TakenStrategy::InPlace);
                     let why = if in_place && !self.job.settings.changes.is_empty() {

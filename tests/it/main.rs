@@ -32,5 +32,6 @@ mod seams;
 mod stand_in;
 mod table_changes;
 mod table_controller;
+mod table_rollback;
 mod table_run;
 mod tls;

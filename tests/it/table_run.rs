@@ -8,39 +8,48 @@ use crate::support::stand_in::{StandIn, credentials_env};
 use crate::support::{TestDb, run_cli, text};
 
 /// A TableMigration of `public.orders` with these `changes` (YAML list lines).
-struct TableManifest {
+pub(crate) struct TableManifest {
     dir: tempfile::TempDir,
     path: PathBuf,
+    target: String,
+    changes: String,
 }
 
 impl TableManifest {
-    fn new(changes: &str) -> Self {
+    pub(crate) fn new(changes: &str) -> Self {
         Self::with_target("{postgres: {urlSecretRef: {name: db, key: url}}}", changes)
     }
 
     fn with_target(target: &str, changes: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("orders.yaml");
-        let yaml = format!(
-            "apiVersion: migrations.dsql.dev/v1alpha1\nkind: TableMigration\nmetadata:\n  name: orders-v2\nspec:\n  \
-             target: {target}\n  table: orders\n  changes:\n{changes}"
-        );
-        std::fs::write(&path, yaml).unwrap();
-        Self { dir, path }
+        let manifest = Self { dir, path, target: target.to_string(), changes: changes.to_string() };
+        manifest.write("");
+        manifest
     }
 
-    fn run(&self, db: &TestDb, env: &[(&str, &str)]) -> std::process::Output {
+    /// Writes the manifest again with `extra` spec lines (`  rollback: true\n`).
+    pub(crate) fn write(&self, extra: &str) {
+        let (target, changes) = (&self.target, &self.changes);
+        let yaml = format!(
+            "apiVersion: migrations.dsql.dev/v1alpha1\nkind: TableMigration\nmetadata:\n  name: orders-v2\nspec:\n  \
+             target: {target}\n  table: orders\n  changes:\n{changes}{extra}"
+        );
+        std::fs::write(&self.path, yaml).unwrap();
+    }
+
+    pub(crate) fn run(&self, db: &TestDb, env: &[(&str, &str)]) -> std::process::Output {
         run_cli(&["run", "-f", self.path.to_str().unwrap(), "--database-url", &db.url], env)
     }
 
-    fn status(&self) -> serde_json::Value {
+    pub(crate) fn status(&self) -> serde_json::Value {
         let text = std::fs::read_to_string(self.dir.path().join("orders.yaml.state.json")).expect("state file");
         serde_json::from_str::<serde_json::Value>(&text).unwrap()["status"].clone()
     }
 }
 
 /// `orders (id, amount, email, code, ref)` with 2,000 rows that fit every change below.
-async fn orders(db: &TestDb) {
+pub(crate) async fn orders(db: &TestDb) {
     db.exec(
         "CREATE TABLE orders (id bigint PRIMARY KEY, amount integer, email text, code text, ref bigint);
          INSERT INTO orders SELECT g, g * 3, 'u' || g || '@example.com', g::text, g FROM generate_series(1, 2000) g;",

@@ -140,6 +140,21 @@ impl<R: StatusSink> Migration<R> {
             .ok_or_else(|| CheckFailed::OriginalMissing { source_table: s.source.clone(), old: s.old.clone() }.into())
     }
 
+    /// The original table for a rollback of a rebuild: the old table while
+    /// the new one has the name (or, in the window, neither has it), the
+    /// table itself once it has the name back; None when it is gone.
+    pub(super) async fn original_for_rollback_of_changes(&self) -> Result<Option<TableShape>, EngineError> {
+        let s = &self.job.settings;
+        let mut session = self.job.session();
+        let names = read_names(s, &mut session).await?;
+        let table = match (names.old, names.table && !names.table_is_new) {
+            (true, _) => &s.old,
+            (false, true) => &s.source,
+            (false, false) => return Ok(None),
+        };
+        Ok(session.retry("read table", |c| async move { catalog::read_shape(&c, table).await }).await?)
+    }
+
     /// A row the new table refuses (SQLSTATE class 23) was written after the
     /// scan: the scan runs again, read-only, and names the rows by id. Nothing
     /// is lost, the cut-over waits, and a run after the rows are fixed goes on

@@ -53,6 +53,13 @@ pub struct RowStatements {
     pub delete_stale: String,
     /// Inserts up to `$3` source rows in `[$1, $2]` missing from the target.
     pub insert_missing: String,
+    /// Updates up to `$3` target rows in `[$1, $2]` that differ from the
+    /// source's row of the same id, in id order; returns their ids.
+    pub update_differing: String,
+    /// Re-syncs update differing rows before deleting what is left: set where
+    /// the source reads values from the target itself (a rollback's dropped
+    /// column), which a deleted row would no longer have.
+    pub update_first: bool,
     /// `max(id)` of the target in `[$1, $2]`.
     pub target_max_in: String,
     /// Source rows, and target rows, in `[$1, $2]`.
@@ -97,6 +104,7 @@ impl RowStatements {
             Generation::Always => format!("INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE"),
         };
         let src_cols = column_list(columns, Some("s"));
+        let set_columns: Vec<String> = columns.iter().filter(|c| c.as_str() != id).cloned().collect();
         let row_text = |alias: &str| format!("ROW({})::text", column_list(all_columns, Some(alias)));
         // The checksum of a chunk. On PostgreSQL each row is hashed as a record
         // (about five times cheaper than md5 of its text) and the 64-bit hashes
@@ -167,6 +175,17 @@ impl RowStatements {
                  (SELECT 1 FROM {target} t WHERE t.{id_q} = s.{id_q}) \
                  ORDER BY s.{id_q} LIMIT $3::bigint ON CONFLICT DO NOTHING"
             ),
+            update_differing: format!(
+                "UPDATE {target} t SET ({}) = ROW({}) FROM {source} s WHERE s.{id_q} = t.{id_q} AND t.{id_q} IN \
+                 (SELECT t2.{id_q} FROM {target} t2 JOIN {source} s2 ON s2.{id_q} = t2.{id_q} \
+                 WHERE t2.{id_q} >= $1::bigint AND t2.{id_q} <= $2::bigint AND {} <> {} \
+                 ORDER BY t2.{id_q} LIMIT $3::bigint) RETURNING t.{id_q}::bigint",
+                column_list(&set_columns, None),
+                column_list(&set_columns, Some("s")),
+                row_text("s2"),
+                row_text("t2")
+            ),
+            update_first: false,
             target_max_in: format!(
                 "SELECT max({id_q})::bigint FROM {target} WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"
             ),

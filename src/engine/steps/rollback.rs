@@ -5,7 +5,11 @@
 //! like the swap. Clearing `spec.rollback` later rolls forward with a normal
 //! swap, and the identity is moved past every id again.
 //!
-//! Refused when the old table was dropped (`oldTable.retain: false`) or is gone.
+//! A TableMigration's rebuild goes back the same way, its rows through each
+//! change's inverse ([`crate::engine::plan::changes::reverse`]).
+//!
+//! Refused when the old table was dropped (`oldTable.retain: false`) or is
+//! gone, or when a change has no inverse (named).
 
 use std::sync::Arc;
 
@@ -45,7 +49,7 @@ pub async fn roll_back<R: StatusSink>(
         match rollback_state(names, s.retain_old) {
             RollbackState::Forward => {
                 // Catch up while the new table is live, then open the window.
-                let statements = Arc::new(job.statements(original, &s.source, &s.old));
+                let statements = Arc::new(job.rollback_statements(original, &s.source, &s.old)?);
                 let (report, _) = verify_pass(job, statements, batch, &run, None, None).await?;
                 tracing::info!(
                     rows = report.rows_resynced,
@@ -61,7 +65,7 @@ pub async fn roll_back<R: StatusSink>(
                 failpoint::hit("rollback-renamed-out");
             }
             RollbackState::InWindow => {
-                let statements = Arc::new(job.statements(original, &s.shadow, &s.old));
+                let statements = Arc::new(job.rollback_statements(original, &s.shadow, &s.old)?);
                 let synced = match verify_pass(job, statements, batch, &run, None, None).await {
                     Ok((sync, _)) if sync.unresolved.is_empty() => Ok(sync),
                     Ok((sync, _)) => {

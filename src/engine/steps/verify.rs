@@ -326,6 +326,9 @@ async fn differing_buckets(session: &mut Session, s: &RowStatements, chunk: Chun
 async fn resync_rows(session: &mut Session, s: &RowStatements, chunk: Chunk, batch_rows: i64) -> Result<i64, DbError> {
     let mut resynced = 0;
     for part in differing_buckets(session, s, chunk).await? {
+        if s.update_first {
+            resynced += update_forward(session, &s.update_differing, part, batch_rows).await?;
+        }
         for statement in [&s.delete_stale, &s.insert_missing] {
             resynced += repeat_until_short(session, statement, part, batch_rows).await?;
         }
@@ -344,6 +347,35 @@ pub async fn resync_chunk(
     let source = summary(session, &s.source_summary, chunk).await?;
     let target = summary(session, &s.target_summary, chunk).await?;
     Ok(source == target)
+}
+
+/// Runs an update of `LIMIT $3` rows in `[$1, $2]` that returns their ids,
+/// each run from past the highest id the last one updated: a row the update
+/// cannot make equal is passed, never updated again and again.
+async fn update_forward(session: &mut Session, sql: &str, chunk: Chunk, batch_rows: i64) -> Result<i64, DbError> {
+    let mut limit = batch_rows;
+    let (mut from, mut total) = (chunk.lo, 0);
+    loop {
+        let ids: Vec<i64> = match session
+            .retry("re-sync chunk", |c| async move {
+                let rows = c.query(sql, &[&from, &chunk.hi, &limit]).await.ctx("re-sync chunk")?;
+                Ok(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
+            })
+            .await
+        {
+            Ok(ids) => ids,
+            Err(e) if e.class.wants_smaller_piece() && limit > 1 => {
+                limit = (limit / 2).max(1);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        total += ids.len() as i64;
+        match ids.iter().max() {
+            Some(&top) if (ids.len() as i64) >= limit && top < chunk.hi => from = top + 1,
+            _ => return Ok(total),
+        }
+    }
 }
 
 /// Runs a `LIMIT $3` statement until it touches fewer rows than the limit:

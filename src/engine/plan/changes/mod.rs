@@ -9,6 +9,7 @@
 
 pub mod render;
 pub mod reshape;
+pub mod reverse;
 pub mod scan;
 pub mod types;
 pub mod ways;
