@@ -94,8 +94,9 @@ pub struct AlterColumn {
     /// default `column::type`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub using: Option<String>,
-    /// The inverse of `using`, over the new row: what a rollback after the
-    /// cut-over needs to take rows back to the old type.
+    /// The inverse of `using`, over the row as this change leaves it (e.g.
+    /// `round(amount)`): what a rollback after the cut-over needs to take
+    /// rows back to the old type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverse_using: Option<String>,
     /// True to forbid NULLs, false to allow them; unset leaves it as it is.

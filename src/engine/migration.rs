@@ -352,6 +352,7 @@ impl<R: StatusSink> Migration<R> {
                 }
                 let shape = self.original_shape().await?;
                 let widest = self.widest_row(&shape).await?;
+                self.job.window_sync.store(true, std::sync::atomic::Ordering::Relaxed);
                 swap(&self.job, &shape, widest, self.baseline.take(), &mut self.keeper, &self.control).await
             }
             Work::RollingBack => {

@@ -20,7 +20,7 @@ impl TableManifest {
         Self::with_target("{postgres: {urlSecretRef: {name: db, key: url}}}", changes)
     }
 
-    fn with_target(target: &str, changes: &str) -> Self {
+    pub(crate) fn with_target(target: &str, changes: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("orders.yaml");
         let manifest = Self { dir, path, target: target.to_string(), changes: changes.to_string() };
@@ -36,6 +36,12 @@ impl TableManifest {
              target: {target}\n  table: orders\n  changes:\n{changes}{extra}"
         );
         std::fs::write(&self.path, yaml).unwrap();
+    }
+
+    /// `run -f` of this manifest through the DSQL stand-in `s`.
+    pub(crate) fn run_through(&self, s: &StandIn) -> std::process::Output {
+        let args = ["run", "-f", self.path.to_str().unwrap(), "--ca-file", s.ca.path().to_str().unwrap()];
+        run_cli(&args, &credentials_env())
     }
 
     pub(crate) fn run(&self, db: &TestDb, env: &[(&str, &str)]) -> std::process::Output {
@@ -390,8 +396,7 @@ async fn dsql_makes_the_same_rebuild_through_the_stand_in() {
     s.db.exec("CREATE INDEX orders_email_idx ON orders (email)").await;
     let before = ledger_of(&s.db, "orders").await;
     let m = TableManifest::with_target(&s.target(), REBUILD);
-    let args = ["run", "-f", m.path.to_str().unwrap(), "--ca-file", s.ca.path().to_str().unwrap()];
-    let out = run_cli(&args, &credentials_env());
+    let out = m.run_through(&s);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(s.refused_documented(), Vec::<String>::new(), "nothing sent that DSQL refuses");
     assert_rebuilt(&s.db, &before).await;

@@ -14,6 +14,7 @@ use crate::engine::plan::ddl::index_builds;
 use crate::engine::plan::names::derived_name;
 use crate::engine::plan::preflight::{Route, preflight, route_for};
 use crate::engine::plan::shape::{ConstraintKind, TableShape};
+use crate::engine::plan::sql::RowStatements;
 
 /// What the engine knows about the table before it changes anything.
 #[derive(Clone, Debug)]
@@ -71,7 +72,9 @@ pub async fn measure(
     estimate_only: bool,
 ) -> Result<Survey, EngineError> {
     let s = &job.settings;
-    let statements = job.statements(shape, &s.source, &s.shadow);
+    // Only ids are read here, which every change leaves as they are: the
+    // table itself (the new table may not exist yet).
+    let statements = RowStatements::new(&s.source, &s.shadow, &s.id_column, shape, job.dialect, s.generation);
     let estimate = shape.estimated_rows;
     let extent_sql = &statements.source_extent;
     let extent: Option<(i64, i64)> = session

@@ -328,6 +328,47 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
     Ok(Applied { checks, layer })
 }
 
+/// Follows the added columns through a change: added, renamed, dropped, or
+/// converted (whose value is then taken as not constant).
+fn track_added(added: &mut Vec<(String, bool)>, change: &Change) {
+    match change.kind() {
+        Ok(ChangeKind::AddColumn(a)) => added.push((a.name.clone(), a.default.as_deref().is_none_or(is_constant))),
+        Ok(ChangeKind::RenameColumn(r)) => {
+            added.iter_mut().filter(|(name, _)| *name == r.from).for_each(|(name, _)| name.clone_from(&r.to));
+        }
+        Ok(ChangeKind::DropColumn(d)) => added.retain(|(name, _)| *name != d.name),
+        Ok(ChangeKind::AlterColumn(a)) if a.data_type.is_some() => {
+            added.iter_mut().filter(|(name, _)| *name == a.column).for_each(|(_, constant)| *constant = false);
+        }
+        _ => {}
+    }
+}
+
+/// Whether a default is a literal (a quoted string, a number, true, false or
+/// NULL, cast or not): the same at every reading. Anything else may not be
+/// (`now()`, `nextval(...)`, `random()`), and is treated as changing.
+pub fn is_constant(default: &str) -> bool {
+    let mut value = default.trim();
+    // Casts: `'x'::text`, `'5'::numeric(12,2)`, `'{}'::character varying[]`.
+    while let Some(at) = value.rfind("::") {
+        let cast = &value[at + 2..];
+        if cast.contains('\'') || cast.contains(')') && !cast.contains('(') {
+            break;
+        }
+        value = value[..at].trim_end();
+    }
+    let value = value.trim_start_matches('(').trim_end_matches(')').trim();
+    if let Some(inner) = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+        return !inner.replace("''", "").contains('\'');
+    }
+    let lower = value.to_ascii_lowercase();
+    if matches!(lower.as_str(), "true" | "false" | "null") {
+        return true;
+    }
+    let digits = value.strip_prefix('-').unwrap_or(value);
+    !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit() || c == '.') && digits.matches('.').count() <= 1
+}
+
 fn columns_exist(state: &State, columns: &[String]) -> Result<(), String> {
     if columns.is_empty() {
         return Err("names no column".into());
@@ -354,6 +395,9 @@ pub struct Rebuild {
     pub layers: Vec<Layer>,
     /// What the data must satisfy.
     pub data_checks: Vec<ScopedCheck>,
+    /// Columns the changes add, by their names in the new table, each with
+    /// whether its value is a constant (else it may differ at each reading).
+    pub added: Vec<(String, bool)>,
 }
 
 /// A data check, the change that asks for it, and how many layers come
@@ -370,9 +414,11 @@ impl Rebuild {
     pub fn new(base: State, changes: &[Change], first: usize) -> Result<Self, InvalidInput> {
         let mut target = base.clone();
         let (mut layers, mut data_checks, mut problems) = (Vec::new(), Vec::new(), Vec::new());
+        let mut added: Vec<(String, bool)> = Vec::new();
         for (i, change) in changes.iter().enumerate() {
             match apply_layered(&mut target, change, first + i) {
                 Ok(applied) => {
+                    track_added(&mut added, change);
                     let (change, depth) = (first + i, layers.len());
                     data_checks.extend(applied.checks.into_iter().map(|check| ScopedCheck { change, depth, check }));
                     layers.extend(applied.layer);
@@ -383,7 +429,7 @@ impl Rebuild {
         if !problems.is_empty() {
             return Err(InvalidInput(problems));
         }
-        Ok(Self { base, target, layers, data_checks })
+        Ok(Self { base, target, layers, data_checks, added })
     }
 
     /// The new table's columns from `source` (a FROM item naming the rebuild's

@@ -77,6 +77,41 @@ impl Reshape {
         format!("({})", self.rebuild.select(&table.to_string()))
     }
 
+    /// The same rows, but where the new table `new` has a row of the key
+    /// already, the values of the columns the changes add are its values: a
+    /// roll-forward keeps what was written to them before the rollback, and
+    /// a default that differs at each reading (`now()`) is read once.
+    pub fn rows_keeping(&self, table: &TableName, new: &TableName, key: &str) -> String {
+        let key_q = ident(key);
+        let columns: Vec<String> = self
+            .target
+            .columns
+            .iter()
+            .map(|c| {
+                let name = ident(&c.name);
+                if self.rebuild.added.iter().any(|(added, _)| *added == c.name) {
+                    format!("CASE WHEN k.\"idmig$key\" IS NULL THEN f.{name} ELSE k.{name} END AS {name}")
+                } else {
+                    format!("f.{name}")
+                }
+            })
+            .collect();
+        let kept: Vec<String> = self.rebuild.added.iter().map(|(name, _)| ident(name)).collect();
+        format!(
+            "(SELECT {} FROM ({}) f LEFT JOIN (SELECT {key_q} AS \"idmig$key\", {} FROM {new}) k \
+             ON k.\"idmig$key\" = f.{key_q})",
+            columns.join(", "),
+            self.rebuild.select(&table.to_string()),
+            kept.join(", ")
+        )
+    }
+
+    /// Whether the rows are read keeping the new table's added values: in
+    /// the window (`in_window`), or always when an added value is not constant.
+    pub fn keeps_added(&self, in_window: bool) -> bool {
+        !self.rebuild.added.is_empty() && (in_window || self.rebuild.added.iter().any(|(_, constant)| !constant))
+    }
+
     pub fn has_identity(&self) -> bool {
         self.rebuild.target.identity.is_some()
     }

@@ -152,3 +152,32 @@ fn a_new_primary_key_needs_its_columns_filled_and_unique() {
     assert_eq!(state.primary_key, ["cust", "id"]);
     assert!(state.column("cust").unwrap().not_null);
 }
+
+#[test]
+fn only_literal_defaults_are_constant() {
+    for constant in
+        ["'new'", "'new'::text", "'a''b'", "0", "-1.5", "(0)::numeric(12,2)", "true", "NULL", "'{}'::integer[]"]
+    {
+        assert!(is_constant(constant), "{constant}");
+    }
+    for changing in
+        ["now()", "CURRENT_TIMESTAMP", "nextval('s'::regclass)", "'a' || now()", "random()", "'a' || 'b'", ""]
+    {
+        assert!(!is_constant(changing), "{changing}");
+    }
+}
+
+#[test]
+fn added_columns_are_followed_by_their_new_names() {
+    let list = changes(
+        r#"
+- addColumn: {name: status, type: text, default: "'new'"}
+- addColumn: {name: seen, type: timestamptz, default: "now()"}
+- addColumn: {name: gone, type: text}
+- renameColumn: {from: status, to: state}
+- dropColumn: {name: gone}
+"#,
+    );
+    let rebuild = Rebuild::new(State::of(&orders()), &list, 0).unwrap();
+    assert_eq!(rebuild.added, [("state".to_string(), true), ("seen".to_string(), false)]);
+}
