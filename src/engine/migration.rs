@@ -327,7 +327,8 @@ impl<R: StatusSink> Migration<R> {
             Work::Validating => self.validate().await,
             Work::CreatingTarget if self.job.reshape.get().is_some() => {
                 let reshape = self.job.reshape.get().cloned().expect("checked");
-                ensure_new_table(&self.job, &mut self.job.session(), &reshape).await?;
+                let left = ensure_new_table(&self.job, &mut self.job.session(), &reshape).await?;
+                self.record_not_carried(left).await;
                 Ok(Flow::Next)
             }
             Work::CreatingTarget => {

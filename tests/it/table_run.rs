@@ -428,3 +428,52 @@ async fn a_live_write_that_breaks_the_new_shape_is_named_by_id_and_the_cut_over_
     assert!(out.status.success(), "{}", text(&out));
     assert_rebuilt(&db, &before).await;
 }
+
+/// A rebuild needs of the table what the identity copy does: a NOT VALID
+/// check or forced row security is refused by name before anything changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_refuses_what_the_copy_cannot_carry_before_anything_changes() {
+    let db = TestDb::new("tblrun_preflight").await;
+    orders(&db).await;
+    db.exec(
+        "ALTER TABLE orders ADD CONSTRAINT orders_amount_check CHECK (amount > 0) NOT VALID;
+         ALTER TABLE orders ENABLE ROW LEVEL SECURITY; ALTER TABLE orders FORCE ROW LEVEL SECURITY;",
+    )
+    .await;
+    let before = schema_fingerprint(&db).await;
+    let manifest = TableManifest::new(REBUILD);
+    let out = manifest.run(&db, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("has a NOT VALID check constraint; validate it first"), "{said}");
+    assert!(said.contains("forces row-level security on its owner"), "{said}");
+    assert_eq!(schema_fingerprint(&db).await, before);
+    assert!(!db.exists("public", "orders_new").await);
+}
+
+/// The rebuilt table carries the original's comments and privileges, each
+/// column's by its new name; a grant on a dropped column is said, not carried.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuilt_table_keeps_comments_and_grants_by_the_columns_new_names() {
+    let db = TestDb::new("tblrun_extras").await;
+    orders(&db).await;
+    db.exec(
+        "DO $$ BEGIN CREATE ROLE idmig_tbl_reader; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
+         COMMENT ON TABLE orders IS 'every order';
+         COMMENT ON COLUMN orders.ref IS 'the outside reference';
+         GRANT SELECT ON orders TO idmig_tbl_reader;
+         GRANT UPDATE (ref, code) ON orders TO idmig_tbl_reader;",
+    )
+    .await;
+    let manifest = TableManifest::new(&format!("{REBUILD}    - renameColumn: {{from: ref, to: reference}}\n"));
+    let out = manifest.run(&db, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(db.scalar_text("SELECT obj_description('orders'::regclass, 'pg_class')").await, "every order");
+    let column_comment = "SELECT col_description('orders'::regclass, attnum) FROM pg_attribute \
+                          WHERE attrelid = 'orders'::regclass AND attname = 'reference'";
+    assert_eq!(db.scalar_text(column_comment).await, "the outside reference");
+    assert!(db.scalar_bool("SELECT has_table_privilege('idmig_tbl_reader', 'orders', 'SELECT')").await);
+    assert!(db.scalar_bool("SELECT has_column_privilege('idmig_tbl_reader', 'orders', 'reference', 'UPDATE')").await);
+    let not_carried = manifest.status()["plan"]["notCarried"].to_string();
+    assert!(not_carried.contains("UPDATE on column code to idmig_tbl_reader: the column is dropped"), "{not_carried}");
+}

@@ -19,6 +19,7 @@ use crate::engine::plan::changes::State;
 use crate::engine::plan::changes::reshape::{Reshape, refusals};
 use crate::engine::plan::changes::scan::scan;
 use crate::engine::plan::changes::ways::{ChangePlan, Way, plan_changes};
+use crate::engine::plan::names::new_table_key;
 use crate::engine::plan::phase::{Stand, Work};
 use crate::engine::plan::shape::TableShape;
 use crate::engine::plan::validate::{InvalidInput, Problem, Settings};
@@ -26,6 +27,7 @@ use crate::engine::status_keeper::CopyProgress;
 use crate::engine::steps::catalog;
 use crate::engine::steps::catalog::read_names;
 use crate::engine::steps::data_scan::scan_data;
+use crate::engine::steps::fidelity::with_fidelity;
 use crate::engine::steps::survey::{Survey, measure};
 use crate::engine::steps::table_changes::make_in_place;
 use crate::engine::store::{Severity, StatusSink};
@@ -51,7 +53,13 @@ impl<R: StatusSink> Migration<R> {
                 let why = "a rebuild does not use a change tracking column yet; remove it";
                 return Err(InvalidInput::one("spec.copy.changeTrackingColumn", why).into());
             }
-            let stranded = refusals(&shape, table);
+            let shape = with_fidelity(&mut session, shape.clone(), job.dialect).await?;
+            let names = [s.shadow.name.clone(), s.old.name.clone(), new_table_key(&s.shadow, &s.changes)];
+            let names = &names;
+            let around = session
+                .retry("check names", |c| async move { catalog::surroundings(&c, &s.source.schema, names).await })
+                .await?;
+            let stranded = refusals(&shape, s, &around, job.dialect);
             if !stranded.is_empty() {
                 return Err(InvalidInput(stranded).into());
             }

@@ -126,6 +126,19 @@ pub fn preflight(
         }
         return if problems.is_empty() { Ok(()) } else { Err(InvalidInput(problems)) };
     }
+    problems.extend(copy_checks(settings, shape, around, dialect));
+    if problems.is_empty() { Ok(()) } else { Err(InvalidInput(problems)) }
+}
+
+/// What a copy into a new table needs of the table, beyond its key: nothing
+/// the swap would strand on the old table (foreign keys, triggers, views,
+/// bound objects), nothing the copy cannot read or recreate, names free for
+/// the new tables, and DSQL's limits. Shared by the identity copy and a
+/// TableMigration's rebuild.
+pub fn copy_checks(settings: &Settings, shape: &TableShape, around: &Surroundings, dialect: Dialect) -> Vec<Problem> {
+    let table = &settings.source;
+    let mut problems = Vec::new();
+    let mut refuse = |field: &str, message: String| problems.push(Problem::new(field, message));
     if shape.constraints.iter().any(|c| c.kind == ConstraintKind::Check && c.definition.contains("NOT VALID")) {
         refuse("spec.table", format!("{table} has a NOT VALID check constraint; validate it first"));
     }
@@ -305,7 +318,7 @@ pub fn preflight(
             );
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(InvalidInput(problems)) }
+    problems
 }
 
 #[cfg(test)]

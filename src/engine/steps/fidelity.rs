@@ -9,6 +9,8 @@ use super::catalog::{optional, table_oid};
 use crate::db::{DbError, Dialect, ErrorContext, Session};
 use crate::engine::plan::carried::{ExtendedStatistics, Fidelity, Grant, Policy, ReplicaIdentity};
 use crate::engine::plan::carried::{Fact, absent_catalog};
+use crate::engine::plan::changes::Rebuild;
+use crate::engine::plan::changes::carry::carried;
 use crate::engine::plan::fidelity::{privilege_statements, statistics_definition_middle};
 use crate::engine::plan::not_carried::{is_refusal, refused_note, undocumented_on_dsql};
 use crate::engine::plan::quote::ident;
@@ -319,12 +321,14 @@ pub async fn apply_carrying(
 }
 
 /// Makes the privileges of `to` those of `from` again when they differ: a
-/// GRANT or REVOKE on the table during the copy reaches the new table.
+/// GRANT or REVOKE on the table during the copy reaches the new table. A
+/// rebuild's new table takes column privileges by the columns' new names.
 pub async fn sync_privileges(
     session: &mut Session,
     from: &TableName,
     to: &TableName,
     dialect: Dialect,
+    through: Option<&Rebuild>,
 ) -> Result<(), DbError> {
     let (source, target) = session
         .retry("read privileges", |c| async move {
@@ -334,6 +338,10 @@ pub async fn sync_privileges(
         })
         .await?;
     let (Some(source), Some(target)) = (source, target) else { return Ok(()) };
+    let source = match through {
+        Some(rebuild) => carried(&source, rebuild, &[]).0,
+        None => source,
+    };
     if source.grants == target.grants && source.owner == target.owner {
         return Ok(());
     }

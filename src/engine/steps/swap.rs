@@ -311,7 +311,8 @@ async fn finish_window<R: StatusSink>(
 
     // A GRANT or REVOKE on the table during the copy reaches the new table.
     job.before_change().await?;
-    sync_privileges(session, &s.old, &s.shadow, job.dialect).await?;
+    let rebuild = job.reshape.get().map(|r| &r.rebuild);
+    sync_privileges(session, &s.old, &s.shadow, job.dialect, rebuild).await?;
     job.before_change().await?;
     rename_guarded(session, &s.shadow, &s.source).await?;
     let cutover = keeper.status.cutover.get_or_insert_with(CutoverStatus::default);

@@ -7,6 +7,7 @@
 //! put through each change in turn ([`Rebuild::select`]). Identity is one
 //! change among the others.
 
+pub mod carry;
 pub mod render;
 pub mod reshape;
 pub mod reverse;
@@ -344,6 +345,17 @@ fn track_added(added: &mut Vec<(String, bool)>, change: &Change) {
     }
 }
 
+/// Follows the base columns through a rename or a drop.
+fn track_fates(fates: &mut [(String, Option<String>)], change: &Change) {
+    for (_, fate) in fates.iter_mut() {
+        match change.kind() {
+            Ok(ChangeKind::RenameColumn(r)) if fate.as_deref() == Some(r.from.as_str()) => *fate = Some(r.to.clone()),
+            Ok(ChangeKind::DropColumn(d)) if fate.as_deref() == Some(d.name.as_str()) => *fate = None,
+            _ => {}
+        }
+    }
+}
+
 /// Whether a default is a literal (a quoted string, a number, true, false or
 /// NULL, cast or not): the same at every reading. Anything else may not be
 /// (`now()`, `nextval(...)`, `random()`), and is treated as changing.
@@ -398,6 +410,8 @@ pub struct Rebuild {
     /// Columns the changes add, by their names in the new table, each with
     /// whether its value is a constant (else it may differ at each reading).
     pub added: Vec<(String, bool)>,
+    /// Each base column and its name in the new table (None: dropped).
+    pub fates: Vec<(String, Option<String>)>,
 }
 
 /// A data check, the change that asks for it, and how many layers come
@@ -415,10 +429,13 @@ impl Rebuild {
         let mut target = base.clone();
         let (mut layers, mut data_checks, mut problems) = (Vec::new(), Vec::new(), Vec::new());
         let mut added: Vec<(String, bool)> = Vec::new();
+        let mut fates: Vec<(String, Option<String>)> =
+            base.columns.iter().map(|c| (c.name.clone(), Some(c.name.clone()))).collect();
         for (i, change) in changes.iter().enumerate() {
             match apply_layered(&mut target, change, first + i) {
                 Ok(applied) => {
                     track_added(&mut added, change);
+                    track_fates(&mut fates, change);
                     let (change, depth) = (first + i, layers.len());
                     data_checks.extend(applied.checks.into_iter().map(|check| ScopedCheck { change, depth, check }));
                     layers.extend(applied.layer);
@@ -429,7 +446,7 @@ impl Rebuild {
         if !problems.is_empty() {
             return Err(InvalidInput(problems));
         }
-        Ok(Self { base, target, layers, data_checks, added })
+        Ok(Self { base, target, layers, data_checks, added, fates })
     }
 
     /// The new table's columns from `source` (a FROM item naming the rebuild's

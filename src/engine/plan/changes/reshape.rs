@@ -5,9 +5,11 @@
 //! with no layer: the rows are the source's as they are. Pure.
 
 use super::Rebuild;
+use crate::db::Dialect;
+use crate::engine::plan::preflight::{Surroundings, copy_checks};
 use crate::engine::plan::quote::ident;
 use crate::engine::plan::shape::{Constraint, ConstraintKind, TableName, TableShape};
-use crate::engine::plan::validate::Problem;
+use crate::engine::plan::validate::{Problem, Settings};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reshape {
@@ -123,32 +125,26 @@ impl Reshape {
     }
 }
 
-/// What a rebuild's swap would leave behind on the old table, refused before
-/// anything changes, as for an identity copy: foreign keys (the new table
-/// declares only those `addConstraint` asks for), triggers, dependent views,
-/// inheritance, and a table that is not an ordinary one.
-pub fn refusals(shape: &TableShape, table: &TableName) -> Vec<Problem> {
+/// What a rebuild needs of the table, refused before anything changes: an
+/// ordinary table, and what the identity copy needs ([`copy_checks`]):
+/// nothing the swap would strand on the old table (the new table declares
+/// only the foreign keys `addConstraint` asks for), nothing it cannot read
+/// or recreate, free names, DSQL's limits.
+pub fn refusals(shape: &TableShape, settings: &Settings, around: &Surroundings, dialect: Dialect) -> Vec<Problem> {
+    let table = &settings.source;
     let mut problems = Vec::new();
-    let mut refuse = |what: String| problems.push(Problem::new("spec.table", what));
     if shape.kind != 'r' {
-        refuse(format!("{table} is not an ordinary table (relkind {:?}); a rebuild cannot replace it", shape.kind));
+        problems.push(Problem::new(
+            "spec.table",
+            format!("{table} is not an ordinary table (relkind {:?}); a rebuild cannot replace it", shape.kind),
+        ));
     }
-    let listed = [
-        (&shape.foreign_keys, "takes part in foreign keys, which the swap would leave on the old table"),
-        (&shape.triggers, "has triggers, which would stay on the old table"),
-        (&shape.dependent_views, "has views depending on it, which would keep reading the old table"),
-        (&shape.inheritance, "uses table inheritance"),
-    ];
-    for (list, why) in listed {
-        if !list.is_empty() {
-            refuse(format!("{table} {why} ({})", list.join(", ")));
-        }
-    }
+    problems.extend(copy_checks(settings, shape, around, dialect));
     problems
 }
 
 /// Whether an index definition reads `column`: its name as a word or quoted.
-fn reads(definition: &str, column: &str) -> bool {
+pub(super) fn reads(definition: &str, column: &str) -> bool {
     if definition.contains(&ident(column)) {
         return true;
     }
@@ -199,20 +195,36 @@ mod tests {
 
     #[test]
     fn what_a_swap_would_strand_is_refused_by_name() {
-        let table = TableName::new("public", "orders");
-        assert!(refusals(&orders(), &table).is_empty());
+        use crate::engine::plan::validate::{TargetSource, validate_spec};
+        let settings = validate_spec(&crate::engine::testing::spec_for("orders"), TargetSource::Spec).unwrap();
+        let around = Surroundings::default();
+        assert!(refusals(&orders(), &settings, &around, Dialect::Postgres).is_empty());
         let mut shape = orders();
+        shape.kind = 'v';
         shape.triggers = vec!["orders_audit".into()];
         shape.dependent_views = vec!["public.recent_orders".into()];
-        let said: Vec<String> =
-            refusals(&shape, &table).iter().map(|p| format!("{}: {}", p.field, p.message)).collect();
+        shape.fidelity.force_row_security = true;
+        let said: Vec<String> = refusals(&shape, &settings, &around, Dialect::Postgres)
+            .iter()
+            .map(|p| format!("{}: {}", p.field, p.message))
+            .collect();
         assert_eq!(
             said,
             [
-                "spec.table: \"public\".\"orders\" has triggers, which would stay on the old table (orders_audit)",
-                "spec.table: \"public\".\"orders\" has views depending on it, which would keep reading the old table \
-                 (public.recent_orders)",
+                "spec.table: \"public\".\"orders\" is not an ordinary table (relkind 'v'); a rebuild cannot replace it",
+                "spec.table: \"public\".\"orders\" has triggers, which would stay on the old table (triggers: \
+                 orders_audit)",
+                "spec.table: views depend on \"public\".\"orders\" and would keep reading the old table (views: \
+                 public.recent_orders)",
+                "spec.table: \"public\".\"orders\" forces row-level security on its owner; the copy would see only \
+                 the rows its policies allow",
             ]
+        );
+        let taken = Surroundings { names_taken: vec![settings.shadow.name.clone()], ..Default::default() };
+        let said = refusals(&orders(), &settings, &taken, Dialect::Dsql);
+        assert!(
+            said[0].message.contains("the shadow table name \"public\".\"orders_new\" is already taken"),
+            "{said:?}"
         );
     }
 
