@@ -346,6 +346,20 @@ pub struct ChangesStatus {
     /// The longest any in-place statement held the table's lock, in ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub longest_lock_millis: Option<i64>,
+    /// What `spec.rollback` makes to undo the in-place statements, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undo: Vec<String>,
+    /// How many of `undo` have been made.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub undone: i64,
+    /// The changes that have no inverse in place, each `field: why`: a
+    /// rollback is refused with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undo_refused: Vec<String>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// One change: `spec.changes[index]`, made in place or by the rebuild, and why.

@@ -179,6 +179,12 @@ fn report(outcome: &Outcome, status: &IdentityMigrationStatus, store: &FileStore
             println!("State: {}", store.path().display());
             Ok(())
         }
+        Outcome::RolledBack if status.changes.as_ref().is_some_and(|c| !c.undo.is_empty()) => {
+            let undone = status.changes.as_ref().map_or(0, |c| c.undo.len());
+            println!("Rolled back in place: {undone} statements undid the changes.");
+            println!("Set spec.rollback to false and run again to make them again.");
+            Ok(())
+        }
         Outcome::RolledBack => {
             println!(
                 "Rolled back: the original table has its name again; the new table waits as {}.",

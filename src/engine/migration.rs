@@ -356,6 +356,9 @@ impl<R: StatusSink> Migration<R> {
                 self.job.window_sync.store(true, std::sync::atomic::Ordering::Relaxed);
                 swap(&self.job, &shape, widest, self.baseline.take(), &mut self.keeper, &self.control).await
             }
+            Work::RollingBack if self.gate().in_place && !self.job.settings.changes.is_empty() => {
+                self.undo_in_place().await
+            }
             Work::RollingBack => {
                 let copied = self.keeper.status.strategy.as_ref().is_some_and(|s| s.taken == TakenStrategy::Copy);
                 let original = if copied && !self.job.settings.changes.is_empty() {

@@ -139,3 +139,63 @@ async fn dsql_rolls_a_rebuild_back_through_the_stand_in() {
     assert_eq!(all.len(), 1999);
     assert!(all.contains(&"(5,100,u5@example.com,5,5)".to_string()), "{:?}", &all[..5]);
 }
+
+/// Changes made in place roll back through their inverses, each its own
+/// brief statement, and roll forward again; a change without an inverse in
+/// place refuses the rollback by name.
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_made_in_place_roll_back_and_forward_and_a_drop_is_refused_by_name() {
+    let db = TestDb::new("tblrb_in_place").await;
+    orders(&db).await;
+    let manifest = TableManifest::new(
+        "    - alterColumn: {column: email, notNull: true}
+    - addColumn: {name: note, type: text}
+    - renameColumn: {from: ref, to: reference}
+    - addConstraint: {name: amount_positive, check: \"amount > 0\"}
+",
+    );
+    let out = manifest.run(&db, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(manifest.status()["strategy"]["taken"], "InPlace");
+    let shape = "SELECT string_agg(attname || ' ' || attnotnull, ', ' ORDER BY attnum) FROM pg_attribute \
+                 WHERE attrelid = 'orders'::regclass AND attnum > 0 AND NOT attisdropped";
+    let constraints =
+        "SELECT string_agg(conname, ', ' ORDER BY conname) FROM pg_constraint WHERE conrelid = 'orders'::regclass";
+    let changed = db.scalar_text(shape).await;
+    assert_eq!(changed, "id true, amount false, email true, code false, reference false, note false");
+    db.exec("INSERT INTO orders (id, amount, email, code, reference, note) VALUES (2001, 1, 'a@b', 'c', 1, 'n')").await;
+
+    manifest.write("  rollback: true\n");
+    let out = manifest.run(&db, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("Rolled back in place"), "{}", text(&out));
+    assert_eq!(manifest.status()["phase"], "RolledBack");
+    assert_eq!(db.scalar_text(shape).await, "id true, amount false, email false, code false, ref false");
+    assert_eq!(db.scalar_text(constraints).await, "orders_pkey");
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM orders").await, 2001, "no row is touched");
+    db.exec("INSERT INTO orders (id, amount, email) VALUES (2002, 1, NULL)").await;
+
+    // Forward again: the NULL written meanwhile stops it by its check.
+    manifest.write("");
+    let out = manifest.run(&db, &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    db.exec("UPDATE orders SET email = 'fixed' WHERE id = 2002").await;
+    let out = manifest.run(&db, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(db.scalar_text(shape).await, changed);
+    assert_eq!(db.scalar_text(constraints).await, "amount_positive, orders_pkey");
+
+    let db = TestDb::new("tblrb_in_place_drop").await;
+    orders(&db).await;
+    let manifest = TableManifest::new("    - dropColumn: {name: code}\n");
+    assert!(manifest.run(&db, &[]).status.success());
+    manifest.write("  rollback: true\n");
+    let out = manifest.run(&db, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out)
+            .contains("spec.changes[0].dropColumn: has no inverse in place: the column's values are gone with it"),
+        "{}",
+        text(&out)
+    );
+}

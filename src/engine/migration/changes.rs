@@ -18,6 +18,7 @@ use crate::engine::job::Flow;
 use crate::engine::plan::changes::State;
 use crate::engine::plan::changes::reshape::{Reshape, refusals};
 use crate::engine::plan::changes::scan::scan;
+use crate::engine::plan::changes::undo::undo_in_place;
 use crate::engine::plan::changes::ways::{ChangePlan, Way, plan_changes};
 use crate::engine::plan::names::new_table_key;
 use crate::engine::plan::phase::{Stand, Work};
@@ -29,7 +30,7 @@ use crate::engine::steps::catalog::read_names;
 use crate::engine::steps::data_scan::scan_data;
 use crate::engine::steps::fidelity::with_fidelity;
 use crate::engine::steps::survey::{Survey, measure};
-use crate::engine::steps::table_changes::make_in_place;
+use crate::engine::steps::table_changes::{Direction, make_in_place};
 use crate::engine::store::{Severity, StatusSink};
 
 impl<R: StatusSink> Migration<R> {
@@ -82,7 +83,12 @@ impl<R: StatusSink> Migration<R> {
         status.cutover = None;
         let reason = format!("every change is made in place: {}", ways(&planned));
         status.strategy = Some(StrategyStatus { taken: TakenStrategy::InPlace, reason: reason.clone() });
-        status.changes = Some(changes_status(&planned));
+        let (undo, refused) = undo_in_place(&shape, table, &s.changes, job.dialect);
+        status.changes = Some(ChangesStatus {
+            undo,
+            undo_refused: refused.iter().map(|p| format!("{}: {}", p.field, p.message)).collect(),
+            ..changes_status(&planned)
+        });
         self.keeper.event(Severity::Normal, "Strategy", format!("InPlace: {reason}")).await;
         Ok(Flow::Next)
     }
@@ -186,9 +192,30 @@ impl<R: StatusSink> Migration<R> {
         }
     }
 
+    /// Rolling back changes made in place: their inverses, one by one, as
+    /// planned with them; refused, naming the changes, when some have none.
+    pub(super) async fn undo_in_place(&mut self) -> Result<Flow, EngineError> {
+        let changes = self.keeper.status.changes.clone().unwrap_or_default();
+        if !changes.undo_refused.is_empty() {
+            let problems = changes
+                .undo_refused
+                .iter()
+                .map(|said| match said.split_once(": ") {
+                    Some((field, why)) => Problem::new(field, why),
+                    None => Problem::new("spec.rollback", said.as_str()),
+                })
+                .collect();
+            return Err(InvalidInput(problems).into());
+        }
+        if let Some(outcome) = make_in_place(&self.job, &mut self.keeper, &self.control, Direction::Back).await? {
+            return Ok(Flow::Halt(outcome));
+        }
+        Ok(Flow::Next)
+    }
+
     /// Swapping of a TableMigration made in place: the statements, one by one.
     pub(super) async fn change_in_place(&mut self) -> Result<Flow, EngineError> {
-        if let Some(outcome) = make_in_place(&self.job, &mut self.keeper, &self.control).await? {
+        if let Some(outcome) = make_in_place(&self.job, &mut self.keeper, &self.control, Direction::Forward).await? {
             return Ok(Flow::Halt(outcome));
         }
         let longest = self.keeper.status.changes.as_ref().and_then(|c| c.longest_lock_millis);
@@ -246,7 +273,6 @@ fn changes_status(planned: &ChangePlan) -> ChangesStatus {
             })
             .collect(),
         statements: planned.decided.iter().flat_map(|d| d.statements.iter().cloned()).collect(),
-        applied: 0,
-        longest_lock_millis: None,
+        ..Default::default()
     }
 }

@@ -68,17 +68,31 @@ fn already_made(e: &DbError) -> bool {
     matches!(e.sqlstate.as_deref(), Some("42710" | "42701" | "42703" | "42704" | "42P07"))
 }
 
-/// Makes the statements from `status.changes.applied` on; None when all are
-/// made, or how the engine was halted between two of them.
+/// The changes made (`statements`, counted by `applied`), or undone (`undo`,
+/// counted by `undone`) by `spec.rollback`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Forward,
+    Back,
+}
+
+/// Makes the statements of `direction` from its count on; None when all are
+/// made (the other direction's count then starts again from none), or how
+/// the engine was halted between two of them.
 pub async fn make_in_place<R: StatusSink>(
     job: &Arc<Job>,
     keeper: &mut StatusKeeper<R>,
     control: &Control,
+    direction: Direction,
 ) -> Result<Option<Outcome>, EngineError> {
     let table = job.settings.source.clone();
     let mut session = job.session();
-    let ChangesStatus { statements, applied, .. } = keeper.status.changes.clone().unwrap_or_default();
-    for (i, sql) in statements.iter().enumerate().skip(applied.max(0) as usize) {
+    let ChangesStatus { statements, applied, undo, undone, .. } = keeper.status.changes.clone().unwrap_or_default();
+    let (statements, done) = match direction {
+        Direction::Forward => (statements, applied),
+        Direction::Back => (undo, undone),
+    };
+    for (i, sql) in statements.iter().enumerate().skip(done.max(0) as usize) {
         if let Some(outcome) = crate::engine::job::halted(control) {
             return Ok(Some(outcome));
         }
@@ -106,7 +120,10 @@ pub async fn make_in_place<R: StatusSink>(
         };
         failpoint::hit("change-made");
         let changes = keeper.status.changes.get_or_insert_with(ChangesStatus::default);
-        changes.applied = i as i64 + 1;
+        match direction {
+            Direction::Forward => changes.applied = i as i64 + 1,
+            Direction::Back => changes.undone = i as i64 + 1,
+        }
         if let Some(locked) = locked {
             // Rounded up: a lock of 0.3 ms is reported as at most 1 ms.
             let ms = locked.as_micros().div_ceil(1000) as i64;
@@ -114,6 +131,12 @@ pub async fn make_in_place<R: StatusSink>(
         }
         tracing::info!(statement = %sql, locked_ms = locked.map(|l| l.as_millis() as u64), "made in place");
         keeper.checkpoint(Save::Now).await?;
+    }
+    // Made: a later turn the other way starts from its first statement.
+    let changes = keeper.status.changes.get_or_insert_with(ChangesStatus::default);
+    match direction {
+        Direction::Forward => changes.undone = 0,
+        Direction::Back => changes.applied = 0,
     }
     Ok(None)
 }

@@ -13,6 +13,7 @@ pub mod reshape;
 pub mod reverse;
 pub mod scan;
 pub mod types;
+pub mod undo;
 pub mod ways;
 
 use super::shape::{Column, ConstraintKind, TableShape, is_integer_type};
