@@ -1,8 +1,11 @@
-//! The fleet benchmark (`./scripts/bench --fleet`, ignored in the suite): 24
-//! migrations over three `identity-migrator controller` processes, served by
-//! the fake API server over HTTP, one process killed mid-copy. Prints the
-//! total time, each replica's peak RSS, the status writes per second of each
-//! migration, and how long the killed replica's migrations took to resume.
+//! The fleet benchmarks (`./scripts/bench --fleet`, ignored in the suite),
+//! three `identity-migrator controller` processes served by the fake API
+//! server over HTTP:
+//! - [`fleet_bench`]: 24 migrations, one process killed mid-copy. Prints the
+//!   total time, each replica's peak RSS, the status writes per second of each
+//!   migration, and how long the killed replica's migrations took to resume.
+//! - [`fleet_load`]: the requests the API server gets at 6, 24 and 96
+//!   migrations, per replica and per running migration.
 
 use std::collections::BTreeMap;
 use std::process::Child;
@@ -157,4 +160,73 @@ async fn fleet_bench() {
         worst_after_lapse
     );
     assert_eq!(resumed.len(), victims.len(), "every migration of the killed replica resumed");
+}
+
+/// What the API server carries against the migrations that run: 6, 24 and 96
+/// migrations over three replicas with room for 8 each (so at most 24 run),
+/// each copy paced to last through the measurement. Requests are counted
+/// over a window once the first engines run.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a benchmark: ./scripts/bench --fleet"]
+async fn fleet_load() {
+    let bin = std::env::var("IDMIG_BIN").expect("IDMIG_BIN: the identity-migrator binary to run as replicas");
+    println!("API load: three replicas, room for 8 each, {LEASE_SECONDS} s Leases; requests over {WINDOW:?}");
+    println!(
+        "| migrations | running | requests/s | per replica | Lease requests/s | Lease per running | status writes/s |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for count in [6usize, 24, 96] {
+        let db = TestDb::new(&format!("fleet_load_{count}")).await;
+        let api = FakeApi::new();
+        create_url_secret(&api, "db", &db.url).await;
+        for i in 1..=count {
+            PostTag::rows(LOAD_ROWS).named("public", &format!("f{i}"), "id").create(&db).await;
+        }
+        let mut replicas = Replicas::serve(&api, &bin, None).await;
+        for n in ["pod-a", "pod-b", "pod-c"] {
+            replicas.start(n, LEASE_SECONDS, &[("MAX_CONCURRENT_MIGRATIONS", "8"), ("MAX_CONCURRENT_PER_TARGET", "0")]);
+        }
+        let spec = json!({"copy": {"parallelism": 1, "maxRowsPerSecond": LOAD_PACE}});
+        for i in 1..=count {
+            create_migration(&api, &format!("f{i}"), &format!("f{i}"), spec.clone()).await;
+        }
+        let expected = count.min(24);
+        let began = Instant::now();
+        while running(&api, count) < expected {
+            assert!(began.elapsed() < Duration::from_secs(120), "only {} of {expected} run", running(&api, count));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let before = api.requests().len();
+        let start = Instant::now();
+        let mut samples = Vec::new();
+        while start.elapsed() < WINDOW {
+            samples.push(running(&api, count));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let window: Vec<_> = api.requests().into_iter().skip(before).collect();
+        replicas.stop_all();
+        let mean_running = samples.iter().sum::<usize>() as f64 / samples.len() as f64;
+        let leases = window.iter().filter(|r| r.path.contains("/leases")).count() as f64 / seconds;
+        let status =
+            window.iter().filter(|r| r.method == "PATCH" && r.path.ends_with("/status")).count() as f64 / seconds;
+        let total = window.len() as f64 / seconds;
+        println!(
+            "| {count} | {mean_running:.1} | {total:.1} | {:.1} | {leases:.2} | {:.3} | {status:.1} |",
+            total / 3.0,
+            leases / mean_running.max(1.0)
+        );
+    }
+}
+
+const LOAD_ROWS: i64 = 40_000;
+const LOAD_PACE: i64 = 1_000;
+const WINDOW: Duration = Duration::from_secs(20);
+
+/// Migrations whose engine works now: an engine started, not finished.
+fn running(api: &FakeApi, count: usize) -> usize {
+    (1..=count)
+        .map(|i| get(api, &format!("f{i}")))
+        .filter(|o| matches!(phase(o), "Validating" | "CreatingTarget" | "Copying" | "Verifying" | "Swapping"))
+        .count()
 }

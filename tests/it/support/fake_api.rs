@@ -121,6 +121,43 @@ fn route(path: &str) -> Option<Route> {
     })
 }
 
+/// `%XX` escapes of a query value, decoded.
+fn unescape(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (
+            bytes[i],
+            bytes.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()),
+        ) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether `object` has every `key=value` label of the query's `labelSelector`
+/// (equality selectors only: what the operator sends).
+fn selected(query: &str, object: &Value) -> bool {
+    let Some(selector) = query_param(query, "labelSelector").map(unescape) else { return true };
+    selector.split(',').filter(|s| !s.is_empty()).all(|pair| match pair.split_once('=') {
+        Some((k, v)) => object["metadata"]["labels"][k.trim()] == v.trim(),
+        None => !object["metadata"]["labels"][pair.trim()].is_null(),
+    })
+}
+
 fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
     query.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))
 }
@@ -339,7 +376,7 @@ impl FakeApi {
         };
         match (method.as_str(), route.name.clone()) {
             ("GET", None) if query_param(&query, "watch") == Some("true") => self.watch(route, &query),
-            ("GET", None) => self.list(route),
+            ("GET", None) => self.list(route, &query),
             ("GET", Some(name)) if route.scale => self.read_scale(route, &name),
             ("PATCH", Some(name)) if route.scale => self.patch_scale(route, &name, body),
             ("GET", Some(name)) => self.read(route, &name),
@@ -350,12 +387,13 @@ impl FakeApi {
         }
     }
 
-    fn list(&self, route: Route) -> Response<ResponseBody> {
+    fn list(&self, route: Route, query: &str) -> Response<ResponseBody> {
         let state = self.state.lock().unwrap();
         let items: Vec<Value> = state
             .objects
             .iter()
             .filter(|((c, ns, _), _)| *c == route.collection && route.namespace.as_ref().is_none_or(|n| n == ns))
+            .filter(|(_, s)| selected(query, &s.object))
             .map(|(_, s)| s.object.clone())
             .collect();
         respond(
@@ -574,8 +612,11 @@ impl FakeApi {
         let since: u64 = query_param(query, "resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
         let live = self.changes.subscribe();
         let state = self.state.lock().unwrap();
+        let query = query.to_string();
         let wanted = move |c: &Change| {
-            c.collection == route.collection && route.namespace.as_ref().is_none_or(|n| *n == c.namespace)
+            c.collection == route.collection
+                && route.namespace.as_ref().is_none_or(|n| *n == c.namespace)
+                && selected(&query, &c.object)
         };
         let backlog: VecDeque<Change> = state.log.iter().filter(|c| c.rv > since && wanted(c)).cloned().collect();
         drop(state);
