@@ -5,7 +5,7 @@
 
 use super::catalog;
 use super::fidelity::{apply_carrying, read_fidelity};
-use crate::db::ErrorContext;
+use super::shadow::create_once;
 use crate::db::Session;
 use crate::engine::error::{CheckFailed, EngineError};
 use crate::engine::job::Job;
@@ -48,17 +48,9 @@ async fn create_new_table(job: &Job, session: &mut Session, reshape: &Reshape) -
         return Err(CheckFailed::ForeignShadow(shadow.clone()).into());
     }
     let key = new_table_key(shadow, &s.changes);
-    let ddl = &create_table(&reshape.rebuild.target, &s.source, shadow, &key, job.dialect);
+    let ddl = create_table(&reshape.rebuild.target, &s.source, shadow, &key, job.dialect);
     job.before_change().await?;
-    session
-        .retry("create new table", |c| async move {
-            // A lost reply to a committed CREATE must not fail the retry.
-            if catalog::table_exists(&c, shadow).await? {
-                return Ok(());
-            }
-            c.batch_execute(ddl).await.ctx("create new table")
-        })
-        .await?;
+    create_once(session, shadow, &ddl, "create new table").await?;
     tracing::info!(table = %shadow, "created the new table in the new shape");
     Ok(())
 }

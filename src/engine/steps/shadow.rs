@@ -12,7 +12,7 @@ use crate::engine::failpoint;
 use crate::engine::job::Job;
 use crate::engine::plan::ddl::{create_shadow_table, index_builds};
 use crate::engine::plan::fidelity::{index_statements, shadow_statements};
-use crate::engine::plan::shape::TableShape;
+use crate::engine::plan::shape::{TableName, TableShape};
 use crate::engine::plan::sql::drop_index;
 use crate::engine::plan::sql::{JOB_STATUS, JobVerdict, job_verdict, wait_for_job};
 
@@ -35,18 +35,22 @@ pub async fn ensure_shadow_table(
         }
         return Err(CheckFailed::ForeignShadow(shadow.clone()).into());
     }
-    let ddl = &create_shadow_table(source, settings, job.dialect);
     job.before_change().await?;
+    create_once(session, shadow, &create_shadow_table(source, settings, job.dialect), "create shadow table").await?;
+    apply_extras(job, session, source).await
+}
+
+/// Runs the `CREATE TABLE` `ddl` of `table`, retried; a lost reply to a
+/// committed CREATE does not fail the retry (the table is found there).
+pub async fn create_once(session: &mut Session, table: &TableName, ddl: &str, what: &str) -> Result<(), DbError> {
     session
-        .retry("create shadow table", |c| async move {
-            // A lost reply to a committed CREATE must not fail the retry.
-            if catalog::table_exists(&c, shadow).await? {
+        .retry(what, |c| async move {
+            if catalog::table_exists(&c, table).await? {
                 return Ok(());
             }
-            c.batch_execute(ddl).await.ctx("create shadow table")
+            c.batch_execute(ddl).await.ctx(what)
         })
-        .await?;
-    apply_extras(job, session, source).await
+        .await
 }
 
 /// Owner, privileges, comments, statistics and policies of the source, on
