@@ -37,9 +37,9 @@ pub struct Job {
     pub claim: Mutex<Option<Arc<Claim>>>,
     /// A TableMigration's rebuild: set once the engine has read the table.
     pub reshape: OnceLock<Arc<Reshape>>,
-    /// Set for the cut-over's syncs: a rebuild's added columns keep what the
-    /// new table has (written before a rollback that is now rolled forward).
-    pub window_sync: std::sync::atomic::AtomicBool,
+    /// Set when a rolled-back rebuild rolls forward: its syncs keep what the
+    /// new table's added columns had before the rollback.
+    pub rolling_forward: std::sync::atomic::AtomicBool,
 }
 
 impl Job {
@@ -63,7 +63,7 @@ impl Job {
             resync_while_waiting: None,
             claim: Mutex::new(None),
             reshape: OnceLock::new(),
-            window_sync: Default::default(),
+            rolling_forward: Default::default(),
         }
     }
 
@@ -106,7 +106,7 @@ impl Job {
         let (id, generation) = (&self.settings.id_column, self.settings.generation);
         match self.reshape.get() {
             Some(r) if *target == self.settings.shadow => {
-                if r.keeps_added(self.window_sync.load(std::sync::atomic::Ordering::Relaxed)) {
+                if r.keeps_added(self.rolling_forward.load(std::sync::atomic::Ordering::Relaxed)) {
                     let rows = r.rows_keeping(source, target, id);
                     let mut statements = RowStatements::new(&rows, target, id, &r.target, self.dialect, generation);
                     statements.update_first = true;

@@ -353,7 +353,9 @@ impl<R: StatusSink> Migration<R> {
                 }
                 let shape = self.original_shape().await?;
                 let widest = self.widest_row(&shape).await?;
-                self.job.window_sync.store(true, std::sync::atomic::Ordering::Relaxed);
+                // A swap done before means a rollback since: this is the way forward again.
+                let swapped_before = self.keeper.status.cutover.as_ref().is_some_and(|c| c.swapped_at.is_some());
+                self.job.rolling_forward.store(swapped_before, std::sync::atomic::Ordering::Relaxed);
                 swap(&self.job, &shape, widest, self.baseline.take(), &mut self.keeper, &self.control).await
             }
             Work::RollingBack if self.gate().in_place && !self.job.settings.changes.is_empty() => {

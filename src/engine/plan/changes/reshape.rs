@@ -108,10 +108,12 @@ impl Reshape {
         )
     }
 
-    /// Whether the rows are read keeping the new table's added values: in
-    /// the window (`in_window`), or always when an added value is not constant.
-    pub fn keeps_added(&self, in_window: bool) -> bool {
-        !self.rebuild.added.is_empty() && (in_window || self.rebuild.added.iter().any(|(_, constant)| !constant))
+    /// Whether the rows are read keeping the new table's added values: when
+    /// `rolling_forward` after a rollback, or always when an added value is
+    /// not constant. (Else the reading is the same, and the join costs the
+    /// window time.)
+    pub fn keeps_added(&self, rolling_forward: bool) -> bool {
+        !self.rebuild.added.is_empty() && (rolling_forward || self.rebuild.added.iter().any(|(_, constant)| !constant))
     }
 
     pub fn has_identity(&self) -> bool {
