@@ -25,8 +25,9 @@ use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerError;
 use tokio::sync::watch;
 
+pub use super::lease_terms::LeaseTerms;
+use super::lease_terms::takeable;
 use super::supervisor::Key;
-use super::target_slots::takeable;
 
 /// The labels of the migrations' Leases: what each replica watches.
 pub const LEASE_LABELS: [(&str, &str); 2] =
@@ -48,19 +49,6 @@ pub fn lease_name(uid: &str) -> String {
 
 fn selector() -> String {
     LEASE_LABELS.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
-}
-
-/// How long a Lease lasts without renewal, and how long before expiry it is renewed.
-#[derive(Clone, Copy, Debug)]
-pub struct LeaseTerms {
-    pub duration_seconds: u64,
-    pub grace_seconds: u64,
-}
-
-impl LeaseTerms {
-    fn renew_every(&self) -> Duration {
-        Duration::from_secs(self.duration_seconds.saturating_sub(self.grace_seconds).max(1))
-    }
 }
 
 /// A migration's Lease as this replica sees it.

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use kube_lease_manager::LeaseManagerBuilder;
 
-use super::leases::LeaseTerms;
+use super::lease_terms::{LeaseTerms, takeable};
 use super::supervisor::Key;
 
 /// How often a try for a slot that looked free looks at the Lease again
@@ -40,19 +40,6 @@ pub fn slot_name(endpoint: &str, n: usize) -> String {
     cleaned.truncate(MAX_ENDPOINT_IN_NAME);
     let cleaned = cleaned.trim_matches(|c| c == '-' || c == '.');
     format!("idmig-slot-{cleaned}-{n}")
-}
-
-/// Whether a Lease can be taken now: it has no holder, its holder let it
-/// lapse, or its holder is `identity`.
-pub fn takeable(lease: Option<&Lease>, identity: &str, now: jiff::Timestamp) -> bool {
-    let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else { return true };
-    let holder = spec.holder_identity.as_deref().unwrap_or("");
-    if holder.is_empty() || holder == identity {
-        return true;
-    }
-    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0);
-    let lasts = i64::from(spec.lease_duration_seconds.unwrap_or(0));
-    renewed.is_none_or(|at| at + jiff::SignedDuration::from_secs(lasts) < now)
 }
 
 /// Whether the Lease names a holder, and not `identity`.
