@@ -409,8 +409,11 @@ impl Book {
                 }
                 true
             }
+            // Only a Lease the cache shows: one that is not there belongs to a
+            // migration deleted meanwhile (or not yet made, which its next
+            // reconcile does), and must not be made again here.
             Entry::Wanted { uid } => {
-                if takeable(self.cached(uid).as_deref(), &self.identity, now) {
+                if self.cached(uid).is_some_and(|lease| takeable(Some(&lease), &self.identity, now)) {
                     take.push((key.clone(), uid.clone()));
                 }
                 true
