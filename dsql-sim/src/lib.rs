@@ -163,6 +163,8 @@ pub(crate) struct Shared {
     pub jobs: Arc<jobs::Jobs>,
     pub stats: Stats,
     pub conflict_permille: AtomicU64,
+    /// Committing write transactions so far: which of them conflict.
+    pub writing_commits: AtomicU64,
     /// Milliseconds every commit takes longer (a slow database).
     pub commit_delay_ms: AtomicU64,
     pub refuse_add_identity: AtomicBool,
@@ -292,6 +294,7 @@ impl Sim {
         let shared = Arc::new(Shared {
             jobs: jobs::Jobs::new(backend.clone(), config.builds.clone()),
             conflict_permille: AtomicU64::new((config.conflict_fraction * 1000.0).round() as u64),
+            writing_commits: AtomicU64::new(0),
             commit_delay_ms: AtomicU64::new(0),
             refuse_add_identity: AtomicBool::new(config.refuse_add_identity),
             refused: Mutex::new(Vec::new()),

@@ -3,7 +3,6 @@
 
 use std::sync::atomic::Ordering;
 
-use rand::RngExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::bump;
@@ -206,7 +205,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         let age = self.shared.config.limits.transaction_age;
         let schema_changed = txn.seen.iter().any(|(name, v)| self.shared.schema_version(name) > *v);
         let draw = self.shared.conflict_permille.load(Ordering::Relaxed);
-        let conflict = (txn.dml || txn.ddl > 0) && draw > 0 && rand::rng().random_range(0..1000) < draw;
+        let conflict = (txn.dml || txn.ddl > 0)
+            && draw > 0
+            && spread_conflict(self.shared.writing_commits.fetch_add(1, Ordering::Relaxed), draw);
         let why = if txn.started.elapsed() > age {
             bump(&self.shared.stats.age_limit_errors);
             Some(refusal("54000", format!("transaction age limit of {}s exceeded", age.as_secs())))
@@ -261,5 +262,27 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         txn.baseline = Some(self.counted().await?);
         self.txn = Some(txn);
         Ok(())
+    }
+}
+
+/// Whether the `n`th committing write transaction (from 0) fails, for
+/// `permille` of them failing: spread evenly (every fifth at 200), so that
+/// a short run meets its share of conflicts as surely as a long one.
+pub(crate) fn spread_conflict(n: u64, permille: u64) -> bool {
+    (n + 1) * permille / 1000 > n * permille / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread_conflict;
+
+    #[test]
+    fn conflicts_are_spread_evenly_over_the_writing_commits() {
+        let failing = |permille| (0..1000).filter(|&n| spread_conflict(n, permille)).collect::<Vec<_>>();
+        assert_eq!(failing(200).len(), 200);
+        assert_eq!(&failing(200)[..3], &[4, 9, 14], "every fifth, from the fifth");
+        assert_eq!(failing(1000).len(), 1000, "all of them");
+        assert!(failing(0).is_empty());
+        assert_eq!(failing(1), vec![999]);
     }
 }

