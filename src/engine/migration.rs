@@ -28,7 +28,7 @@ use crate::engine::steps::catalog;
 use crate::engine::steps::catalog::read_names;
 use crate::engine::steps::change_tracking::TrackedStatements;
 use crate::engine::steps::claim::Claim;
-use crate::engine::steps::copy::copy_ranges;
+use crate::engine::steps::copy::{copy_ranges, flush_copied};
 use crate::engine::steps::fidelity::with_fidelity;
 use crate::engine::steps::in_place::{InPlace, add_identity_in_place};
 use crate::engine::steps::rebuild::ensure_new_table;
@@ -462,6 +462,7 @@ impl<R: StatusSink> Migration<R> {
             TrackedStatements::new(&s.source, &s.shadow, &s.id_column, &shape, tc, s.generation, job.dialect)
         });
         let mark_sql = tracked.as_ref().map(|t| t.mark.as_str());
+        flush_copied(&job).await?;
         let mut unresolved = Vec::new();
         for _ in 0..MAX_PASSES {
             let (report, baseline) =

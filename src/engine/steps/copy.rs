@@ -18,7 +18,7 @@ use tokio_postgres::error::SqlState;
 
 use super::claim::ClaimError;
 use crate::api::RangeCheckpoint;
-use crate::db::{DbError, ErrorContext, Session};
+use crate::db::{DbError, Dialect, ErrorContext, Session};
 use crate::engine::error::{CheckFailed, EngineError};
 use crate::engine::failpoint;
 use crate::engine::job::{Control, Flow, Job, halted};
@@ -221,7 +221,7 @@ async fn copy_range(
                 // Typed: parsed, bound and run in one round trip (no prepare first).
                 let params: [(&(dyn ToSql + Sync), Type); 3] =
                     [(&after, Type::INT8), (&end, Type::INT8), (&limit, Type::INT8)];
-                let done = match client.query_typed(&s.copy_batch, &params).await {
+                let done = match client.query_typed(&s.copy_batch_unflushed, &params).await {
                     Ok(returned) => {
                         let rows: i64 = returned.iter().map(|r| r.get::<_, i64>(1)).sum();
                         let highest = returned.iter().filter_map(|r| r.get::<_, Option<i64>>(0)).max();
@@ -378,4 +378,20 @@ async fn resume_point(
         }
         None => Ok(after),
     }
+}
+
+/// The copy's batches commit on PostgreSQL without waiting for their WAL to
+/// reach the disk (`copy_batch_unflushed`): what a server crash loses,
+/// verification finds, as long as it does not read rows that are visible but
+/// not yet durable. One transaction with an id, committed the usual way,
+/// waits for the WAL up to its own commit, so every batch before it is durable.
+pub async fn flush_copied(job: &Job) -> Result<(), DbError> {
+    if job.dialect != Dialect::Postgres {
+        return Ok(());
+    }
+    job.session()
+        .retry("flush the copy", |c| async move {
+            c.batch_execute("SELECT pg_catalog.txid_current()").await.ctx("flush the copy")
+        })
+        .await
 }
