@@ -42,8 +42,8 @@ pub struct RowStatements {
     /// `copy_batch` as the engine runs it: on PostgreSQL its commit does not
     /// wait for the WAL to reach the disk. A batch lost to a server crash is
     /// found and copied again by verification, which reads every row of both
-    /// tables; a batch waits for nothing else, so a third of a small batch's
-    /// time went to that flush.
+    /// tables after making them durable (`copy::flush_copied`). About a tenth
+    /// of the copy's time at 1M rows (docs/benchmarks.md).
     pub copy_batch_unflushed: String,
     /// Fallback when `copy_batch` meets rows already copied: `(upper bound of
     /// the batch, rows in it)` among at most `$3` rows in `($1, $2]`, ...
