@@ -131,7 +131,7 @@ pub fn error_policy<K: MigrationResource>(obj: Arc<K>, error: &Error, _ctx: Arc<
                 if s.code == 409 || s.code == 422 =>
             {
                 tracing::debug!(name = %obj.name_any(), "another replica changed the finalizers first; looking again");
-                return Action::requeue(Duration::from_millis(200));
+                return Action::requeue(Duration::from_millis(500));
             }
             _ => {}
         }
