@@ -115,8 +115,9 @@ impl RowStatements {
         // The checksum of a chunk. On PostgreSQL each row gets a 64-bit hash
         // (`row_hash`, many times cheaper than md5 of its text) and the hashes
         // are summed exactly: `sum(bigint)` adds in 128 bits and returns a
-        // numeric, a third cheaper than casting each hash to numeric. DSQL gets only standard text functions: the md5
-        // of every row's md5, in id order.
+        // numeric, a third cheaper than casting each hash to numeric. DSQL
+        // gets only standard text functions: the md5 of every row's md5, in
+        // id order.
         let checksum = match dialect {
             Dialect::Postgres => {
                 format!("coalesce(sum({}), 0)::text", row_hash(shape, "r"))
@@ -219,9 +220,9 @@ impl RowStatements {
 
 /// A 64-bit hash of a row: each column hashed by its type's own hash
 /// function, seeded by its position (so that values trading columns or rows
-/// show), a NULL by a constant of its own, and the hashes XORed. Three times
-/// cheaper than `hash_record_extended(ROW(...))`, which looks every column's
-/// type up again for each row.
+/// show), a NULL by a constant of its own, and the hashes XORed. A quarter
+/// cheaper than `hash_record_extended(ROW(...))` (0.16 s against 0.22 s for
+/// 1M rows), which looks every column's type up again for each row.
 ///
 /// A column goes in as it is only where its hash equality is exactly value
 /// equality; the rest go in as text (numeric hashes ignore scale, floats
