@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod decide;
 pub mod kind;
+pub mod lease_terms;
 pub mod leases;
 pub mod operator;
 pub mod queue;

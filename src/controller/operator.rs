@@ -182,7 +182,7 @@ async fn run_controllers<K: MigrationResource>(controllers: Vec<Controller<K>>, 
 
 #[cfg(test)]
 mod tests {
-    use super::super::leases::lease_race;
+    use super::super::target_slots::lease_race;
     use kube_lease_manager::LeaseManagerError as E;
 
     #[test]

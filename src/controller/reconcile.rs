@@ -131,7 +131,7 @@ pub fn error_policy<K: MigrationResource>(obj: Arc<K>, error: &Error, _ctx: Arc<
                 if s.code == 409 || s.code == 422 =>
             {
                 tracing::debug!(name = %obj.name_any(), "another replica changed the finalizers first; looking again");
-                return Action::requeue(Duration::from_millis(500));
+                return Action::requeue(Duration::from_millis(200));
             }
             _ => {}
         }
@@ -153,10 +153,11 @@ async fn apply<K: MigrationResource>(obj: Arc<K>, ctx: &ReconcileContext) -> Res
     let key = Key::of(obj.as_ref());
     let generation = obj.meta().generation.unwrap_or(0);
     let task = ctx.supervisor.task(&key);
-    if task == Task::None && !ctx.leases.holds_now(&key) {
+    if task == Task::None {
         // What an engine of this instance left is stale once another replica
-        // may have run the migration since: the resource's status rules.
-        ctx.supervisor.forget(&key);
+        // may have run the migration since (the Lease was not held here all
+        // along, even if it is held again now): the resource's status rules.
+        ctx.supervisor.forget_unless_held_since(&key, ctx.leases.held_since(&key));
     }
     let status = freshest_status(obj.as_ref(), ctx);
     let decision = decide(obj.spec(), &status, generation, task, failed_for(&status));
@@ -390,6 +391,9 @@ async fn start<K: MigrationResource>(
 async fn cleanup<K: MigrationResource>(obj: Arc<K>, ctx: &ReconcileContext) -> Result<Action, Error> {
     let key = Key::of(obj.as_ref());
     let uid = obj.uid().unwrap_or_default();
+    if ctx.supervisor.task(&key) == Task::None {
+        ctx.supervisor.forget_unless_held_since(&key, ctx.leases.held_since(&key));
+    }
     let drop_shadow = cleanup_for(&freshest_status(obj.as_ref(), ctx)) == Cleanup::DropShadow;
     // An unfinished shadow is dropped by the holder of the migration's Lease
     // (which stops its engine first), never beside a running engine.

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -51,8 +52,16 @@ struct Running {
 #[derive(Default)]
 struct State {
     running: HashMap<Key, Running>,
-    /// The status each finished task left: fresher than a watch event that may lag.
-    finished: HashMap<Key, (Outcome, IdentityMigrationStatus)>,
+    /// The status each finished task left, and when that task started:
+    /// fresher than a watch event that may lag, while the Lease it ran under
+    /// is still held.
+    finished: HashMap<Key, Finished>,
+}
+
+struct Finished {
+    started: Instant,
+    outcome: Outcome,
+    status: IdentityMigrationStatus,
 }
 
 /// The room an engine takes in this replica (`maxConcurrentMigrations`).
@@ -86,7 +95,23 @@ impl Supervisor {
 
     /// The status the last finished task of `key` left, if no task runs now.
     pub fn last_status(&self, key: &Key) -> Option<(Outcome, IdentityMigrationStatus)> {
-        self.state.lock().expect("supervisor lock").finished.get(key).cloned()
+        let state = self.state.lock().expect("supervisor lock");
+        state.finished.get(key).map(|f| (f.outcome.clone(), f.status.clone()))
+    }
+
+    /// Forgets what the last task of `key` left unless it started while the
+    /// Lease held now was already held (`held_since`): a Lease lost and taken
+    /// again means another replica may have run the migration in between,
+    /// and only the resource's status knows what it did.
+    pub fn forget_unless_held_since(&self, key: &Key, held_since: Option<Instant>) {
+        let mut state = self.state.lock().expect("supervisor lock");
+        let trusted = match (state.finished.get(key), held_since) {
+            (Some(f), Some(since)) => since <= f.started,
+            _ => false,
+        };
+        if !trusted {
+            state.finished.remove(key);
+        }
     }
 
     pub fn running_count(&self) -> usize {
@@ -108,14 +133,15 @@ impl Supervisor {
         let work = engine(receiver);
         let (state, permits) = (self.state.clone(), self.permits.clone());
         let task_key = key.clone();
+        let started = Instant::now();
         let handle = tokio::spawn(async move {
             let _permit = match room {
                 Room::Reserved(permit) => Some(permit),
                 Room::WaitForOne => Some(permits.acquire_owned().await.expect("the semaphore is never closed")),
                 Room::NotNeeded => None,
             };
-            let result = work.await;
-            state.lock().expect("supervisor lock").finished.insert(task_key, result);
+            let (outcome, status) = work.await;
+            state.lock().expect("supervisor lock").finished.insert(task_key, Finished { started, outcome, status });
         });
         let mut state = self.state.lock().expect("supervisor lock");
         state.finished.remove(&key);
@@ -211,5 +237,39 @@ mod tests {
         assert_eq!(peak.load(Ordering::SeqCst), 1);
         assert_eq!(supervisor.task(&a), Task::None);
         assert_eq!(supervisor.last_status(&a).map(|(o, s)| (o, s.phase)), Some((Outcome::Stopped, Phase::Copying)));
+    }
+
+    #[tokio::test]
+    async fn what_a_task_left_is_kept_only_under_the_lease_it_ran_under() {
+        let supervisor = Supervisor::new(2);
+        let key = Key::new("IdentityMigration", "ns", "a");
+        let finished = || {
+            |_control: watch::Receiver<Directive>| async {
+                (Outcome::Stopped, IdentityMigrationStatus { phase: Phase::Copying, ..Default::default() })
+            }
+        };
+        let run = |since_before: bool| {
+            let supervisor = &supervisor;
+            let key = key.clone();
+            async move {
+                let held_since = Instant::now();
+                supervisor.start(key.clone(), 1, Room::NotNeeded, finished());
+                while supervisor.last_status(&key).is_none() {
+                    tokio::task::yield_now().await;
+                }
+                if since_before { Some(held_since) } else { Some(Instant::now()) }
+            }
+        };
+        let since = run(true).await;
+        supervisor.forget_unless_held_since(&key, since);
+        assert!(supervisor.last_status(&key).is_some(), "held since before the task started: still true");
+        supervisor.forget_unless_held_since(&key, None);
+        assert!(supervisor.last_status(&key).is_none(), "not held now: the resource's status rules");
+        let taken_again = run(false).await;
+        supervisor.forget_unless_held_since(&key, taken_again);
+        assert!(
+            supervisor.last_status(&key).is_none(),
+            "taken again after the task started: another replica may have run it"
+        );
     }
 }

@@ -14,7 +14,9 @@ use kube_lease_manager::{LeaseManager, LeaseManagerError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::leases::{LeaseTerms, lease_manager, watch_with_expiry};
+use kube_lease_manager::LeaseManagerBuilder;
+
+use super::lease_terms::{LeaseTerms, takeable};
 use super::supervisor::Key;
 
 /// How often a try for a slot that looked free looks at the Lease again
@@ -38,19 +40,6 @@ pub fn slot_name(endpoint: &str, n: usize) -> String {
     cleaned.truncate(MAX_ENDPOINT_IN_NAME);
     let cleaned = cleaned.trim_matches(|c| c == '-' || c == '.');
     format!("idmig-slot-{cleaned}-{n}")
-}
-
-/// Whether a Lease can be taken now: it has no holder, its holder let it
-/// lapse, or its holder is `identity`.
-pub fn takeable(lease: Option<&Lease>, identity: &str, now: jiff::Timestamp) -> bool {
-    let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else { return true };
-    let holder = spec.holder_identity.as_deref().unwrap_or("");
-    if holder.is_empty() || holder == identity {
-        return true;
-    }
-    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0);
-    let lasts = i64::from(spec.lease_duration_seconds.unwrap_or(0));
-    renewed.is_none_or(|at| at + jiff::SignedDuration::from_secs(lasts) < now)
 }
 
 /// Whether the Lease names a holder, and not `identity`.
@@ -174,6 +163,94 @@ pub fn both(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) -> watch
         }
     });
     rx
+}
+
+/// Like `LeaseManager::watch`, with a local expiry. A holder cut off from
+/// the API server cannot renew, and cannot learn that it lost the Lease. It
+/// renews `grace` before the Lease lapses, so once every call has failed for
+/// `grace` another replica may take it: the holder says it lost it and stops
+/// contending (its engine stops; a later reconcile contends afresh).
+/// Otherwise the state follows the manager's, and dropping every receiver
+/// releases the Lease.
+pub fn watch_with_expiry(
+    manager: LeaseManager,
+    grace: Duration,
+) -> (watch::Receiver<bool>, JoinHandle<Result<LeaseManager, LeaseManagerError>>) {
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut failing_since: Option<std::time::Instant> = None;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            tokio::select! {
+                biased;
+                () = tx.closed() => return manager.release().await.map(|()| manager),
+                changed = manager.changed() => match changed {
+                    Ok(state) => {
+                        failing_since = None;
+                        backoff = Duration::from_millis(100);
+                        if tx.send(state).is_err() {
+                            return manager.release().await.map(|()| manager);
+                        }
+                    }
+                    Err(e) => {
+                        let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                        if *tx.borrow() && since.elapsed() >= grace {
+                            tracing::warn!(error = %e, "the Lease could not be renewed before it lapses; \
+                                taking it as lost");
+                            let _ = tx.send(false);
+                            return Err(e);
+                        }
+                        tracing::debug!(error = %e, "the Lease could not be renewed; trying again");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        }
+    });
+    (rx, task)
+}
+
+/// A manager of Lease `name` for `identity`. Replicas reconciling a new
+/// migration together race to create its Lease: the losers get 409
+/// (AlreadyExists or a conflict), the ordinary outcome of that race, and try again.
+pub async fn lease_manager(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    identity: &str,
+    terms: LeaseTerms,
+) -> Result<LeaseManager, LeaseManagerError> {
+    let mut delay = Duration::from_millis(50);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let built = LeaseManagerBuilder::new(client.clone(), name)
+            .with_namespace(namespace)
+            .with_identity(identity)
+            .with_duration(terms.duration_seconds)
+            .with_grace(terms.grace_seconds)
+            .build()
+            .await;
+        match built {
+            Err(e) if lease_race(&e) && attempt < 10 => {
+                tracing::debug!(error = %e, attempt, lease = name, "another replica created the lease first; trying again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A create race or an update conflict on a Lease (HTTP 409).
+pub fn lease_race(e: &LeaseManagerError) -> bool {
+    use kube_lease_manager::LeaseManagerError as E;
+    match e {
+        E::LeaseAlreadyExists(_) => true,
+        E::KubeError(kube::Error::Api(status)) => status.code == 409,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -200,3 +200,38 @@ async fn a_dead_replicas_migration_resumes_once_its_lease_expires_within_one_rec
     b.shutdown().await;
     assert_eq!(db.fingerprint("public.post_tag", "id").await, before);
 }
+
+/// The API server's load follows the running migrations: while pod-a runs a
+/// migration and renews its Lease, pod-b (with room for it) writes nothing to
+/// that Lease and reads it only from its one watch of the operator's Leases;
+/// pod-a writes it about once per renewal interval.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_holder_writes_a_lease_while_it_renews_it() {
+    let db = TestDb::new("fleet_lease_load").await;
+    PostTag::rows(30_000).create(&db).await;
+    let api = FakeApi::new();
+    create_url_secret(&api, "db", &db.url).await;
+    let a = Operator::start(&api, "pod-a");
+    let spec = json!({"copy": {"parallelism": 1, "batchRows": 500, "maxRowsPerSecond": 2000}});
+    let created = create_migration(&api, "post-tag", "post_tag", spec).await;
+    wait_for(&api, "post-tag", 60, "pod-a copying", |o| {
+        phase(o) == "Copying" && lease_holder(&api, o).as_deref() == Some("pod-a")
+    })
+    .await;
+    let b = Operator::start(&api, "pod-b");
+    let lease = format!("/leases/idmig-{}", created.metadata.uid.clone().unwrap());
+    let from = api.requests().len();
+    let began = std::time::Instant::now();
+    // Three renewal intervals (6 s Leases renewed 2 s before they lapse).
+    wait_for(&api, "post-tag", 60, "twelve seconds of copying", |_| began.elapsed() >= Duration::from_secs(12)).await;
+    let seconds = began.elapsed().as_secs_f64();
+    let window: Vec<_> = api.requests().into_iter().skip(from).filter(|r| r.path.ends_with(&lease)).collect();
+    b.shutdown().await;
+    a.shutdown().await;
+    let by_b = window.iter().filter(|r| r.body.to_string().contains("pod-b")).count();
+    assert_eq!(by_b, 0, "pod-b contended for a renewed Lease: {window:#?}");
+    let reads = window.iter().filter(|r| r.method == "GET").count();
+    assert_eq!(reads, 0, "the Lease is read from the watch: {window:#?}");
+    let writes = window.iter().filter(|r| r.method == "PATCH").count();
+    assert!((1..=4).contains(&writes), "{writes} writes in {seconds:.1} s: {window:#?}");
+}

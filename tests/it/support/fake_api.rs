@@ -629,8 +629,12 @@ impl FakeApi {
                         match live.recv().await {
                             Ok(c) if c.rv > seen && wanted(&c) => break c,
                             Ok(_) => continue,
-                            Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                            Err(broadcast::error::RecvError::Closed) => return None,
+                            // As a real API server does with a watcher that
+                            // falls behind: the watch ends, and the client
+                            // watches again from the last version it saw.
+                            Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => {
+                                return None;
+                            }
                         }
                     },
                 };
