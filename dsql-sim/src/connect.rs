@@ -101,6 +101,7 @@ fn backend_address(shared: &Shared) -> (String, u16) {
 async fn open_backend(shared: &Shared, user: &str, app: &str) -> Io<(OwnedReadHalf, OwnedWriteHalf, Vec<Message>)> {
     let (host, port) = backend_address(shared);
     let stream = TcpStream::connect((host.as_str(), port)).await?;
+    stream.set_nodelay(true)?;
     let (r, mut w) = stream.into_split();
     let role = if user == "admin" { shared.backend.get_user().unwrap_or("postgres") } else { user };
     let db = shared.backend.get_dbname().unwrap_or("postgres");

@@ -312,6 +312,10 @@ impl Sim {
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((stream, peer)) = listener.accept().await else { continue };
+                // A reply goes out as several writes: without this, Nagle's
+                // algorithm holds each later one until the client's delayed
+                // ACK (about 40 ms), a wait that no real endpoint adds.
+                let _ = stream.set_nodelay(true);
                 let shared = accepting.clone();
                 tokio::spawn(async move {
                     if let Err(e) = connect::serve(shared, stream).await {
