@@ -20,28 +20,36 @@ const PACE_REASONS: [&str; 4] = ["Clear", "CommitLatency", "Conflicts", "Replica
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MigrationLabels {
+    /// `IdentityMigration` or `TableMigration`: one of each may share a name.
+    pub kind: String,
     pub namespace: String,
     pub name: String,
 }
 
+impl MigrationLabels {
+    pub fn new(kind: &str, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { kind: kind.to_string(), namespace: namespace.into(), name: name.into() }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PaceLabels {
-    pub namespace: String,
-    pub name: String,
+    #[prometheus(flatten)]
+    pub migration: MigrationLabels,
     pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
-    pub namespace: String,
-    pub name: String,
+    #[prometheus(flatten)]
+    pub migration: MigrationLabels,
     pub phase: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
-    pub namespace: String,
-    pub name: String,
+    #[prometheus(flatten)]
+    pub migration: MigrationLabels,
     pub endpoint: String,
 }
 
@@ -207,11 +215,10 @@ impl Metrics {
     /// The gauges of one migration from its status as the resource shows it,
     /// on every replica, and whether this replica's engine runs it.
     pub fn observe_resource(&self, labels: &MigrationLabels, status: &IdentityMigrationStatus, here: Here) {
-        let relabel = |extra: &str| (labels.namespace.clone(), labels.name.clone(), extra.to_string());
+        let migration = || labels.clone();
         for phase in Phase::ALL {
-            let (namespace, name, phase_name) = relabel(phase.as_str());
             self.phase
-                .get_or_create(&PhaseLabels { namespace, name, phase: phase_name })
+                .get_or_create(&PhaseLabels { migration: migration(), phase: phase.as_str().to_string() })
                 .set(i64::from(phase == status.phase));
         }
         let progress = status.progress.as_ref();
@@ -221,8 +228,7 @@ impl Metrics {
                 Some(p) if p.reason == reason => p.rows_per_second.unwrap_or(0),
                 _ => 0,
             };
-            let (namespace, name, reason) = relabel(reason);
-            self.pace.get_or_create(&PaceLabels { namespace, name, reason }).set(value);
+            self.pace.get_or_create(&PaceLabels { migration: migration(), reason: reason.to_string() }).set(value);
         }
         let at_floor = pace.is_some_and(|p| p.rows_per_second.is_some_and(|r| r as f64 <= FLOOR));
         self.pace_at_floor.get_or_create(labels).set(i64::from(at_floor));
@@ -258,13 +264,11 @@ impl Metrics {
         if let Some(endpoint) = before.as_ref().and_then(|b| b.endpoint.clone())
             && now.endpoint.as_ref() != Some(&endpoint)
         {
-            let (namespace, name, endpoint) = relabel(&endpoint);
-            self.queued.remove(&QueueLabels { namespace, name, endpoint });
+            self.queued.remove(&QueueLabels { migration: migration(), endpoint });
         }
         if let Some(endpoint) = &now.endpoint {
-            let (namespace, name, endpoint) = relabel(endpoint);
             self.queued
-                .get_or_create(&QueueLabels { namespace, name, endpoint })
+                .get_or_create(&QueueLabels { migration: migration(), endpoint: endpoint.clone() })
                 .set(i64::from(status.queued.is_some()));
         }
         seen.insert(labels.clone(), now);
@@ -272,18 +276,15 @@ impl Metrics {
 
     /// Drops every series of a deleted migration.
     pub fn forget(&self, labels: &MigrationLabels) {
-        let relabel = |extra: &str| (labels.namespace.clone(), labels.name.clone(), extra.to_string());
+        let migration = || labels.clone();
         for phase in Phase::ALL {
-            let (namespace, name, phase) = relabel(phase.as_str());
-            self.phase.remove(&PhaseLabels { namespace, name, phase });
+            self.phase.remove(&PhaseLabels { migration: migration(), phase: phase.as_str().to_string() });
         }
         for reason in PACE_REASONS {
-            let (namespace, name, reason) = relabel(reason);
-            self.pace.remove(&PaceLabels { namespace, name, reason });
+            self.pace.remove(&PaceLabels { migration: migration(), reason: reason.to_string() });
         }
         if let Some(endpoint) = self.seen.lock().expect("metrics lock").remove(labels).and_then(|s| s.endpoint) {
-            let (namespace, name, endpoint) = relabel(&endpoint);
-            self.queued.remove(&QueueLabels { namespace, name, endpoint });
+            self.queued.remove(&QueueLabels { migration: migration(), endpoint });
         }
         for family in [
             &self.rows_to_copy,
@@ -343,7 +344,7 @@ mod tests {
     #[test]
     fn status_changes_become_counter_increments_and_a_phase_gauge() {
         let m = Metrics::default();
-        let labels = MigrationLabels { namespace: "blog".into(), name: "post-tag".into() };
+        let labels = MigrationLabels::new("IdentityMigration", "blog", "post-tag");
         let mut status = IdentityMigrationStatus { phase: Phase::Copying, retries: 2, ..Default::default() };
         let mut p = progress(5800, 10_000, 0, 0, false);
         p.batches = 2;
@@ -354,10 +355,12 @@ mod tests {
         m.observe_status(&labels, &before, &status);
         let text = m.render();
         assert!(
-            text.contains("identity_migrator_rows_copied_total{namespace=\"blog\",name=\"post-tag\"} 8700"),
+            text.contains("identity_migrator_rows_copied_total{kind=\"IdentityMigration\",namespace=\"blog\",name=\"post-tag\"} 8700"),
             "{text}"
         );
-        assert!(text.contains("identity_migrator_retries_total{namespace=\"blog\",name=\"post-tag\"} 2"));
+        assert!(text.contains(
+            "identity_migrator_retries_total{kind=\"IdentityMigration\",namespace=\"blog\",name=\"post-tag\"} 2"
+        ));
         m.observe_reconcile(Duration::from_millis(3), Some("Kube"));
         assert!(m.render().contains("identity_migrator_reconcile_errors_total{error=\"Kube\"} 1"));
     }
@@ -366,7 +369,7 @@ mod tests {
     fn the_resource_status_becomes_gauges_and_a_deleted_migration_leaves_no_series() {
         use crate::api::{CutoverStatus, PaceStatus, QueuedStatus};
         let m = Metrics::default();
-        let labels = MigrationLabels { namespace: "blog".into(), name: "post-tag".into() };
+        let labels = MigrationLabels::new("IdentityMigration", "blog", "post-tag");
         let series = |text: &str, metric: &str| {
             let prefix = format!("identity_migrator_{metric}{{");
             text.lines().filter(|l| l.starts_with(&prefix)).map(str::to_string).collect::<Vec<_>>()
@@ -380,7 +383,9 @@ mod tests {
         let text = m.render();
         assert_eq!(
             series(&text, "queued"),
-            ["identity_migrator_queued{namespace=\"blog\",name=\"post-tag\",endpoint=\"db.example:5432\"} 1"]
+            [
+                "identity_migrator_queued{kind=\"IdentityMigration\",namespace=\"blog\",name=\"post-tag\",endpoint=\"db.example:5432\"} 1"
+            ]
         );
         let mut p = progress(5800, 10_000, 0, 0, false);
         p.pace = Some(PaceStatus { rows_per_second: Some(50), reason: "Conflicts".into(), message: String::new() });
@@ -394,19 +399,21 @@ mod tests {
         let text = m.render();
         assert_eq!(
             series(&text, "queued"),
-            ["identity_migrator_queued{namespace=\"blog\",name=\"post-tag\",endpoint=\"\"} 0"],
+            [
+                "identity_migrator_queued{kind=\"IdentityMigration\",namespace=\"blog\",name=\"post-tag\",endpoint=\"\"} 0"
+            ],
             "no longer queued, and the series for its former endpoint is gone"
         );
         for line in [
-            "identity_migrator_phase{namespace=\"blog\",name=\"post-tag\",phase=\"Copying\"} 1",
-            "identity_migrator_phase{namespace=\"blog\",name=\"post-tag\",phase=\"Verifying\"} 0",
-            "identity_migrator_pace_rows_per_second{namespace=\"blog\",name=\"post-tag\",reason=\"Conflicts\"} 50",
-            "identity_migrator_pace_at_floor{namespace=\"blog\",name=\"post-tag\"} 1",
-            "identity_migrator_rows_to_copy{namespace=\"blog\",name=\"post-tag\"} 10000",
-            "identity_migrator_copied_rows{namespace=\"blog\",name=\"post-tag\"} 5800",
-            "identity_migrator_cutover_window_seconds{namespace=\"blog\",name=\"post-tag\"} 1.5",
-            "identity_migrator_table_missing{namespace=\"blog\",name=\"post-tag\"} 1",
-            "identity_migrator_engine_running{namespace=\"blog\",name=\"post-tag\"} 1",
+            "identity_migrator_phase{kind=\"IdentityMigration\",namespace=\"blog\",name=\"post-tag\",phase=\"Copying\"} 1",
+            "identity_migrator_phase{kind=\"IdentityMigration\",namespace=\"blog\",name=\"post-tag\",phase=\"Verifying\"} 0",
+            "identity_migrator_pace_rows_per_second{kind=\"IdentityMigration\",namespace=\"blog\",name=\"post-tag\",reason=\"Conflicts\"} 50",
+            "identity_migrator_pace_at_floor{kind=\"IdentityMigration\",namespace=\"blog\",name=\"post-tag\"} 1",
+            "identity_migrator_rows_to_copy{kind=\"IdentityMigration\",namespace=\"blog\",name=\"post-tag\"} 10000",
+            "identity_migrator_copied_rows{kind=\"IdentityMigration\",namespace=\"blog\",name=\"post-tag\"} 5800",
+            "identity_migrator_cutover_window_seconds{kind=\"IdentityMigration\",namespace=\"blog\",name=\"post-tag\"} 1.5",
+            "identity_migrator_table_missing{kind=\"IdentityMigration\",namespace=\"blog\",name=\"post-tag\"} 1",
+            "identity_migrator_engine_running{kind=\"IdentityMigration\",namespace=\"blog\",name=\"post-tag\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
         }

@@ -30,13 +30,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub approve_cutover: bool,
     /// Serve Prometheus metrics on this address (`/metrics`) while the
-    /// migration runs, labelled with the manifest's namespace and name.
+    /// migration runs, labelled with the manifest's kind, namespace and name.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// A manifest of either kind, ready to run.
 struct Prepared {
+    kind: &'static str,
     name: String,
     namespace: Option<String>,
     settings: Settings,
@@ -50,6 +51,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     } else {
         let (manifest, settings, connector) = args.target.load()?;
         Prepared {
+            kind: "IdentityMigration",
             name: manifest.name,
             namespace: manifest.namespace,
             approved: manifest.spec.cutover.approved,
@@ -57,7 +59,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             connector: Arc::new(connector),
         }
     };
-    let Prepared { name, namespace, settings, connector, approved } = prepared;
+    let Prepared { kind, name, namespace, settings, connector, approved } = prepared;
     if !settings.quiesce.is_empty() {
         return Err(Failure::Input(
             "spec.cutover.quiesce: scaling workloads needs the operator (the Kubernetes API); remove it to run from a terminal"
@@ -91,7 +93,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let mut sink = TerminalSink::new(store, wants_bar());
     if let Some(addr) = args.metrics_addr {
         let metrics = Metrics::default();
-        let labels = MigrationLabels { namespace: namespace.unwrap_or_default(), name };
+        let labels = MigrationLabels::new(kind, namespace.unwrap_or_default(), name);
         sink = sink.with_metrics(metrics.clone(), labels);
         let state = HttpState { metrics, ready: Arc::new(AtomicBool::new(true)) };
         let listener = tokio::net::TcpListener::bind(addr)
@@ -117,6 +119,7 @@ async fn prepare_table(target: &TargetArgs) -> Result<Prepared, Failure> {
         e => Failure::Migration(e.to_string()),
     })?;
     Ok(Prepared {
+        kind: "TableMigration",
         name: manifest.name.clone(),
         namespace: manifest.namespace.clone(),
         approved: spec.cutover.approved,

@@ -95,7 +95,7 @@ pub async fn reconcile<K: MigrationResource>(obj: Arc<K>, ctx: Arc<ReconcileCont
     let span = tracing::info_span!("reconcile", kind = K::KIND, namespace = %key.namespace, name = %key.name);
     let started = Instant::now();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &key.namespace);
-    let labels = MigrationLabels { namespace: key.namespace.clone(), name: key.name.clone() };
+    let labels = MigrationLabels::new(K::KIND, key.namespace.clone(), key.name.clone());
     let deleting = obj.meta().deletion_timestamp.is_some();
     let seen = obj.status().cloned().unwrap_or_default();
     let suspended = obj.spec().suspend();

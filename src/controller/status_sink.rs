@@ -68,7 +68,7 @@ impl<K: MigrationResource> ResourceSink<K> {
     pub fn new(api: Api<K>, object: &K, recorder: Recorder, metrics: Metrics) -> Self {
         let meta = object.meta();
         let name = meta.name.clone().unwrap_or_default();
-        let labels = MigrationLabels { namespace: meta.namespace.clone().unwrap_or_default(), name: name.clone() };
+        let labels = MigrationLabels::new(K::KIND, meta.namespace.clone().unwrap_or_default(), name.clone());
         let totals = object.status().map(MigrationTotals::of).unwrap_or_default();
         Self {
             api,

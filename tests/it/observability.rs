@@ -111,7 +111,7 @@ fn full_status() -> IdentityMigrationStatus {
 #[test]
 fn every_metric_the_dashboard_and_the_alerts_name_is_exported() {
     let metrics = Metrics::default();
-    let labels = MigrationLabels { namespace: "blog".into(), name: "post-tag".into() };
+    let labels = MigrationLabels::new("IdentityMigration", "blog", "post-tag");
     let status = full_status();
     metrics.observe_status(&labels, &MigrationTotals::default(), &status);
     metrics.observe_resource(&labels, &status, Here { engine_running: true, suspended: false });
@@ -281,7 +281,9 @@ async fn a_real_prometheus_scrapes_a_migration_and_answers_every_dashboard_expre
         assert!(!series.is_empty(), "no series for the dashboard's {expr}");
         let per_migration = series.iter().any(|s| s["metric"].get("name").is_some());
         if per_migration {
-            assert!(series.iter().any(|s| s["metric"]["name"] == "post-tag"), "{expr}: {series:?}");
+            // Grouped by kind too: an IdentityMigration and a TableMigration may share a name.
+            let ours = |s: &Value| s["metric"]["name"] == "post-tag" && s["metric"]["kind"] == "IdentityMigration";
+            assert!(series.iter().any(ours), "{expr}: {series:?}");
         }
     }
     // Every alert's expression parses and evaluates against the real data.
@@ -324,7 +326,10 @@ async fn run_serves_its_metrics_while_it_copies() {
         let rows = match get(port, "/metrics").await {
             Some((200, text)) => text
                 .lines()
-                .find(|l| l.starts_with("identity_migrator_copied_rows{") && l.contains("name=\"test\""))
+                .find(|l| {
+                    l.starts_with("identity_migrator_copied_rows{kind=\"IdentityMigration\",")
+                        && l.contains("name=\"test\"")
+                })
                 .and_then(|l| l.rsplit(' ').next()?.parse::<i64>().ok()),
             _ => None,
         };
