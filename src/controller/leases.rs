@@ -78,6 +78,8 @@ struct Holding {
     renewed: Instant,
     /// Released once no engine holds a receiver any more.
     letting_go: bool,
+    /// A renewal is under way: the next is not sent before its answer.
+    renewing: bool,
 }
 
 /// What a write of a Lease came to.
@@ -156,9 +158,14 @@ impl MigrationLeases {
             });
             let book = self.book.clone();
             let ticks = tokio::spawn(async move {
+                // Each write runs on its own: one slow answer must not hold
+                // back the others (a renewal past its Lease's lapse). Aborting
+                // this task drops the set, and the writes under way with it.
+                let mut writes = tokio::task::JoinSet::new();
                 loop {
                     tokio::time::sleep(TICK).await;
-                    book.tick().await;
+                    while writes.try_join_next().is_some() {}
+                    book.tick(&mut writes);
                 }
             });
             vec![watch.abort_handle(), ready.abort_handle(), ticks.abort_handle()]
@@ -292,6 +299,7 @@ impl Book {
             since: Instant::now(),
             renewed: sent,
             letting_go: false,
+            renewing: false,
         }
     }
 
@@ -435,18 +443,23 @@ impl Book {
     }
 
     /// Renews what is due, releases what no engine uses any more, and takes
-    /// the wanted Leases that are free or lapsed in the cache.
-    async fn tick(&self) {
+    /// the wanted Leases that are free or lapsed in the cache: each write a
+    /// task of `writes`.
+    fn tick(self: &Arc<Self>, writes: &mut tokio::task::JoinSet<()>) {
         let now = jiff::Timestamp::now();
-        let (mut renew, mut release, mut take) = (Vec::new(), Vec::new(), Vec::new());
-        self.entries.lock().expect("leases lock").retain(|key, entry| match entry {
+        let mut entries = self.entries.lock().expect("leases lock");
+        entries.retain(|key, entry| match entry {
             Entry::Held(h) if h.letting_go && h.tx.receiver_count() == 0 => {
-                release.push((h.uid.clone(), h.version.clone()));
+                let (book, uid, at) = (self.clone(), h.uid.clone(), h.version.clone());
+                writes.spawn(async move { book.let_go(&uid, &at).await });
                 false
             }
             Entry::Held(h) => {
-                if h.renewed.elapsed() >= self.terms.renew_every() {
-                    renew.push((key.clone(), h.uid.clone(), h.version.clone(), h.renewed));
+                if !h.renewing && h.renewed.elapsed() >= self.terms.renew_every() {
+                    h.renewing = true;
+                    let (book, key, uid, at, renewed) =
+                        (self.clone(), key.clone(), h.uid.clone(), h.version.clone(), h.renewed);
+                    writes.spawn(async move { book.renew_held(key, uid, at, renewed).await });
                 }
                 true
             }
@@ -455,21 +468,14 @@ impl Book {
             // reconcile does), and must not be made again here.
             Entry::Wanted { uid } => {
                 if self.cached(uid).is_some_and(|lease| takeable(Some(&lease), &self.identity, now)) {
-                    take.push((key.clone(), uid.clone()));
+                    let (book, key, uid) = (self.clone(), key.clone(), uid.clone());
+                    writes.spawn(async move { book.take_wanted(key, uid).await });
                     *entry = Entry::Taking { released: false };
                 }
                 true
             }
             Entry::Taking { .. } => true,
         });
-        // All at once: one slow answer must not hold the others' renewals
-        // past their Leases' lapse.
-        let releases = futures::future::join_all(release.iter().map(|(uid, at)| self.let_go(uid, at)));
-        let renewals = futures::future::join_all(
-            renew.into_iter().map(|(key, uid, at, renewed)| self.renew_held(key, uid, at, renewed)),
-        );
-        let takes = futures::future::join_all(take.into_iter().map(|(key, uid)| self.take_wanted(key, uid)));
-        futures::future::join3(releases, renewals, takes).await;
     }
 
     /// Renews a held Lease; lost when another replica took it, or when no
@@ -479,13 +485,16 @@ impl Book {
     async fn renew_held(&self, key: Key, uid: String, at: String, renewed: Instant) {
         let sent = Instant::now();
         let deadline = tokio::time::Instant::from_std(renewed + self.terms.held_for());
-        match tokio::time::timeout_at(deadline, self.renew(&uid, &at)).await {
-            Ok(Ok(Wrote::Done(at))) => {
-                if let Some(Entry::Held(h)) = self.entries.lock().expect("leases lock").get_mut(&key) {
-                    h.version = at;
-                    h.renewed = sent;
-                }
+        let answer = tokio::time::timeout_at(deadline, self.renew(&uid, &at)).await;
+        if let Some(Entry::Held(h)) = self.entries.lock().expect("leases lock").get_mut(&key) {
+            h.renewing = false;
+            if let Ok(Ok(Wrote::Done(at))) = &answer {
+                h.version = at.clone();
+                h.renewed = sent;
             }
+        }
+        match answer {
+            Ok(Ok(Wrote::Done(_))) => {}
             Ok(Ok(Wrote::Lost)) => self.lose(&key),
             // The next tick tries again, until the deadline.
             Ok(Err(e)) => tracing::debug!(error = %e, uid, "could not renew the migration's lease"),
