@@ -89,7 +89,6 @@ impl Jobs {
                 Err(e) if e.contains("canceling statement") => ("cancelled", Some(e)),
                 Err(e) => ("failed", Some(e)),
             };
-            jobs.running.lock().expect("jobs lock").remove(&build.index);
             if let Ok(c) = connect(&jobs.backend).await {
                 let _ = c
                     .execute(
@@ -98,6 +97,9 @@ impl Jobs {
                     )
                     .await;
             }
+            // Only now: `cancel` returns (and the DROP INDEX is answered)
+            // once sys.jobs says how the build ended.
+            jobs.running.lock().expect("jobs lock").remove(&build.index);
             tracing::info!(job_id = %build.job_id, index = %build.index, status, ?details, "index build ended");
             on_done(&build.table);
         });
