@@ -449,7 +449,9 @@ impl Book {
         let now = jiff::Timestamp::now();
         let mut entries = self.entries.lock().expect("leases lock");
         entries.retain(|key, entry| match entry {
-            Entry::Held(h) if h.letting_go && h.tx.receiver_count() == 0 => {
+            // Not while a renewal is under way: its answer moves the version
+            // the release must name.
+            Entry::Held(h) if h.letting_go && h.tx.receiver_count() == 0 && !h.renewing => {
                 let (book, uid, at) = (self.clone(), h.uid.clone(), h.version.clone());
                 writes.spawn(async move { book.let_go(&uid, &at).await });
                 false
