@@ -139,6 +139,25 @@ pub struct PlanStatus {
     /// give, statements it refused. Each also said in a Warning event.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_carried: Vec<String>,
+    /// The OID of the table a rebuild started from: after the swap hands the
+    /// new table the original names, it is what tells the two tables apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_oid: Option<i64>,
+    /// The original primary key's name, and every other index's and unique
+    /// constraint's (with those the changes add): the names the swap hands
+    /// to the new table, recorded before anything changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub original_names: Vec<String>,
+}
+
+impl PlanStatus {
+    /// The names to hand over at the swap, when they were recorded.
+    pub fn names(&self) -> Option<crate::engine::plan::names::OriginalNames> {
+        let key = self.original_key.clone()?;
+        Some(crate::engine::plan::names::OriginalNames { key, others: self.original_names.clone() })
+    }
 }
 
 /// Enough to resume with at most one batch per worker redone.

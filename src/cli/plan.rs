@@ -9,6 +9,8 @@ use std::sync::Arc;
 use crate::db::Dialect;
 use crate::db::{RetryPolicy, Session};
 use crate::engine::Job;
+use crate::engine::error::EngineError;
+use crate::engine::plan::changes::State;
 use crate::engine::plan::changes::render::render as render_changes;
 use crate::engine::plan::changes::ways::plan_changes;
 use crate::engine::plan::script::{ScriptInput, render, script};
@@ -16,6 +18,7 @@ use crate::engine::plan::shape::TableName;
 use crate::engine::plan::validate::InvalidInput;
 use crate::engine::steps::catalog::read_shape;
 use crate::engine::steps::identity::read_max_id;
+use crate::engine::steps::spec_check::check_spec_text;
 use crate::engine::steps::survey::survey;
 
 #[derive(Args, Debug)]
@@ -75,6 +78,10 @@ async fn plan_table(args: PlanArgs) -> Result<(), Failure> {
         .ok_or_else(|| Failure::Input(format!("spec.table: table {source} does not exist")))?;
     let input = |e: InvalidInput| Failure::Input(format!("{}: {e}", file.display()));
     let planned = plan_changes(&shape, &source, &spec.changes, dialect, spec.strategy).map_err(input)?;
+    check_spec_text(&mut session, &State::of(&shape), &spec.changes).await.map_err(|e| match e {
+        EngineError::Invalid(e) => input(e),
+        other => Failure::Migration(other.to_string()),
+    })?;
     println!(
         "-- identity-migrator plan for {source} ({} dialect, {} changes); nothing has been changed",
         dialect.as_str(),

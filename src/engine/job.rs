@@ -9,6 +9,7 @@ use crate::db::Dialect;
 use crate::db::{Connector, RetryCounter, RetryPolicy, Session};
 use crate::engine::plan::changes::reshape::Reshape;
 use crate::engine::plan::changes::reverse::Reverse;
+use crate::engine::plan::changes::{Rebuild, State};
 use crate::engine::plan::shape::TableName;
 use crate::engine::plan::shape::TableShape;
 use crate::engine::plan::sql::RowStatements;
@@ -37,6 +38,8 @@ pub struct Job {
     pub claim: Mutex<Option<Arc<Claim>>>,
     /// A TableMigration's rebuild: set once the engine has read the table.
     pub reshape: OnceLock<Arc<Reshape>>,
+    /// The OID of the table a rebuild started from (`status.plan.originalOid`).
+    pub original_oid: OnceLock<i64>,
     /// Set when a rolled-back rebuild rolls forward: its syncs keep what the
     /// new table's added columns had before the rollback.
     pub rolling_forward: std::sync::atomic::AtomicBool,
@@ -63,6 +66,7 @@ impl Job {
             resync_while_waiting: None,
             claim: Mutex::new(None),
             reshape: OnceLock::new(),
+            original_oid: OnceLock::new(),
             rolling_forward: Default::default(),
         }
     }
@@ -93,6 +97,11 @@ impl Job {
     pub fn may_write(&self) -> bool {
         let claim = self.claim.lock().expect("claim lock").clone();
         !self.lease_lost() && claim.is_none_or(|c| c.is_fresh())
+    }
+
+    /// The OID of the table the rebuild started from, once known.
+    pub fn original(&self) -> Option<i64> {
+        self.original_oid.get().copied()
     }
 
     pub fn session(&self) -> Session {
@@ -133,8 +142,9 @@ impl Job {
             return Ok(RowStatements::new(new, old, id, original, self.dialect, generation));
         }
         let reverse = Reverse::new(original, &self.settings.changes)?;
-        let mut statements =
-            RowStatements::new(&reverse.rows_of(new, old, id), old, id, original, self.dialect, generation);
+        let forward = Rebuild::new(State::of(original), &self.settings.changes, 0)?;
+        let rows = reverse.rows_since_cutover(&forward, new, old, id);
+        let mut statements = RowStatements::new(&rows, old, id, original, self.dialect, generation);
         statements.update_first = reverse.keeps_old_values();
         Ok(statements)
     }

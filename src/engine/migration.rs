@@ -56,6 +56,9 @@ pub struct Migration<R: StatusSink> {
 
 impl<R: StatusSink> Migration<R> {
     pub fn new(job: Job, status: Option<IdentityMigrationStatus>, sink: R, control: Control) -> Self {
+        if let Some(oid) = status.as_ref().and_then(|s| s.plan.as_ref()).and_then(|p| p.original_oid) {
+            let _ = job.original_oid.set(oid);
+        }
         Self {
             job: Arc::new(job),
             keeper: StatusKeeper::new(status.unwrap_or_default(), sink),
@@ -317,7 +320,7 @@ impl<R: StatusSink> Migration<R> {
         if !needs_catalog_check(stand, self.keeper.status.plan.is_some()) {
             return Ok(stand);
         }
-        let names = read_names(&self.job.settings, &mut self.job.session()).await?;
+        let names = read_names(&self.job.settings, self.job.original(), &mut self.job.session()).await?;
         Ok(catalog_jump(stand, &swap_state(names)))
     }
 
@@ -347,7 +350,7 @@ impl<R: StatusSink> Migration<R> {
             Work::Swapping => {
                 // The catalog first: after the swap the original may be gone
                 // (dropped with `oldTable.retain: false`) and is not needed.
-                let names = read_names(&self.job.settings, &mut self.job.session()).await?;
+                let names = read_names(&self.job.settings, self.job.original(), &mut self.job.session()).await?;
                 if swap_state(names) == SwapState::Swapped {
                     return finish_swapped(&self.job, names, &mut self.keeper).await;
                 }

@@ -138,7 +138,7 @@ async fn plan_says_per_change_in_place_or_rebuild_and_why_for_each_server() {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(text.contains("-- change 1 (alterColumn): rebuild: DSQL refuses SET NOT NULL"), "{text}");
     assert!(text.contains("CREATE TABLE \"public\".\"orders_new\""), "{text}");
-    assert!(text.contains("\"status\" text DEFAULT 'new' NOT NULL"), "{text}");
+    assert!(text.contains("\"status\" text DEFAULT ('new') NOT NULL"), "{text}");
     assert_eq!(db.catalog_snapshot().await, before, "plan changes nothing");
 }
 

@@ -199,3 +199,43 @@ async fn changes_made_in_place_roll_back_and_forward_and_a_drop_is_refused_by_na
         text(&out)
     );
 }
+
+/// A rollback after the cut-over copies back only the rows written or
+/// changed since: a row the application left alone keeps the old table's
+/// value, which an inverse that cannot undo a rounding would lose (issue 32).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_copies_back_only_what_changed_since_the_cut_over_and_keeps_every_other_row() {
+    let db = TestDb::new("tblrb_untouched").await;
+    db.exec(
+        "CREATE TABLE orders (id bigint PRIMARY KEY, amount numeric(12,4), email text, code text, ref bigint);
+         INSERT INTO orders SELECT g, g + 0.1234, 'u' || g, g::text, g FROM generate_series(1, 2000) g;",
+    )
+    .await;
+    let manifest =
+        TableManifest::new("    - alterColumn: {column: amount, type: \"numeric(12,2)\", reverseUsing: amount}\n");
+    let out = manifest.run(&db, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(db.scalar_text("SELECT amount::text FROM orders WHERE id = 8").await, "8.12", "rounded as ALTER rounds");
+    db.exec(
+        "UPDATE orders SET amount = 7.5 WHERE id = 5;
+         UPDATE orders SET email = 'changed' WHERE id = 6;
+         INSERT INTO orders (id, amount, email, code, ref) VALUES (2001, 3.25, 'new', 'n', 1);
+         DELETE FROM orders WHERE id = 7;",
+    )
+    .await;
+    manifest.write("  rollback: true\n");
+    let out = manifest.run(&db, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(manifest.status()["phase"], "RolledBack", "{}", text(&out));
+    let kept = "SELECT count(*) FROM orders WHERE amount = id + 0.1234";
+    assert_eq!(db.scalar_i64(kept).await, 1997, "every row left alone keeps its four decimals");
+    let amount = |id: i64| format!("SELECT amount::text || ' ' || email FROM orders WHERE id = {id}");
+    assert_eq!(db.scalar_text(&amount(5)).await, "7.5000 u5", "the update comes back through reverseUsing");
+    assert_eq!(
+        db.scalar_text(&amount(6)).await,
+        "6.1200 changed",
+        "a changed row comes back whole, as the new table has it"
+    );
+    assert_eq!(db.scalar_text(&amount(2001)).await, "3.2500 new", "the insert");
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM orders WHERE id = 7").await, 0, "the delete");
+}

@@ -48,6 +48,10 @@ impl TableManifest {
         run_cli(&["run", "-f", self.path.to_str().unwrap(), "--database-url", &db.url], env)
     }
 
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     pub(crate) fn status(&self) -> serde_json::Value {
         let text = std::fs::read_to_string(self.dir.path().join("orders.yaml.state.json")).expect("state file");
         serde_json::from_str::<serde_json::Value>(&text).unwrap()["status"].clone()

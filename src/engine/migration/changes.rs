@@ -20,7 +20,7 @@ use crate::engine::plan::changes::reshape::{Reshape, refusals};
 use crate::engine::plan::changes::scan::scan;
 use crate::engine::plan::changes::undo::undo_in_place;
 use crate::engine::plan::changes::ways::{ChangePlan, Way, plan_changes};
-use crate::engine::plan::names::new_table_key;
+use crate::engine::plan::names::{OriginalNames, new_table_key};
 use crate::engine::plan::phase::{Stand, Work};
 use crate::engine::plan::shape::TableShape;
 use crate::engine::plan::validate::{InvalidInput, Problem, Settings};
@@ -29,6 +29,7 @@ use crate::engine::steps::catalog;
 use crate::engine::steps::catalog::read_names;
 use crate::engine::steps::data_scan::scan_data;
 use crate::engine::steps::fidelity::with_fidelity;
+use crate::engine::steps::spec_check::check_spec_text;
 use crate::engine::steps::survey::{Survey, measure};
 use crate::engine::steps::table_changes::{Direction, make_in_place};
 use crate::engine::store::{Severity, StatusSink};
@@ -44,6 +45,7 @@ impl<R: StatusSink> Migration<R> {
             .await?
             .ok_or_else(|| InvalidInput::one("spec.table", format!("table {table} does not exist")))?;
         let planned = plan_changes(&shape, table, &s.changes, job.dialect, s.strategy)?;
+        check_spec_text(&mut session, &State::of(&shape), &s.changes).await?;
         key_kept(s)?;
         // The data first: rows that break the new shape are what a person needs to hear of.
         let checks = scan(&State::of(&shape), &s.changes, table, &s.id_column);
@@ -64,10 +66,16 @@ impl<R: StatusSink> Migration<R> {
             if !stranded.is_empty() {
                 return Err(InvalidInput(stranded).into());
             }
+            // The table the rebuild starts from, told by its OID once the
+            // swap has handed its names to the new table.
+            let oid = session.retry("read table oid", |c| async move { catalog::table_oid(&c, table).await }).await?;
+            if let Some(oid) = oid {
+                let _ = job.original_oid.set(i64::from(oid));
+            }
             let reshape = Arc::new(Reshape::new(rebuild, &shape));
             let _ = job.reshape.set(reshape.clone());
             let measured = measure(&job, &mut session, &reshape.target, false).await?;
-            return self.plan_rebuild(&planned, &reshape, measured).await;
+            return self.plan_rebuild(&planned, &reshape, &shape, measured).await;
         }
         let status = &mut self.keeper.status;
         status.plan = Some(PlanStatus {
@@ -95,10 +103,17 @@ impl<R: StatusSink> Migration<R> {
 
     /// The rebuild's plan in the status: the copy's ranges and batches as for
     /// an identity copy, the way of each change, what the new table leaves out.
-    async fn plan_rebuild(&mut self, planned: &ChangePlan, reshape: &Reshape, m: Survey) -> Result<Flow, EngineError> {
+    async fn plan_rebuild(
+        &mut self,
+        planned: &ChangePlan,
+        reshape: &Reshape,
+        original: &TableShape,
+        m: Survey,
+    ) -> Result<Flow, EngineError> {
         let job = self.job.clone();
         let s = &job.settings;
         tracing::info!(rows = m.rows, ranges = m.ranges.len(), batch_rows = m.batch_rows, "planned the rebuild's copy");
+        let names = OriginalNames::of(original, &s.changes);
         let status = &mut self.keeper.status;
         status.plan = Some(PlanStatus {
             shadow_table: s.shadow.name.clone(),
@@ -110,6 +125,9 @@ impl<R: StatusSink> Migration<R> {
             secondary_indexes: reshape.target.secondary_indexes() as i64,
             dialect: job.dialect.as_str().to_string(),
             not_carried: Vec::new(),
+            original_oid: job.original(),
+            original_key: names.as_ref().map(|n| n.key.clone()),
+            original_names: names.map(|n| n.others).unwrap_or_default(),
         });
         status.checkpoint = Some(Checkpoint { ranges: m.ranges, caught_up_through: None, indexes_built: false });
         status.verification = None;
@@ -146,7 +164,7 @@ impl<R: StatusSink> Migration<R> {
     /// window opens, then under the old name.
     pub(super) async fn original_of_changes(&self, session: &mut Session) -> Result<TableShape, EngineError> {
         let s = &self.job.settings;
-        let names = read_names(s, session).await?;
+        let names = read_names(s, self.job.original(), session).await?;
         let table = if names.old && (!names.table || names.table_is_new) { &s.old } else { &s.source };
         session
             .retry("read table", |c| async move { catalog::read_shape(&c, table).await })
@@ -160,7 +178,7 @@ impl<R: StatusSink> Migration<R> {
     pub(super) async fn original_for_rollback_of_changes(&self) -> Result<Option<TableShape>, EngineError> {
         let s = &self.job.settings;
         let mut session = self.job.session();
-        let names = read_names(s, &mut session).await?;
+        let names = read_names(s, self.job.original(), &mut session).await?;
         let table = match (names.old, names.table && !names.table_is_new) {
             (true, _) => &s.old,
             (false, true) => &s.source,
@@ -169,13 +187,15 @@ impl<R: StatusSink> Migration<R> {
         Ok(session.retry("read table", |c| async move { catalog::read_shape(&c, table).await }).await?)
     }
 
-    /// A row the new table refuses (SQLSTATE class 23) was written after the
-    /// scan: the scan runs again, read-only, and names the rows by id. Nothing
-    /// is lost, the cut-over waits, and a run after the rows are fixed goes on
-    /// from its checkpoint. Any other error is returned as it is.
+    /// A row the new table refuses (SQLSTATE class 23), or whose value does
+    /// not convert or fit (class 22: the copy converts by assignment), was
+    /// written after the scan: the scan runs again, read-only, and names the
+    /// rows by id. Nothing is lost, the cut-over waits, and a run after the
+    /// rows are fixed goes on from its checkpoint. Any other error is
+    /// returned as it is.
     pub(super) async fn explain_violation(&self, err: EngineError) -> EngineError {
         let s = &self.job.settings;
-        let refused = err.sqlstate().is_some_and(|code| code.starts_with("23"));
+        let refused = err.sqlstate().is_some_and(|code| code.starts_with("23") || code.starts_with("22"));
         if !refused || self.job.reshape.get().is_none() {
             return err;
         }

@@ -18,7 +18,7 @@ impl<R: StatusSink> Migration<R> {
         }
         let s = &self.job.settings;
         let mut session = self.job.session();
-        let names = read_names(s, &mut session).await?;
+        let names = read_names(s, self.job.original(), &mut session).await?;
         // Both windows leave the same names: the phase tells which table was renamed away.
         let rolling_back = effective_phase(&self.keeper.status) == Phase::RollingBack;
         let from = match (swap_state(names), rollback_state(names, s.retain_old)) {
@@ -42,7 +42,7 @@ impl<R: StatusSink> Migration<R> {
     /// the original table gets its name back, quiesced workloads their
     /// replicas, and the migration waits as before its first attempt.
     pub(super) async fn hold_cutover(&mut self) -> Result<bool, EngineError> {
-        let names = read_names(&self.job.settings, &mut self.job.session()).await?;
+        let names = read_names(&self.job.settings, self.job.original(), &mut self.job.session()).await?;
         if swap_state(names) == SwapState::Swapped {
             return Ok(true);
         }
@@ -67,7 +67,7 @@ impl<R: StatusSink> Migration<R> {
             return Ok(false);
         }
         let mut session = self.job.session();
-        if swap_state(read_names(s, &mut session).await?) == SwapState::InWindow {
+        if swap_state(read_names(s, self.job.original(), &mut session).await?) == SwapState::InWindow {
             self.job.before_change().await?;
             tracing::warn!(table = %s.source, "a cut-over window was left open; putting the original table back");
             rename_guarded(&mut session, &s.old, &s.source).await?;

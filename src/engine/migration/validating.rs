@@ -6,6 +6,7 @@ use crate::api::{Checkpoint, PlanStatus, Strategy, StrategyStatus, TakenStrategy
 use crate::db::Dialect;
 use crate::engine::error::EngineError;
 use crate::engine::job::{Flow, Job};
+use crate::engine::plan::names::OriginalNames;
 use crate::engine::plan::not_carried::known_not_carried;
 use crate::engine::plan::shape::TableShape;
 use crate::engine::status_keeper::CopyProgress;
@@ -27,6 +28,7 @@ impl<R: StatusSink> Migration<R> {
             tracing::warn!(reason = %strategy.reason, "copying instead of adding the identity in place");
             self.keeper.event(Severity::Normal, "Strategy", format!("Copy: {}", strategy.reason)).await;
         }
+        let names = OriginalNames::of(&shape, &[]);
         let status = &mut self.keeper.status;
         status.plan = Some(PlanStatus {
             shadow_table: s.shadow.name.clone(),
@@ -38,6 +40,9 @@ impl<R: StatusSink> Migration<R> {
             secondary_indexes: shape.secondary_indexes() as i64,
             dialect: job.dialect.as_str().to_string(),
             not_carried: Vec::new(),
+            original_oid: None,
+            original_key: names.as_ref().map(|n| n.key.clone()),
+            original_names: names.map(|n| n.others).unwrap_or_default(),
         });
         status.checkpoint = Some(Checkpoint { ranges, caught_up_through: None, indexes_built: false });
         status.verification = None;

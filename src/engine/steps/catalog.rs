@@ -5,7 +5,7 @@ use tokio_postgres::Client;
 
 use crate::db::{DbError, ErrorContext, Session};
 use crate::engine::plan::carried::{Fact, Unread, absent_catalog};
-use crate::engine::plan::names::new_table_key;
+use crate::engine::plan::names::{IndexName, new_table_key};
 use crate::engine::plan::phase::Names;
 use crate::engine::plan::preflight::Surroundings;
 use crate::engine::plan::shape::TableName;
@@ -36,6 +36,21 @@ pub async fn table_oid(client: &Client, table: &TableName) -> Result<Option<u32>
 
 pub async fn table_exists(client: &Client, table: &TableName) -> Result<bool, DbError> {
     Ok(relation(client, table).await?.is_some())
+}
+
+/// The table's indexes by name, the primary key's marked (none when the
+/// table does not exist).
+pub async fn index_names(client: &Client, table: &TableName) -> Result<Vec<IndexName>, DbError> {
+    let rows = client
+        .query(
+            "SELECT ic.relname::text, i.indisprimary FROM pg_catalog.pg_index i \
+             JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid \
+             WHERE i.indrelid = pg_catalog.to_regclass($1) ORDER BY 1",
+            &[&table.to_string()],
+        )
+        .await
+        .ctx("read index names")?;
+    Ok(rows.iter().map(|r| IndexName { name: r.get(0), primary: r.get(1) }).collect())
 }
 
 /// `a` or `d` when `column` of `table` is an identity column, None otherwise
@@ -340,15 +355,28 @@ async fn has_constraint(client: &Client, table: &TableName, name: &str) -> Resul
     Ok(row.get(0))
 }
 
-pub async fn read_names(s: &Settings, session: &mut Session) -> Result<Names, DbError> {
+/// Which of the migration's three names exist, and whether the table under
+/// the name is the new one. `original` is the OID of the table the
+/// migration started from, as the status recorded it.
+pub async fn read_names(s: &Settings, original: Option<i64>, session: &mut Session) -> Result<Names, DbError> {
     session
         .retry("inspect tables", |c| async move {
+            let table_is_new = match s.changes.is_empty() {
+                true => identity_kind(&c, &s.source, &s.id_column).await?.is_some(),
+                // A rebuild's new table has its key's own name until the swap
+                // hands it the original names (PostgreSQL); then it is the
+                // table that is not the original.
+                false => {
+                    has_constraint(&c, &s.source, &new_table_key(&s.shadow, &s.changes)).await?
+                        || match original {
+                            Some(oid) => table_oid(&c, &s.source).await?.is_some_and(|found| i64::from(found) != oid),
+                            None => false,
+                        }
+                }
+            };
             Ok(Names {
                 table: table_exists(&c, &s.source).await?,
-                table_is_new: match s.changes.is_empty() {
-                    true => identity_kind(&c, &s.source, &s.id_column).await?.is_some(),
-                    false => has_constraint(&c, &s.source, &new_table_key(&s.shadow, &s.changes)).await?,
-                },
+                table_is_new,
                 shadow: table_exists(&c, &s.shadow).await?,
                 old: table_exists(&c, &s.old).await?,
             })

@@ -8,6 +8,8 @@
 //! - [`claim`]: one engine per table, claimed in the database.
 //! - [`data_scan`]: the read-only scan that proves the data fits a table
 //!   change's new shape.
+//! - [`spec_check`]: every spec type and expression read by the server's
+//!   parser, alone, before anything is planned.
 //! - [`table_key`]: a TableMigration's key and settings, from the catalog.
 //! - [`table_changes`]: a TableMigration's changes made in place.
 //! - [`rebuild`]: a TableMigration's new table, in the new shape.
@@ -39,6 +41,7 @@ pub mod quiesce;
 pub mod rebuild;
 pub mod rollback;
 pub mod shadow;
+pub mod spec_check;
 pub mod survey;
 pub mod swap;
 pub mod table_changes;

@@ -17,7 +17,7 @@ use super::blockers::wait_out_blockers;
 use super::catalog;
 use super::catalog::read_names;
 use super::fidelity::adopt_sequences;
-use super::swap::{put_back, rename_guarded};
+use super::swap::{hand_names_to, put_back, rename_guarded};
 use super::verify::verify_pass;
 use crate::api::CutoverStatus;
 use crate::api::now;
@@ -45,7 +45,7 @@ pub async fn roll_back<R: StatusSink>(
     let batch = resync_batch_rows(s, original, widest_row);
     let (_keep, run) = always_run();
     loop {
-        let names = read_names(s, &mut session).await?;
+        let names = read_names(s, job.original(), &mut session).await?;
         match rollback_state(names, s.retain_old) {
             RollbackState::Forward => {
                 // Catch up while the new table is live, then open the window.
@@ -84,6 +84,10 @@ pub async fn roll_back<R: StatusSink>(
                         return Err(e);
                     }
                 };
+                job.before_change().await?;
+                // The new table stands aside under the names it was built with.
+                let names = keeper.status.plan.as_ref().and_then(|p| p.names());
+                hand_names_to(job, &mut session, names.as_ref(), &s.old).await?;
                 job.before_change().await?;
                 rename_guarded(&mut session, &s.old, &s.source).await?;
                 let cutover = keeper.status.cutover.get_or_insert_with(CutoverStatus::default);

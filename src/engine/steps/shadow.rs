@@ -48,7 +48,8 @@ pub async fn create_once(session: &mut Session, table: &TableName, ddl: &str, wh
             if catalog::table_exists(&c, table).await? {
                 return Ok(());
             }
-            c.batch_execute(ddl).await.ctx(what)
+            // One statement, which may carry spec text: the extended protocol.
+            c.execute(ddl, &[]).await.ctx(what).map(drop)
         })
         .await
 }

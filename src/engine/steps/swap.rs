@@ -21,7 +21,9 @@ use crate::engine::error::{CheckFailed, EngineError};
 use crate::engine::failpoint;
 use crate::engine::job::{Control, Flow, Job, Outcome, always_run, halted};
 use crate::engine::plan::batches::resync_batch_rows;
+use crate::engine::plan::names::{OriginalNames, derived_name, handover};
 use crate::engine::plan::phase::{Names, SwapState, swap_state};
+use crate::engine::plan::quote::ident;
 use crate::engine::plan::shape::TableName;
 use crate::engine::plan::shape::TableShape;
 use crate::engine::plan::sql::{IN_PLACE_LOCK_TIMEOUT_MS, drop_table, rename_table, set_generated_always};
@@ -52,7 +54,7 @@ pub async fn swap<R: StatusSink>(
     // The window is never paused: suspend and stop wait until it closes.
     let (_keep, run) = always_run();
     loop {
-        let names = read_names(s, &mut session).await?;
+        let names = read_names(s, job.original(), &mut session).await?;
         match swap_state(names) {
             SwapState::BeforeWindow => {
                 if baseline.as_ref().is_none_or(|b| b.taken.elapsed() > FRESH_BASELINE) {
@@ -154,8 +156,12 @@ pub async fn put_back<R: StatusSink>(
 ) -> Result<(), EngineError> {
     let s = &job.settings;
     loop {
+        let names = keeper.status.plan.as_ref().and_then(|p| p.names());
         let attempt = match job.before_change().await {
-            Ok(()) => rename_guarded(session, from, &s.source).await.map_err(EngineError::from),
+            Ok(()) => match hand_names_to(job, session, names.as_ref(), from).await {
+                Ok(()) => rename_guarded(session, from, &s.source).await.map_err(EngineError::from),
+                Err(e) => Err(e.into()),
+            },
             Err(e) => Err(e),
         };
         let missing = keeper.status.cutover.as_ref().is_some_and(|c| c.table_missing);
@@ -214,6 +220,76 @@ pub async fn rename_guarded(session: &mut Session, from: &TableName, to: &TableN
             renamed
         })
         .await
+}
+
+/// Hands the original index and constraint names (`names`, recorded when
+/// the migration was planned) to `incoming`, the table about to take the
+/// table's name, as `ALTER TABLE` would have left them: `outgoing` (renamed
+/// away) takes names derived for its own name, its primary key
+/// `outgoing_key`. One rename per transaction, each decided from the
+/// catalog ([`handover`]): a crash between two resumes with the rest.
+/// Runs inside a window (no table has the name), so no application sees a
+/// table half renamed. DSQL documents no `ALTER INDEX ... RENAME`: there the
+/// names stay as built, and the plan says so.
+pub async fn hand_names(
+    session: &mut Session,
+    names: Option<&OriginalNames>,
+    source: &TableName,
+    incoming: &TableName,
+    outgoing: &TableName,
+    outgoing_key: &str,
+) -> Result<(), DbError> {
+    let Some(names) = names else { return Ok(()) };
+    if session.connector().dialect() == Dialect::Dsql {
+        return Ok(());
+    }
+    let renames = session
+        .retry("read index names", |c| async move {
+            let coming = catalog::index_names(&c, incoming).await?;
+            let going = catalog::index_names(&c, outgoing).await?;
+            Ok(handover(&source.name, names, &incoming.name, &coming, &outgoing.name, &going, outgoing_key))
+        })
+        .await?;
+    for (from, to) in &renames {
+        let (from, to) = (&source.sibling(from.clone()), &source.sibling(to.clone()));
+        let sql = &format!("ALTER INDEX {from} RENAME TO {}", ident(&to.name));
+        session
+            .retry("hand over a name", |c| async move {
+                // A lost reply to a committed rename must not fail the retry.
+                if catalog::table_exists(&c, to).await? && !catalog::table_exists(&c, from).await? {
+                    return Ok(());
+                }
+                c.batch_execute(sql).await.ctx("hand over a name")
+            })
+            .await?;
+    }
+    if !renames.is_empty() {
+        tracing::info!(table = %incoming, renames = renames.len(), "the table taking the name has the original names");
+    }
+    Ok(())
+}
+
+/// The name of the primary key of the table standing aside under `aside`:
+/// the old table's derived from the original, the shadow's as it was built.
+pub fn aside_key(job: &Job, names: &OriginalNames, aside: &TableName) -> String {
+    let s = &job.settings;
+    match (*aside == s.shadow, s.changes.is_empty()) {
+        (true, false) => crate::engine::plan::names::new_table_key(&s.shadow, &s.changes),
+        _ => derived_name(&names.key, &s.source.name, &aside.name),
+    }
+}
+
+/// Hands the names to `incoming` ahead of giving it the table's name.
+pub async fn hand_names_to(
+    job: &Job,
+    session: &mut Session,
+    names: Option<&OriginalNames>,
+    incoming: &TableName,
+) -> Result<(), DbError> {
+    let s = &job.settings;
+    let Some(names) = names else { return Ok(()) };
+    let outgoing = if *incoming == s.old { &s.shadow } else { &s.old };
+    hand_names(session, Some(names), &s.source, incoming, outgoing, &aside_key(job, names, outgoing)).await
 }
 
 /// After the window: workloads back, and the old table dropped when
@@ -313,6 +389,9 @@ async fn finish_window<R: StatusSink>(
     job.before_change().await?;
     let rebuild = job.reshape.get().map(|r| &r.rebuild);
     sync_privileges(session, &s.old, &s.shadow, job.dialect, rebuild).await?;
+    job.before_change().await?;
+    let names = keeper.status.plan.as_ref().and_then(|p| p.names());
+    hand_names_to(job, session, names.as_ref(), &s.shadow).await?;
     job.before_change().await?;
     rename_guarded(session, &s.shadow, &s.source).await?;
     let cutover = keeper.status.cutover.get_or_insert_with(CutoverStatus::default);

@@ -170,11 +170,18 @@ async fn make_one(job: &Job, session: &mut Session, table: &TableName, sql: &str
             Ok(None)
         }
         (Kind::Alter { blocks_writers, sql }, Dialect::Postgres) => {
-            let wrapped = &format!("BEGIN; SET LOCAL lock_timeout = '{IN_PLACE_LOCK_TIMEOUT_MS}ms'; {sql}; COMMIT");
+            let begin = &format!("BEGIN; SET LOCAL lock_timeout = '{IN_PLACE_LOCK_TIMEOUT_MS}ms'");
             let held = session
                 .retry("change in place", |c| async move {
                     let started = Instant::now();
-                    let done = c.batch_execute(wrapped).await.ctx("change in place");
+                    // The statement carries spec text: alone, through the
+                    // extended protocol (one statement per Parse).
+                    let done = async {
+                        c.batch_execute(begin).await.ctx("change in place")?;
+                        c.execute(sql, &[]).await.ctx("change in place")?;
+                        c.batch_execute("COMMIT").await.ctx("change in place")
+                    }
+                    .await;
                     if done.is_err() {
                         // The transaction ends here, not with the connection.
                         let _ = c.batch_execute("ROLLBACK").await;
@@ -187,7 +194,7 @@ async fn make_one(job: &Job, session: &mut Session, table: &TableName, sql: &str
         (Kind::Alter { blocks_writers, sql }, Dialect::Dsql) => {
             let started = Instant::now();
             session
-                .retry("change in place", |c| async move { c.batch_execute(sql).await.ctx("change in place") })
+                .retry("change in place", |c| async move { c.execute(sql, &[]).await.ctx("change in place").map(drop) })
                 .await?;
             Ok(blocks_writers.then(|| started.elapsed()))
         }

@@ -17,7 +17,7 @@ use crate::engine::plan::validate::Settings;
 /// is left alone. Returns what was done, if anything.
 pub async fn drop_unfinished_shadow(connector: Arc<Connector>, s: Settings) -> Result<Option<String>, EngineError> {
     let mut session = Session::new(connector, RetryPolicy::default(), Arc::new(RetryCounter::default()));
-    let names = read_names(&s, &mut session).await?;
+    let names = read_names(&s, None, &mut session).await?;
     if !names.shadow {
         return Ok(None);
     }

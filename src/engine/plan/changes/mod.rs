@@ -12,6 +12,7 @@ pub mod render;
 pub mod reshape;
 pub mod reverse;
 pub mod scan;
+pub mod spec_text;
 pub mod types;
 pub mod undo;
 pub mod ways;
@@ -19,7 +20,7 @@ pub mod ways;
 use super::shape::{Column, ConstraintKind, TableShape, is_integer_type};
 use super::validate::{InvalidInput, Problem};
 use crate::api::changes::{AddIdentity, Change, ChangeKind, ForeignKey};
-use types::normalize_type;
+use types::{assignment_cast, normalize_type};
 
 /// The table as the changes so far leave it.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -80,14 +81,12 @@ pub type Layer = Vec<(String, String)>;
 #[derive(Clone, Debug, PartialEq)]
 pub enum DataCheck {
     /// `expression` (over the row as of that change) gives a value of
-    /// `data_type`. `value` is what it casts; `lossless` when no `using` was
-    /// given, so the value must fit as it is (a shorter `varchar` may not cut it).
+    /// `data_type`, converted by assignment as ALTER COLUMN ... TYPE does: a
+    /// value that does not fit raises.
     Converts {
         column: String,
         expression: String,
         data_type: String,
-        value: String,
-        lossless: bool,
     },
     NotNull {
         column: String,
@@ -126,6 +125,10 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
             keys => Problem::new(field, format!("sets {}; each item makes one change", keys.join(" and "))),
         }
     })?;
+    // Spec text is data: one expression or type each, before anything reads it.
+    for text in spec_text::texts_of(change, index) {
+        text.check().map_err(|why| Problem::new(text.field.clone(), why))?;
+    }
     let field = format!("spec.changes[{index}].{}", kind.key());
     let bad = |sub: &str, message: String| Problem::new(format!("{field}.{sub}"), message);
     let keep_all = |state: &State| -> Layer {
@@ -154,13 +157,13 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
                     Some(using) => format!("({using})"),
                     None => quoted.clone(),
                 };
-                let expression = format!("{value}::{data_type}");
+                // By assignment, as ALTER COLUMN ... TYPE converts: a value
+                // that does not fit raises, never cut.
+                let expression = assignment_cast(&value, &data_type);
                 checks.push(DataCheck::Converts {
                     column: a.column.clone(),
                     expression: expression.clone(),
                     data_type: data_type.clone(),
-                    value,
-                    lossless: a.using.is_none(),
                 });
                 let mut l = keep_all(state);
                 for (name, expr) in &mut l {
@@ -203,7 +206,7 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
             let data_type = normalize_type(&a.data_type);
             let value = a.default.clone().map_or("NULL".to_string(), |d| format!("({d})"));
             let mut l = keep_all(state);
-            l.push((a.name.clone(), format!("{value}::{data_type}")));
+            l.push((a.name.clone(), assignment_cast(&value, &data_type)));
             layer = Some(l);
             state.columns.push(Column {
                 name: a.name.clone(),

@@ -11,7 +11,7 @@
 //!   old table's row of the same key (joined in); a row written since the
 //!   cut-over gets the column's default there, or NULL.
 
-use super::{Layer, State, apply};
+use super::{Layer, Rebuild, State, apply};
 use crate::api::changes::{Change, ChangeKind};
 use crate::engine::plan::quote::ident;
 use crate::engine::plan::shape::{TableName, TableShape};
@@ -158,6 +158,40 @@ impl Reverse {
         }
         let names: Vec<String> = self.original.iter().map(|c| ident(c)).collect();
         format!("(SELECT {} FROM {from} AS reversed)", names.join(", "))
+    }
+
+    /// The rows a rollback after the cut-over makes of the old table `old`,
+    /// as a FROM item in the original shape: a row of the new table `new`
+    /// that still equals its old row put through the changes (`forward`,
+    /// compared on the columns the changes carry from the original) keeps the
+    /// old row as it is; only a row written or changed since the cut-over
+    /// comes back through the inverses, and a row deleted since is absent.
+    /// An inverse loses what the change rounded or cut; the old row never
+    /// needed it.
+    pub fn rows_since_cutover(&self, forward: &Rebuild, new: &TableName, old: &TableName, key: &str) -> String {
+        let key_q = ident(key);
+        let carried: Vec<String> = forward.fates.iter().filter_map(|(_, to)| to.as_deref().map(ident)).collect();
+        let row = |alias: &str| {
+            format!("ROW({})::text", carried.iter().map(|c| format!("{alias}.{c}")).collect::<Vec<_>>().join(", "))
+        };
+        let unchanged = |outer: &str| {
+            format!(
+                "EXISTS (SELECT 1 FROM {new} n JOIN ({}) f ON f.{key_q} = n.{key_q} \
+                 WHERE n.{key_q} = {outer}.{key_q} AND {} = {})",
+                forward.select(&old.to_string()),
+                row("n"),
+                row("f")
+            )
+        };
+        let columns = |alias: &str| self.original.iter().map(|c| format!("{alias}.{}", ident(c))).collect::<Vec<_>>();
+        format!(
+            "(SELECT {} FROM {old} o WHERE {} UNION ALL SELECT {} FROM {} r WHERE NOT {})",
+            columns("o").join(", "),
+            unchanged("o"),
+            columns("r").join(", "),
+            self.rows_of(new, old, key),
+            unchanged("r")
+        )
     }
 
     /// Whether some values come from the old table (a dropped column): the

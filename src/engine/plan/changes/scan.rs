@@ -190,26 +190,15 @@ fn checks_for(all: &Rebuild, scoped: &ScopedCheck, changes: &[Change], table: &T
                 Finder::Table(keys_where(&whole, dup)),
             )]
         }
-        DataCheck::Converts { column, expression, data_type, value, lossless } => {
-            let mut found = vec![check(
+        DataCheck::Converts { column, expression, data_type } => {
+            // The conversion is by assignment: a value too long for a shorter
+            // string type raises here, as ALTER COLUMN ... TYPE would.
+            vec![check(
                 format!("a {column} that does not convert to {data_type}"),
                 Finder::Converts(format!("SELECT count({expression})::bigint FROM {} AS r", rows(&ranged))),
-            )];
-            if let (true, Some(limit)) = (*lossless, length_limit(data_type)) {
-                found.push(check(
-                    format!("a {column} longer than {data_type} holds (the cast would cut it)"),
-                    Finder::Rows(keys_where(&ranged, format!("length(({value})::text) > {limit}"))),
-                ));
-            }
-            found
+            )]
         }
     }
-}
-
-/// The length limit of `character varying(n)` and `character(n)`.
-fn length_limit(data_type: &str) -> Option<u32> {
-    let rest = data_type.strip_prefix("character varying(").or_else(|| data_type.strip_prefix("character("))?;
-    rest.strip_suffix(')')?.trim().parse().ok()
 }
 
 #[cfg(test)]
@@ -239,10 +228,6 @@ mod tests {
             [
                 ("spec.changes[1].alterColumn", "NULL in email"),
                 ("spec.changes[2].alterColumn", "a amount that does not convert to character varying(5)"),
-                (
-                    "spec.changes[2].alterColumn",
-                    "a amount longer than character varying(5) holds (the cast would cut it)"
-                ),
                 ("spec.changes[3].addConstraint", "a (email) that another row has too"),
                 (
                     "spec.changes[4].addConstraint",
@@ -254,13 +239,16 @@ mod tests {
         assert!(not_null.contains("\"cust\" AS \"customer_id\""), "read after the rename: {not_null}");
         assert!(not_null.contains("s.\"id\" > $1::bigint AND s.\"id\" <= $2::bigint"), "{not_null}");
         let Finder::Converts(converts) = &scan.checks[1].finder else { panic!() };
-        assert!(converts.starts_with("SELECT count(\"amount\"::character varying(5))::bigint FROM "), "{converts}");
-        let Finder::Rows(length) = &scan.checks[2].finder else { panic!() };
-        assert!(length.ends_with("WHERE length((\"amount\")::text) > 5 ORDER BY 1"), "{length}");
-        let Finder::Table(unique) = &scan.checks[3].finder else { panic!() };
+        assert!(
+            converts.starts_with(
+                "SELECT count(pg_catalog.\"varchar\"((\"amount\")::character varying, 9, false))::bigint FROM "
+            ),
+            "by assignment, which raises where a cast would cut: {converts}"
+        );
+        let Finder::Table(unique) = &scan.checks[2].finder else { panic!() };
         assert!(!unique.contains("$1"), "duplicates are looked for in the whole table: {unique}");
         assert!(unique.contains("GROUP BY \"email\" HAVING count(*) > 1"), "{unique}");
-        let Finder::Rows(orphans) = &scan.checks[4].finder else { panic!() };
+        let Finder::Rows(orphans) = &scan.checks[3].finder else { panic!() };
         assert!(
             orphans.contains("r.\"customer_id\" IS NOT NULL AND NOT EXISTS (SELECT 1 FROM \"public\".\"customers\" x WHERE x.\"id\" = r.\"customer_id\")"),
             "{orphans}"
@@ -294,13 +282,5 @@ mod tests {
         assert_eq!(finding.to_string(), "spec.changes[1].alterColumn: 3 rows have NULL in email (ids 4, 9, 17)");
         let capped = Finding { rows: 100, at_least: true, ids: vec![1], ..finding };
         assert!(capped.to_string().contains("at least 100 rows"), "{capped}");
-    }
-
-    #[test]
-    fn limits_are_read_from_character_types_only() {
-        assert_eq!(length_limit("character varying(20)"), Some(20));
-        assert_eq!(length_limit("character(2)"), Some(2));
-        assert_eq!(length_limit("character varying"), None);
-        assert_eq!(length_limit("numeric(12,2)"), None);
     }
 }

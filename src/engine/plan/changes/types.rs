@@ -29,6 +29,25 @@ pub fn normalize_type(written: &str) -> String {
     format!("{base}{modifier}")
 }
 
+/// `value` (an expression) converted to `data_type` (normalized) as an
+/// assignment converts it, which is what `ALTER COLUMN ... TYPE` and an
+/// INSERT do: a string longer than `character varying(n)` or `character(n)`
+/// holds raises SQLSTATE 22001 (trailing spaces aside), where an explicit
+/// cast would cut it without a word. Every other type converts the same
+/// either way (numeric and time precision round in both), so the cast stays.
+pub fn assignment_cast(value: &str, data_type: &str) -> String {
+    // The length coercion functions take the typmod (n + 4) and whether the
+    // cast is explicit; false is the assignment's rule.
+    let limited = |prefix: &str| data_type.strip_prefix(prefix)?.strip_suffix(')')?.trim().parse::<u32>().ok();
+    if let Some(n) = limited("character varying(") {
+        return format!("pg_catalog.\"varchar\"(({value})::character varying, {}, false)", n + 4);
+    }
+    if let Some(n) = limited("character(") {
+        return format!("pg_catalog.bpchar(({value})::pg_catalog.bpchar, {}, false)", n + 4);
+    }
+    format!("{value}::{data_type}")
+}
+
 /// The type's name and its modifiers: `numeric(12,2)` is ("numeric", [12, 2]).
 fn parts(t: &str) -> Option<(&str, Vec<u32>)> {
     match t.find('(') {
@@ -80,6 +99,17 @@ mod tests {
         assert_eq!(normalize_type("numeric(12, 2)"), "numeric(12,2)");
         assert_eq!(normalize_type("timestamptz"), "timestamp with time zone");
         assert_eq!(normalize_type("public.money_amount"), "public.money_amount");
+    }
+
+    #[test]
+    fn a_shorter_string_type_is_assigned_never_cut() {
+        assert_eq!(
+            assignment_cast("\"code\"", "character varying(8)"),
+            "pg_catalog.\"varchar\"((\"code\")::character varying, 12, false)"
+        );
+        assert_eq!(assignment_cast("(x)", "character(3)"), "pg_catalog.bpchar(((x))::pg_catalog.bpchar, 7, false)");
+        assert_eq!(assignment_cast("(x)", "numeric(12,2)"), "(x)::numeric(12,2)");
+        assert_eq!(assignment_cast("\"c\"", "character varying"), "\"c\"::character varying");
     }
 
     #[test]

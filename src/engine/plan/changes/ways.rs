@@ -173,7 +173,7 @@ fn in_place(
                 _ => {}
             }
             if let Some(default) = &a.default {
-                statements.push(alter(format!("ALTER COLUMN {c} SET DEFAULT {default}")));
+                statements.push(alter(format!("ALTER COLUMN {c} SET DEFAULT ({default})")));
                 why.push("a default changes the catalog only".into());
             }
             if a.drop_default {
@@ -194,7 +194,7 @@ fn in_place(
                     let not_null = if a.not_null { " NOT NULL" } else { "" };
                     Ok((
                         "PostgreSQL keeps a constant default in the catalog: no rewrite".into(),
-                        vec![alter(format!("ADD COLUMN {c} {t} DEFAULT {default}{not_null}"))],
+                        vec![alter(format!("ADD COLUMN {c} {t} DEFAULT ({default}){not_null}"))],
                     ))
                 }
                 (Some(default), false) => {

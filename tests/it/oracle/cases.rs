@@ -1,0 +1,82 @@
+//! The fixed cases of the differential test: the table that comes out of
+//! each change, in place and by the rebuild, is ALTER TABLE's.
+
+use super::{Case, check};
+
+/// A table with a key, a unique constraint, a CHECK, a default, a plain
+/// index, comments and 300 rows; `extra` adds statements (rows that break
+/// a change, say).
+fn orders(extra: &str) -> String {
+    format!(
+        "CREATE TABLE t (
+            id bigint PRIMARY KEY,
+            code varchar(20) NOT NULL,
+            qty integer,
+            amount numeric(12,4) CHECK (amount >= 0),
+            note text DEFAULT 'n/a',
+            legacy text,
+            CONSTRAINT t_code_key UNIQUE (code)
+         );
+         CREATE INDEX t_note_idx ON t (note);
+         COMMENT ON TABLE t IS 'orders';
+         COMMENT ON COLUMN t.qty IS 'how many';
+         INSERT INTO t SELECT g, 'c' || g, g % 100, g + 0.1234,
+             CASE WHEN g % 10 = 0 THEN NULL ELSE 'note ' || g END, 'old' FROM generate_series(1, 300) g;
+         {extra}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_keeps_the_names_of_the_key_the_constraints_and_the_indexes() {
+    check(&Case::new("names", &orders(""), "- alterColumn: {column: qty, type: bigint}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_narrower_type_rounds_and_fits_as_alter_does() {
+    let changes = "- alterColumn: {column: amount, type: \"numeric(12,2)\"}\n\
+                   - alterColumn: {column: code, type: \"varchar(8)\"}";
+    check(&Case::new("narrow", &orders(""), changes)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_value_too_long_for_the_new_type_is_refused_as_alter_refuses_it() {
+    let extra = "INSERT INTO t (id, code) VALUES (1000, 'sixteen-chars-xx');";
+    check(&Case::new("too_long", &orders(extra), "- alterColumn: {column: code, type: \"varchar(8)\"}")).await;
+    let using = "- alterColumn: {column: code, type: \"varchar(8)\", using: \"code || '-suffix'\"}";
+    check(&Case::new("too_long_using", &orders(""), using)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn columns_dropped_added_and_renamed_come_out_as_alter_leaves_them() {
+    let changes = r#"
+- dropColumn: {name: legacy}
+- addColumn: {name: status, type: text, notNull: true, default: "'new'"}
+- addColumn: {name: extra, type: integer}
+"#;
+    check(&Case::new("columns", &orders(""), changes)).await;
+    let changes = r#"
+- renameColumn: {from: legacy, to: former}
+- alterColumn: {column: former, default: "'none'"}
+- alterColumn: {column: note, dropDefault: true}
+"#;
+    check(&Case::new("renamed", &orders(""), changes)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn not_null_is_made_or_refused_as_alter_does() {
+    check(&Case::new("not_null", &orders(""), "- alterColumn: {column: qty, notNull: true}")).await;
+    check(&Case::new("not_null_refused", &orders(""), "- alterColumn: {column: note, notNull: true}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn constraints_are_added_by_name_or_refused_as_alter_does() {
+    let changes = r#"
+- addConstraint: {name: t_qty_positive, check: "qty >= 0"}
+- addConstraint: {name: t_code_qty_key, unique: [code, qty]}
+"#;
+    check(&Case::new("constraints", &orders(""), changes)).await;
+    let refused = "- addConstraint: {name: t_qty_small, check: \"qty < 50\"}";
+    check(&Case::new("check_refused", &orders(""), refused)).await;
+    let duplicate = "- addConstraint: {name: t_qty_key, unique: [qty]}";
+    check(&Case::new("unique_refused", &orders(""), duplicate)).await;
+}
