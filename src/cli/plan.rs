@@ -77,7 +77,7 @@ async fn plan_table(args: PlanArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::Migration(e.to_string()))?
         .ok_or_else(|| Failure::Input(format!("spec.table: table {source} does not exist")))?;
     let input = |e: InvalidInput| Failure::Input(format!("{}: {e}", file.display()));
-    let planned = plan_changes(&shape, &source, &spec.changes, dialect, spec.strategy).map_err(input)?;
+    let planned = plan_changes(&shape, &source, &spec.changes, dialect, spec.strategy, None).map_err(input)?;
     check_spec_text(&mut session, &State::of(&shape), &spec.changes).await.map_err(|e| match e {
         EngineError::Invalid(e) => input(e),
         other => Failure::Migration(other.to_string()),

@@ -37,7 +37,7 @@ async fn the_rebuilds_select_gives_every_row_in_the_new_shape() {
 - renameColumn: {from: cust, to: customer_id}
 "#,
     );
-    let plan = plan_changes(&shape, &table, &list, Dialect::Postgres, Strategy::Auto).unwrap();
+    let plan = plan_changes(&shape, &table, &list, Dialect::Postgres, Strategy::Auto, None).unwrap();
     assert!(plan.decided.iter().all(|d| d.way == Way::Rebuild));
     let rebuild = plan.rebuild.unwrap();
     let select = rebuild.select(&table.to_string());
@@ -75,7 +75,7 @@ async fn not_null_alone_runs_in_place_and_leaves_no_shadow() {
 - alterColumn: {column: legacy, default: "'none'"}
 "#,
     );
-    let plan = plan_changes(&shape, &table, &list, Dialect::Postgres, Strategy::Auto).unwrap();
+    let plan = plan_changes(&shape, &table, &list, Dialect::Postgres, Strategy::Auto, None).unwrap();
     assert!(plan.rebuild.is_none());
     for decided in &plan.decided {
         assert_eq!(decided.way, Way::InPlace, "{decided:?}");
@@ -180,7 +180,7 @@ async fn the_dsql_example_plans_for_its_table() {
     let m = identity_migrator::cli::manifest::load_table(&path).unwrap();
     let table = TableName::new("public", "orders");
     let shape = read_shape(&db.client, &table).await.unwrap().unwrap();
-    let plan = plan_changes(&shape, &table, &m.spec.changes, Dialect::Dsql, m.spec.strategy).unwrap();
+    let plan = plan_changes(&shape, &table, &m.spec.changes, Dialect::Dsql, m.spec.strategy, None).unwrap();
     let ways: Vec<Way> = plan.decided.iter().map(|d| d.way).collect();
     // The drop alone would be in place; the rebuild the others need makes it too.
     assert_eq!(ways, [Way::Rebuild; 4]);

@@ -8,11 +8,12 @@
 use std::sync::Arc;
 
 use super::Migration;
+use crate::api::Strategy;
 use crate::api::changes::ChangeKind;
 use crate::api::{
     ChangesStatus, Checkpoint, CutoverStatus, PlanStatus, PlannedChange, StrategyStatus, TakenStrategy, now,
 };
-use crate::db::Session;
+use crate::db::{Dialect, Session};
 use crate::engine::error::{CheckFailed, EngineError};
 use crate::engine::job::Flow;
 use crate::engine::plan::changes::State;
@@ -29,6 +30,7 @@ use crate::engine::steps::catalog;
 use crate::engine::steps::catalog::read_names;
 use crate::engine::steps::data_scan::scan_data;
 use crate::engine::steps::fidelity::with_fidelity;
+use crate::engine::steps::in_place::probe_add_identity;
 use crate::engine::steps::spec_check::check_spec_text;
 use crate::engine::steps::survey::{Survey, measure};
 use crate::engine::steps::table_changes::{Direction, make_in_place};
@@ -44,7 +46,17 @@ impl<R: StatusSink> Migration<R> {
             .retry("read table", |c| async move { catalog::read_shape(&c, table).await })
             .await?
             .ok_or_else(|| InvalidInput::one("spec.table", format!("table {table} does not exist")))?;
-        let planned = plan_changes(&shape, table, &s.changes, job.dialect, s.strategy)?;
+        // One identity path: on DSQL, whether ADD IDENTITY is taken is asked
+        // of a scratch table, as an IdentityMigration asks it.
+        let wants_identity = s.changes.iter().any(|c| c.add_identity.is_some());
+        let refused = match (job.dialect, s.strategy, wants_identity) {
+            (Dialect::Dsql, Strategy::Auto | Strategy::InPlace, true) => {
+                plan_changes(&shape, table, &s.changes, job.dialect, Strategy::Copy, None)?;
+                probe_add_identity(&job).await?
+            }
+            _ => None,
+        };
+        let planned = plan_changes(&shape, table, &s.changes, job.dialect, s.strategy, refused.as_deref())?;
         check_spec_text(&mut session, &State::of(&shape), &s.changes).await?;
         key_kept(s)?;
         // The data first: rows that break the new shape are what a person needs to hear of.
@@ -153,7 +165,9 @@ impl<R: StatusSink> Migration<R> {
             return Ok(());
         }
         let shape = self.original_of_changes(&mut self.job.session()).await?;
-        let planned = plan_changes(&shape, &s.source, &s.changes, self.job.dialect, s.strategy)?;
+        // The rebuild was chosen at Validating (perhaps on DSQL's answer to a
+        // probe): the same new table whatever made it needed.
+        let planned = plan_changes(&shape, &s.source, &s.changes, self.job.dialect, Strategy::Copy, None)?;
         if let Some(rebuild) = planned.rebuild {
             let _ = self.job.reshape.set(Arc::new(Reshape::new(rebuild, &shape)));
         }

@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 
 use super::blockers::wait_out_blockers;
 use super::catalog::{self, IndexState};
+use super::in_place::{InPlace, add_identity_in_place};
 use super::shadow::{await_job, first_value};
 use crate::api::ChangesStatus;
 use crate::db::{DbError, Dialect, ErrorContext, Session};
 use crate::engine::error::EngineError;
 use crate::engine::failpoint;
 use crate::engine::job::{Control, Job, Outcome};
+use crate::engine::plan::changes::ways::IDENTITY_START_PLACEHOLDER;
 use crate::engine::plan::shape::TableName;
 use crate::engine::plan::sql::IN_PLACE_LOCK_TIMEOUT_MS;
 use crate::engine::status_keeper::{Save, StatusKeeper};
@@ -30,12 +32,19 @@ enum Kind<'a> {
     ConcurrentIndex(String),
     /// DSQL `ALTER TABLE ASYNC`: answers a job id, which is awaited.
     AsyncJob,
+    /// `addIdentity` in place: made as an IdentityMigration makes it (the
+    /// start read under the lock, the old default replaced, the identity
+    /// settled past every id), never sent as the plan prints it.
+    AddIdentity,
     /// Anything else: briefly locks the table (`ALTER TABLE`), or takes a
     /// lock that lets writers through (`VALIDATE CONSTRAINT`).
     Alter { blocks_writers: bool, sql: &'a str },
 }
 
 fn kind(sql: &str) -> Kind<'_> {
+    if sql.contains(" ADD GENERATED ") && sql.contains(IDENTITY_START_PLACEHOLDER) {
+        return Kind::AddIdentity;
+    }
     if let Some(rest) = sql.strip_prefix("CREATE UNIQUE INDEX CONCURRENTLY ") {
         return Kind::ConcurrentIndex(leading_ident(rest).unwrap_or_default());
     }
@@ -101,6 +110,20 @@ pub async fn make_in_place<R: StatusSink>(
                 return Ok(Some(outcome));
             }
             job.before_change().await?;
+            if kind(sql) == Kind::AddIdentity {
+                // Decided from the catalog: a crash after the change resumes
+                // by checking the identity, not by adding it again.
+                match add_identity_in_place(job).await? {
+                    InPlace::Added { identity, locked } => {
+                        keeper.status.identity = Some(identity);
+                        break locked;
+                    }
+                    InPlace::Refused(why) => {
+                        let e = DbError::engine("add identity", format!("the server refused ADD IDENTITY: {why}"));
+                        return Err(e.into());
+                    }
+                }
+            }
             match make_one(job, &mut session, &table, sql).await {
                 Ok(locked) => break locked,
                 // Names were checked against the catalog when planned: the
@@ -144,6 +167,8 @@ pub async fn make_in_place<R: StatusSink>(
 /// Makes one statement; how long it held writers off, when it does.
 async fn make_one(job: &Job, session: &mut Session, table: &TableName, sql: &str) -> Result<Option<Duration>, DbError> {
     match (kind(sql), job.dialect) {
+        // Made by the identity path in [`make_in_place`], never sent as printed.
+        (Kind::AddIdentity, _) => Err(DbError::engine("add identity", "made by the identity path, not as printed")),
         (Kind::ConcurrentIndex(name), _) => {
             let (schema, name) = (table.schema.as_str(), name.as_str());
             let state =

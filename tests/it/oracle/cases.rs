@@ -80,3 +80,30 @@ async fn constraints_are_added_by_name_or_refused_as_alter_does() {
     let duplicate = "- addConstraint: {name: t_qty_key, unique: [qty]}";
     check(&Case::new("unique_refused", &orders(""), duplicate)).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_added_identity_starts_past_the_highest_id_in_place_or_by_the_rebuild() {
+    check(&Case::new("identity", &orders(""), "- addIdentity: {column: id}")).await;
+    let changes = "- addIdentity: {column: id, generation: Always}\n- alterColumn: {column: qty, type: bigint}";
+    check(&Case::new("identity_always", &orders(""), changes)).await;
+}
+
+/// An IdentityMigration's copy hands the original names to the new table
+/// too: constraints and indexes are named as before the migration.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_identity_migrations_copy_keeps_every_name() {
+    let db = crate::support::TestDb::new("oracle_idmig_names").await;
+    db.exec(&orders("")).await;
+    let names = "SELECT string_agg(c.relname || ' ' || coalesce(k.conname, '-'), ', ' ORDER BY c.relname) \
+                 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                 LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid \
+                 WHERE i.indrelid = 't'::regclass";
+    let before = db.scalar_text(names).await;
+    assert_eq!(before, "t_code_key t_code_key, t_note_idx -, t_pkey t_pkey");
+    let m = crate::support::Manifest::new("public", "t", "id", "  strategy: Copy\n");
+    let out = crate::support::run_migration(&m, &db.url, &[], &[]);
+    assert!(out.status.success(), "{}", crate::support::text(&out));
+    assert_eq!(db.scalar_text(names).await, before, "the table under the name has the original names");
+    let old = names.replace("'t'::regclass", "'t_old'::regclass");
+    assert_eq!(db.scalar_text(&old).await, "t_old_code_key t_old_code_key, t_old_note_idx -, t_old_pkey t_old_pkey");
+}

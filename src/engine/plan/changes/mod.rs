@@ -321,6 +321,19 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
             if column.identity.is_some() || state.identity.is_some() {
                 return Err(bad("column", "the table has an identity column already".into()));
             }
+            // The identity moves past the highest value of the column the rows
+            // are gone through by; on another column the copy could never
+            // tell which values are taken.
+            if state.primary_key != [i.column.clone()] {
+                return Err(bad(
+                    "column",
+                    format!(
+                        "{:?} is not the table's one-column primary key ({}); the identity goes on the key",
+                        i.column,
+                        state.primary_key.join(", ")
+                    ),
+                ));
+            }
             if let Some(cache) = i.cache.filter(|c| *c < 1) {
                 return Err(bad("cache", format!("{cache} is not a cache size (at least 1)")));
             }

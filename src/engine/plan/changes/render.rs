@@ -168,7 +168,7 @@ mod tests {
 - addIdentity: {column: id, generation: Always}
 "#,
         );
-        let plan = plan_changes(&orders(), &source, &list, Dialect::Dsql, Strategy::Auto).unwrap();
+        let plan = plan_changes(&orders(), &source, &list, Dialect::Dsql, Strategy::Auto, None).unwrap();
         let text = render(&plan, &list, &source, &shadow, Dialect::Dsql).unwrap();
         assert!(text.contains("-- change 0 (dropColumn): rebuild: made in the new table, which another"), "{text}");
         assert!(!text.contains("DROP COLUMN"), "nothing is made on the table itself: {text}");

@@ -52,12 +52,17 @@ pub struct ChangePlan {
 /// Plans `changes` to `table` (as `shape` describes it) on `dialect`.
 /// `InPlace` refuses up front when a change needs the rebuild; `Copy` makes
 /// every change in the rebuild.
+///
+/// `identity_refused` is what DSQL said when the engine tried ADD IDENTITY
+/// on a scratch table at Validating ([`crate::engine::steps::in_place::probe_add_identity`]):
+/// the identity then takes the rebuild.
 pub fn plan_changes(
     shape: &TableShape,
     table: &TableName,
     changes: &[Change],
     dialect: Dialect,
     strategy: Strategy,
+    identity_refused: Option<&str>,
 ) -> Result<ChangePlan, InvalidInput> {
     if changes.is_empty() {
         return Err(InvalidInput::one("spec.changes", "lists no change"));
@@ -77,7 +82,10 @@ pub fn plan_changes(
         let kind = change.kind().expect("validated above");
         let way = match strategy {
             Strategy::Copy => Err("spec.strategy: Copy".to_string()),
-            _ => in_place(kind, &state, table, dialect),
+            _ => match (kind, identity_refused) {
+                (ChangeKind::AddIdentity(_), Some(said)) => Err(format!("DSQL refused ADD IDENTITY: {said}")),
+                _ => in_place(kind, &state, table, dialect),
+            },
         };
         if let (Err(why), Strategy::InPlace) = (&way, strategy) {
             return Err(InvalidInput::one(
@@ -280,22 +288,35 @@ fn in_place(
                 ));
             }
             let why = if dsql {
-                "where DSQL takes ADD IDENTITY (probed on a scratch table at Validating); the rebuild when it refuses"
+                "where DSQL takes ADD IDENTITY (probed on a scratch table at Validating), starting past the \
+                 highest id; the rebuild when it refuses"
             } else {
-                "PostgreSQL adds the identity to the column in place, past max(id), in one short lock"
+                "PostgreSQL adds the identity to the column in place, starting past the highest id read under \
+                 the table's lock, in one short lock"
             };
+            // The same way as an IdentityMigration's in place: the start is
+            // read under the lock when the change is made.
+            let cache = i.cache.unwrap_or(match dialect {
+                Dialect::Dsql => crate::api::DSQL_DEFAULT_CACHE,
+                Dialect::Postgres => crate::api::POSTGRES_DEFAULT_CACHE,
+            });
             let statement = alter(format!(
-                "ALTER COLUMN {} ADD GENERATED {} AS IDENTITY",
+                "ALTER COLUMN {} ADD GENERATED {} AS IDENTITY (START WITH {} CACHE {cache})",
                 ident(&i.column),
                 match i.generation {
                     crate::api::Generation::Always => "ALWAYS",
                     crate::api::Generation::ByDefault => "BY DEFAULT",
-                }
+                },
+                IDENTITY_START_PLACEHOLDER,
             ));
             Ok((why.into(), vec![statement]))
         }
     }
 }
+
+/// What the plan prints for an in-place identity's start: the value is read
+/// under the table's lock when the change is made.
+pub const IDENTITY_START_PLACEHOLDER: &str = "<highest id + 1, read under the lock>";
 
 /// `FOREIGN KEY (a) REFERENCES s.t (b)`; an unqualified table is in `table`'s schema.
 pub(super) fn references(fk: &ForeignKey, table: &TableName) -> String {

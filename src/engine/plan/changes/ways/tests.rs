@@ -6,7 +6,7 @@ fn table() -> TableName {
 }
 
 fn ways(yaml: &str, dialect: Dialect) -> Vec<(Way, String)> {
-    let plan = plan_changes(&orders(), &table(), &changes(yaml), dialect, Strategy::Auto).unwrap();
+    let plan = plan_changes(&orders(), &table(), &changes(yaml), dialect, Strategy::Auto, None).unwrap();
     plan.decided.iter().map(|d| (d.way, d.why.clone())).collect()
 }
 
@@ -19,7 +19,7 @@ const ISSUE: &str = r#"
 
 #[test]
 fn on_postgresql_a_rewriting_type_change_starts_the_rebuild_and_the_rest_joins_it() {
-    let plan = plan_changes(&orders(), &table(), &changes(ISSUE), Dialect::Postgres, Strategy::Auto).unwrap();
+    let plan = plan_changes(&orders(), &table(), &changes(ISSUE), Dialect::Postgres, Strategy::Auto, None).unwrap();
     let ways: Vec<Way> = plan.decided.iter().map(|d| d.way).collect();
     assert_eq!(ways, [Way::Rebuild; 4]);
     assert!(plan.decided[0].why.contains("integer to numeric(12,2) rewrites the table"), "{}", plan.decided[0].why);
@@ -35,7 +35,7 @@ fn once_a_change_needs_the_rebuild_every_change_is_made_in_it() {
 - dropColumn: {name: legacy}
 - alterColumn: {column: amount, type: "numeric(12,2)"}
 "#;
-    let plan = plan_changes(&orders(), &table(), &changes(yaml), Dialect::Postgres, Strategy::Auto).unwrap();
+    let plan = plan_changes(&orders(), &table(), &changes(yaml), Dialect::Postgres, Strategy::Auto, None).unwrap();
     let ways: Vec<Way> = plan.decided.iter().map(|d| d.way).collect();
     assert_eq!(ways, [Way::Rebuild; 3]);
     assert!(plan.decided.iter().all(|d| d.statements.is_empty()), "nothing is made on the table itself");
@@ -57,6 +57,7 @@ fn not_null_alone_on_postgresql_is_the_not_valid_check_recipe_and_no_rebuild() {
         &changes("- alterColumn: {column: email, notNull: true}"),
         Dialect::Postgres,
         Strategy::Auto,
+        None,
     )
     .unwrap();
     assert!(plan.rebuild.is_none());
@@ -100,6 +101,7 @@ fn on_dsql_what_alter_table_refuses_is_rebuilt() {
         &changes("- addConstraint: {name: positive, check: \"amount >= 0\"}"),
         Dialect::Dsql,
         Strategy::Auto,
+        None,
     )
     .unwrap();
     assert_eq!(
@@ -111,16 +113,60 @@ fn on_dsql_what_alter_table_refuses_is_rebuilt() {
         "- setPrimaryKey: {columns: [id, cust]}",
         "- addConstraint: {name: u, unique: [email]}",
         "- addColumn: {name: s, type: text, notNull: true, default: \"'x'\"}",
-        "- addIdentity: {column: amount}",
     ] {
         assert_eq!(ways(yaml, Dialect::Dsql)[0].0, Way::Rebuild, "{yaml}");
+    }
+    // An integer key: DSQL's identity is bigint only, so the rebuild widens it.
+    let mut narrow = orders();
+    narrow.columns[0].data_type = "integer".into();
+    let plan =
+        plan_changes(&narrow, &table(), &changes("- addIdentity: {column: id}"), Dialect::Dsql, Strategy::Auto, None)
+            .unwrap();
+    assert_eq!(plan.decided[0].way, Way::Rebuild);
+    // DSQL refused ADD IDENTITY on the scratch table: the rebuild makes it.
+    let plan = plan_changes(
+        &orders(),
+        &table(),
+        &changes("- addIdentity: {column: id}"),
+        Dialect::Dsql,
+        Strategy::Auto,
+        Some("no"),
+    )
+    .unwrap();
+    assert_eq!(plan.decided[0].way, Way::Rebuild);
+    assert!(plan.decided[0].why.contains("DSQL refused ADD IDENTITY: no"), "{:?}", plan.decided[0]);
+}
+
+#[test]
+fn an_identity_goes_on_the_key_and_starts_past_the_highest_id_read_under_the_lock() {
+    let refused = plan_changes(
+        &orders(),
+        &table(),
+        &changes("- addIdentity: {column: cust}"),
+        Dialect::Postgres,
+        Strategy::Auto,
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(refused.0[0].field, "spec.changes[0].addIdentity.column");
+    assert!(refused.0[0].message.contains("not the table's one-column primary key (id)"), "{refused}");
+    for dialect in [Dialect::Postgres, Dialect::Dsql] {
+        let plan =
+            plan_changes(&orders(), &table(), &changes("- addIdentity: {column: id}"), dialect, Strategy::Auto, None)
+                .unwrap();
+        let statement = &plan.decided[0].statements[0];
+        let cache = if dialect == Dialect::Dsql { "CACHE 65536" } else { "CACHE 1" };
+        assert!(statement.contains(super::IDENTITY_START_PLACEHOLDER) && statement.contains(cache), "{statement}");
     }
 }
 
 #[test]
 fn postgresql_in_place_ways_for_types_defaults_keys_and_constraints() {
     let pg = |yaml: &str| {
-        plan_changes(&orders(), &table(), &changes(yaml), Dialect::Postgres, Strategy::Auto).unwrap().decided.remove(0)
+        plan_changes(&orders(), &table(), &changes(yaml), Dialect::Postgres, Strategy::Auto, None)
+            .unwrap()
+            .decided
+            .remove(0)
     };
     let widened = pg("- alterColumn: {column: legacy, type: text}");
     assert_eq!(widened.way, Way::InPlace);
@@ -152,19 +198,26 @@ fn postgresql_in_place_ways_for_types_defaults_keys_and_constraints() {
             .unwrap()
             .contains("DROP CONSTRAINT \"orders_pkey\", ADD CONSTRAINT \"orders_pkey\" PRIMARY KEY USING INDEX")
     );
-    assert_eq!(pg("- addIdentity: {column: cust}").way, Way::InPlace);
+    assert_eq!(pg("- addIdentity: {column: id}").way, Way::InPlace);
 }
 
 #[test]
 fn the_strategy_forces_or_forbids_the_rebuild() {
-    let refused = plan_changes(&orders(), &table(), &changes(ISSUE), Dialect::Postgres, Strategy::InPlace).unwrap_err();
+    let refused =
+        plan_changes(&orders(), &table(), &changes(ISSUE), Dialect::Postgres, Strategy::InPlace, None).unwrap_err();
     assert_eq!(refused.0[0].field, "spec.changes[0].alterColumn");
     assert!(refused.0[0].message.contains("spec.strategy: InPlace"), "{refused}");
-    let copy =
-        plan_changes(&orders(), &table(), &changes("- dropColumn: {name: legacy}"), Dialect::Postgres, Strategy::Copy)
-            .unwrap();
+    let copy = plan_changes(
+        &orders(),
+        &table(),
+        &changes("- dropColumn: {name: legacy}"),
+        Dialect::Postgres,
+        Strategy::Copy,
+        None,
+    )
+    .unwrap();
     assert_eq!(copy.decided[0].way, Way::Rebuild);
     assert!(copy.rebuild.is_some());
-    let empty = plan_changes(&orders(), &table(), &[], Dialect::Postgres, Strategy::Auto).unwrap_err();
+    let empty = plan_changes(&orders(), &table(), &[], Dialect::Postgres, Strategy::Auto, None).unwrap_err();
     assert_eq!(empty.0[0].field, "spec.changes");
 }
