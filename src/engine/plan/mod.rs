@@ -26,6 +26,7 @@ pub mod carried;
 pub mod changes;
 pub mod ddl;
 pub mod fidelity;
+pub mod lexer;
 pub mod names;
 pub mod not_carried;
 pub mod pace;

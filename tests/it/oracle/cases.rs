@@ -107,3 +107,31 @@ async fn an_identity_migrations_copy_keeps_every_name() {
     let old = names.replace("'t'::regclass", "'t_old'::regclass");
     assert_eq!(db.scalar_text(&old).await, "t_old_code_key t_old_code_key, t_old_note_idx -, t_old_pkey t_old_pkey");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn indexes_follow_their_columns_through_new_types_and_names_and_go_with_a_dropped_one() {
+    let extra = "CREATE INDEX t_qty_idx ON t (qty) WHERE qty > 0;
+                 CREATE INDEX t_lower_note ON t (lower(note));
+                 CREATE INDEX t_amount_idx ON t (amount);
+                 CREATE INDEX t_legacy_idx ON t (legacy, qty);";
+    let changes = r#"
+- alterColumn: {column: qty, type: bigint}
+- renameColumn: {from: note, to: remark}
+- alterColumn: {column: amount, type: "numeric(12,2)"}
+- alterColumn: {column: code, type: "varchar(8)"}
+- dropColumn: {name: legacy}
+"#;
+    check(&Case::new("indexes", &orders(extra), changes)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_check_stays_bound_to_its_columns_through_a_rename_and_goes_with_a_dropped_one() {
+    let extra = "ALTER TABLE t ADD COLUMN hi integer DEFAULT 2, ADD COLUMN lo integer DEFAULT 1;
+                 ALTER TABLE t ADD CONSTRAINT t_hi_over_lo CHECK (hi > lo);";
+    let changes = r#"
+- renameColumn: {from: amount, to: amount_cents}
+- addColumn: {name: amount, type: integer}
+- dropColumn: {name: hi}
+"#;
+    check(&Case::new("checks", &orders(extra), changes)).await;
+}

@@ -5,7 +5,7 @@
 //! or read another column than was meant. Pure.
 
 use super::Rebuild;
-use super::reshape::reads;
+use super::rebind::reads_column;
 use crate::engine::plan::carried::{Fidelity, ReplicaIdentity};
 use crate::engine::plan::shape::Index;
 
@@ -26,7 +26,7 @@ pub fn carried(f: &Fidelity, rebuild: &Rebuild, indexes: &[Index]) -> (Fidelity,
         })
         .map(|(base, _)| base.as_str())
         .collect();
-    let reads_changed = |text: &str| changed.iter().any(|c| reads(text, c));
+    let reads_changed = |text: &str| changed.iter().any(|c| reads_column(text, c));
     let mut left = Vec::new();
     let mut out = f.clone();
 

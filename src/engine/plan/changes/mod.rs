@@ -8,6 +8,7 @@
 //! change among the others.
 
 pub mod carry;
+pub mod rebind;
 pub mod render;
 pub mod reshape;
 pub mod reverse;
@@ -232,6 +233,8 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
                 return Err(bad("name", format!("column {:?} gets the identity in an earlier change", d.name)));
             }
             state.columns.retain(|c| c.name != d.name);
+            // As ALTER TABLE drops them with the column.
+            state.checks.retain(|(_, definition)| !rebind::reads_column(definition, &d.name));
             state.uniques.retain(|(_, cols)| !cols.contains(&d.name));
             state.foreign_keys.retain(|(_, fk)| !fk.columns.contains(&d.name));
             layer = Some(keep_all(state));
@@ -256,6 +259,13 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
             let rename =
                 |cols: &mut Vec<String>| cols.iter_mut().filter(|c| **c == r.from).for_each(|c| c.clone_from(&r.to));
             state.column_mut(&r.from).expect("checked above").name.clone_from(&r.to);
+            // A CHECK stays bound to its columns, as ALTER TABLE keeps it.
+            let renamed = [(r.from.clone(), r.to.clone())];
+            for (_, definition) in &mut state.checks {
+                if let Some(rebound) = rebind::rename_columns(definition, &renamed) {
+                    *definition = rebound;
+                }
+            }
             rename(&mut state.primary_key);
             state.uniques.iter_mut().for_each(|(_, cols)| rename(cols));
             state.foreign_keys.iter_mut().for_each(|(_, fk)| rename(&mut fk.columns));

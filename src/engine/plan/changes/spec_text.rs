@@ -10,123 +10,18 @@
 //! ([`crate::engine::steps::spec_check`]), and every statement that carries
 //! spec text goes alone through the extended protocol.
 
-/// One lexical piece of a spec text, as far as this check cares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Token {
-    /// A word, number, operator or quoted name: nothing that nests.
-    Plain,
-    /// A string constant (`'..'`, `E'..'`, `$tag$..$tag$`).
-    Text,
-    Open,
-    Close,
-    Semicolon,
-}
+use crate::engine::plan::lexer::{Piece, Token, pieces};
 
-/// Reads `text` into tokens, or says what makes it unreadable as one piece.
-fn tokens(text: &str) -> Result<Vec<Token>, String> {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        let next = chars.get(i + 1).copied();
-        match c {
-            _ if c.is_whitespace() => i += 1,
-            '-' if next == Some('-') => return Err("holds a comment (--), which would hide what follows it".into()),
-            '/' if next == Some('*') => return Err("holds a comment (/* */); write the expression without it".into()),
-            ';' => {
-                out.push(Token::Semicolon);
-                i += 1;
-            }
-            '(' => {
-                out.push(Token::Open);
-                i += 1;
-            }
-            ')' => {
-                out.push(Token::Close);
-                i += 1;
-            }
-            '\'' => {
-                i = quoted_end(&chars, i + 1, '\'', false).ok_or("leaves a string constant open")?;
-                out.push(Token::Text);
-            }
-            'e' | 'E' if next == Some('\'') && starts_token(&chars, i) => {
-                i = quoted_end(&chars, i + 2, '\'', true).ok_or("leaves a string constant open")?;
-                out.push(Token::Text);
-            }
-            '"' => {
-                i = quoted_end(&chars, i + 1, '"', false).ok_or("leaves a quoted name open")?;
-                out.push(Token::Plain);
-            }
-            '$' if starts_token(&chars, i) => match dollar_tag(&chars, i) {
-                Some(tag) => {
-                    let body = i + tag.len();
-                    let end = find(&chars, body, &tag).ok_or("leaves a dollar-quoted string open")?;
-                    i = end + tag.len();
-                    out.push(Token::Text);
-                }
-                // `$1` and the like: a parameter, taken as a word.
-                None => {
-                    i += 1;
-                    out.push(Token::Plain);
-                }
-            },
-            _ => {
-                i += 1;
-                out.push(Token::Plain);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Whether position `i` starts a token (a letter right before it would make
-/// `e'` or `$` part of a word: `some$var`, `mye'`).
-fn starts_token(chars: &[char], i: usize) -> bool {
-    i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '_' || chars[i - 1] == '$')
-}
-
-/// The index just past the closing `quote` of a quoted piece whose body
-/// starts at `from`; a doubled quote is one quote inside, and with
-/// `backslash` a backslash escapes the next character.
-fn quoted_end(chars: &[char], from: usize, quote: char, backslash: bool) -> Option<usize> {
-    let mut i = from;
-    while i < chars.len() {
-        match chars[i] {
-            '\\' if backslash => i += 2,
-            c if c == quote && chars.get(i + 1) == Some(&quote) => i += 2,
-            c if c == quote => return Some(i + 1),
-            _ => i += 1,
-        }
-    }
-    None
-}
-
-/// The `$tag$` opening at `i`, when it is one.
-fn dollar_tag(chars: &[char], i: usize) -> Option<Vec<char>> {
-    let mut j = i + 1;
-    while j < chars.len() && (chars[j].is_alphanumeric() || chars[j] == '_') {
-        j += 1;
-    }
-    let tag_body = &chars[i + 1..j];
-    if chars.get(j) != Some(&'$') || tag_body.first().is_some_and(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    Some(chars[i..=j].to_vec())
-}
-
-fn find(chars: &[char], from: usize, needle: &[char]) -> Option<usize> {
-    (from..=chars.len().saturating_sub(needle.len())).find(|&i| chars[i..].starts_with(needle))
-}
-
-/// Checks that the parentheses of `tokens` nest and that no `;` stands outside quotes.
-fn one_piece(tokens: &[Token]) -> Result<(), String> {
-    if tokens.is_empty() {
+/// Checks that the parentheses of `text` nest, that no `;` stands outside
+/// quotes and that no comment hides what the engine writes after it.
+fn one_piece(pieces: &[Piece]) -> Result<(), String> {
+    if pieces.is_empty() {
         return Err("is empty".into());
     }
     let mut depth = 0usize;
-    for token in tokens {
-        match token {
+    for piece in pieces {
+        match piece.token {
+            Token::Comment => return Err("holds a comment, which would hide what follows it".into()),
             Token::Semicolon => {
                 return Err(
                     "holds a ';' outside quotes: a spec field is one expression, never a second statement".into()
@@ -138,7 +33,7 @@ fn one_piece(tokens: &[Token]) -> Result<(), String> {
                     "closes a parenthesis it did not open, which would reach past its own place in the statement",
                 )?
             }
-            Token::Plain | Token::Text => {}
+            _ => {}
         }
     }
     if depth > 0 {
@@ -150,17 +45,17 @@ fn one_piece(tokens: &[Token]) -> Result<(), String> {
 /// Whether `text` can be one SQL expression: the first check, before the
 /// server's parser reads it.
 pub fn one_expression(text: &str) -> Result<(), String> {
-    one_piece(&tokens(text)?)
+    one_piece(&pieces(text)?)
 }
 
 /// Whether `text` can be one type name (`numeric(12,2)`, `timestamp(3) with
 /// time zone`, `text[]`, `"My Type"`): no string constants either.
 pub fn one_type(text: &str) -> Result<(), String> {
-    let tokens = tokens(text)?;
-    if tokens.contains(&Token::Text) {
+    let pieces = pieces(text)?;
+    if pieces.iter().any(|p| p.token == Token::Text) {
         return Err("holds a string constant, which no type name has".into());
     }
-    one_piece(&tokens)
+    one_piece(&pieces)
 }
 
 /// Every spec text of `change` (number `index`) with its field and whether
