@@ -31,7 +31,7 @@ use crate::engine::steps::claim::Claim;
 use crate::engine::steps::copy::{copy_ranges, flush_copied};
 use crate::engine::steps::fidelity::with_fidelity;
 use crate::engine::steps::in_place::{InPlace, add_identity_in_place};
-use crate::engine::steps::rebuild::ensure_new_table;
+use crate::engine::steps::rebuild::{ensure_new_table, refuse_impossible};
 use crate::engine::steps::rollback::{original_for_rollback, roll_back};
 use crate::engine::steps::shadow::{build_indexes, ensure_shadow_table};
 use crate::engine::steps::swap::{finish_swapped, swap};
@@ -330,7 +330,10 @@ impl<R: StatusSink> Migration<R> {
             Work::Validating => self.validate().await,
             Work::CreatingTarget if self.job.reshape.get().is_some() => {
                 let reshape = self.job.reshape.get().cloned().expect("checked");
-                let left = ensure_new_table(&self.job, &mut self.job.session(), &reshape).await?;
+                let left = match ensure_new_table(&self.job, &mut self.job.session(), &reshape).await {
+                    Ok(left) => left,
+                    Err(e) => return Err(refuse_impossible(&self.job, e).await),
+                };
                 self.record_not_carried(left).await;
                 Ok(Flow::Next)
             }
@@ -442,7 +445,11 @@ impl<R: StatusSink> Migration<R> {
                 Some(reshape) => reshape.target.clone(),
                 None => with_fidelity(&mut session, shape, job.dialect).await?,
             };
-            let (count, refused) = build_indexes(&job, &mut session, &shape).await?;
+            let (count, refused) = match build_indexes(&job, &mut session, &shape).await {
+                Ok(built) => built,
+                Err(e) if job.reshape.get().is_some() => return Err(refuse_impossible(&job, e).await),
+                Err(e) => return Err(e),
+            };
             self.record_not_carried(refused).await;
             if let Some(cp) = self.keeper.status.checkpoint.as_mut() {
                 cp.indexes_built = true;

@@ -342,7 +342,7 @@ pub async fn id_histogram(client: &Client, table: &TableName, column: &str) -> V
 /// Which of the migration's three names exist, and whether the table under
 /// the name is the new one.
 /// Whether `table` has a constraint named `name`.
-async fn has_constraint(client: &Client, table: &TableName, name: &str) -> Result<bool, DbError> {
+pub async fn has_constraint(client: &Client, table: &TableName, name: &str) -> Result<bool, DbError> {
     let row = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_class t ON t.oid = k.conrelid \

@@ -10,12 +10,13 @@
 //! and change lists from a seed.
 
 mod cases;
+mod generated;
 mod reference;
 mod truth;
 
 use identity_migrator::api::changes::{Change, ChangeKind};
 
-use crate::support::{TestDb, q, run_cli, text};
+use crate::support::{TestDb, connect, db_message, q, run_cli, text};
 use truth::{Truth, truth};
 
 /// A table `t` (made by `setup`, run in the case's own schema) and changes to it.
@@ -41,13 +42,13 @@ pub enum Strategy {
     Auto,
 }
 
-async fn make_table(db: &TestDb, schema: &str, setup: &str) {
+async fn make_table(client: &tokio_postgres::Client, schema: &str, setup: &str) {
     let sql = format!("CREATE SCHEMA {s}; SET search_path = {s}; {setup}; RESET search_path", s = q(schema));
-    db.client.batch_execute(&sql).await.unwrap_or_else(|e| panic!("setup in {schema}: {e}\n{setup}"));
+    client.batch_execute(&sql).await.unwrap_or_else(|e| panic!("setup in {schema}: {}\n{setup}", db_message(&e)));
 }
 
 /// Runs the engine on `schema.t`: its exit code and what it said.
-fn run_engine(db: &TestDb, schema: &str, case: &Case, strategy: Strategy) -> (Option<i32>, String) {
+fn run_engine(url: &str, schema: &str, changes: &[Change], strategy: Strategy) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.yaml");
     let manifest = format!(
@@ -55,28 +56,33 @@ fn run_engine(db: &TestDb, schema: &str, case: &Case, strategy: Strategy) -> (Op
          target: {{postgres: {{urlSecretRef: {{name: db, key: url}}}}}}\n  schema: {}\n  table: t\n  \
          strategy: {strategy:?}\n  changes: {}\n",
         serde_json::to_string(schema).unwrap(),
-        serde_json::to_string(&case.changes).unwrap()
+        serde_json::to_string(changes).unwrap()
     );
     std::fs::write(&path, manifest).unwrap();
-    let out = run_cli(&["run", "-f", path.to_str().unwrap(), "--database-url", &db.url], &[]);
+    let out = run_cli(&["run", "-f", path.to_str().unwrap(), "--database-url", url], &[]);
     (out.status.code(), text(&out))
 }
 
 /// The case in database `db` (schemas named after `tag`): every difference
 /// of the engine's table from ALTER TABLE's, for each strategy.
 pub async fn differences(db: &TestDb, tag: &str, case: &Case) -> Vec<String> {
+    // A connection of its own: cases run side by side.
+    let client = &connect(&db.url).await;
     let reference_schema = format!("{tag}_alter");
-    make_table(db, &reference_schema, &case.setup).await;
-    let refused = reference::alter_table(db, &reference_schema, "t", &case.changes).await.err();
-    let expected = truth(db, &reference_schema, "t", &case.key).await;
+    make_table(client, &reference_schema, &case.setup).await;
+    let refused = reference::alter_table(client, &reference_schema, "t", &case.changes).await.err();
+    let expected = truth(client, &reference_schema, "t", &case.key).await;
     let mut found = Vec::new();
     for strategy in [Strategy::Copy, Strategy::Auto] {
         let schema = format!("{tag}_{strategy:?}").to_lowercase();
-        make_table(db, &schema, &case.setup).await;
-        let before = truth(db, &schema, "t", &case.key).await;
-        let (code, said) = run_engine(db, &schema, case, strategy);
+        make_table(client, &schema, &case.setup).await;
+        let before = truth(client, &schema, "t", &case.key).await;
+        let (code, said) = {
+            let (url, schema, changes) = (db.url.clone(), schema.clone(), case.changes.clone());
+            tokio::task::spawn_blocking(move || run_engine(&url, &schema, &changes, strategy)).await.unwrap()
+        };
         let said_short = || said.lines().rev().take(6).collect::<Vec<_>>().join(" | ");
-        let got = truth(db, &schema, "t", &case.key).await;
+        let got = truth(client, &schema, "t", &case.key).await;
         match (&refused, code) {
             (Some(_), Some(2)) => found.extend(differ(strategy, &got, &before, "refused, but changed the table")),
             (Some(why), _) => found.push(format!(
@@ -85,7 +91,7 @@ pub async fn differences(db: &TestDb, tag: &str, case: &Case) -> Vec<String> {
             )),
             (None, Some(0)) => {
                 found.extend(differ(strategy, &got, &expected, "differs from ALTER TABLE"));
-                found.extend(identity_past_every_id(db, &schema, case, strategy).await);
+                found.extend(identity_past_every_id(client, &schema, case, strategy).await);
             }
             (None, _) => found.push(format!(
                 "{strategy:?}: ALTER TABLE makes the changes, the engine exited {code:?}: {}",
@@ -102,7 +108,12 @@ fn differ(strategy: Strategy, got: &Truth, expected: &Truth, what: &str) -> Vec<
 
 /// The deliberate difference: an identity the changes add hands out ids
 /// above every row's.
-async fn identity_past_every_id(db: &TestDb, schema: &str, case: &Case, strategy: Strategy) -> Vec<String> {
+async fn identity_past_every_id(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    case: &Case,
+    strategy: Strategy,
+) -> Vec<String> {
     let Some(column) = case.changes.iter().find_map(|c| match c.kind() {
         Ok(ChangeKind::AddIdentity(i)) => Some(i.column.clone()),
         _ => None,
@@ -114,7 +125,7 @@ async fn identity_past_every_id(db: &TestDb, schema: &str, case: &Case, strategy
         "SELECT nextval(pg_get_serial_sequence($1, $2)) > coalesce((SELECT max({c}) FROM {table}), 0)",
         c = q(&column)
     );
-    let above: bool = db.client.query_one(&sql, &[&table, &column]).await.unwrap().get(0);
+    let above: bool = client.query_one(&sql, &[&table, &column]).await.unwrap().get(0);
     if above {
         Vec::new()
     } else {

@@ -4,7 +4,9 @@
 use identity_migrator::api::Generation;
 use identity_migrator::api::changes::{Change, ChangeKind};
 
-use crate::support::{TestDb, q};
+use tokio_postgres::Client;
+
+use crate::support::q;
 
 /// The `ALTER TABLE` statements of `change` on `table` (qualified). A new
 /// primary key replaces the one named `key_name`, when there is one.
@@ -75,12 +77,11 @@ fn statements(table: &str, change: &Change, key_name: Option<&str>) -> Vec<Strin
 /// Applies `changes` to `schema.table` by ALTER TABLE, all in one
 /// transaction: Ok, or the server's refusal (SQLSTATE and message) with
 /// nothing changed.
-pub async fn alter_table(db: &TestDb, schema: &str, table: &str, changes: &[Change]) -> Result<(), String> {
+pub async fn alter_table(client: &Client, schema: &str, table: &str, changes: &[Change]) -> Result<(), String> {
     let qualified = format!("{}.{}", q(schema), q(table));
-    db.client.batch_execute(&format!("BEGIN; SET LOCAL search_path = {}", q(schema))).await.unwrap();
+    client.batch_execute(&format!("BEGIN; SET LOCAL search_path = {}", q(schema))).await.unwrap();
     for change in changes {
-        let key: Option<String> = db
-            .client
+        let key: Option<String> = client
             .query_opt(
                 "SELECT conname::text FROM pg_constraint WHERE conrelid = $1::text::regclass AND contype = 'p'",
                 &[&qualified],
@@ -89,13 +90,13 @@ pub async fn alter_table(db: &TestDb, schema: &str, table: &str, changes: &[Chan
             .unwrap()
             .map(|r| r.get(0));
         for sql in statements(&qualified, change, key.as_deref()) {
-            if let Err(e) = db.client.batch_execute(&sql).await {
-                db.client.batch_execute("ROLLBACK").await.unwrap();
+            if let Err(e) = client.batch_execute(&sql).await {
+                client.batch_execute("ROLLBACK").await.unwrap();
                 let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
                 return Err(format!("{code} {}: {sql}", crate::support::db_message(&e)));
             }
         }
     }
-    db.client.batch_execute("COMMIT").await.unwrap();
+    client.batch_execute("COMMIT").await.unwrap();
     Ok(())
 }

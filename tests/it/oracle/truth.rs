@@ -1,7 +1,7 @@
 //! What a table is, as PostgreSQL's catalog and its rows say: the things
 //! `ALTER TABLE` decides and the engine must decide the same way.
 
-use crate::support::TestDb;
+use tokio_postgres::Client;
 
 /// A table's columns (in order, with type, NOT NULL, default, collation,
 /// generation and identity), its constraints and indexes by name and
@@ -68,17 +68,20 @@ const COMMENTS: &str = "SELECT 'table ' || coalesce(obj_description($1::text::re
     ORDER BY 1";
 
 /// The truth of `schema.table`, rows ordered by `key`.
-pub async fn truth(db: &TestDb, schema: &str, table: &str, key: &str) -> Truth {
+pub async fn truth(client: &Client, schema: &str, table: &str, key: &str) -> Truth {
     let qualified = format!("{}.{}", crate::support::q(schema), crate::support::q(table));
     let lines = |sql: &'static str| {
         let qualified = qualified.clone();
         async move {
-            let rows = db.client.query(sql, &[&qualified]).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let rows = client
+                .query(sql, &[&qualified])
+                .await
+                .unwrap_or_else(|e| panic!("{qualified}: {}: {sql}", crate::support::db_message(&e)));
             rows.iter().map(|r| unqualified(&r.get::<_, String>(0), schema)).collect::<Vec<_>>()
         }
     };
     let rows_sql = format!("SELECT r::text FROM {qualified} r ORDER BY {}", crate::support::q(key));
-    let rows = db.client.query(&rows_sql, &[]).await.unwrap().iter().map(|r| r.get::<_, String>(0)).collect();
+    let rows = client.query(&rows_sql, &[]).await.unwrap().iter().map(|r| r.get::<_, String>(0)).collect();
     Truth {
         columns: lines(COLUMNS).await,
         constraints: lines(CONSTRAINTS).await,

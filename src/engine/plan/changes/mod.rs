@@ -36,6 +36,9 @@ pub struct State {
     pub identity: Option<AddIdentity>,
     /// Every constraint and index name in use, to refuse a clash by name.
     pub names: Vec<String>,
+    /// Defaults the changes set, each with its column's type then: ALTER
+    /// TABLE keeps a default typed as it was set through a later new type.
+    pub set_defaults: Vec<(String, String)>,
 }
 
 impl State {
@@ -173,8 +176,16 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
                     }
                 }
                 layer = Some(l);
-                // The default stays, as ALTER COLUMN ... TYPE keeps it: the new
-                // table's CREATE refuses one that does not fit, before any row moves.
+                // The default stays, as ALTER COLUMN ... TYPE keeps it (typed as
+                // when it was set): the new table's CREATE refuses one that does
+                // not fit, before any row moves.
+                if let Some(at) = state.set_defaults.iter().position(|(c, _)| *c == a.column) {
+                    let (_, typed) = state.set_defaults.remove(at);
+                    let column = state.column_mut(&a.column).expect("checked above");
+                    if let Some(default) = column.default.as_mut() {
+                        *default = format!("({default})::{}", without_modifiers(&typed));
+                    }
+                }
                 state.column_mut(&a.column).expect("checked above").data_type = data_type;
             }
             let c = state.column_mut(&a.column).expect("checked above");
@@ -189,6 +200,11 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
             }
             if a.drop_default {
                 c.default = None;
+            }
+            let typed = c.data_type.clone();
+            state.set_defaults.retain(|(c, _)| *c != a.column);
+            if a.default.is_some() {
+                state.set_defaults.push((a.column.clone(), typed));
             }
         }
         ChangeKind::AddColumn(a) => {
@@ -209,6 +225,9 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
             let mut l = keep_all(state);
             l.push((a.name.clone(), assignment_cast(&value, &data_type)));
             layer = Some(l);
+            if a.default.is_some() {
+                state.set_defaults.push((a.name.clone(), data_type.clone()));
+            }
             state.columns.push(Column {
                 name: a.name.clone(),
                 data_type,
@@ -233,6 +252,7 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
                 return Err(bad("name", format!("column {:?} gets the identity in an earlier change", d.name)));
             }
             state.columns.retain(|c| c.name != d.name);
+            state.set_defaults.retain(|(c, _)| *c != d.name);
             // As ALTER TABLE drops them with the column.
             state.checks.retain(|(_, definition)| !rebind::reads_column(definition, &d.name));
             state.uniques.retain(|(_, cols)| !cols.contains(&d.name));
@@ -267,6 +287,7 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
                 }
             }
             rename(&mut state.primary_key);
+            state.set_defaults.iter_mut().filter(|(c, _)| *c == r.from).for_each(|(c, _)| c.clone_from(&r.to));
             state.uniques.iter_mut().for_each(|(_, cols)| rename(cols));
             state.foreign_keys.iter_mut().for_each(|(_, fk)| rename(&mut fk.columns));
             if let Some(identity) = state.identity.as_mut().filter(|i| i.column == r.from) {
@@ -354,6 +375,23 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
         }
     }
     Ok(Applied { checks, layer })
+}
+
+/// `numeric(12,2)` as `numeric`, `timestamp(3) with time zone` as
+/// `timestamp with time zone`: a cast to it keeps a constant as PostgreSQL
+/// prints it, where a cast with a modifier would be printed too.
+fn without_modifiers(data_type: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0;
+    for c in data_type.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Follows the added columns through a change: added, renamed, dropped, or

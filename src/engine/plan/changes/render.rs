@@ -48,13 +48,37 @@ pub fn create_table(state: &State, source: &TableName, table: &TableName, key: &
     for (name, definition) in &state.checks {
         parts.push(format!("CONSTRAINT {} {definition}", ident(name)));
     }
-    for (name, columns) in &state.uniques {
-        parts.push(format!("CONSTRAINT {} UNIQUE ({})", renamed(name), list(columns)));
+    for (i, (name, columns)) in state.uniques.iter().enumerate() {
+        if !repeats_a_key(state, i) {
+            parts.push(format!("CONSTRAINT {} UNIQUE ({})", renamed(name), list(columns)));
+        }
     }
     for (name, fk) in &state.foreign_keys {
         parts.push(format!("CONSTRAINT {} {}", ident(name), references(fk, source)));
     }
     format!("CREATE TABLE {table} (\n    {}\n)", parts.join(",\n    "))
+}
+
+/// Whether the `i`-th unique constraint has the columns of the primary key
+/// or of an earlier unique one: `CREATE TABLE` would keep only one of them.
+fn repeats_a_key(state: &State, i: usize) -> bool {
+    let columns = &state.uniques[i].1;
+    *columns == state.primary_key || state.uniques[..i].iter().any(|(_, earlier)| earlier == columns)
+}
+
+/// The unique constraints `CREATE TABLE` would fold into an identical
+/// earlier one, each added after it as `ALTER TABLE` adds them: `(name on
+/// the new table, statement)`.
+pub fn repeated_uniques(state: &State, source: &TableName, table: &TableName) -> Vec<(String, String)> {
+    (0..state.uniques.len())
+        .filter(|i| repeats_a_key(state, *i))
+        .map(|i| {
+            let (name, columns) = &state.uniques[i];
+            let name = derived_name(name, &source.name, &table.name);
+            let sql = format!("ALTER TABLE {table} ADD CONSTRAINT {} UNIQUE ({})", ident(&name), list(columns));
+            (name, sql)
+        })
+        .collect()
 }
 
 fn list(columns: &[String]) -> String {
@@ -131,6 +155,9 @@ pub fn render(
             "{};\n",
             create_table(&rebuild.target, source, shadow, &new_table_key(shadow, changes), dialect)
         ));
+        for (_, sql) in repeated_uniques(&rebuild.target, source, shadow) {
+            out.push_str(&format!("{sql};\n"));
+        }
         out.push_str("-- per batch, each its own transaction ($1 = last key copied, $2 = range end, $3 = rows):\n");
         out.push_str(&format!("{};\n", copy_batch(plan, source, shadow, dialect)?));
         if let Some(identity) = &rebuild.target.identity {
