@@ -86,3 +86,45 @@ async fn the_same_text_inside_a_string_constant_is_only_text() {
     let default = "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'orders'::regclass";
     assert_eq!(db.scalar_text(default).await, "'; DROP TABLE precious; SELECT '::text");
 }
+
+/// A change counts as made only when the catalog shows what it makes: a
+/// CHECK naming no column is refused even on an empty table, a helper
+/// constraint never takes a user's name, and a key of another name is
+/// dropped by its real name (issue 32).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_is_made_only_when_the_catalog_shows_it() {
+    let db = TestDb::new("spec_evidence").await;
+    db.exec(
+        "CREATE TABLE orders (id bigint CONSTRAINT my_key PRIMARY KEY, amount integer, email text, code text, ref bigint);",
+    )
+    .await;
+    let misspelt = TableManifest::new("    - addConstraint: {name: positive, check: \"amout > 0\"}\n");
+    let out = misspelt.run(&db, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("spec.changes[0].addConstraint"), "{}", text(&out));
+    let constraints =
+        "SELECT string_agg(conname, ',' ORDER BY conname) FROM pg_constraint WHERE conrelid = 'orders'::regclass";
+    assert_eq!(db.scalar_text(constraints).await, "my_key");
+
+    // The user's own constraint has the name the NOT NULL helper would take.
+    db.exec(
+        "INSERT INTO orders SELECT g, g, 'u' || g, g::text, g FROM generate_series(1, 50) g;
+         ALTER TABLE orders ADD CONSTRAINT orders_email_not_null CHECK (email <> '');",
+    )
+    .await;
+    let not_null = TableManifest::new("    - alterColumn: {column: email, notNull: true}\n");
+    let out = not_null.run(&db, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(db.scalar_text(constraints).await, "my_key,orders_email_not_null", "the user's constraint is kept");
+    let email_not_null =
+        "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = 'email'";
+    assert!(db.scalar_bool(email_not_null).await);
+
+    // A new key replaces the old one by its real name, as ALTER TABLE names it.
+    let key = TableManifest::new("    - setPrimaryKey: {columns: [id, amount]}\n");
+    let out = key.run(&db, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let pk = "SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint \
+              WHERE conrelid = 'orders'::regclass AND contype = 'p'";
+    assert_eq!(db.scalar_text(pk).await, "orders_pkey PRIMARY KEY (id, amount)");
+}

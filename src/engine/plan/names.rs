@@ -61,7 +61,11 @@ impl OriginalNames {
     /// of the unique constraints `changes` add; None without a primary key.
     pub fn of(shape: &super::shape::TableShape, changes: &[crate::api::changes::Change]) -> Option<Self> {
         use super::shape::ConstraintKind;
-        let key = shape.primary_key()?.name.clone();
+        let mut key = shape.primary_key()?.name.clone();
+        // A new key is named as ALTER TABLE ... ADD PRIMARY KEY names it.
+        if let (true, Some(table)) = (changes.iter().any(|c| c.set_primary_key.is_some()), &shape.table) {
+            key = format!("{}_pkey", table.name);
+        }
         let mut others: Vec<String> = shape
             .constraints
             .iter()

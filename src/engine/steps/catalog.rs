@@ -38,6 +38,19 @@ pub async fn table_exists(client: &Client, table: &TableName) -> Result<bool, Db
     Ok(relation(client, table).await?.is_some())
 }
 
+/// Whether `table` has a column `name` (not dropped).
+pub async fn has_column(client: &Client, table: &TableName, name: &str) -> Result<bool, DbError> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = pg_catalog.to_regclass($1) \
+             AND attname = $2 AND attnum > 0 AND NOT attisdropped)",
+            &[&table.to_string(), &name],
+        )
+        .await
+        .ctx("read columns")?;
+    Ok(row.get(0))
+}
+
 /// The table's indexes by name, the primary key's marked (none when the
 /// table does not exist).
 pub async fn index_names(client: &Client, table: &TableName) -> Result<Vec<IndexName>, DbError> {

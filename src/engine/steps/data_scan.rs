@@ -29,6 +29,17 @@ impl Tally {
 
 /// Scans the table; Err(InvalidData) when any row breaks a check.
 pub async fn scan_data(session: &mut Session, scan: &Scan) -> Result<(), EngineError> {
+    // Every check read by the server first, rows or not: on an empty table
+    // a CHECK naming no column is still refused, never taken as made.
+    for check in &scan.checks {
+        let sql = match &check.finder {
+            Finder::Rows(sql) | Finder::Converts(sql) | Finder::Table(sql) => sql.as_str(),
+        };
+        session
+            .retry("scan: read a check", |c| async move { c.prepare(sql).await.ctx("scan: read a check").map(drop) })
+            .await
+            .map_err(|e| refused(check, e))?;
+    }
     let mut tallies: Vec<Tally> = scan.checks.iter().map(|_| Tally::default()).collect();
     for (check, tally) in scan.checks.iter().zip(&mut tallies) {
         if let Finder::Table(sql) = &check.finder {

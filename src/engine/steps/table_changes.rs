@@ -71,10 +71,88 @@ fn leading_ident(rest: &str) -> Option<String> {
     None
 }
 
-/// SQLSTATEs that, for a statement a crash may have committed, say it was:
-/// its object exists already, or is gone already.
-fn already_made(e: &DbError) -> bool {
+/// SQLSTATEs that, for a statement a crash may have committed, may say it
+/// was: its object exists already, or is gone already. The catalog decides.
+fn maybe_made(e: &DbError) -> bool {
     matches!(e.sqlstate.as_deref(), Some("42710" | "42701" | "42703" | "42704" | "42P07"))
+}
+
+/// What the catalog shows once a statement is made: an object of a name
+/// (planned free) there, or gone.
+#[derive(Debug, PartialEq, Eq)]
+enum Evidence {
+    Column { name: String, present: bool },
+    Constraint { name: String, present: bool },
+    Relation { name: String, present: bool },
+}
+
+/// The evidence of an in-place statement, as the planner writes them
+/// (`ALTER TABLE <table> <clause>`); None for a form that has none, whose
+/// error is then the error.
+fn evidence(sql: &str, table: &TableName) -> Option<Vec<Evidence>> {
+    let clause = sql.strip_prefix(&format!("ALTER TABLE {table} "))?;
+    let name_after = |prefix: &str| clause.strip_prefix(prefix).and_then(leading_ident);
+    if let Some(name) = name_after("ADD COLUMN ") {
+        return Some(vec![Evidence::Column { name, present: true }]);
+    }
+    if let Some(name) = name_after("DROP COLUMN ") {
+        return Some(vec![Evidence::Column { name, present: false }]);
+    }
+    if let Some(rest) = clause.strip_prefix("RENAME COLUMN ") {
+        let from = leading_ident(rest)?;
+        let to = leading_ident(rest.split_once(" TO ")?.1)?;
+        return Some(vec![
+            Evidence::Column { name: from, present: false },
+            Evidence::Column { name: to, present: true },
+        ]);
+    }
+    if let Some(rest) = clause.strip_prefix("DROP CONSTRAINT ") {
+        let dropped = leading_ident(rest)?;
+        // `DROP CONSTRAINT old, ADD CONSTRAINT new PRIMARY KEY USING INDEX idx`.
+        if let Some((_, add)) = rest.split_once(", ADD CONSTRAINT ") {
+            let added = leading_ident(add)?;
+            let index = leading_ident(add.split_once(" USING INDEX ")?.1)?;
+            let mut all = vec![Evidence::Constraint { name: added.clone(), present: true }];
+            if dropped != added {
+                all.push(Evidence::Constraint { name: dropped, present: false });
+            }
+            all.push(Evidence::Relation { name: index, present: false });
+            return Some(all);
+        }
+        return Some(vec![Evidence::Constraint { name: dropped, present: false }]);
+    }
+    if let Some(name) = name_after("ADD CONSTRAINT ") {
+        return Some(vec![Evidence::Constraint { name, present: true }]);
+    }
+    None
+}
+
+/// Whether the catalog shows `sql` made (the error `e` said its object
+/// exists or is gone): evidence, never the error code alone. A statement
+/// that failed for another reason (a misspelt column in a CHECK, a key of
+/// another name) is an error.
+async fn made_before(session: &mut Session, table: &TableName, sql: &str, e: &DbError) -> Result<bool, DbError> {
+    let Some(evidence) = evidence(sql, table).filter(|_| maybe_made(e)) else { return Ok(false) };
+    let evidence = &evidence;
+    session
+        .retry("look for a change made before", |c| async move {
+            for fact in evidence {
+                let shown = match fact {
+                    Evidence::Column { name, present } => catalog::has_column(&c, table, name).await? == *present,
+                    Evidence::Constraint { name, present } => {
+                        catalog::has_constraint(&c, table, name).await? == *present
+                    }
+                    Evidence::Relation { name, present } => {
+                        catalog::table_exists(&c, &table.sibling(name.clone())).await? == *present
+                    }
+                };
+                if !shown {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .await
 }
 
 /// The changes made (`statements`, counted by `applied`), or undone (`undo`,
@@ -126,10 +204,10 @@ pub async fn make_in_place<R: StatusSink>(
             }
             match make_one(job, &mut session, &table, sql).await {
                 Ok(locked) => break locked,
-                // Names were checked against the catalog when planned: the
-                // object is this statement's, made by a crashed run or an attempt
-                // whose reply was lost.
-                Err(e) if already_made(&e) => {
+                // Names were checked against the catalog when planned: an
+                // object of the name is this statement's, made by a crashed
+                // run or an attempt whose reply was lost.
+                Err(e) if made_before(&mut session, &table, sql, &e).await? => {
                     tracing::info!(statement = %sql, error = %e, "made before the last run stopped");
                     break None;
                 }
@@ -229,6 +307,34 @@ async fn make_one(job: &Job, session: &mut Session, table: &TableName, sql: &str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_statement_is_known_made_by_what_the_catalog_shows() {
+        let t = TableName::new("public", "t");
+        let col = |name: &str, present| Evidence::Column { name: name.into(), present };
+        let con = |name: &str, present| Evidence::Constraint { name: name.into(), present };
+        assert_eq!(evidence("ALTER TABLE \"public\".\"t\" ADD COLUMN \"s\" text", &t), Some(vec![col("s", true)]));
+        assert_eq!(
+            evidence("ALTER TABLE \"public\".\"t\" RENAME COLUMN \"a\" TO \"b\"", &t),
+            Some(vec![col("a", false), col("b", true)])
+        );
+        assert_eq!(
+            evidence("ALTER TABLE \"public\".\"t\" ADD CONSTRAINT \"c\" CHECK (x > 0) NOT VALID", &t),
+            Some(vec![con("c", true)])
+        );
+        assert_eq!(
+            evidence(
+                "ALTER TABLE \"public\".\"t\" DROP CONSTRAINT \"my_key\", ADD CONSTRAINT \"t_pkey\" PRIMARY KEY USING INDEX \"t_pkey_idmig\"",
+                &t
+            ),
+            Some(vec![
+                con("t_pkey", true),
+                con("my_key", false),
+                Evidence::Relation { name: "t_pkey_idmig".into(), present: false }
+            ])
+        );
+        assert_eq!(evidence("ALTER TABLE \"public\".\"t\" ALTER COLUMN \"a\" SET NOT NULL", &t), None);
+    }
 
     #[test]
     fn statements_are_told_apart_by_how_they_are_made() {

@@ -28,6 +28,9 @@ use types::{assignment_cast, normalize_type};
 pub struct State {
     pub columns: Vec<Column>,
     pub primary_key: Vec<String>,
+    /// The primary key constraint's name, as the catalog has it; None for
+    /// one a change adds (`<table>_pkey`, as ALTER TABLE names it).
+    pub primary_key_name: Option<String>,
     /// Named CHECK constraints: `(name, definition)`, as `CHECK (expr)`.
     pub checks: Vec<(String, String)>,
     /// Named UNIQUE constraints: `(name, columns)`.
@@ -48,7 +51,10 @@ impl State {
         for c in &shape.constraints {
             state.names.push(c.name.clone());
             match c.kind {
-                ConstraintKind::PrimaryKey => state.primary_key = c.columns.clone(),
+                ConstraintKind::PrimaryKey => {
+                    state.primary_key = c.columns.clone();
+                    state.primary_key_name = Some(c.name.clone());
+                }
                 ConstraintKind::Unique => state.uniques.push((c.name.clone(), c.columns.clone())),
                 ConstraintKind::Check => state.checks.push((c.name.clone(), c.definition.clone())),
             }
@@ -308,6 +314,8 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
             }
             checks.push(DataCheck::Unique { columns: p.columns.clone() });
             state.primary_key = p.columns.clone();
+            // ALTER TABLE ... ADD PRIMARY KEY names the new key `<table>_pkey`.
+            state.primary_key_name = None;
         }
         ChangeKind::AddConstraint(c) => {
             if state.names.contains(&c.name) {

@@ -163,7 +163,7 @@ fn in_place(
                     if dsql {
                         return Err("DSQL refuses SET NOT NULL".into());
                     }
-                    let check = ident(&format!("{}_{}_not_null", table.name, a.column));
+                    let check = ident(&free_name(state, &format!("{}_{}_not_null", table.name, a.column)));
                     statements.extend([
                         alter(format!("ADD CONSTRAINT {check} CHECK ({c} IS NOT NULL) NOT VALID")),
                         alter(format!("VALIDATE CONSTRAINT {check}")),
@@ -224,10 +224,10 @@ fn in_place(
                 return Err("DSQL declares a primary key only in CREATE TABLE".into());
             }
             let cols = p.columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-            let index = ident(&format!("{}_pkey_idmig", table.name));
+            let index = ident(&free_name(state, &format!("{}_pkey_idmig", table.name)));
             let mut statements = Vec::new();
             for name in p.columns.iter().filter(|n| state.column(n).is_some_and(|c| !c.not_null)) {
-                let check = ident(&format!("{}_{name}_not_null", table.name));
+                let check = ident(&free_name(state, &format!("{}_{name}_not_null", table.name)));
                 let c = ident(name);
                 statements.extend([
                     alter(format!("ADD CONSTRAINT {check} CHECK ({c} IS NOT NULL) NOT VALID")),
@@ -237,9 +237,13 @@ fn in_place(
                 ]);
             }
             statements.push(format!("CREATE UNIQUE INDEX CONCURRENTLY {index} ON {table} ({cols})"));
+            // The old key by its real name; the new one as ALTER TABLE names it.
             let pkey = ident(&format!("{}_pkey", table.name));
-            let drop_old =
-                if state.primary_key.is_empty() { String::new() } else { format!("DROP CONSTRAINT {pkey}, ") };
+            let drop_old = match (&state.primary_key_name, state.primary_key.is_empty()) {
+                (_, true) => String::new(),
+                (Some(old), false) => format!("DROP CONSTRAINT {}, ", ident(old)),
+                (None, false) => format!("DROP CONSTRAINT {pkey}, "),
+            };
             statements.push(alter(format!("{drop_old}ADD CONSTRAINT {pkey} PRIMARY KEY USING INDEX {index}")));
             Ok((
                 "the key's index is built CONCURRENTLY, then taken over by the constraint in a brief lock".into(),
@@ -312,6 +316,16 @@ fn in_place(
             Ok((why.into(), vec![statement]))
         }
     }
+}
+
+/// `wanted`, or `wanted_1`, `wanted_2` ...: the first that no constraint or
+/// index of the table has, for a helper the engine adds and drops again (a
+/// user's constraint of that name is never taken for it).
+fn free_name(state: &State, wanted: &str) -> String {
+    (0..)
+        .map(|n| if n == 0 { wanted.to_string() } else { format!("{wanted}_{n}") })
+        .find(|name| !state.names.contains(name))
+        .expect("a free name")
 }
 
 /// What the plan prints for an in-place identity's start: the value is read
