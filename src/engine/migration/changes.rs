@@ -22,6 +22,7 @@ use crate::engine::plan::changes::scan::scan;
 use crate::engine::plan::changes::undo::undo_in_place;
 use crate::engine::plan::changes::ways::{ChangePlan, Way, plan_changes};
 use crate::engine::plan::names::{OriginalNames, new_table_key};
+use crate::engine::plan::not_carried::names_not_carried;
 use crate::engine::plan::phase::{Stand, Work};
 use crate::engine::plan::shape::TableShape;
 use crate::engine::plan::validate::{InvalidInput, Problem, Settings};
@@ -150,7 +151,9 @@ impl<R: StatusSink> Migration<R> {
         status.changes = Some(changes_status(planned));
         self.keeper.record_copy(0, 0, 0, CopyProgress::Running);
         self.keeper.event(Severity::Normal, "Strategy", format!("Copy: {reason}")).await;
-        self.record_not_carried(reshape.not_carried.clone()).await;
+        let mut notes = reshape.not_carried.clone();
+        notes.extend(names_not_carried(&s.shadow, job.dialect));
+        self.record_not_carried(notes).await;
         Ok(Flow::Next)
     }
 

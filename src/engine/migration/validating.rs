@@ -7,7 +7,7 @@ use crate::db::Dialect;
 use crate::engine::error::EngineError;
 use crate::engine::job::{Flow, Job};
 use crate::engine::plan::names::OriginalNames;
-use crate::engine::plan::not_carried::known_not_carried;
+use crate::engine::plan::not_carried::{known_not_carried, names_not_carried};
 use crate::engine::plan::shape::TableShape;
 use crate::engine::status_keeper::CopyProgress;
 use crate::engine::steps::in_place::probe_add_identity;
@@ -52,7 +52,9 @@ impl<R: StatusSink> Migration<R> {
         status.strategy = Some(strategy);
         self.keeper.record_copy(0, 0, 0, CopyProgress::Running);
         if strategy_copies {
-            self.record_not_carried(known_not_carried(&shape, &s.source, &s.shadow, job.dialect)).await;
+            let mut notes = known_not_carried(&shape, &s.source, &s.shadow, job.dialect);
+            notes.extend(names_not_carried(&s.shadow, job.dialect));
+            self.record_not_carried(notes).await;
         }
         Ok(Flow::Next)
     }

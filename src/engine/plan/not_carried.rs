@@ -10,26 +10,52 @@ use super::fidelity::not_carried as features_not_carried;
 use super::shape::{TableName, TableShape};
 use crate::db::Dialect;
 
-/// Whether the migration may go on without `unread`: Ok with what to report,
-/// or Err with why it may not.
+/// Whether the migration may go on without a fact the catalog would not give.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// It may: this is said in `status.plan.notCarried`.
+    Report(String),
+    /// It may not, and why.
+    Refuse(String),
+}
+
+impl Verdict {
+    pub fn report(self) -> Option<String> {
+        match self {
+            Verdict::Report(said) => Some(said),
+            Verdict::Refuse(_) => None,
+        }
+    }
+
+    pub fn refusal(self) -> Option<String> {
+        match self {
+            Verdict::Refuse(why) => Some(why),
+            Verdict::Report(_) => None,
+        }
+    }
+}
+
+/// Whether the migration may go on without `unread`, and what to say.
 ///
 /// On PostgreSQL every catalog exists, so an unread fact is refused. On DSQL
 /// triggers and inheritance do not exist (its unsupported-features page), so
 /// nothing can be left behind; comments and statistics are reported as not
 /// carried. Dependent views and privileges cannot be skipped: a swap could
 /// strand views on the old table, or leave the application without access.
-pub fn unread_verdict(unread: &Unread, dialect: Dialect) -> Result<String, String> {
+pub fn unread_verdict(unread: &Unread, dialect: Dialect) -> Verdict {
     let error = &unread.error;
-    let report = |what: &str, so: &str| Ok(format!("{what} could not be read ({error}); {so}"));
+    let report = |what: &str, so: &str| Verdict::Report(format!("{what} could not be read ({error}); {so}"));
     match (unread.fact, dialect) {
-        (Fact::DependentViews, _) => Err(format!(
+        (Fact::DependentViews, _) => Verdict::Refuse(format!(
             "the views that depend on the table could not be checked ({error}); a swap could strand them on the \
              old table"
         )),
-        (Fact::Privileges, _) => {
-            Err(format!("the table's privileges could not be read ({error}); the new table could not be given them"))
+        (Fact::Privileges, _) => Verdict::Refuse(format!(
+            "the table's privileges could not be read ({error}); the new table could not be given them"
+        )),
+        (fact, Dialect::Postgres) => {
+            Verdict::Refuse(format!("{} could not be read on PostgreSQL ({error})", describe(fact)))
         }
-        (fact, Dialect::Postgres) => Err(format!("{} could not be read on PostgreSQL ({error})", describe(fact))),
         (Fact::Triggers, Dialect::Dsql) => report("triggers", "DSQL has none, so none is left behind"),
         (Fact::Inheritance, Dialect::Dsql) => report("inheritance", "DSQL has no inherited tables"),
         (Fact::Comments, Dialect::Dsql) => report("comments", "none is carried"),
@@ -61,8 +87,21 @@ pub fn known_not_carried(shape: &TableShape, source: &TableName, shadow: &TableN
         out.push(format!("DSQL has no {}", lost.join(", ")));
     }
     out.extend(index_builds(shape, source, shadow, dialect).into_iter().filter_map(|i| i.left_out));
-    out.extend(all_unread(shape).filter_map(|u| unread_verdict(u, dialect).ok()));
+    out.extend(all_unread(shape).filter_map(|u| unread_verdict(u, dialect).report()));
+
     out
+}
+
+/// On DSQL the swap cannot hand the original index and constraint names to
+/// the new table: said, so that nothing is lost silently.
+pub fn names_not_carried(shadow: &TableName, dialect: Dialect) -> Option<String> {
+    (dialect == Dialect::Dsql).then(|| {
+        format!(
+            "index and constraint names: the new table keeps the names it was built with ({}_...) and the old \
+             one keeps the originals, since AWS's ALTER TABLE page lists no ALTER INDEX ... RENAME",
+            shadow.name
+        )
+    })
 }
 
 /// Statements the engine sends that AWS's pages neither list nor refuse on
@@ -102,16 +141,20 @@ mod tests {
     #[test]
     fn an_unread_fact_goes_on_only_where_leaving_it_is_safe() {
         for fact in [Fact::Triggers, Fact::Inheritance, Fact::Comments, Fact::ExtendedStatistics] {
-            let said = unread_verdict(&unread(fact), Dialect::Dsql).expect("reported on DSQL");
+            let said = unread_verdict(&unread(fact), Dialect::Dsql).report().expect("reported on DSQL");
             assert!(said.contains("could not be read") && said.contains("42P01"), "{said}");
-            assert!(unread_verdict(&unread(fact), Dialect::Postgres).is_err(), "PostgreSQL has every catalog");
+            assert!(
+                unread_verdict(&unread(fact), Dialect::Postgres).refusal().is_some(),
+                "PostgreSQL has every catalog"
+            );
         }
         for fact in [Fact::DependentViews, Fact::Privileges] {
             for dialect in [Dialect::Dsql, Dialect::Postgres] {
-                assert!(unread_verdict(&unread(fact), dialect).is_err(), "{fact:?} is never skipped");
+                assert!(unread_verdict(&unread(fact), dialect).refusal().is_some(), "{fact:?} is never skipped");
             }
         }
-        assert!(unread_verdict(&unread(Fact::DependentViews), Dialect::Dsql).unwrap_err().contains("strand"));
+        let why = unread_verdict(&unread(Fact::DependentViews), Dialect::Dsql).refusal().unwrap();
+        assert!(why.contains("strand"));
     }
 
     #[test]

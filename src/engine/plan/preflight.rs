@@ -177,7 +177,7 @@ pub fn copy_checks(settings: &Settings, shape: &TableShape, around: &Surrounding
         refuse("spec.table", format!("{table} has an object the migration cannot recreate: {what}"));
     }
     for unread in all_unread(shape) {
-        if let Err(why) = unread_verdict(unread, dialect) {
+        if let Some(why) = unread_verdict(unread, dialect).refusal() {
             refuse("spec.table", format!("{table}: {why}"));
         }
     }

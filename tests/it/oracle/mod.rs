@@ -10,6 +10,7 @@
 //! and change lists from a seed.
 
 mod cases;
+mod dsql;
 mod generated;
 mod reference;
 mod truth;
@@ -42,7 +43,7 @@ pub enum Strategy {
     Auto,
 }
 
-async fn make_table(client: &tokio_postgres::Client, schema: &str, setup: &str) {
+pub(super) async fn make_table(client: &tokio_postgres::Client, schema: &str, setup: &str) {
     let sql = format!("CREATE SCHEMA {s}; SET search_path = {s}; {setup}; RESET search_path", s = q(schema));
     client.batch_execute(&sql).await.unwrap_or_else(|e| panic!("setup in {schema}: {}\n{setup}", db_message(&e)));
 }

@@ -1,0 +1,149 @@
+//! The differential test through the DSQL stand-in (`dsql_oracle_*`, so the
+//! strict pass of `scripts/test` runs it again): the engine makes the
+//! changes with a DSQL target, and the table it leaves is compared with
+//! PostgreSQL's own ALTER TABLE on a copy in the backing database. Columns
+//! and rows must be the same; constraints and indexes the same by
+//! definition. What DSQL cannot carry (the names the swap cannot hand over,
+//! comments) must be listed in `status.plan.notCarried`, never missing.
+
+use super::reference::alter_table;
+use super::truth::{Truth, truth};
+use super::{Case, make_table};
+use crate::support::stand_in::{StandIn, credentials_env};
+use crate::support::{run_cli, text};
+
+/// A constraint or index line without its name.
+fn unnamed(line: &str) -> String {
+    match line.strip_prefix("CREATE ") {
+        Some(rest) => {
+            let (unique, rest) = rest.strip_prefix("UNIQUE ").map_or(("", rest), |r| ("UNIQUE ", r));
+            let after = rest.strip_prefix("INDEX ").and_then(|r| r.split_once(" ON ")).map_or(rest, |(_, on)| on);
+            format!("CREATE {unique}INDEX ON {after}")
+        }
+        None => line.split_once(' ').map_or(line, |(_, def)| def).to_string(),
+    }
+}
+
+fn sorted_unnamed(lines: &[String]) -> Vec<String> {
+    let mut all: Vec<String> = lines.iter().map(|l| unnamed(l)).collect();
+    all.sort();
+    all
+}
+
+/// The differences of `got` from `expected` that DSQL's notes do not explain.
+fn unexplained(got: &Truth, expected: &Truth, not_carried: &[String]) -> Vec<String> {
+    let said = |what: &str| not_carried.iter().any(|n| n.contains(what));
+    let mut out = Vec::new();
+    if got.columns != expected.columns {
+        out.push(format!("columns: {:?} against ALTER TABLE's {:?}", got.columns, expected.columns));
+    }
+    if got.rows != expected.rows {
+        out.push(format!("rows: {} against ALTER TABLE's {}", got.rows.len(), expected.rows.len()));
+    }
+    for (what, ours, theirs) in
+        [("constraints", &got.constraints, &expected.constraints), ("indexes", &got.indexes, &expected.indexes)]
+    {
+        if sorted_unnamed(ours) != sorted_unnamed(theirs) {
+            out.push(format!("{what} by definition: {ours:?} against ALTER TABLE's {theirs:?}"));
+        } else if ours != theirs && !said("index and constraint names") {
+            out.push(format!("{what} differ by name and status.plan.notCarried does not say so: {ours:?}"));
+        }
+    }
+    if got.comments != expected.comments && !said("omment") {
+        out.push(format!("comments differ and status.plan.notCarried does not say so: {:?}", got.comments));
+    }
+    out
+}
+
+async fn check_through_stand_in(case: &Case) {
+    let s = StandIn::start(&format!("dsql_oracle_{}", case.name), |_| {}).await;
+    make_table(&s.db.client, "reference", &case.setup).await;
+    let refused = alter_table(&s.db.client, "reference", "t", &case.changes).await.err();
+    let expected = truth(&s.db.client, "reference", "t", &case.key).await;
+    make_table(&s.db.client, "engine", &case.setup).await;
+    let before = truth(&s.db.client, "engine", "t", &case.key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.yaml");
+    let manifest = format!(
+        "apiVersion: migrations.dsql.dev/v1alpha1\nkind: TableMigration\nmetadata: {{name: oracle}}\nspec:\n  \
+         target: {}\n  schema: engine\n  table: t\n  changes: {}\n",
+        s.target(),
+        serde_json::to_string(&case.changes).unwrap()
+    );
+    std::fs::write(&path, manifest).unwrap();
+    let args = ["run", "-f", path.to_str().unwrap(), "--ca-file", s.ca.path().to_str().unwrap()];
+    let out = run_cli(&args, &credentials_env());
+    let got = truth(&s.db.client, "engine", "t", &case.key).await;
+    let name = &case.name;
+    match refused {
+        Some(why) => {
+            assert_eq!(out.status.code(), Some(2), "{name}: ALTER TABLE refuses ({why}); the engine: {}", text(&out));
+            assert!(got.differences(&before).is_empty(), "{name}: refused, but the table changed");
+        }
+        None => {
+            assert!(out.status.success(), "{name}: ALTER TABLE makes the changes; the engine: {}", text(&out));
+            let state: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.path().join("m.yaml.state.json")).unwrap()).unwrap();
+            let not_carried: Vec<String> = state["status"]["plan"]["notCarried"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            let found = unexplained(&got, &expected, &not_carried);
+            assert!(
+                found.is_empty(),
+                "{name} through the stand-in:\n{}\nnotCarried: {not_carried:?}",
+                found.join("\n")
+            );
+        }
+    }
+    let refused_documented = s.refused_documented();
+    assert!(refused_documented.is_empty(), "{name}: the stand-in refused what AWS documents: {refused_documented:?}");
+}
+
+/// The table of the PostgreSQL cases, as DSQL can hold it: no COLLATE.
+fn orders(extra: &str) -> String {
+    format!(
+        "CREATE TABLE t (
+            id bigint PRIMARY KEY,
+            code varchar(20) NOT NULL,
+            qty integer,
+            amount numeric(12,4) CHECK (amount >= 0),
+            note text DEFAULT 'n/a',
+            legacy text,
+            CONSTRAINT t_code_key UNIQUE (code)
+         );
+         CREATE INDEX t_note_idx ON t (note);
+         INSERT INTO t SELECT g, 'c' || g, g % 100, g + 0.1234,
+             CASE WHEN g % 10 = 0 THEN NULL ELSE 'note ' || g END, 'old' FROM generate_series(1, 300) g;
+         {extra}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dsql_oracle_each_refused_alter_is_made_by_the_rebuild_as_alter_table_makes_it() {
+    let cases = [
+        Case::new("names", &orders(""), "- alterColumn: {column: qty, type: bigint}"),
+        Case::new(
+            "narrow",
+            &orders(""),
+            "- alterColumn: {column: amount, type: \"numeric(12,2)\"}\n- alterColumn: {column: code, type: \"varchar(8)\"}",
+        ),
+        Case::new(
+            "too_long",
+            &orders("INSERT INTO t (id, code) VALUES (1000, 'sixteen-chars-xx');"),
+            "- alterColumn: {column: code, type: \"varchar(8)\"}",
+        ),
+        Case::new("not_null", &orders(""), "- alterColumn: {column: qty, notNull: true}"),
+        Case::new("not_null_refused", &orders(""), "- alterColumn: {column: note, notNull: true}"),
+        Case::new(
+            "columns",
+            &orders(""),
+            "- dropColumn: {name: legacy}\n- addColumn: {name: status, type: text, notNull: true, default: \"'new'\"}\n- renameColumn: {from: note, to: remark}",
+        ),
+        Case::new("unique", &orders(""), "- addConstraint: {name: t_code_qty_key, unique: [code, qty]}"),
+        Case::new("identity", &orders(""), "- addIdentity: {column: id}"),
+    ];
+    for case in &cases {
+        check_through_stand_in(case).await;
+    }
+}
