@@ -152,14 +152,6 @@ pub struct PlanStatus {
     pub original_names: Vec<String>,
 }
 
-impl PlanStatus {
-    /// The names to hand over at the swap, when they were recorded.
-    pub fn names(&self) -> Option<crate::engine::plan::names::OriginalNames> {
-        let key = self.original_key.clone()?;
-        Some(crate::engine::plan::names::OriginalNames { key, others: self.original_names.clone() })
-    }
-}
-
 /// Enough to resume with at most one batch per worker redone.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]

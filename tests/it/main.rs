@@ -36,4 +36,5 @@ mod table_changes;
 mod table_controller;
 mod table_rollback;
 mod table_run;
+mod table_truth;
 mod tls;

@@ -57,6 +57,11 @@ pub struct OriginalNames {
 }
 
 impl OriginalNames {
+    /// The names recorded in `plan` when the migration was planned, if any.
+    pub fn recorded(plan: &crate::api::PlanStatus) -> Option<Self> {
+        Some(Self { key: plan.original_key.clone()?, others: plan.original_names.clone() })
+    }
+
     /// The names of `shape` (the table as it is before the migration) and
     /// of the unique constraints `changes` add; None without a primary key.
     pub fn of(shape: &super::shape::TableShape, changes: &[crate::api::changes::Change]) -> Option<Self> {

@@ -26,6 +26,7 @@ use crate::engine::error::{CheckFailed, EngineError};
 use crate::engine::failpoint;
 use crate::engine::job::{Flow, Job, always_run};
 use crate::engine::plan::batches::resync_batch_rows;
+use crate::engine::plan::names::OriginalNames;
 use crate::engine::plan::phase::{RollbackState, rollback_state};
 use crate::engine::plan::quote::{ident, literal};
 use crate::engine::plan::shape::{TableName, TableShape};
@@ -86,7 +87,7 @@ pub async fn roll_back<R: StatusSink>(
                 };
                 job.before_change().await?;
                 // The new table stands aside under the names it was built with.
-                let names = keeper.status.plan.as_ref().and_then(|p| p.names());
+                let names = keeper.status.plan.as_ref().and_then(OriginalNames::recorded);
                 hand_names_to(job, &mut session, names.as_ref(), &s.old).await?;
                 job.before_change().await?;
                 rename_guarded(&mut session, &s.old, &s.source).await?;

@@ -14,7 +14,7 @@
 use crate::api::changes::{Change, ChangeKind};
 use crate::db::{DbError, ErrorContext, Session};
 use crate::engine::error::EngineError;
-use crate::engine::plan::changes::spec_text::texts_of;
+use crate::engine::plan::changes::spec_text::{calls, texts_of};
 use crate::engine::plan::changes::types::normalize_type;
 use crate::engine::plan::changes::{State, apply};
 use crate::engine::plan::validate::{InvalidInput, Problem};
@@ -83,7 +83,61 @@ pub async fn check_spec_text(session: &mut Session, state: &State, changes: &[Ch
         }
         problems.push(Problem::new(probe.field, format!("{}: {}", probe.what, e.message)));
     }
+    problems.extend(changing_conversions(session, changes).await?);
     if problems.is_empty() { Ok(()) } else { Err(InvalidInput(problems).into()) }
+}
+
+/// A `using` (or `reverseUsing`) must give the same value at every reading:
+/// the copy, each verification pass and the window's sync all read it, and
+/// would never agree on `coalesce(created, now())`. Each function it calls
+/// must be IMMUTABLE, as the catalog says; none is refused when the catalog
+/// cannot be read (DSQL lists `pg_proc` among its catalogs).
+async fn changing_conversions(session: &mut Session, changes: &[Change]) -> Result<Vec<Problem>, EngineError> {
+    let mut problems = Vec::new();
+    for (i, change) in changes.iter().enumerate() {
+        let conversions = texts_of(change, i).into_iter();
+        for text in conversions.filter(|t| t.field.ends_with(".using") || t.field.ends_with(".reverseUsing")) {
+            let (functions, changing) = calls(text.text);
+            let mut why: Vec<String> = changing.iter().map(|v| format!("{v} differs at each reading")).collect();
+            let names = &functions;
+            let read = session
+                .retry("read how functions behave", |c| async move {
+                    let rows = c
+                        .query(
+                            "SELECT proname::text, string_agg(DISTINCT provolatile::text, '') FROM pg_catalog.pg_proc \
+                             WHERE proname = ANY($1) GROUP BY proname HAVING bool_or(provolatile <> 'i')",
+                            &[names],
+                        )
+                        .await
+                        .ctx("read how functions behave")?;
+                    Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))).collect::<Vec<_>>())
+                })
+                .await;
+            let not_immutable = match read {
+                Ok(found) => found,
+                Err(e) if e.catalog_missing() => {
+                    tracing::warn!(error = %e, "cannot read how functions behave here; the conversion is not checked");
+                    Vec::new()
+                }
+                Err(e) => return Err(e.into()),
+            };
+            why.extend(not_immutable.iter().map(|(name, kinds)| {
+                let kind = if kinds.contains('v') { "volatile" } else { "stable: it differs between transactions" };
+                format!("{name}() is {kind}")
+            }));
+            if !why.is_empty() {
+                problems.push(Problem::new(
+                    text.field.clone(),
+                    format!(
+                        "gives another value at each reading ({}): the copy and its verification could never \
+                         agree; write the value it should have (a constant in place of now())",
+                        why.join("; ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(problems)
 }
 
 #[cfg(test)]

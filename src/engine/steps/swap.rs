@@ -156,7 +156,7 @@ pub async fn put_back<R: StatusSink>(
 ) -> Result<(), EngineError> {
     let s = &job.settings;
     loop {
-        let names = keeper.status.plan.as_ref().and_then(|p| p.names());
+        let names = keeper.status.plan.as_ref().and_then(OriginalNames::recorded);
         let attempt = match job.before_change().await {
             Ok(()) => match hand_names_to(job, session, names.as_ref(), from).await {
                 Ok(()) => rename_guarded(session, from, &s.source).await.map_err(EngineError::from),
@@ -390,7 +390,7 @@ async fn finish_window<R: StatusSink>(
     let rebuild = job.reshape.get().map(|r| &r.rebuild);
     sync_privileges(session, &s.old, &s.shadow, job.dialect, rebuild).await?;
     job.before_change().await?;
-    let names = keeper.status.plan.as_ref().and_then(|p| p.names());
+    let names = keeper.status.plan.as_ref().and_then(OriginalNames::recorded);
     hand_names_to(job, session, names.as_ref(), &s.shadow).await?;
     job.before_change().await?;
     rename_guarded(session, &s.shadow, &s.source).await?;

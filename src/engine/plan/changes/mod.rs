@@ -39,6 +39,8 @@ pub struct State {
     pub identity: Option<AddIdentity>,
     /// Every constraint and index name in use, to refuse a clash by name.
     pub names: Vec<String>,
+    /// The table's indexes (not a constraint's): name and definition.
+    pub indexes: Vec<(String, String)>,
     /// Defaults the changes set, each with its column's type then: ALTER
     /// TABLE keeps a default typed as it was set through a later new type.
     pub set_defaults: Vec<(String, String)>,
@@ -60,6 +62,7 @@ impl State {
             }
         }
         state.names.extend(shape.indexes.iter().map(|i| i.name.clone()));
+        state.indexes = shape.indexes.iter().map(|i| (i.name.clone(), i.definition.clone())).collect();
         // An identity the table has already is the new table's too.
         state.identity = shape.columns.iter().find(|c| c.identity.is_some()).map(|c| AddIdentity {
             column: c.name.clone(),
@@ -261,6 +264,7 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
             state.set_defaults.retain(|(c, _)| *c != d.name);
             // As ALTER TABLE drops them with the column.
             state.checks.retain(|(_, definition)| !rebind::reads_column(definition, &d.name));
+            state.indexes.retain(|(_, definition)| !rebind::reads_column(definition, &d.name));
             state.uniques.retain(|(_, cols)| !cols.contains(&d.name));
             state.foreign_keys.retain(|(_, fk)| !fk.columns.contains(&d.name));
             layer = Some(keep_all(state));
@@ -285,9 +289,9 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
             let rename =
                 |cols: &mut Vec<String>| cols.iter_mut().filter(|c| **c == r.from).for_each(|c| c.clone_from(&r.to));
             state.column_mut(&r.from).expect("checked above").name.clone_from(&r.to);
-            // A CHECK stays bound to its columns, as ALTER TABLE keeps it.
+            // A CHECK or an index stays bound to its columns, as ALTER TABLE keeps it.
             let renamed = [(r.from.clone(), r.to.clone())];
-            for (_, definition) in &mut state.checks {
+            for (_, definition) in state.checks.iter_mut().chain(state.indexes.iter_mut()) {
                 if let Some(rebound) = rebind::rename_columns(definition, &renamed) {
                     *definition = rebound;
                 }
@@ -510,7 +514,13 @@ impl Rebuild {
                     track_added(&mut added, change);
                     track_fates(&mut fates, change);
                     let (change, depth) = (first + i, layers.len());
-                    data_checks.extend(applied.checks.into_iter().map(|check| ScopedCheck { change, depth, check }));
+                    // NOT NULL asked with a new type reads the converted value:
+                    // a `using` may remove NULLs or make them.
+                    let converts = applied.layer.is_some();
+                    data_checks.extend(applied.checks.into_iter().map(|check| {
+                        let after = converts && matches!(check, DataCheck::NotNull { .. });
+                        ScopedCheck { change, depth: depth + usize::from(after), check }
+                    }));
                     layers.extend(applied.layer);
                 }
                 Err(problem) => problems.push(problem),

@@ -58,6 +58,60 @@ pub fn one_type(text: &str) -> Result<(), String> {
     one_piece(&pieces)
 }
 
+/// Words that read like a call but are the grammar's own (`coalesce(a, b)`),
+/// and so are no function in the catalog.
+const SYNTAX_CALLS: [&str; 14] = [
+    "coalesce",
+    "nullif",
+    "greatest",
+    "least",
+    "cast",
+    "extract",
+    "overlay",
+    "position",
+    "substring",
+    "trim",
+    "row",
+    "array",
+    "exists",
+    "normalize",
+];
+
+/// SQL value functions written without parentheses, each different at each
+/// transaction or session.
+const CHANGING_VALUES: [&str; 8] = [
+    "current_timestamp",
+    "current_date",
+    "current_time",
+    "localtimestamp",
+    "localtime",
+    "current_user",
+    "session_user",
+    "current_role",
+];
+
+/// What an expression calls, for the server to say how each behaves: the
+/// functions it names (lower case), and the value functions it reads that
+/// give another value at each reading.
+pub fn calls(text: &str) -> (Vec<String>, Vec<String>) {
+    let Ok(pieces) = crate::engine::plan::lexer::pieces(text) else { return (Vec::new(), Vec::new()) };
+    let mut functions = Vec::new();
+    let mut changing = Vec::new();
+    for (i, piece) in pieces.iter().enumerate() {
+        if piece.token != Token::Word {
+            continue;
+        }
+        let word = text[piece.at.clone()].to_lowercase();
+        let called = pieces.get(i + 1).is_some_and(|p| p.token == Token::Open);
+        if called && !SYNTAX_CALLS.contains(&word.as_str()) && !functions.contains(&word) {
+            functions.push(word);
+        } else if !called && CHANGING_VALUES.contains(&word.as_str()) {
+            changing.push(word);
+        }
+    }
+    (functions, changing)
+}
+
 /// Every spec text of `change` (number `index`) with its field and whether
 /// it is a type: what both checks go through.
 pub fn texts_of(change: &crate::api::changes::Change, index: usize) -> Vec<SpecText<'_>> {
@@ -154,6 +208,14 @@ mod tests {
         assert!(one_type("text); DROP TABLE x; --").is_err());
         assert!(one_type("text DEFAULT 'x'").unwrap_err().contains("string constant"));
         assert!(one_type("'; DROP TABLE x; SELECT '").unwrap_err().contains("string constant"));
+    }
+
+    #[test]
+    fn an_expression_names_the_functions_it_calls() {
+        let (functions, changing) = calls("coalesce(created, now()) + round(x::numeric, 2) - CURRENT_TIMESTAMP");
+        assert_eq!(functions, ["now", "round"]);
+        assert_eq!(changing, ["current_timestamp"]);
+        assert_eq!(calls("'now()'").0, Vec::<String>::new(), "a string is no call");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! could be in place costs nothing more there, their order is kept, and the
 //! new table is planned from the table as the catalog shows it. Pure.
 
-use super::{DataCheck, Rebuild, State, apply};
+use super::rebind::reads_column;
+use super::{DataCheck, Rebuild, State, apply, is_constant};
 use crate::api::Strategy;
 use crate::api::changes::{Change, ChangeKind, ForeignKey};
 use crate::db::Dialect;
@@ -154,6 +155,22 @@ fn in_place(
                 }
                 if !changes_in_place(from, &to) {
                     return Err(format!("{from} to {to} rewrites the table under an ACCESS EXCLUSIVE lock"));
+                }
+                // No rewrite, but what depends on the column is built or
+                // checked again over every row under the same lock.
+                if let Some((name, _)) = state.checks.iter().find(|(_, d)| reads_column(d, &a.column)) {
+                    return Err(format!(
+                        "{from} to {to} keeps the values, but the CHECK {name} would be checked over every row under \
+                         an ACCESS EXCLUSIVE lock"
+                    ));
+                }
+                if let Some((name, _)) =
+                    state.indexes.iter().find(|(_, d)| reads_column(d, &a.column) && rebuilt_on_retype(d))
+                {
+                    return Err(format!(
+                        "{from} to {to} keeps the values, but the index {name} (an expression or a partial one) would \
+                         be built again under an ACCESS EXCLUSIVE lock"
+                    ));
                 }
                 statements.push(alter(format!("ALTER COLUMN {c} TYPE {to}")));
                 why.push(format!("{from} to {to} keeps every stored value: no rewrite"));
@@ -318,6 +335,14 @@ fn in_place(
     }
 }
 
+/// Whether PostgreSQL builds an index again when a column it reads changes
+/// type without a rewrite: one with an expression key or a predicate (a plain
+/// column index is kept).
+fn rebuilt_on_retype(definition: &str) -> bool {
+    let keys = definition.trim_start().strip_prefix('(').unwrap_or(definition);
+    definition.contains(" WHERE ") || keys.split(')').next().is_some_and(|list| list.contains('('))
+}
+
 /// `wanted`, or `wanted_1`, `wanted_2` ...: the first that no constraint or
 /// index of the table has, for a helper the engine adds and drops again (a
 /// user's constraint of that name is never taken for it).
@@ -340,18 +365,6 @@ pub(super) fn references(fk: &ForeignKey, table: &TableName) -> String {
     };
     let list = |cols: &[String]| cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
     format!("FOREIGN KEY ({}) REFERENCES {target} ({})", list(&fk.columns), list(&fk.references.columns))
-}
-
-/// A default PostgreSQL can keep in the catalog: a literal (string, number,
-/// boolean, NULL), optionally cast. Anything else may be volatile.
-fn is_constant(default: &str) -> bool {
-    let value = default.trim();
-    let value = value.split("::").next().unwrap_or(value).trim();
-    let quoted = value.len() >= 2
-        && value.starts_with('\'')
-        && value.ends_with('\'')
-        && !value[1..value.len() - 1].replace("''", "").contains('\'');
-    quoted || value.parse::<f64>().is_ok() || matches!(value.to_ascii_lowercase().as_str(), "true" | "false" | "null")
 }
 
 #[cfg(test)]
