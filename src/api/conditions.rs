@@ -141,6 +141,14 @@ pub fn desired_conditions(status: &IdentityMigrationStatus, suspended: bool) -> 
 }
 
 fn completed_message(status: &IdentityMigrationStatus) -> String {
+    if let Some(changes) = &status.changes {
+        let how = match status.strategy.as_ref().map(|s| s.taken) {
+            Some(super::TakenStrategy::Copy) => "by the rebuild",
+            _ => "in place",
+        };
+        let next = status.identity.as_ref().map(|i| format!("; the next generated id is {}", i.next_value));
+        return format!("the table has its {} changes, made {how}{}", changes.planned.len(), next.unwrap_or_default());
+    }
     match &status.identity {
         Some(id) => format!("the table uses its identity column; the next generated id is {}", id.next_value),
         None => "the table uses its identity column".to_string(),

@@ -80,6 +80,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     }
     tracing::info!(target = %connector.describe(), table = %settings.source, "starting");
 
+    let retain_old = settings.retain_old;
     let job = Job { approved: args.approve_cutover || approved, ..Job::shared(settings, connector) };
     let (control_tx, control) = tokio::sync::watch::channel(Directive::Run);
     tokio::spawn(async move {
@@ -104,7 +105,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     }
     let (outcome, status, mut sink) = Migration::new(job, status, sink, control).run().await;
     sink.finish();
-    report(&outcome, &status, &sink.store)
+    report(&outcome, &status, &sink.store, retain_old)
 }
 
 /// A TableMigration: its key is the table's primary key, read from the catalog.
@@ -128,8 +129,20 @@ async fn prepare_table(target: &TargetArgs) -> Result<Prepared, Failure> {
     })
 }
 
-fn report(outcome: &Outcome, status: &IdentityMigrationStatus, store: &FileStore) -> Result<(), Failure> {
+fn report(
+    outcome: &Outcome,
+    status: &IdentityMigrationStatus,
+    store: &FileStore,
+    retain_old: bool,
+) -> Result<(), Failure> {
     let table = status.plan.as_ref().map(|p| p.old_table.as_str()).unwrap_or("the old table");
+    let kept = || {
+        if retain_old {
+            println!("The original rows are kept in {table}.");
+        } else {
+            println!("The original table was dropped (oldTable.retain: false).");
+        }
+    };
     match outcome {
         Outcome::Completed
             if status.changes.is_some() && status.strategy.as_ref().is_some_and(|s| s.taken == TakenStrategy::Copy) =>
@@ -141,7 +154,7 @@ fn report(outcome: &Outcome, status: &IdentityMigrationStatus, store: &FileStore
                 "Completed by the rebuild: {} changes; {rows} rows verified; cut-over window {window}.",
                 changes.planned.len()
             );
-            println!("The original rows are kept in {table}.");
+            kept();
             println!("State: {}", store.path().display());
             Ok(())
         }
@@ -176,7 +189,7 @@ fn report(outcome: &Outcome, status: &IdentityMigrationStatus, store: &FileStore
                     println!(
                         "Completed: {rows} rows verified; the next generated id is {next}; cut-over window {window}."
                     );
-                    println!("The original rows are kept in {table}.");
+                    kept();
                 }
             }
             println!("State: {}", store.path().display());

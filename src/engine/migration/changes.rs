@@ -34,7 +34,7 @@ use crate::engine::steps::fidelity::with_fidelity;
 use crate::engine::steps::in_place::probe_add_identity;
 use crate::engine::steps::spec_check::check_spec_text;
 use crate::engine::steps::survey::{Survey, measure};
-use crate::engine::steps::table_changes::{Direction, make_in_place};
+use crate::engine::steps::table_changes::{Direction, make_in_place, written_to_added};
 use crate::engine::store::{Severity, StatusSink};
 
 impl<R: StatusSink> Migration<R> {
@@ -243,6 +243,10 @@ impl<R: StatusSink> Migration<R> {
                 })
                 .collect();
             return Err(InvalidInput(problems).into());
+        }
+        let written = written_to_added(&self.job).await?;
+        if !written.is_empty() {
+            return Err(InvalidInput(written).into());
         }
         if let Some(outcome) = make_in_place(&self.job, &mut self.keeper, &self.control, Direction::Back).await? {
             return Ok(Flow::Halt(outcome));

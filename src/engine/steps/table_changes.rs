@@ -242,6 +242,48 @@ pub async fn make_in_place<R: StatusSink>(
     Ok(None)
 }
 
+/// The columns added in place that hold values written since, each as a
+/// problem on its change: a rollback would drop them with the column, so it
+/// is refused by name instead. A value other than the column's default
+/// counts (any value, for a column without one); a column already gone (a
+/// rollback resumed) holds nothing.
+pub async fn written_to_added(job: &Job) -> Result<Vec<crate::engine::plan::validate::Problem>, EngineError> {
+    let s = &job.settings;
+    let table = &s.source;
+    let mut session = job.session();
+    let mut problems = Vec::new();
+    for (i, change) in s.changes.iter().enumerate() {
+        let Some(added) = &change.add_column else { continue };
+        let column = crate::engine::plan::quote::ident(&added.name);
+        let written = match &added.default {
+            Some(default) => format!("{column} IS DISTINCT FROM ({default})"),
+            None => format!("{column} IS NOT NULL"),
+        };
+        // Counted to a thousand at most: enough to say it.
+        let sql = &format!("SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {written} LIMIT 1000) w");
+        let name = added.name.as_str();
+        let rows: i64 = session
+            .retry("look for values written to an added column", |c| async move {
+                if !catalog::has_column(&c, table, name).await? {
+                    return Ok(0);
+                }
+                Ok(c.query_one(sql.as_str(), &[]).await.ctx("look for values written to an added column")?.get(0))
+            })
+            .await?;
+        if rows > 0 {
+            let count = if rows >= 1000 { "at least 1000".to_string() } else { rows.to_string() };
+            problems.push(crate::engine::plan::validate::Problem::new(
+                format!("spec.changes[{i}].addColumn"),
+                format!(
+                    "{name:?} holds values written since it was added ({count} rows); a rollback would drop them \
+                     with the column: keep them elsewhere or clear them, then roll back"
+                ),
+            ));
+        }
+    }
+    Ok(problems)
+}
+
 /// Makes one statement; how long it held writers off, when it does.
 async fn make_one(job: &Job, session: &mut Session, table: &TableName, sql: &str) -> Result<Option<Duration>, DbError> {
     match (kind(sql), job.dialect) {
