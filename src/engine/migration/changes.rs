@@ -153,6 +153,12 @@ impl<R: StatusSink> Migration<R> {
         self.keeper.event(Severity::Normal, "Strategy", format!("Copy: {reason}")).await;
         let mut notes = reshape.not_carried.clone();
         notes.extend(names_not_carried(&s.shadow, job.dialect));
+        if job.dialect == Dialect::Dsql {
+            notes.extend(reshape.target.columns.iter().filter_map(|c| {
+                let collation = c.collation.as_ref()?;
+                Some(format!("column {}: COLLATE {collation}, which DSQL's CREATE TABLE does not take", c.name))
+            }));
+        }
         self.record_not_carried(notes).await;
         Ok(Flow::Next)
     }

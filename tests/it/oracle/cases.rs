@@ -135,3 +135,17 @@ async fn a_check_stays_bound_to_its_columns_through_a_rename_and_goes_with_a_dro
 "#;
     check(&Case::new("checks", &orders(extra), changes)).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collation_and_a_generated_column_come_through_the_rebuild_as_alter_keeps_them() {
+    let extra = "ALTER TABLE t ADD COLUMN label text COLLATE \"C\" DEFAULT 'x';
+                 ALTER TABLE t ADD COLUMN twice integer GENERATED ALWAYS AS (qty * 2) STORED;";
+    let kept = "- alterColumn: {column: amount, type: \"numeric(12,2)\"}\n- renameColumn: {from: qty, to: quantity}";
+    check(&Case::new("collate_generated", &orders(extra), kept)).await;
+    // A new type takes the new type's default collation, as ALTER gives it.
+    let retyped = "- alterColumn: {column: label, type: \"varchar(30)\"}";
+    check(&Case::new("collate_retyped", &orders(extra), retyped)).await;
+    // ALTER refuses a new type for, or the drop of, a column a generated column reads.
+    check(&Case::new("generated_refused", &orders(extra), "- alterColumn: {column: qty, type: bigint}")).await;
+    check(&Case::new("generated_drop_refused", &orders(extra), "- dropColumn: {name: qty}")).await;
+}

@@ -164,6 +164,15 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
                 return Err(bad("dropDefault", "both default and dropDefault are set".into()));
             }
             let quoted = super::quote::ident(&a.column);
+            if let (Some(_), Some(user)) = (&a.data_type, generated_reading(state, &a.column)) {
+                return Err(bad(
+                    "type",
+                    format!(
+                        "{:?} is used by the generated column {user:?}; ALTER TABLE refuses a new type for it",
+                        a.column
+                    ),
+                ));
+            }
             if let Some(data_type) = &a.data_type {
                 let data_type = normalize_type(data_type);
                 let value = match &a.using {
@@ -191,11 +200,25 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
                 if let Some(at) = state.set_defaults.iter().position(|(c, _)| *c == a.column) {
                     let (_, typed) = state.set_defaults.remove(at);
                     let column = state.column_mut(&a.column).expect("checked above");
-                    if let Some(default) = column.default.as_mut() {
+                    // A quoted literal took the column's type when it was set
+                    // (`'none'` on text is `'none'::text`); anything else has a
+                    // type of its own, which the new type coerces silently.
+                    if let Some(default) =
+                        column.default.as_mut().filter(|d| d.trim_start_matches('(').starts_with('\''))
+                    {
                         *default = format!("({default})::{}", without_modifiers(&typed));
                     }
                 }
-                state.column_mut(&a.column).expect("checked above").data_type = data_type;
+                let column = state.column_mut(&a.column).expect("checked above");
+                column.data_type = data_type;
+                // A new type takes its own default collation, as ALTER COLUMN ... TYPE gives it.
+                column.collation = None;
+            }
+            if a.not_null == Some(false) && state.primary_key.contains(&a.column) {
+                return Err(bad(
+                    "notNull",
+                    format!("{:?} is in the primary key, which ALTER TABLE keeps NOT NULL", a.column),
+                ));
             }
             let c = state.column_mut(&a.column).expect("checked above");
             if let Some(not_null) = a.not_null {
@@ -260,6 +283,12 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
             if state.identity.as_ref().is_some_and(|i| i.column == d.name) {
                 return Err(bad("name", format!("column {:?} gets the identity in an earlier change", d.name)));
             }
+            if let Some(user) = generated_reading(state, &d.name) {
+                return Err(bad(
+                    "name",
+                    format!("{:?} is used by the generated column {user:?}; ALTER TABLE refuses to drop it", d.name),
+                ));
+            }
             state.columns.retain(|c| c.name != d.name);
             state.set_defaults.retain(|(c, _)| *c != d.name);
             // As ALTER TABLE drops them with the column.
@@ -289,9 +318,13 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
             let rename =
                 |cols: &mut Vec<String>| cols.iter_mut().filter(|c| **c == r.from).for_each(|c| c.clone_from(&r.to));
             state.column_mut(&r.from).expect("checked above").name.clone_from(&r.to);
-            // A CHECK or an index stays bound to its columns, as ALTER TABLE keeps it.
+            // A CHECK, an index or a generated column stays bound to its
+            // columns, as ALTER TABLE keeps it.
             let renamed = [(r.from.clone(), r.to.clone())];
-            for (_, definition) in state.checks.iter_mut().chain(state.indexes.iter_mut()) {
+            let generated = state.columns.iter_mut().filter_map(|c| c.generated.as_mut());
+            for definition in
+                state.checks.iter_mut().map(|(_, d)| d).chain(state.indexes.iter_mut().map(|(_, d)| d)).chain(generated)
+            {
                 if let Some(rebound) = rebind::rename_columns(definition, &renamed) {
                     *definition = rebound;
                 }
@@ -387,6 +420,15 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
         }
     }
     Ok(Applied { checks, layer })
+}
+
+/// The generated column (other than `column` itself) whose expression reads `column`.
+fn generated_reading(state: &State, column: &str) -> Option<String> {
+    state
+        .columns
+        .iter()
+        .find(|c| c.name != column && c.generated.as_deref().is_some_and(|g| rebind::reads_column(g, column)))
+        .map(|c| c.name.clone())
 }
 
 /// `numeric(12,2)` as `numeric`, `timestamp(3) with time zone` as

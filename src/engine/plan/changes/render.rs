@@ -27,7 +27,14 @@ pub fn create_table(state: &State, source: &TableName, table: &TableName, key: &
             _ => c.data_type.as_str(),
         };
         let mut column = format!("{} {data_type}", ident(&c.name));
-        if let Some(AddIdentity { cache, .. }) = identity {
+        // DSQL takes no per-column COLLATE: said in status.plan.notCarried.
+        if let Some(collation) = c.collation.as_ref().filter(|_| dialect == Dialect::Postgres) {
+            column.push_str(&format!(" COLLATE {collation}"));
+        }
+        if let Some(expr) = &c.generated {
+            // Computed by the new table from the copied values, never copied.
+            column.push_str(&format!(" GENERATED ALWAYS AS ({expr}) STORED"));
+        } else if let Some(AddIdentity { cache, .. }) = identity {
             let cache = cache.unwrap_or(match dialect {
                 Dialect::Dsql => DSQL_DEFAULT_CACHE,
                 Dialect::Postgres => POSTGRES_DEFAULT_CACHE,
