@@ -160,9 +160,11 @@ async fn keys(
 }
 
 /// A check the server cannot run: a syntax error or an unknown name in an
-/// expression of the spec is the spec's fault; anything else is the database's.
+/// expression of the spec is the spec's fault, and so is a value an earlier
+/// change cannot convert (class 22, met reading the rows as that change
+/// leaves them): ALTER TABLE refuses both. Anything else is the database's.
 fn refused(check: &ScanCheck, e: DbError) -> EngineError {
-    if e.sqlstate.as_deref().is_some_and(|s| s.starts_with("42")) {
+    if e.sqlstate.as_deref().is_some_and(|s| s.starts_with("42") || s.starts_with("22")) {
         return InvalidInput::one(&check.field, format!("the server cannot check it: {}", e.message)).into();
     }
     e.into()
