@@ -6,7 +6,7 @@ use super::{Case, check};
 /// A table with a key, a unique constraint, a CHECK, a default, a plain
 /// index, comments and 300 rows; `extra` adds statements (rows that break
 /// a change, say).
-fn orders(extra: &str) -> String {
+pub(super) fn orders(extra: &str) -> String {
     format!(
         "CREATE TABLE t (
             id bigint PRIMARY KEY,

@@ -8,6 +8,7 @@
 
 use super::reference::alter_table;
 use super::truth::{Truth, truth};
+use super::cases::orders;
 use super::{Case, make_table};
 use crate::support::stand_in::{StandIn, credentials_env};
 use crate::support::{run_cli, text};
@@ -98,25 +99,6 @@ async fn check_through_stand_in(case: &Case) {
     }
     let refused_documented = s.refused_documented();
     assert!(refused_documented.is_empty(), "{name}: the stand-in refused what AWS documents: {refused_documented:?}");
-}
-
-/// The table of the PostgreSQL cases, as DSQL can hold it: no COLLATE.
-fn orders(extra: &str) -> String {
-    format!(
-        "CREATE TABLE t (
-            id bigint PRIMARY KEY,
-            code varchar(20) NOT NULL,
-            qty integer,
-            amount numeric(12,4) CHECK (amount >= 0),
-            note text DEFAULT 'n/a',
-            legacy text,
-            CONSTRAINT t_code_key UNIQUE (code)
-         );
-         CREATE INDEX t_note_idx ON t (note);
-         INSERT INTO t SELECT g, 'c' || g, g % 100, g + 0.1234,
-             CASE WHEN g % 10 = 0 THEN NULL ELSE 'note ' || g END, 'old' FROM generate_series(1, 300) g;
-         {extra}"
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
