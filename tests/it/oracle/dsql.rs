@@ -6,9 +6,9 @@
 //! definition. What DSQL cannot carry (the names the swap cannot hand over,
 //! comments) must be listed in `status.plan.notCarried`, never missing.
 
+use super::cases::orders;
 use super::reference::alter_table;
 use super::truth::{Truth, truth};
-use super::cases::orders;
 use super::{Case, make_table};
 use crate::support::stand_in::{StandIn, credentials_env};
 use crate::support::{run_cli, text};
