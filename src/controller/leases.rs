@@ -24,13 +24,21 @@ use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerError;
 use tokio::sync::watch;
 
+use crate::engine::Licence;
+use crate::engine::licence::HeldUntil;
+
 pub use super::lease_terms::LeaseTerms;
 use super::lease_terms::takeable;
 use super::supervisor::Key;
 
-/// The labels of the migrations' Leases: what each replica watches.
-pub const LEASE_LABELS: [(&str, &str); 2] =
-    [("app.kubernetes.io/managed-by", "identity-migrator"), ("migrations.dsql.dev/lease", "migration")];
+/// The label every object of the operator carries.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "identity-migrator");
+/// The label that says which of the operator's Leases an object is:
+/// `migration` (a migration's) or `slots` (an endpoint's slots).
+pub const LABEL_KIND: &str = "migrations.dsql.dev/lease";
+
+/// The labels of the migrations' Leases.
+pub const LEASE_LABELS: [(&str, &str); 2] = [MANAGED_BY, (LABEL_KIND, "migration")];
 
 /// How often the held Leases are looked at (renewed when due) and the
 /// wanted ones looked for in the cache.
@@ -46,8 +54,9 @@ pub fn lease_name(uid: &str) -> String {
     format!("idmig-{uid}")
 }
 
+/// What each replica watches: the migrations' Leases and the endpoints' slots.
 fn selector() -> String {
-    LEASE_LABELS.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    format!("{}={},{LABEL_KIND}", MANAGED_BY.0, MANAGED_BY.1)
 }
 
 /// A migration's Lease as this replica sees it.
@@ -67,7 +76,9 @@ enum Entry {
 
 struct Holding {
     uid: String,
-    tx: watch::Sender<bool>,
+    /// Until when the engine may count on the Lease: moved on by each
+    /// accepted renewal, None once lost.
+    tx: watch::Sender<HeldUntil>,
     /// The Lease's version after this replica's last write: a renewal that
     /// finds another version lost the Lease to another replica.
     version: String,
@@ -175,7 +186,7 @@ impl MigrationLeases {
     /// The Lease's state for the engine when this instance holds it; None
     /// while another replica holds it (it is taken once it lapses, and the
     /// win reported, without a write meanwhile).
-    pub async fn hold(&self, key: &Key, uid: &str) -> Result<Option<watch::Receiver<bool>>, LeaseManagerError> {
+    pub async fn hold(&self, key: &Key, uid: &str) -> Result<Option<Licence>, LeaseManagerError> {
         self.start();
         let mut ready = self.book.ready.subscribe();
         let _ = tokio::time::timeout(Duration::from_secs(5), ready.wait_for(|r| *r)).await;
@@ -184,7 +195,7 @@ impl MigrationLeases {
             match entries.get_mut(key) {
                 Some(Entry::Held(h)) => {
                     h.letting_go = false;
-                    return Ok(Some(h.tx.subscribe()));
+                    return Ok(Some(Licence::new(h.tx.subscribe())));
                 }
                 // A tick is taking it: its win is reported.
                 Some(Entry::Taking { released }) => {
@@ -234,6 +245,11 @@ impl MigrationLeases {
         }
     }
 
+    /// The operator's Leases as its one watch sees them, slot objects included.
+    pub fn store(&self) -> Store<Lease> {
+        self.book.store.clone()
+    }
+
     /// Since when this instance holds the Lease of `key`, if it does.
     pub fn held_since(&self, key: &Key) -> Option<Instant> {
         match self.book.entries.lock().expect("leases lock").get(key) {
@@ -253,7 +269,7 @@ impl MigrationLeases {
         let all: Vec<Entry> = self.book.entries.lock().expect("leases lock").drain().map(|(_, e)| e).collect();
         for entry in all {
             if let Entry::Held(h) = entry {
-                let _ = h.tx.send(false);
+                h.tx.send_replace(None);
                 let _ = tokio::time::timeout(Duration::from_secs(5), self.book.let_go(&h.uid, &h.version)).await;
             }
         }
@@ -262,7 +278,7 @@ impl MigrationLeases {
     /// Deletes the Lease of a deleted migration (best effort).
     pub async fn delete(&self, key: &Key, uid: &str) {
         if let Some(Entry::Held(h)) = self.book.entries.lock().expect("leases lock").remove(key) {
-            let _ = h.tx.send(false);
+            h.tx.send_replace(None);
         }
         if let Err(e) = self.book.api.delete(&lease_name(uid), &DeleteParams::default()).await {
             tracing::debug!(error = %e, "could not delete the migration's lease");
@@ -294,7 +310,7 @@ impl Book {
     fn holding(&self, uid: &str, version: String, sent: Instant) -> Holding {
         Holding {
             uid: uid.to_string(),
-            tx: watch::Sender::new(true),
+            tx: watch::Sender::new(Some(sent + self.terms.held_for())),
             version,
             since: Instant::now(),
             renewed: sent,
@@ -406,7 +422,7 @@ impl Book {
     /// Ends the take of `key` under way with what it came to: held when won
     /// and still wanted (a receiver for the engine), given back when won but
     /// released meanwhile, wanted again when lost.
-    async fn settle(&self, key: &Key, uid: &str, won: Option<Holding>) -> Option<watch::Receiver<bool>> {
+    async fn settle(&self, key: &Key, uid: &str, won: Option<Holding>) -> Option<Licence> {
         let give_back = {
             let mut entries = self.entries.lock().expect("leases lock");
             let wanted = matches!(entries.get(key), Some(Entry::Taking { released: false }));
@@ -415,9 +431,9 @@ impl Book {
             }
             match won {
                 Some(holding) if wanted => {
-                    let rx = holding.tx.subscribe();
+                    let licence = Licence::new(holding.tx.subscribe());
                     entries.insert(key.clone(), Entry::Held(holding));
-                    return Some(rx);
+                    return Some(licence);
                 }
                 Some(holding) => Some(holding.version),
                 None => {
@@ -438,7 +454,7 @@ impl Book {
     fn lose(&self, key: &Key) {
         if let Some(Entry::Held(h)) = self.entries.lock().expect("leases lock").remove(key) {
             tracing::warn!(lease = %lease_name(&h.uid), "lost the migration's lease");
-            h.tx.send_replace(false);
+            h.tx.send_replace(None);
         }
     }
 
@@ -493,6 +509,8 @@ impl Book {
             if let Ok(Ok(Wrote::Done(at))) = &answer {
                 h.version = at.clone();
                 h.renewed = sent;
+                // The engine's deadline moves on only with an accepted renewal.
+                h.tx.send_replace(Some(sent + self.terms.held_for()));
             }
         }
         match answer {

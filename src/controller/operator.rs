@@ -14,7 +14,7 @@ use kube::{Api, Client};
 
 use super::admission::Known;
 use super::kind::MigrationResource;
-use super::leases::{LeaseTerms, MigrationLeases};
+use super::leases::MigrationLeases;
 use super::reconcile::{ReconcileContext, error_policy, reconcile};
 use super::supervisor::Supervisor;
 use super::target::DsqlEndpoints;
@@ -88,13 +88,11 @@ pub async fn run(
         config.lease_grace_seconds,
     )
     .reporting_wins(won.clone());
-    let terms =
-        LeaseTerms { duration_seconds: config.lease_duration_seconds, grace_seconds: config.lease_grace_seconds };
     let slots = TargetSlots::new(
         client.clone(),
         &config.lease_namespace,
         &config.identity,
-        terms,
+        leases.store(),
         config.max_concurrent_per_target,
     );
     let identity: Vec<Controller<IdentityMigration>> = controllers(&client, &config.watch_namespaces, &won);
@@ -182,9 +180,6 @@ async fn run_controllers<K: MigrationResource>(controllers: Vec<Controller<K>>, 
 
 #[cfg(test)]
 mod tests {
-    use super::super::target_slots::lease_race;
-    use kube_lease_manager::LeaseManagerError as E;
-
     #[test]
     fn the_default_concurrency_follows_the_requests() {
         use super::default_concurrency;
@@ -194,14 +189,5 @@ mod tests {
         assert_eq!(default_concurrency(Some(100), Some(1024)), 8, "CPU limits");
         assert_eq!(default_concurrency(Some(1), Some(1)), 1, "never below one");
         assert_eq!(default_concurrency(Some(8000), Some(8192)), 32, "never above 32");
-    }
-
-    #[test]
-    fn the_race_to_create_a_lease_is_ordinary() {
-        assert!(lease_race(&E::LeaseAlreadyExists("idmig-1".into())));
-        let conflict = kube::core::Status::failure("leases \"idmig-1\" already exists", "AlreadyExists").with_code(409);
-        assert!(lease_race(&E::KubeError(kube::Error::Api(conflict.boxed()))));
-        let forbidden = kube::core::Status::failure("forbidden", "Forbidden").with_code(403);
-        assert!(!lease_race(&E::KubeError(kube::Error::Api(forbidden.boxed()))));
     }
 }

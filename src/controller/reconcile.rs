@@ -10,12 +10,12 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Client, ResourceExt};
 use tracing::Instrument;
 
-use super::admission::{Admission, Known, admit};
+use super::admission::{Admission, Known, Turn, admit, table_may_be_absent, turn};
 use super::decide::{Cleanup, Decision, Task, cleanup_for, decide};
 use super::kind::{MigrationResource, MigrationSpec};
 use super::leases::MigrationLeases;
 use super::queue::{failed_for, waits_for_window};
-use super::status_sink::{ResourceSink, publish, write_status};
+use super::status_sink::{ResourceSink, publish, write_status, write_status_at};
 use super::supervisor::{Key, Room, Supervisor};
 use super::target::{DsqlEndpoints, TargetError, connector_for};
 use super::target_slots::TargetSlots;
@@ -27,7 +27,7 @@ use crate::db::Connector;
 use crate::engine::steps::quiesce::{QuiesceError, restore, saved_anywhere};
 use crate::engine::steps::teardown::drop_unfinished_shadow;
 use crate::engine::store::Severity;
-use crate::engine::{Directive, EngineError, Job, Migration};
+use crate::engine::{Directive, EngineError, Job, Licence, Migration};
 use crate::metrics::{Here, Metrics, MigrationLabels};
 
 pub const FINALIZER: &str = "migrations.dsql.dev/shadow-cleanup";
@@ -169,7 +169,22 @@ async fn apply<K: MigrationResource>(obj: Arc<K>, ctx: &ReconcileContext) -> Res
     }
     match decision {
         Decision::Start => {
-            let room = if waits_for_window(obj.spec(), &status, jiff::Timestamp::now()) {
+            // A migration whose turn has not come takes nothing and writes
+            // nothing but its place in line: the cache tells, no Lease needed.
+            if task == Task::None
+                && !ctx.slots.holding(&key)
+                && let Some(endpoint) = status.endpoint.clone()
+                && let Turn::Wait { position } =
+                    turn(obj.as_ref(), &status, ctx.slots.limit, &ctx.known, &key, &endpoint)
+            {
+                ctx.leases.release(&key);
+                queue(obj.as_ref(), status, ctx, endpoint, position).await?;
+                return Ok(Action::requeue(LEASE_POLL));
+            }
+            // A table renamed away is given back at once: ahead of the room
+            // of this replica, the endpoint's slots and the line.
+            let urgent = table_may_be_absent(&status);
+            let room = if urgent || waits_for_window(obj.spec(), &status, jiff::Timestamp::now()) {
                 Room::NotNeeded
             } else {
                 let Some(permit) = ctx.supervisor.try_reserve() else {
@@ -217,12 +232,16 @@ async fn apply<K: MigrationResource>(obj: Arc<K>, ctx: &ReconcileContext) -> Res
                     Err(e) => return Err(e.into()),
                 };
             let endpoint = connector.endpoint();
-            match admit(obj.as_ref(), &status, &ctx.slots, &ctx.known, &key, &endpoint, held).await? {
-                Admission::Run(held) => start(obj, status, ctx, held, room, connector).await?,
+            let uid = obj.uid().unwrap_or_default();
+            let admitted = admit(obj.as_ref(), &uid, &status, &ctx.slots, &ctx.known, &key, &endpoint)
+                .await
+                .map_err(|e| Error::Lease(kube_lease_manager::LeaseManagerError::KubeError(e)))?;
+            match admitted {
+                Admission::Run => start(obj, status, ctx, held, room, connector).await?,
                 Admission::Queued { position } => {
-                    // The room is for migrations that can run; this one waits
-                    // its turn, keeping its Lease so that one replica says so.
-                    drop(room);
+                    // The room and the Lease are for migrations that can run.
+                    drop((room, held));
+                    ctx.leases.release(&key);
                     queue(obj.as_ref(), status, ctx, endpoint, position).await?;
                     return Ok(Action::requeue(LEASE_POLL));
                 }
@@ -334,8 +353,13 @@ async fn queue<K: MigrationResource>(
     if same_ignoring_time(&before, &status) {
         return Ok(());
     }
+    // No Lease is held while in line: written only over the version decided
+    // on, never over what an engine that started meanwhile wrote.
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &Key::of(obj).namespace);
-    write_status(&api, &obj.name_any(), &status).await.map_err(Error::Status)?;
+    let version = obj.meta().resource_version.clone().unwrap_or_default();
+    if !write_status_at(&api, &obj.name_any(), &version, &status).await.map_err(Error::Status)? {
+        return Ok(());
+    }
     if before.queued.is_none() {
         let note =
             format!("waiting for one of the {} slots of {}", ctx.slots.limit, status.endpoint.unwrap_or_default());
@@ -349,7 +373,7 @@ async fn start<K: MigrationResource>(
     obj: Arc<K>,
     mut status: IdentityMigrationStatus,
     ctx: &ReconcileContext,
-    held: tokio::sync::watch::Receiver<bool>,
+    held: Licence,
     room: Room,
     connector: Arc<Connector>,
 ) -> Result<(), Error> {

@@ -10,7 +10,7 @@ use super::kind::MigrationResource;
 use crate::api::IdentityMigrationStatus;
 use crate::engine::error::StoreError;
 use crate::engine::store::Severity;
-use crate::engine::{EngineEvent, StatusSink};
+use crate::engine::{EngineEvent, Licence, StatusSink};
 use crate::metrics::{Here, Metrics, MigrationLabels, MigrationTotals};
 
 pub const FIELD_MANAGER: &str = "identity-migrator";
@@ -30,6 +30,35 @@ pub async fn write_status<K: MigrationResource>(
         value,
     })]);
     api.patch_status(name, &PatchParams::default(), &Patch::<()>::Json(patch)).await.map(|_| ())
+}
+
+/// Writes `status` only if the object is still at `version`: for a replica
+/// that holds no Lease of the migration (one waiting in line), which must
+/// never write over what a running engine wrote meanwhile. False when the
+/// object changed (the next reconcile looks again).
+pub async fn write_status_at<K: MigrationResource>(
+    api: &Api<K>,
+    name: &str,
+    version: &str,
+    status: &IdentityMigrationStatus,
+) -> Result<bool, kube::Error> {
+    use json_patch::jsonptr::PointerBuf;
+    let value = serde_json::to_value(status).expect("status serializes");
+    let patch = json_patch::Patch(vec![
+        json_patch::PatchOperation::Test(json_patch::TestOperation {
+            path: PointerBuf::parse("/metadata/resourceVersion").expect("a valid pointer"),
+            value: serde_json::Value::String(version.to_string()),
+        }),
+        json_patch::PatchOperation::Add(json_patch::AddOperation {
+            path: PointerBuf::parse("/status").expect("a valid pointer"),
+            value,
+        }),
+    ]);
+    match api.patch_status(name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 422 => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Publishes an event about `reference`; a failure is logged, never fatal.
@@ -61,7 +90,7 @@ pub struct ResourceSink<K: MigrationResource> {
     totals: MigrationTotals,
     /// The migration's Lease: nothing is written once it is lost, since the
     /// replica that took it over writes the status from then on.
-    held: Option<tokio::sync::watch::Receiver<bool>>,
+    held: Option<Licence>,
 }
 
 impl<K: MigrationResource> ResourceSink<K> {
@@ -84,7 +113,7 @@ impl<K: MigrationResource> ResourceSink<K> {
     }
 
     /// Writes only while the migration's Lease is held.
-    pub fn while_held(mut self, held: tokio::sync::watch::Receiver<bool>) -> Self {
+    pub fn while_held(mut self, held: Licence) -> Self {
         self.held = Some(held);
         self
     }
@@ -92,7 +121,7 @@ impl<K: MigrationResource> ResourceSink<K> {
 
 impl<K: MigrationResource> StatusSink for ResourceSink<K> {
     async fn save(&mut self, status: &IdentityMigrationStatus) -> Result<(), StoreError> {
-        if self.held.as_ref().is_some_and(|h| !*h.borrow()) {
+        if self.held.as_ref().is_some_and(|h| !h.holds()) {
             return Err("the migration's lease was lost; its new holder writes the status".into());
         }
         let mut status = status.clone();

@@ -1,37 +1,44 @@
-//! The slots of a database endpoint (`maxConcurrentPerTarget`): Leases
-//! `idmig-slot-<endpoint>-<n>` for n below the limit, in the operator's
-//! namespace. A migration runs only while it holds one, so the limit holds
-//! across replicas: the API server lets one holder update a Lease at a time.
+//! The slots of a database endpoint (`maxConcurrentPerTarget`): one Lease
+//! object per endpoint, `idmig-slot-<endpoint>`, in the operator's namespace,
+//! whose annotation lists the migrations that hold a slot, each with the
+//! replica that runs it. A migration runs only while its entry is there.
+//!
+//! An entry costs nothing while held: it counts exactly as long as its
+//! migration's own Lease is held by that replica and has not lapsed, and that
+//! Lease is renewed anyway. So a held slot is never renewed, a dead replica's
+//! slots free themselves when its migration Leases lapse, and the engine's
+//! one deadline (its migration Lease's, see [`crate::engine::Licence`]) ends
+//! before any other replica may count the slot free. Waiting replicas read
+//! the object from the operator's one watch of its Leases: a slot costs API
+//! requests only when it changes hands (one write to take it, one to give it
+//! back). Every write names the version it read, so two replicas never both
+//! take the last slot.
 //! Which waiting migration may try for a slot is [`super::queue`]'s business.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
-use kube_lease_manager::{LeaseManager, LeaseManagerError};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use serde::{Deserialize, Serialize};
 
-use kube_lease_manager::LeaseManagerBuilder;
-
-use super::lease_terms::{LeaseTerms, takeable};
+use super::leases::{LABEL_KIND, MANAGED_BY, lease_name};
 use super::supervisor::Key;
 
-/// How often a try for a slot that looked free looks at the Lease again
-/// while its answer has not come. An acquisition is several round trips
-/// (two writes and a read): on a loaded API server it takes longer than any
-/// fixed wait, and a try given up too early loses every slot it wins, for
-/// ever. So a try ends only when the slot is won, when the Lease shows
-/// another holder, or after the Lease's duration.
-const SLOT_LOOK_AGAIN: Duration = Duration::from_millis(500);
+/// The annotation that lists the holders of an endpoint's slots.
+pub const HOLDERS_ANNOTATION: &str = "migrations.dsql.dev/slot-holders";
+
+/// How many times a take is tried when another replica wrote the object in
+/// between: each try reads the object again.
+const TRIES: usize = 3;
 
 /// Lease names are DNS subdomains of at most 253 characters.
 const MAX_ENDPOINT_IN_NAME: usize = 200;
 
-/// The Lease of slot `n` of `endpoint`, readable in `kubectl get lease`.
-pub fn slot_name(endpoint: &str, n: usize) -> String {
+/// The slot object of `endpoint`, readable in `kubectl get lease`.
+pub fn slot_name(endpoint: &str) -> String {
     let mut cleaned: String = endpoint
         .to_ascii_lowercase()
         .chars()
@@ -39,232 +46,278 @@ pub fn slot_name(endpoint: &str, n: usize) -> String {
         .collect();
     cleaned.truncate(MAX_ENDPOINT_IN_NAME);
     let cleaned = cleaned.trim_matches(|c| c == '-' || c == '.');
-    format!("idmig-slot-{cleaned}-{n}")
+    format!("idmig-slot-{cleaned}")
 }
 
-/// Whether the Lease names a holder, and not `identity`.
-fn holder_other_than(lease: Option<&Lease>, identity: &str) -> bool {
-    let holder = lease.and_then(|l| l.spec.as_ref()).and_then(|s| s.holder_identity.as_deref()).unwrap_or("");
-    !holder.is_empty() && holder != identity
+/// One held slot: the migration (by uid) and the replica that runs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotHolder {
+    pub uid: String,
+    pub replica: String,
 }
 
-struct Held {
-    lease: String,
-    held: watch::Receiver<bool>,
-    task: JoinHandle<Result<LeaseManager, LeaseManagerError>>,
+/// The holders an object lists; an unreadable annotation lists none (its
+/// entries then count only once rewritten, which a take does).
+pub fn holders_of(lease: Option<&Lease>) -> Vec<SlotHolder> {
+    lease
+        .and_then(|l| l.metadata.annotations.as_ref())
+        .and_then(|a| a.get(HOLDERS_ANNOTATION))
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default()
+}
+
+/// Whether `replica` holds the migration Lease `lease` at `now`: a slot entry
+/// counts exactly that long. Pure.
+pub fn lease_held_by(lease: Option<&Lease>, replica: &str, now: jiff::Timestamp) -> bool {
+    let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else { return false };
+    if spec.holder_identity.as_deref() != Some(replica) {
+        return false;
+    }
+    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0);
+    let lasts = i64::from(spec.lease_duration_seconds.unwrap_or(0));
+    renewed.is_some_and(|at| now <= at + jiff::SignedDuration::from_secs(lasts))
+}
+
+/// What a take decides from what it read. Pure.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TakePlan {
+    /// The entry is there already.
+    Held,
+    /// Every slot is held by a live entry.
+    Full,
+    /// Write these holders (the live ones and `me`), replacing the stale ones.
+    Write(Vec<SlotHolder>),
+    /// These entries look stale in the cache, which may lag: read their
+    /// migration Leases from the server before writing them away.
+    Confirm(Vec<SlotHolder>),
+}
+
+/// Decides a take for `me` among `holders`, `live` telling which entries
+/// count; `confirmed` when the stale ones were read from the server. Pure.
+pub fn plan_take(
+    me: &SlotHolder,
+    holders: &[SlotHolder],
+    live: impl Fn(&SlotHolder) -> bool,
+    limit: usize,
+    confirmed: bool,
+) -> TakePlan {
+    if holders.contains(me) {
+        return TakePlan::Held;
+    }
+    let (alive, stale): (Vec<SlotHolder>, Vec<SlotHolder>) =
+        holders.iter().filter(|h| h.uid != me.uid).cloned().partition(|h| live(h));
+    if alive.len() >= limit {
+        return TakePlan::Full;
+    }
+    if !stale.is_empty() && !confirmed {
+        return TakePlan::Confirm(stale);
+    }
+    let mut next = alive;
+    next.push(me.clone());
+    TakePlan::Write(next)
 }
 
 pub struct TargetSlots {
-    client: Client,
+    api: Api<Lease>,
     namespace: String,
-    /// This replica's identity (the pod name).
+    /// This replica's identity (the pod name), as in the migration Leases.
     replica: String,
-    terms: LeaseTerms,
+    /// The operator's Leases, slot objects included, from its one watch.
+    store: Store<Lease>,
     /// Migrations that run against one endpoint at once; 0 for no limit.
     pub limit: usize,
-    held: Mutex<HashMap<Key, Held>>,
+    /// The slot object each migration holds an entry in, on this replica.
+    held: Mutex<HashMap<Key, (String, SlotHolder)>>,
+    /// Releases under way, awaited at shutdown.
+    releasing: Arc<Mutex<tokio::task::JoinSet<()>>>,
 }
 
 impl TargetSlots {
-    pub fn new(client: Client, namespace: &str, replica: &str, terms: LeaseTerms, limit: usize) -> Self {
+    pub fn new(client: Client, namespace: &str, replica: &str, store: Store<Lease>, limit: usize) -> Self {
         Self {
-            client,
+            api: Api::namespaced(client, namespace),
             namespace: namespace.to_string(),
             replica: replica.to_string(),
-            terms,
+            store,
             limit,
             held: Mutex::new(HashMap::new()),
+            releasing: Arc::default(),
         }
     }
 
-    /// The slot `key` holds on this replica, while held.
-    pub fn holding(&self, key: &Key) -> Option<watch::Receiver<bool>> {
-        let held = self.held.lock().expect("slots lock");
-        held.get(key).filter(|h| *h.held.borrow() && !h.task.is_finished()).map(|h| h.held.clone())
+    /// Whether `key` holds a slot through this replica.
+    pub fn holding(&self, key: &Key) -> bool {
+        self.held.lock().expect("slots lock").contains_key(key)
     }
 
-    /// The slot Lease `key` holds, for logs and status.
+    /// The slot object `key` holds an entry in, for logs.
     pub fn lease_of(&self, key: &Key) -> Option<String> {
-        self.held.lock().expect("slots lock").get(key).map(|h| h.lease.clone())
+        self.held.lock().expect("slots lock").get(key).map(|(name, _)| name.clone())
     }
 
-    /// Takes a free slot of `endpoint` for `key`, or None when every slot is held.
-    pub async fn take(&self, key: &Key, endpoint: &str) -> Result<Option<watch::Receiver<bool>>, LeaseManagerError> {
-        if let Some(held) = self.holding(key) {
-            return Ok(Some(held));
+    fn cached(&self, name: &str) -> Option<Arc<Lease>> {
+        self.store.get(&ObjectRef::new(name).within(&self.namespace))
+    }
+
+    /// Takes a slot of `endpoint` for `key` (migration `uid`, whose Lease this
+    /// replica holds). False when every slot is held.
+    pub async fn take(&self, key: &Key, uid: &str, endpoint: &str) -> Result<bool, kube::Error> {
+        if self.holding(key) {
+            return Ok(true);
         }
-        self.release(key);
-        let identity = format!("{key}@{}", self.replica);
-        let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
-        for n in 0..self.limit {
-            let name = slot_name(endpoint, n);
-            let lease = api.get_opt(&name).await.map_err(LeaseManagerError::KubeError)?;
-            if !takeable(lease.as_ref(), &identity, jiff::Timestamp::now()) {
-                continue;
-            }
-            let manager = lease_manager(&self.client, &self.namespace, &name, &identity, self.terms).await?;
-            let (held, task) = watch_with_expiry(manager, Duration::from_secs(self.terms.grace_seconds));
-            let mut first = held.clone();
-            let give_up = std::time::Instant::now() + Duration::from_secs(self.terms.duration_seconds);
-            loop {
-                if tokio::time::timeout(SLOT_LOOK_AGAIN, first.wait_for(|h| *h)).await.is_ok()
-                    || std::time::Instant::now() > give_up
-                {
-                    break;
+        let name = slot_name(endpoint);
+        let me = SlotHolder { uid: uid.to_string(), replica: self.replica.clone() };
+        let mut seen: Option<Lease> = self.cached(&name).map(|l| l.as_ref().clone());
+        for _ in 0..TRIES {
+            let holders = holders_of(seen.as_ref());
+            let now = jiff::Timestamp::now();
+            let in_cache = |h: &SlotHolder| lease_held_by(self.cached(&lease_name(&h.uid)).as_deref(), &h.replica, now);
+            let mut plan = plan_take(&me, &holders, in_cache, self.limit, false);
+            if let TakePlan::Confirm(stale) = &plan {
+                let mut alive_now = Vec::new();
+                for h in stale {
+                    let lease = self.api.get_opt(&lease_name(&h.uid)).await?;
+                    if lease_held_by(lease.as_ref(), &h.replica, jiff::Timestamp::now()) {
+                        alive_now.push(h.clone());
+                    }
                 }
-                let now = api.get_opt(&name).await.map_err(LeaseManagerError::KubeError)?;
-                if holder_other_than(now.as_ref(), &identity) {
-                    break;
+                let live = |h: &SlotHolder| in_cache(h) || alive_now.contains(h);
+                plan = plan_take(&me, &holders, live, self.limit, true);
+            }
+            let next = match plan {
+                TakePlan::Held => {
+                    self.note_held(key, &name, me);
+                    return Ok(true);
                 }
-            }
-            if *held.borrow() {
-                tracing::debug!(lease = %name, "took a slot of the endpoint");
-                self.held
-                    .lock()
-                    .expect("slots lock")
-                    .insert(key.clone(), Held { lease: name, held: held.clone(), task });
-                return Ok(Some(held));
-            }
-            // Another replica took it first: dropping the receiver ends the contention.
-        }
-        Ok(None)
-    }
-
-    /// Gives the slot of `key` back once its engine (which holds a receiver) ended.
-    pub fn release(&self, key: &Key) {
-        self.held.lock().expect("slots lock").remove(key);
-    }
-
-    /// Releases every slot (shutdown) and waits for the releases.
-    pub async fn release_all(&self) {
-        let all: Vec<Held> = self.held.lock().expect("slots lock").drain().map(|(_, h)| h).collect();
-        for Held { held, task, .. } in all {
-            drop(held);
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
-    }
-}
-
-/// True while both `a` and `b` are: the engine's licence to change anything
-/// is its migration's Lease and its endpoint slot together.
-pub fn both(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(*a.borrow() && *b.borrow());
-    tokio::spawn(async move {
-        loop {
-            let gone = tokio::select! {
-                r = a.changed() => r.is_err(),
-                r = b.changed() => r.is_err(),
-                () = tx.closed() => return,
+                TakePlan::Full => return Ok(false),
+                TakePlan::Write(next) => next,
+                TakePlan::Confirm(_) => unreachable!("confirmed above"),
             };
-            let now = !gone && *a.borrow() && *b.borrow();
-            if tx.send(now).is_err() || gone {
-                return;
+            match self.write(&name, seen.as_ref(), &next).await? {
+                true => {
+                    tracing::debug!(lease = %name, "took a slot of the endpoint");
+                    self.note_held(key, &name, me);
+                    return Ok(true);
+                }
+                // Written by another replica in between: read it again.
+                false => seen = self.api.get_opt(&name).await?,
             }
         }
-    });
-    rx
-}
+        Ok(false)
+    }
 
-/// Like `LeaseManager::watch`, with a local expiry. A holder cut off from
-/// the API server cannot renew, and cannot learn that it lost the Lease. It
-/// renews `grace` before the Lease lapses, so once every call has failed for
-/// `grace` another replica may take it: the holder says it lost it and stops
-/// contending (its engine stops; a later reconcile contends afresh).
-/// Otherwise the state follows the manager's, and dropping every receiver
-/// releases the Lease.
-pub fn watch_with_expiry(
-    manager: LeaseManager,
-    grace: Duration,
-) -> (watch::Receiver<bool>, JoinHandle<Result<LeaseManager, LeaseManagerError>>) {
-    let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(async move {
-        let mut failing_since: Option<std::time::Instant> = None;
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            tokio::select! {
-                biased;
-                () = tx.closed() => return manager.release().await.map(|()| manager),
-                changed = manager.changed() => match changed {
-                    Ok(state) => {
-                        failing_since = None;
-                        backoff = Duration::from_millis(100);
-                        if tx.send(state).is_err() {
-                            return manager.release().await.map(|()| manager);
-                        }
-                    }
+    fn note_held(&self, key: &Key, name: &str, me: SlotHolder) {
+        self.held.lock().expect("slots lock").insert(key.clone(), (name.to_string(), me));
+    }
+
+    /// Writes `holders` over the version `seen` (creating the object when
+    /// there was none). False when another replica wrote first.
+    async fn write(&self, name: &str, seen: Option<&Lease>, holders: &[SlotHolder]) -> Result<bool, kube::Error> {
+        write_holders(&self.api, &self.namespace, name, seen, holders).await
+    }
+
+    /// Gives the slot of `key` back: its entry is written out in the
+    /// background. Should that write fail, the entry still stops counting
+    /// once the migration's Lease is given up or lapses.
+    pub fn release(&self, key: &Key) {
+        let Some((name, me)) = self.held.lock().expect("slots lock").remove(key) else { return };
+        let (api, namespace) = (self.api.clone(), self.namespace.clone());
+        self.releasing.lock().expect("slots lock").spawn(async move {
+            for _ in 0..TRIES {
+                let seen = match api.get_opt(&name).await {
+                    Ok(seen) => seen,
                     Err(e) => {
-                        let since = *failing_since.get_or_insert_with(std::time::Instant::now);
-                        if *tx.borrow() && since.elapsed() >= grace {
-                            tracing::warn!(error = %e, "the Lease could not be renewed before it lapses; \
-                                taking it as lost");
-                            let _ = tx.send(false);
-                            return Err(e);
-                        }
-                        tracing::debug!(error = %e, "the Lease could not be renewed; trying again");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        tracing::debug!(error = %e, lease = %name, "could not read the slots to give one back");
+                        return;
+                    }
+                };
+                let holders = holders_of(seen.as_ref());
+                if !holders.contains(&me) {
+                    return;
+                }
+                let rest: Vec<SlotHolder> = holders.into_iter().filter(|h| *h != me).collect();
+                match write_holders(&api, &namespace, &name, seen.as_ref(), &rest).await {
+                    Ok(true) => return,
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::debug!(error = %e, lease = %name, "could not give the slot back; it frees itself");
+                        return;
                     }
                 }
             }
+        });
+    }
+
+    /// Releases every slot (shutdown) and waits for the writes.
+    pub async fn release_all(&self) {
+        let keys: Vec<Key> = self.held.lock().expect("slots lock").keys().cloned().collect();
+        for key in keys {
+            self.release(&key);
         }
-    });
-    (rx, task)
+        let mut writes = std::mem::take(&mut *self.releasing.lock().expect("slots lock"));
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while writes.join_next().await.is_some() {}
+        })
+        .await;
+    }
 }
 
-/// A manager of Lease `name` for `identity`. Replicas reconciling a new
-/// migration together race to create its Lease: the losers get 409
-/// (AlreadyExists or a conflict), the ordinary outcome of that race, and try again.
-pub async fn lease_manager(
-    client: &Client,
+fn slot_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()), (LABEL_KIND.to_string(), "slots".into())])
+}
+
+/// Writes the holders of slot object `name` over the version `seen`, or
+/// creates it. False on a conflict (409): another replica wrote first.
+async fn write_holders(
+    api: &Api<Lease>,
     namespace: &str,
     name: &str,
-    identity: &str,
-    terms: LeaseTerms,
-) -> Result<LeaseManager, LeaseManagerError> {
-    let mut delay = Duration::from_millis(50);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let built = LeaseManagerBuilder::new(client.clone(), name)
-            .with_namespace(namespace)
-            .with_identity(identity)
-            .with_duration(terms.duration_seconds)
-            .with_grace(terms.grace_seconds)
-            .build()
-            .await;
-        match built {
-            Err(e) if lease_race(&e) && attempt < 10 => {
-                tracing::debug!(error = %e, attempt, lease = name, "another replica created the lease first; trying again");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            other => return other,
+    seen: Option<&Lease>,
+    holders: &[SlotHolder],
+) -> Result<bool, kube::Error> {
+    let json = serde_json::to_string(holders).expect("holders serialize");
+    let result = match seen {
+        Some(lease) => {
+            let patch = serde_json::json!({
+                "metadata": {
+                    "resourceVersion": lease.metadata.resource_version,
+                    "annotations": {HOLDERS_ANNOTATION: json},
+                },
+            });
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
         }
-    }
-}
-
-/// A create race or an update conflict on a Lease (HTTP 409).
-pub fn lease_race(e: &LeaseManagerError) -> bool {
-    use kube_lease_manager::LeaseManagerError as E;
-    match e {
-        E::LeaseAlreadyExists(_) => true,
-        E::KubeError(kube::Error::Api(status)) => status.code == 409,
-        _ => false,
+        None => {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(name.to_string()),
+                    namespace: Some(namespace.to_string()),
+                    labels: Some(slot_labels()),
+                    annotations: Some(BTreeMap::from([(HOLDERS_ANNOTATION.to_string(), json)])),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec::default()),
+            };
+            api.create(&PostParams::default(), &lease).await.map(|_| ())
+        }
+    };
+    match result {
+        Ok(()) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::coordination::v1::LeaseSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
     #[test]
     fn slot_names_are_valid_lease_names_that_show_the_endpoint() {
-        assert_eq!(slot_name("DB.example.com:5432", 0), "idmig-slot-db.example.com-5432-0");
-        assert_eq!(slot_name("/var/run/postgresql:5432", 3), "idmig-slot-var-run-postgresql-5432-3");
+        assert_eq!(slot_name("DB.example.com:5432"), "idmig-slot-db.example.com-5432");
+        assert_eq!(slot_name("/var/run/postgresql:5432"), "idmig-slot-var-run-postgresql-5432");
         let long = format!("{}.on.aws:5432", "a".repeat(300));
-        assert!(slot_name(&long, 1).len() <= 253);
+        assert!(slot_name(&long).len() <= 253);
     }
 
     fn lease(holder: &str, renewed_secs_ago: i64, lasts: i32, now: jiff::Timestamp) -> Lease {
@@ -280,38 +333,46 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_is_free_when_missing_unheld_lapsed_or_ours() {
+    fn an_entry_counts_exactly_while_its_replica_holds_the_migration_lease() {
         let now = jiff::Timestamp::now();
-        assert!(takeable(None, "me", now));
-        assert!(takeable(Some(&Lease::default()), "me", now));
-        assert!(takeable(Some(&lease("", 1, 15, now)), "me", now));
-        assert!(!takeable(Some(&lease("other", 1, 15, now)), "me", now), "held and renewed");
-        assert!(takeable(Some(&lease("other", 20, 15, now)), "me", now), "lapsed");
-        assert!(takeable(Some(&lease("me", 1, 15, now)), "me", now));
+        assert!(lease_held_by(Some(&lease("r1", 1, 15, now)), "r1", now));
+        assert!(!lease_held_by(Some(&lease("r1", 20, 15, now)), "r1", now), "lapsed: the replica died");
+        assert!(!lease_held_by(Some(&lease("r2", 1, 15, now)), "r1", now), "taken over by another replica");
+        assert!(!lease_held_by(Some(&lease("", 1, 15, now)), "r1", now), "given up");
+        assert!(!lease_held_by(None, "r1", now), "the migration is gone");
+    }
+
+    fn h(uid: &str, replica: &str) -> SlotHolder {
+        SlotHolder { uid: uid.into(), replica: replica.into() }
     }
 
     #[test]
-    fn a_try_ends_as_lost_only_when_another_holds_the_lease() {
-        let now = jiff::Timestamp::now();
-        assert!(holder_other_than(Some(&lease("other", 1, 15, now)), "me"));
-        assert!(!holder_other_than(Some(&lease("me", 1, 15, now)), "me"), "ours: the answer is on its way");
-        assert!(!holder_other_than(Some(&lease("", 1, 15, now)), "me"), "free: not lost yet");
-        assert!(!holder_other_than(None, "me"));
+    fn a_take_never_exceeds_the_limit_and_confirms_stale_entries_before_writing_them_away() {
+        let me = h("m", "r1");
+        let holders = vec![h("a", "r1"), h("b", "r2")];
+        let all_live = |_: &SlotHolder| true;
+        assert_eq!(plan_take(&me, &holders, all_live, 2, false), TakePlan::Full);
+        assert_eq!(
+            plan_take(&me, &holders, all_live, 3, false),
+            TakePlan::Write(vec![h("a", "r1"), h("b", "r2"), me.clone()])
+        );
+        let b_dead = |x: &SlotHolder| x.uid != "b";
+        assert_eq!(plan_take(&me, &holders, b_dead, 2, false), TakePlan::Confirm(vec![h("b", "r2")]));
+        assert_eq!(plan_take(&me, &holders, b_dead, 2, true), TakePlan::Write(vec![h("a", "r1"), me.clone()]));
+        assert_eq!(plan_take(&me, &[h("m", "r1")], all_live, 1, false), TakePlan::Held);
+        // The same migration's entry from a replica that held it before is replaced, never counted twice.
+        assert_eq!(plan_take(&me, &[h("m", "r0")], all_live, 1, false), TakePlan::Write(vec![me.clone()]));
+        assert_eq!(plan_take(&me, &[], all_live, 1, false), TakePlan::Write(vec![me]));
     }
 
-    #[tokio::test]
-    async fn both_is_true_only_while_both_are_and_false_once_either_ends() {
-        let (a_tx, a) = watch::channel(true);
-        let (b_tx, b) = watch::channel(false);
-        let mut joined = both(a, b);
-        assert!(!*joined.borrow());
-        b_tx.send(true).unwrap();
-        joined.wait_for(|v| *v).await.unwrap();
-        a_tx.send(false).unwrap();
-        joined.wait_for(|v| !*v).await.unwrap();
-        a_tx.send(true).unwrap();
-        joined.wait_for(|v| *v).await.unwrap();
-        drop(b_tx);
-        joined.wait_for(|v| !*v).await.unwrap();
+    #[test]
+    fn an_unreadable_annotation_lists_nobody() {
+        let mut lease = Lease::default();
+        assert!(holders_of(Some(&lease)).is_empty());
+        lease.metadata.annotations = Some(BTreeMap::from([(HOLDERS_ANNOTATION.to_string(), "not json".into())]));
+        assert!(holders_of(Some(&lease)).is_empty());
+        let listed = serde_json::to_string(&[h("a", "r1")]).unwrap();
+        lease.metadata.annotations = Some(BTreeMap::from([(HOLDERS_ANNOTATION.to_string(), listed)]));
+        assert_eq!(holders_of(Some(&lease)), vec![h("a", "r1")]);
     }
 }

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::watch;
 
 use super::error::EngineError;
+use super::licence::Licence;
 use crate::db::Dialect;
 use crate::db::{Connector, RetryCounter, RetryPolicy, Session};
 use crate::engine::plan::changes::reshape::Reshape;
@@ -28,8 +29,8 @@ pub struct Job {
     pub approved: bool,
     /// How to quiesce workloads; only the operator has it.
     pub workloads: Option<Arc<dyn Workloads>>,
-    /// The migration's Lease in the operator: false once lost.
-    pub leading: Option<watch::Receiver<bool>>,
+    /// The migration's Lease in the operator: its deadline, read before every change.
+    pub leading: Option<Licence>,
     /// An approved cut-over whose window is closed: the engine keeps the
     /// shadow in step with one re-sync pass this often until the window
     /// opens (the operator). None: it stops, and resumes once it opens (`run`).
@@ -84,11 +85,23 @@ impl Job {
         }
     }
 
+    /// Called before giving a table name back: only the claim counts. A
+    /// Lease lost inside the window must not leave the name absent until
+    /// another replica takes over, and while this engine holds the claim no
+    /// other engine can touch the table, so it gives the name back first.
+    pub async fn before_put_back(&self) -> Result<(), EngineError> {
+        let claim = self.claim.lock().expect("claim lock").clone();
+        match claim {
+            Some(claim) => Ok(claim.check().await?),
+            None => Ok(()),
+        }
+    }
+
     /// Whether the operator lost the migration's Lease: another replica may
     /// run it now, so this engine stops before its next change of any kind
     /// (batches included) and writes no status.
     pub fn lease_lost(&self) -> bool {
-        self.leading.as_ref().is_some_and(|held| !*held.borrow())
+        self.leading.as_ref().is_some_and(|held| !held.holds())
     }
 
     /// Whether this engine may still write rows: its Lease (in the operator)
@@ -224,11 +237,11 @@ mod tests {
     async fn an_engine_whose_operator_lost_the_lease_stops_before_its_next_change() {
         let settings = validate_spec(&spec_for("post_tag"), TargetSource::Spec).unwrap();
         let target = DatabaseTarget::Postgres(parse_postgres_url("postgres://u@127.0.0.1/db").unwrap());
-        let (lease, leading) = watch::channel(true);
+        let (lease, leading) = Licence::channel(Some(std::time::Instant::now() + std::time::Duration::from_secs(60)));
         let job = Job { leading: Some(leading), ..Job::new(settings, Connector::new(target, None).unwrap()) };
         job.before_change().await.unwrap();
         assert!(!job.lease_lost());
-        lease.send(false).unwrap();
+        lease.send(None).unwrap();
         let err = job.before_change().await.unwrap_err();
         // Not taken back: another replica may hold the Lease now.
         assert!(!err.lost_claim(), "{err}");

@@ -17,6 +17,7 @@
 pub mod error;
 pub mod failpoint;
 pub mod job;
+pub mod licence;
 pub mod migration;
 pub mod plan;
 pub mod status_keeper;
@@ -25,6 +26,7 @@ pub mod store;
 
 pub use error::{CheckFailed, EngineError};
 pub use job::{Control, Directive, Job, Outcome};
+pub use licence::Licence;
 pub use migration::Migration;
 pub use store::{EngineEvent, FileStore, StatusSink};
 

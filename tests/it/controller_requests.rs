@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use http::{Request, Response};
-use identity_migrator::api::{IdentityMigration, IdentityMigrationSpec, IdentityMigrationStatus, Phase};
-use identity_migrator::controller::leases::{LeaseTerms, MigrationLeases};
+use identity_migrator::api::{IdentityMigration, IdentityMigrationSpec, IdentityMigrationStatus, Phase, QueuedStatus};
+use identity_migrator::controller::admission::Known;
+use identity_migrator::controller::leases::MigrationLeases;
 use identity_migrator::controller::reconcile::{FINALIZER, ReconcileContext, reconcile};
 use identity_migrator::controller::supervisor::Supervisor;
 use identity_migrator::controller::target_slots::TargetSlots;
@@ -53,22 +54,23 @@ impl Fixture {
 }
 
 fn context() -> (Arc<ReconcileContext>, ApiHandle) {
+    context_limited(0, Known::default())
+}
+
+/// A context whose endpoints take `limit` migrations at once, with `known`
+/// as the migrations this replica's cache shows.
+fn context_limited(limit: usize, known: Known) -> (Arc<ReconcileContext>, ApiHandle) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
     let recorder = Recorder::new(
         client.clone(),
         Reporter { controller: "identity-migrator".into(), instance: Some("test".into()) },
     );
+    let leases = MigrationLeases::new(client.clone(), "identity-migrator", "test", 3, 1);
     let ctx = ReconcileContext {
-        leases: MigrationLeases::new(client.clone(), "identity-migrator", "test", 3, 1),
-        slots: TargetSlots::new(
-            client.clone(),
-            "identity-migrator",
-            "test",
-            LeaseTerms { duration_seconds: 3, grace_seconds: 1 },
-            0,
-        ),
-        known: Default::default(),
+        slots: TargetSlots::new(client.clone(), "identity-migrator", "test", leases.store(), limit),
+        leases,
+        known,
         client,
         supervisor: Supervisor::new(1),
         metrics: Metrics::default(),
@@ -170,4 +172,77 @@ async fn deleting_a_completed_migration_only_removes_its_lease_and_the_finalizer
         "unexpected request: {:?}",
         next.ok().flatten().map(|(r, _)| r.uri().clone())
     );
+}
+
+/// One older migration that copies against `db:5432`, in the cache.
+fn line_ahead() -> Known {
+    let mut older = Fixture::migration(json!({})).finalized().in_phase(Phase::Copying).0;
+    older.metadata.name = Some("older".into());
+    older.metadata.uid = Some("uid-0".into());
+    older.metadata.creation_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2026-12-01T00:00:00Z".parse().unwrap()));
+    older.status.as_mut().unwrap().endpoint = Some("db:5432".into());
+    let (store, mut writer) = kube::runtime::reflector::store();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(older));
+    Known { identity: vec![store], table: vec![] }
+}
+
+fn waiting_in_line(queued: Option<QueuedStatus>) -> IdentityMigration {
+    let mut m = Fixture::migration(json!({})).finalized().in_phase(Phase::Pending).0;
+    m.metadata.creation_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2026-12-02T00:00:00Z".parse().unwrap()));
+    let status = m.status.as_mut().unwrap();
+    status.endpoint = Some("db:5432".into());
+    status.queued = queued;
+    m
+}
+
+/// Nothing more is asked of the API server within a moment.
+async fn assert_silent(api: &mut ApiHandle) {
+    let next = tokio::time::timeout(std::time::Duration::from_millis(300), api.next_request()).await;
+    assert!(
+        matches!(next, Err(_) | Ok(None)),
+        "unexpected request: {:?}",
+        next.ok().flatten().map(|(r, _)| (r.method().clone(), r.uri().clone()))
+    );
+}
+
+#[tokio::test]
+async fn a_migration_that_waits_its_turn_writes_nothing_and_takes_no_lease() {
+    let (ctx, mut api) = context_limited(1, line_ahead());
+    let place = QueuedStatus { position: 1, limit: 1, since: Some(identity_migrator::api::now()) };
+    let mut object = waiting_in_line(Some(place));
+    let conditions = {
+        let mut status = object.status.clone().unwrap();
+        identity_migrator::api::conditions::refresh_conditions(&mut status, false, &identity_migrator::api::now());
+        status.conditions
+    };
+    object.status.as_mut().unwrap().conditions = conditions;
+    let action = reconcile(Arc::new(object), ctx).await.expect("reconcile");
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(identity_migrator::controller::reconcile::LEASE_POLL)
+    );
+    // No Lease read, taken or renewed, no slot, no status: it already says where it waits.
+    assert_silent(&mut api).await;
+}
+
+#[tokio::test]
+async fn a_migration_that_joins_the_line_writes_its_place_only_over_the_version_it_read() {
+    let (ctx, mut api) = context_limited(1, line_ahead());
+    let object = waiting_in_line(None);
+    let reply = serde_json::to_value(&object).unwrap();
+    let server = tokio::spawn(async move {
+        let patch = expect(&mut api, "PATCH", &format!("{OBJECT}/status"), reply).await;
+        assert_eq!(patch[0], json!({"op": "test", "path": "/metadata/resourceVersion", "value": "7"}));
+        assert_eq!(patch[1]["path"], "/status");
+        assert_eq!(patch[1]["value"]["queued"]["position"], 1);
+        assert_eq!(patch[1]["value"]["queued"]["limit"], 1);
+        let event = expect(&mut api, "POST", "/apis/events.k8s.io/v1/namespaces/blog/events", json!({})).await;
+        assert_eq!(event["reason"], "Queued");
+        api
+    });
+    reconcile(Arc::new(object), ctx).await.expect("reconcile");
+    let mut api = server.await.unwrap();
+    assert_silent(&mut api).await;
 }

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use crate::support::fake_api::FakeApi;
 use crate::support::operator::{
-    NS, Operator, busy_tables, condition, create_migration, create_url_secret, lease_holder, phase, wait_for,
+    NS, Operator, busy_tables, condition, create_migration, create_url_secret, lease_holder, live_slot_holders, phase,
+    wait_for,
 };
 use crate::support::{PostTag, TestDb};
 
@@ -53,6 +54,8 @@ async fn migrations_on_one_endpoint_wait_their_turn_in_creation_order_across_rep
         let objects: Vec<Value> = (1..=N).map(|i| get(&api, &format!("q{i}"))).collect();
         most_working = most_working.max(objects.iter().filter(|o| working(o)).count());
         most_busy = most_busy.max(busy_tables(&db.client, "q").await.len());
+        let holders = live_slot_holders(&api, "127.0.0.1-5432");
+        assert!(holders.len() <= 2, "more slots held than the limit: {holders:?}");
         for (i, o) in objects.iter().enumerate() {
             if ready_reason(o) == "Queued" {
                 let message = condition(o, "Ready").unwrap()["message"].as_str().unwrap().to_string();
@@ -92,11 +95,15 @@ async fn migrations_on_one_endpoint_wait_their_turn_in_creation_order_across_rep
         assert!(o["status"]["queued"].is_null(), "no longer queued");
         assert_eq!(&db.fingerprint(&format!("public.q{}", i + 1), "id").await, fingerprint);
     }
-    // The two slots are Leases anyone can list; there is no third.
-    let slot = |n: usize| {
-        api.get("coordination.k8s.io/v1", "leases", "identity-migrator", &format!("idmig-slot-127.0.0.1-5432-{n}"))
-    };
-    assert!(slot(0).is_some() && slot(1).is_some() && slot(2).is_none());
+    // The slots are one Lease object anyone can list; once every engine
+    // ended, no entry in it counts.
+    let slots = api.get("coordination.k8s.io/v1", "leases", "identity-migrator", "idmig-slot-127.0.0.1-5432");
+    assert!(slots.is_some_and(|s| s["metadata"]["labels"]["migrations.dsql.dev/lease"] == "slots"));
+    let released = Instant::now() + Duration::from_secs(30);
+    while !live_slot_holders(&api, "127.0.0.1-5432").is_empty() {
+        assert!(Instant::now() < released, "slots still held: {:?}", live_slot_holders(&api, "127.0.0.1-5432"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let events: Vec<String> = api.events_for(NS, "q6").into_iter().map(|(_, r, _)| r).collect();
     assert!(events.contains(&"Queued".to_string()), "{events:?}");
 }

@@ -172,10 +172,15 @@ async fn fleet_load() {
     let bin = std::env::var("IDMIG_BIN").expect("IDMIG_BIN: the identity-migrator binary to run as replicas");
     println!("API load: three replicas, room for 8 each, {LEASE_SECONDS} s Leases; requests over {WINDOW:?}");
     println!(
-        "| migrations | running | requests/s | per replica | Lease requests/s | Lease per running | status writes/s |"
+        "| endpoint limit | migrations | running | requests/s | per replica | Lease requests/s | Lease per running | status writes/s |"
     );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for count in [6usize, 24, 96] {
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    // The default a user gets (4 at once against one endpoint, so most wait
+    // in line), then no limit (24 run).
+    let limits: [(&str, Option<&str>, usize); 2] = [("default (4)", None, 4), ("none", Some("0"), 24)];
+    for (count, (label, per_target, runs)) in
+        limits.iter().flat_map(|l| [6usize, 24, 96].into_iter().map(move |c| (c, *l)))
+    {
         let db = TestDb::new(&format!("fleet_load_{count}")).await;
         let api = FakeApi::new();
         create_url_secret(&api, "db", &db.url).await;
@@ -184,13 +189,15 @@ async fn fleet_load() {
         }
         let mut replicas = Replicas::serve(&api, &bin, None).await;
         for n in ["pod-a", "pod-b", "pod-c"] {
-            replicas.start(n, LEASE_SECONDS, &[("MAX_CONCURRENT_MIGRATIONS", "8"), ("MAX_CONCURRENT_PER_TARGET", "0")]);
+            let mut env = vec![("MAX_CONCURRENT_MIGRATIONS", "8")];
+            env.extend(per_target.map(|p| ("MAX_CONCURRENT_PER_TARGET", p)));
+            replicas.start(n, LEASE_SECONDS, &env);
         }
         let spec = json!({"copy": {"parallelism": 1, "maxRowsPerSecond": LOAD_PACE}});
         for i in 1..=count {
             create_migration(&api, &format!("f{i}"), &format!("f{i}"), spec.clone()).await;
         }
-        let expected = count.min(24);
+        let expected = count.min(runs);
         let began = Instant::now();
         while running(&api, count) < expected {
             assert!(began.elapsed() < Duration::from_secs(120), "only {} of {expected} run", running(&api, count));
@@ -211,8 +218,10 @@ async fn fleet_load() {
         let status =
             window.iter().filter(|r| r.method == "PATCH" && r.path.ends_with("/status")).count() as f64 / seconds;
         let total = window.len() as f64 / seconds;
+        let holders = crate::support::operator::live_slot_holders(&api, "127.0.0.1-5432");
+        assert!(holders.len() <= runs, "the endpoint limit was exceeded: {holders:?}");
         println!(
-            "| {count} | {mean_running:.1} | {total:.1} | {:.1} | {leases:.2} | {:.3} | {status:.1} |",
+            "| {label} | {count} | {mean_running:.1} | {total:.1} | {:.1} | {leases:.2} | {:.3} | {status:.1} |",
             total / 3.0,
             leases / mean_running.max(1.0)
         );

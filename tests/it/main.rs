@@ -23,6 +23,7 @@ mod fleet_bench;
 mod harness;
 mod in_place;
 mod layers;
+mod lease_window;
 mod live;
 mod migrate;
 mod observability;

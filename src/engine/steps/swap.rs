@@ -147,7 +147,9 @@ pub const PUT_BACK_EVERY: Duration = Duration::from_secs(1);
 /// cut-over, the new table after a failed rollback) until it succeeds: the table name must not stay absent because the
 /// database was unreachable for a while. Meanwhile the status says
 /// `TableMissing` (a condition and a Warning event). Stops only when another
-/// engine took the table over (it then does the same).
+/// engine took the table over (it then does the same): a lost Lease does not
+/// stop it while the claim on the table holds (its status is then left to
+/// the Lease's new holder).
 pub async fn put_back<R: StatusSink>(
     job: &Job,
     session: &mut Session,
@@ -157,7 +159,7 @@ pub async fn put_back<R: StatusSink>(
     let s = &job.settings;
     loop {
         let names = keeper.status.plan.as_ref().and_then(OriginalNames::recorded);
-        let attempt = match job.before_change().await {
+        let attempt = match job.before_put_back().await {
             Ok(()) => match hand_names_to(job, session, names.as_ref(), from).await {
                 Ok(()) => rename_guarded(session, from, &s.source).await.map_err(EngineError::from),
                 Err(e) => Err(e.into()),
@@ -171,12 +173,16 @@ pub async fn put_back<R: StatusSink>(
                     keeper.status.cutover.get_or_insert_with(CutoverStatus::default).table_missing = false;
                     let note = format!("{} has its name back; writers reach it again", s.source);
                     keeper.event(Severity::Normal, "TableRestored", note).await;
-                    keeper.say().await?;
+                    if let Err(e) = keeper.say().await
+                        && !job.lease_lost()
+                    {
+                        return Err(e);
+                    }
                 }
                 tracing::info!(table = %s.source, "the original table has its name back");
                 return Ok(());
             }
-            Err(e) if e.lost_claim() || job.lease_lost() => return Err(e),
+            Err(e) if e.lost_claim() => return Err(e),
             Err(e) => {
                 tracing::error!(error = %e, table = %s.source, "could not put the original table back; trying again");
                 if !missing {

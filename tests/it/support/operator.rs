@@ -182,6 +182,29 @@ pub fn lease_holder(api: &FakeApi, object: &Value) -> Option<String> {
     lease["spec"]["holderIdentity"].as_str().map(str::to_string)
 }
 
+/// The entries of an endpoint's slot object (`idmig-slot-<endpoint>`) that
+/// count now: those whose replica holds their migration's Lease, renewed
+/// within its duration. Read independently of the operator's own rule.
+pub fn live_slot_holders(api: &FakeApi, endpoint_in_name: &str) -> Vec<String> {
+    let now = jiff::Timestamp::now();
+    let lease = |name: &str| api.get("coordination.k8s.io/v1", "leases", "identity-migrator", name);
+    let Some(slots) = lease(&format!("idmig-slot-{endpoint_in_name}")) else { return Vec::new() };
+    let listed = slots["metadata"]["annotations"]["migrations.dsql.dev/slot-holders"].as_str().unwrap_or("[]");
+    let holders: Vec<Value> = serde_json::from_str(listed).expect("the slot holders are a JSON list");
+    holders
+        .iter()
+        .filter_map(|h| {
+            let (uid, replica) = (h["uid"].as_str()?, h["replica"].as_str()?);
+            let migration = lease(&format!("idmig-{uid}"))?;
+            let spec = &migration["spec"];
+            let renewed: jiff::Timestamp = spec["renewTime"].as_str()?.parse().ok()?;
+            let lasts = spec["leaseDurationSeconds"].as_i64()?;
+            (spec["holderIdentity"] == replica && renewed + jiff::SignedDuration::from_secs(lasts) > now)
+                .then(|| format!("{uid}@{replica}"))
+        })
+        .collect()
+}
+
 pub fn phase(object: &Value) -> &str {
     object["status"]["phase"].as_str().unwrap_or("")
 }
