@@ -172,8 +172,9 @@ async fn apply<K: MigrationResource>(obj: Arc<K>, ctx: &ReconcileContext) -> Res
             // A migration whose turn has not come takes nothing and writes
             // nothing but its place in line: the cache tells, no Lease needed.
             if task == Task::None
+                && ctx.slots.limit > 0
                 && !ctx.slots.holding(&key)
-                && let Some(endpoint) = status.endpoint.clone()
+                && let Some(endpoint) = endpoint_without_lease(obj.as_ref(), &status, ctx).await
                 && let Turn::Wait { position } =
                     turn(obj.as_ref(), &status, ctx.slots.limit, &ctx.known, &key, &endpoint)
             {
@@ -267,6 +268,26 @@ async fn apply<K: MigrationResource>(obj: Arc<K>, ctx: &ReconcileContext) -> Res
             Ok(Action::await_change())
         }
     }
+}
+
+/// The endpoint of a migration, known without its Lease: from its status,
+/// else resolved from its target (a Secret read, once: the queued status
+/// records it). None when the target cannot be resolved now (the Lease path
+/// then says why).
+async fn endpoint_without_lease<K: MigrationResource>(
+    obj: &K,
+    status: &IdentityMigrationStatus,
+    ctx: &ReconcileContext,
+) -> Option<String> {
+    if let Some(endpoint) = &status.endpoint {
+        return Some(endpoint.clone());
+    }
+    let namespace = obj.meta().namespace.clone().unwrap_or_default();
+    let target = obj.spec().target();
+    connector_for(&ctx.client, &namespace, target, &ctx.application_name, &ctx.dsql_endpoints)
+        .await
+        .ok()
+        .map(|c| c.endpoint())
 }
 
 /// Keeps the status of an idle migration true to its spec (suspended or not,

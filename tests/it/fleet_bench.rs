@@ -177,10 +177,11 @@ async fn fleet_load() {
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     // The default a user gets (4 at once against one endpoint, so most wait
     // in line), then no limit (24 run).
-    let limits: [(&str, Option<&str>, usize); 2] = [("default (4)", None, 4), ("none", Some("0"), 24)];
-    for (count, (label, per_target, runs)) in
-        limits.iter().flat_map(|l| [6usize, 24, 96].into_iter().map(move |c| (c, *l)))
-    {
+    let mut limits: Vec<(&str, Option<&str>, usize)> = vec![("default (4)", None, 4), ("none", Some("0"), 24)];
+    if let Ok(only) = std::env::var("IDMIG_BENCH_LIMITS") {
+        limits.retain(|l| l.0.starts_with(only.as_str()));
+    }
+    for (count, (label, per_target, runs)) in limits.iter().flat_map(|l| counts().into_iter().map(move |c| (c, *l))) {
         let db = TestDb::new(&format!("fleet_load_{count}")).await;
         let api = FakeApi::new();
         create_url_secret(&api, "db", &db.url).await;
@@ -203,6 +204,15 @@ async fn fleet_load() {
             assert!(began.elapsed() < Duration::from_secs(120), "only {} of {expected} run", running(&api, count));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // The line settles first: every migration runs or shows its place.
+        while !(1..=count).all(|i| {
+            let o = get(&api, &format!("f{i}"));
+            o["status"]["queued"].is_object()
+                || matches!(phase(&o), "Validating" | "CreatingTarget" | "Copying" | "Verifying" | "Swapping")
+        }) {
+            assert!(began.elapsed() < Duration::from_secs(180), "the line never settled");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let before = api.requests().len();
         let start = Instant::now();
         let mut samples = Vec::new();
@@ -218,6 +228,22 @@ async fn fleet_load() {
         let status =
             window.iter().filter(|r| r.method == "PATCH" && r.path.ends_with("/status")).count() as f64 / seconds;
         let total = window.len() as f64 / seconds;
+        if std::env::var_os("IDMIG_BENCH_BREAKDOWN").is_some() {
+            let mut by: BTreeMap<String, usize> = BTreeMap::new();
+            for r in window.iter().filter(|r| r.path.contains("/leases") || r.path.ends_with("/status")) {
+                let what = if r.path.contains("idmig-slot") {
+                    "slots"
+                } else if r.path.ends_with("/status") {
+                    "status"
+                } else if r.path.ends_with("/leases") {
+                    "list/watch"
+                } else {
+                    "migration"
+                };
+                *by.entry(format!("{} {what}", r.method)).or_default() += 1;
+            }
+            println!("  requests by kind: {by:?}");
+        }
         let holders = crate::support::operator::live_slot_holders(&api, "127.0.0.1-5432");
         assert!(holders.len() <= runs, "the endpoint limit was exceeded: {holders:?}");
         println!(
@@ -226,6 +252,14 @@ async fn fleet_load() {
             leases / mean_running.max(1.0)
         );
     }
+}
+
+/// 6, 24 and 96, or those in `IDMIG_BENCH_COUNTS` (`96` or `6,24`).
+fn counts() -> Vec<usize> {
+    std::env::var("IDMIG_BENCH_COUNTS")
+        .ok()
+        .map(|c| c.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![6, 24, 96])
 }
 
 const LOAD_ROWS: i64 = 40_000;
