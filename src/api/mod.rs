@@ -3,6 +3,7 @@
 
 pub mod changes;
 pub mod conditions;
+pub mod schema;
 mod spec;
 mod status;
 mod table;
