@@ -12,6 +12,7 @@ use crate::api::{IdentityMigration, IdentityMigrationSpec, TableMigrationSpec};
 pub const API_VERSION: &str = "migrations.dsql.dev/v1alpha1";
 pub const KIND: &str = "IdentityMigration";
 pub const TABLE_KIND: &str = "TableMigration";
+pub const SCHEMA_KIND: &str = "SchemaMigration";
 
 /// Why a manifest cannot be used; the message names the document and field.
 #[derive(Debug, thiserror::Error)]
@@ -79,15 +80,41 @@ pub struct TableManifest {
 
 /// Whether the file holds a `TableMigration` (and so no IdentityMigration is looked for).
 pub fn holds_table_migration(path: &Path) -> bool {
+    holds(path, TABLE_KIND)
+}
+
+/// Whether the file holds a `SchemaMigration`.
+pub fn holds_schema_migration(path: &Path) -> bool {
+    holds(path, SCHEMA_KIND)
+}
+
+fn holds(path: &Path, kind: &str) -> bool {
     let Ok(text) = std::fs::read_to_string(path) else { return false };
     for doc in serde_norway::Deserializer::from_str(&text) {
         // A document that is not YAML ends the look (the loader reports it).
         let Ok(value) = serde_json::Value::deserialize(doc) else { return false };
-        if value.get("kind").and_then(|k| k.as_str()) == Some(TABLE_KIND) {
+        if value.get("kind").and_then(|k| k.as_str()) == Some(kind) {
             return true;
         }
     }
     false
+}
+
+/// A `SchemaMigration` manifest.
+#[derive(Clone, Debug)]
+pub struct SchemaManifest {
+    pub name: String,
+    pub namespace: Option<String>,
+    pub spec: crate::api::schema::SchemaMigrationSpec,
+}
+
+/// Loads the one `SchemaMigration` in `path`.
+pub fn load_schema(path: &Path) -> Result<SchemaManifest, ManifestError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
+    let (name, namespace, spec) = parse_kind::<crate::api::schema::SchemaMigrationSpec>(&text, SCHEMA_KIND)
+        .map_err(|e| ManifestError::In { path: path.to_path_buf(), source: Box::new(e) })?;
+    Ok(SchemaManifest { name, namespace, spec })
 }
 
 /// Loads the one `TableMigration` in `path`.

@@ -5,6 +5,7 @@ pub mod manifest;
 pub mod plan;
 pub mod progress;
 pub mod run;
+pub mod schema;
 pub mod signal;
 
 use std::path::Path;
@@ -61,6 +62,9 @@ pub struct TargetArgs {
     /// Extra trusted CA certificates (PEM) for the database's TLS certificate.
     #[arg(long)]
     pub ca_file: Option<std::path::PathBuf>,
+    /// A SchemaMigration's files, read from this directory instead of `spec.source`.
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 impl TargetArgs {

@@ -31,6 +31,9 @@ pub struct PlanArgs {
 }
 
 pub async fn plan(args: PlanArgs) -> Result<(), Failure> {
+    if manifest::holds_schema_migration(&args.target.file) {
+        return super::schema::plan(&args.target, args.dialect);
+    }
     if manifest::holds_table_migration(&args.target.file) {
         return plan_table(args).await;
     }

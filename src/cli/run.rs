@@ -46,6 +46,9 @@ struct Prepared {
 }
 
 pub async fn run(args: RunArgs) -> Result<(), Failure> {
+    if manifest::holds_schema_migration(&args.target.file) {
+        return super::schema::run(&args.target, args.approve_cutover).await;
+    }
     let prepared = if super::manifest::holds_table_migration(&args.target.file) {
         prepare_table(&args.target).await?
     } else {

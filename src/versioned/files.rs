@@ -30,6 +30,13 @@ impl Version {
     }
 }
 
+impl Version {
+    /// A version of numbers (`1.2`, `20240101`), as opposed to a name.
+    pub fn is_numbered(&self) -> bool {
+        !self.parts.is_empty()
+    }
+}
+
 impl Ord for Version {
     fn cmp(&self, other: &Self) -> Ordering {
         match (self.parts.is_empty(), other.parts.is_empty()) {

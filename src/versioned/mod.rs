@@ -4,7 +4,12 @@
 //! ([`classify`]) and turned into steps by the target's rules ([`rules`]).
 //! All of that is pure; the runner executes the steps.
 
+pub mod backfill;
 pub mod classify;
+pub mod exec;
 pub mod files;
+pub mod history;
+pub mod rebuild;
 pub mod rules;
+pub mod runner;
 pub mod sql;

@@ -145,6 +145,10 @@ pub fn create_shadow_table(shape: &TableShape, settings: &Settings, dialect: Dia
         };
         parts.push(format!("    CONSTRAINT {} {}", ident(&name), con.definition));
     }
+    // Foreign keys are not indexes: their names are free on the new table.
+    for fk in &shape.outgoing_foreign_keys {
+        parts.push(format!("    CONSTRAINT {} {}", ident(&fk.name), fk.definition));
+    }
     let (unlogged, with) = create_table_options(&shape.fidelity, dialect);
     let unlogged = if unlogged { "UNLOGGED " } else { "" };
     let with = with.map(|w| format!(" {w}")).unwrap_or_default();

@@ -50,6 +50,27 @@ pub struct Index {
     pub definition: String,
 }
 
+/// A foreign key from the table to another: `definition` as
+/// `pg_get_constraintdef` prints it (`FOREIGN KEY (a) REFERENCES t(id) ON DELETE CASCADE`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingForeignKey {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub definition: String,
+}
+
+impl OutgoingForeignKey {
+    /// The definition with this table's columns renamed by `rename` (the
+    /// referenced side is another table's and stays as it is).
+    pub fn renamed(&self, rename: impl Fn(&str) -> String) -> Self {
+        let columns: Vec<String> = self.columns.iter().map(|c| rename(c)).collect();
+        let tail = self.definition.split_once(" REFERENCES ").map(|(_, t)| t).unwrap_or("");
+        let list: Vec<String> = columns.iter().map(|c| super::quote::ident(c)).collect();
+        let definition = format!("FOREIGN KEY ({}) REFERENCES {tail}", list.join(", "));
+        Self { name: self.name.clone(), columns, definition }
+    }
+}
+
 /// What the catalog says about a table, including what the engine cannot migrate.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct TableShape {
@@ -60,7 +81,12 @@ pub struct TableShape {
     pub constraints: Vec<Constraint>,
     pub indexes: Vec<Index>,
     pub estimated_rows: i64,
-    /// Objects the engine refuses to migrate around, described for the user.
+    /// Foreign keys of this table to other tables (valid ones): the new
+    /// table gets each, by name and definition, as ALTER TABLE keeps them.
+    pub outgoing_foreign_keys: Vec<OutgoingForeignKey>,
+    /// Objects the engine refuses to migrate around, described for the user:
+    /// foreign keys that reference this table (the swap would leave them on
+    /// the old one), and NOT VALID or self-referencing ones.
     pub foreign_keys: Vec<String>,
     pub triggers: Vec<String>,
     pub dependent_views: Vec<String>,

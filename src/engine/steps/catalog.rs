@@ -9,7 +9,7 @@ use crate::engine::plan::names::{IndexName, new_table_key};
 use crate::engine::plan::phase::Names;
 use crate::engine::plan::preflight::Surroundings;
 use crate::engine::plan::shape::TableName;
-use crate::engine::plan::shape::{Column, Constraint, ConstraintKind, Index, TableShape};
+use crate::engine::plan::shape::{Column, Constraint, ConstraintKind, Index, OutgoingForeignKey, TableShape};
 use crate::engine::plan::validate::Settings;
 
 /// A relation's oid and kind, or None when the name is free.
@@ -144,7 +144,12 @@ pub async fn read_shape(client: &Client, table: &TableName) -> Result<Option<Tab
             ("c", true) => ConstraintKind::Check,
             ("f", _) => {
                 let (from, to): (String, String) = (r.get(5), r.get(6));
-                shape.foreign_keys.push(format!("{name} ({from} -> {to})"));
+                // A key of this table to another, valid: the new table gets it too.
+                if own && from != to && !definition.contains("NOT VALID") {
+                    shape.outgoing_foreign_keys.push(OutgoingForeignKey { name, columns: r.get(3), definition });
+                } else {
+                    shape.foreign_keys.push(format!("{name} ({from} -> {to})"));
+                }
                 continue;
             }
             ("x", true) => {

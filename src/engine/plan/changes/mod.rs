@@ -18,7 +18,7 @@ pub mod types;
 pub mod undo;
 pub mod ways;
 
-use super::shape::{Column, ConstraintKind, TableShape, is_integer_type};
+use super::shape::{Column, ConstraintKind, OutgoingForeignKey, TableShape, is_integer_type};
 use super::validate::{InvalidInput, Problem};
 use crate::api::changes::{AddIdentity, Change, ChangeKind, ForeignKey};
 use types::{assignment_cast, normalize_type};
@@ -36,6 +36,9 @@ pub struct State {
     /// Named UNIQUE constraints: `(name, columns)`.
     pub uniques: Vec<(String, Vec<String>)>,
     pub foreign_keys: Vec<(String, ForeignKey)>,
+    /// The table's own foreign keys to other tables, carried by name and
+    /// definition (actions included), through renames and drops.
+    pub carried_foreign_keys: Vec<OutgoingForeignKey>,
     pub identity: Option<AddIdentity>,
     /// Every constraint and index name in use, to refuse a clash by name.
     pub names: Vec<String>,
@@ -61,6 +64,8 @@ impl State {
                 ConstraintKind::Check => state.checks.push((c.name.clone(), c.definition.clone())),
             }
         }
+        state.carried_foreign_keys = shape.outgoing_foreign_keys.clone();
+        state.names.extend(shape.outgoing_foreign_keys.iter().map(|f| f.name.clone()));
         state.names.extend(shape.indexes.iter().map(|i| i.name.clone()));
         state.indexes = shape.indexes.iter().map(|i| (i.name.clone(), i.definition.clone())).collect();
         // An identity the table has already is the new table's too.
@@ -296,6 +301,7 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
             state.indexes.retain(|(_, definition)| !rebind::reads_column(definition, &d.name));
             state.uniques.retain(|(_, cols)| !cols.contains(&d.name));
             state.foreign_keys.retain(|(_, fk)| !fk.columns.contains(&d.name));
+            state.carried_foreign_keys.retain(|fk| !fk.columns.contains(&d.name));
             layer = Some(keep_all(state));
         }
         ChangeKind::RenameColumn(r) => {
@@ -333,6 +339,8 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
             state.set_defaults.iter_mut().filter(|(c, _)| *c == r.from).for_each(|(c, _)| c.clone_from(&r.to));
             state.uniques.iter_mut().for_each(|(_, cols)| rename(cols));
             state.foreign_keys.iter_mut().for_each(|(_, fk)| rename(&mut fk.columns));
+            let to_new = |c: &str| if c == r.from { r.to.clone() } else { c.to_string() };
+            state.carried_foreign_keys = state.carried_foreign_keys.iter().map(|fk| fk.renamed(to_new)).collect();
             if let Some(identity) = state.identity.as_mut().filter(|i| i.column == r.from) {
                 identity.column.clone_from(&r.to);
             }

@@ -63,6 +63,10 @@ pub fn create_table(state: &State, source: &TableName, table: &TableName, key: &
     for (name, fk) in &state.foreign_keys {
         parts.push(format!("CONSTRAINT {} {}", ident(name), references(fk, source)));
     }
+    // Foreign keys are not indexes: their names are free on the new table.
+    for fk in &state.carried_foreign_keys {
+        parts.push(format!("CONSTRAINT {} {}", ident(&fk.name), fk.definition));
+    }
     format!("CREATE TABLE {table} (\n    {}\n)", parts.join(",\n    "))
 }
 
