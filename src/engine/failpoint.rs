@@ -7,7 +7,10 @@
 //! (after a batch commits, before its checkpoint is saved), `verify-chunk`,
 //! `index-built`, `swap-renamed-out`, `swap-identity-restarted`, `swap-renamed-in`,
 //! `swap-old-dropped`, `rollback-renamed-aside`, `change-made` (an in-place
-//! statement of a TableMigration committed, its count not yet saved).
+//! statement of a TableMigration committed, its count not yet saved); a
+//! SchemaMigration's `schema-ddl-committed` (its progress not yet recorded),
+//! `schema-job-recorded` (a job id saved, not yet awaited) and
+//! `schema-backfill-batch` (a batch committed with its cursor).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -13,7 +13,6 @@ use tokio_postgres::Client;
 
 use super::backfill::{batch_rows, batched, next_bound_sql};
 use super::history;
-use super::rules::StepKind;
 use crate::db::error::{DbError, ErrorContext};
 use crate::db::{Dialect, Session};
 use crate::engine::plan::shape::TableName;
@@ -101,7 +100,7 @@ pub async fn ddl(
     ledger.mark(session, &InFlight { step: ledger.step, sent: true, ..Default::default() }).await?;
     let sent = session.retry("ddl", |c| async move { c.batch_execute(sql).await.ctx("ddl") }).await;
     match sent {
-        Ok(()) => {}
+        Ok(()) => crate::engine::failpoint::hit("schema-ddl-committed"),
         Err(e) if was_sent && e.sqlstate.as_deref().is_some_and(|s| MADE_ALREADY.contains(&s)) => {
             tracing::info!(sqlstate = e.sqlstate.as_deref(), "the statement had committed before its reply was lost");
         }
@@ -168,6 +167,7 @@ pub async fn index(
                                 &InFlight { step: ledger.step, job: Some(job.clone()), ..Default::default() },
                             )
                             .await?;
+                        crate::engine::failpoint::hit("schema-job-recorded");
                         await_job(session, &job, &format!("index {index}")).await
                     }
                     None => Err(DbError::engine("create index", "CREATE INDEX ASYNC returned no job id")),
@@ -335,9 +335,4 @@ async fn done_up_to(c: &Arc<Client>, history: &TableName, version: &str) -> Resu
     let row = c.query_opt(sql.as_str(), &[&version]).await.ctx("read the history")?;
     let text: Option<String> = row.and_then(|r| r.get(0));
     Ok(InFlight::parse(text.as_deref()).and_then(|f| f.cursor))
-}
-
-/// The step's kind for logs.
-pub fn describe(kind: &StepKind) -> &'static str {
-    kind.name()
 }

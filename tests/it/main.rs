@@ -30,6 +30,8 @@ mod observability;
 mod oracle;
 mod retry;
 mod rollback;
+mod schema;
+mod schema_resume;
 mod seams;
 mod spec_data;
 mod stand_in;
