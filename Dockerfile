@@ -2,6 +2,11 @@
 # The operator image: a static-enough release binary on distroless, non-root.
 
 FROM rust:1.95-bookworm AS build
+# libclang for the SQL parser's bindings (pg_query); bookworm's clang 14.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libclang-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src

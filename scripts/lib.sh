@@ -48,7 +48,21 @@ ensure_postgres() {
 }
 
 # Builds the binary once; prints its path.
+# libclang, which the SQL parser's bindings (pg_query) need to build.
+ensure_build_tools() {
+    if ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+        return 0
+    fi
+    say "installing libclang (apt-get install -y libclang-dev) for the SQL parser's build"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "libclang is missing and installing it needs root" >&2
+        return 1
+    fi
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev >/dev/null
+}
+
 build_binary() {
+    ensure_build_tools >&2
     local profile=${1:-debug}
     if [ "$profile" = release ]; then
         cargo build --quiet --release --bin identity-migrator >&2

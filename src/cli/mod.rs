@@ -40,7 +40,7 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Run the Kubernetes operator.
     Controller(controller::ControllerArgs),
-    /// Print the IdentityMigration and TableMigration CustomResourceDefinitions.
+    /// Print the IdentityMigration, TableMigration and SchemaMigration CustomResourceDefinitions.
     Crd,
 }
 
@@ -118,13 +118,15 @@ pub async fn dispatch(command: Command) -> Result<(), Failure> {
     }
 }
 
-/// Both CRDs, as `crds/identitymigrations.migrations.dsql.dev.yaml` and
-/// then `crds/tablemigrations.migrations.dsql.dev.yaml` hold them.
+/// The three CRDs, as `crds/identitymigrations.migrations.dsql.dev.yaml`,
+/// `crds/tablemigrations.migrations.dsql.dev.yaml` and
+/// `crds/schemamigrations.migrations.dsql.dev.yaml` hold them, in that order.
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
     let identity = serde_norway::to_string(&crate::api::IdentityMigration::crd()).expect("the CRD serializes");
     let table = serde_norway::to_string(&crate::api::TableMigration::crd()).expect("the CRD serializes");
-    format!("{identity}---\n{table}")
+    let schema = serde_norway::to_string(&crate::api::schema::SchemaMigration::crd()).expect("the CRD serializes");
+    format!("{identity}---\n{table}---\n{schema}")
 }
 
 /// Reads the manifest and validates the spec on its own.

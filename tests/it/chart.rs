@@ -152,7 +152,11 @@ fn the_checks_catch_a_root_pod_and_bad_values_fail_to_install() {
 
 #[test]
 fn the_chart_ships_the_generated_crds() {
-    for file in ["identitymigrations.migrations.dsql.dev.yaml", "tablemigrations.migrations.dsql.dev.yaml"] {
+    for file in [
+        "identitymigrations.migrations.dsql.dev.yaml",
+        "tablemigrations.migrations.dsql.dev.yaml",
+        "schemamigrations.migrations.dsql.dev.yaml",
+    ] {
         let chart = std::fs::read_to_string(root().join("charts/identity-migrator/crds").join(file));
         let generated = std::fs::read_to_string(root().join("crds").join(file)).unwrap();
         assert!(chart.is_ok_and(|c| c == generated), "copy crds/{file} into charts/identity-migrator/crds/");

@@ -13,13 +13,15 @@ fn the_committed_crd_is_what_the_binary_prints() {
     let identity =
         std::fs::read_to_string(crds.join("identitymigrations.migrations.dsql.dev.yaml")).unwrap_or_default();
     let table = std::fs::read_to_string(crds.join("tablemigrations.migrations.dsql.dev.yaml")).unwrap_or_default();
+    let schema = std::fs::read_to_string(crds.join("schemamigrations.migrations.dsql.dev.yaml")).unwrap_or_default();
     assert!(
-        printed == format!("{identity}---\n{table}"),
-        "crds/ is stale: the binary prints both CRDs, the IdentityMigration's, `---`, then the TableMigration's"
+        printed == format!("{identity}---\n{table}---\n{schema}"),
+        "crds/ is stale: the binary prints the three CRDs, IdentityMigration's, TableMigration's, SchemaMigration's, split by `---`"
     );
     assert!(identity.contains("shortNames:\n    - idmig"));
     assert!(table.contains("shortNames:\n    - tblmig"));
-    for crd in [&identity, &table] {
+    assert!(schema.contains("shortNames:\n    - schemig"));
+    for crd in [&identity, &table, &schema] {
         assert!(crd.contains("subresources:\n      status: {}"));
     }
 }
