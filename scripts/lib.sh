@@ -61,6 +61,17 @@ ensure_build_tools() {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev >/dev/null
 }
 
+# lua5.4, which runs the Argo CD health script in the tests.
+ensure_lua() {
+    command -v lua5.4 >/dev/null 2>&1 && return 0
+    say "installing Lua (apt-get install -y lua5.4) for the Argo CD health script's test"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "lua5.4 is missing and installing it needs root" >&2
+        return 1
+    fi
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lua5.4 >/dev/null
+}
+
 build_binary() {
     ensure_build_tools >&2
     local profile=${1:-debug}

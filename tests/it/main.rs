@@ -4,6 +4,7 @@
 
 mod support;
 
+mod argocd;
 mod bad_input;
 mod chart;
 mod claim;

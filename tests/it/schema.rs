@@ -133,3 +133,28 @@ async fn dsql_the_example_applies_through_the_stand_in_with_nothing_refused() {
     assert_eq!(s.refused_documented(), Vec::<String>::new(), "the stand-in refused statements");
     assert_example_applied(&s.db).await;
 }
+
+#[test]
+fn plan_reads_a_directory_of_two_hundred_files_without_a_database() {
+    // Its speed is measured by `./scripts/bench --schema-plan`; here, that it runs.
+    let files: Vec<(String, String)> = (1..=200)
+        .map(|n| {
+            let sql = format!(
+                "CREATE TABLE t{n} (id bigint PRIMARY KEY, amount integer NOT NULL);\n\
+                 CREATE INDEX t{n}_amount ON t{n} (amount);\n\
+                 ALTER TABLE t{n} ALTER COLUMN amount TYPE numeric(12,2), ALTER COLUMN amount SET DEFAULT 0;\n"
+            );
+            (format!("V{n}__step.sql"), sql)
+        })
+        .collect();
+    let borrowed: Vec<(&str, &str)> = files.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    let target = "{dsql: {endpoint: abcdefghijklmnop.dsql.us-east-1.on.aws, user: admin}}";
+    let f = Files::new(&borrowed, target, "");
+    let out = run_cli(&["plan", "-f", f.manifest.to_str().unwrap(), "--dir", &f.sql_dir()], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(printed.matches("-- version ").count(), 200);
+    assert_eq!(printed.matches(" index at ").count(), 200);
+    assert_eq!(printed.matches(" rebuild at ").count(), 200, "the type change and its default fold into one rebuild");
+    assert!(printed.contains("-- version 200 (V200__step.sql)"));
+}
