@@ -76,10 +76,13 @@ mod tests {
         let sql = batched(&tree("UPDATE orders SET n = n + 1 WHERE status = 'new'"), "id", "bigint", false).unwrap();
         assert_eq!(
             sql,
-            "UPDATE orders SET n = n + 1 WHERE status = 'new' AND \"id\" > $1::text::bigint AND \"id\" <= $2::text::bigint"
+            "UPDATE orders SET n = n + 1 WHERE status = 'new' AND id > $1::text::bigint AND id <= $2::text::bigint"
         );
         let first = batched(&tree("DELETE FROM audit"), "at", "timestamp with time zone", true).unwrap();
-        assert_eq!(first, "DELETE FROM audit WHERE \"at\" <= $1::text::timestamp with time zone");
+        assert_eq!(first, "DELETE FROM audit WHERE at <= $1::text::timestamp with time zone");
+        // The deparser quotes a key only where it must, and always where it must.
+        let odd = batched(&tree("DELETE FROM audit"), "Order Key", "bigint", true).unwrap();
+        assert_eq!(odd, "DELETE FROM audit WHERE \"Order Key\" <= $1::text::bigint");
         let or = batched(&tree("UPDATE t SET a = 1 WHERE a IS NULL OR b"), "id", "uuid", false).unwrap();
         assert!(or.contains("WHERE (a IS NULL OR b) AND"), "the OR stays inside: {or}");
         assert_eq!(batched(&tree("INSERT INTO t VALUES (1)"), "id", "bigint", false), None);
