@@ -10,7 +10,7 @@ use super::{Failure, TargetArgs, connector_for, manifest};
 use crate::api::schema::SchemaMigrationSpec;
 use crate::db::Dialect;
 use crate::engine::Directive;
-use crate::versioned::files::{FilesError, SourceFile, Version, VersionedFile, checksum, read};
+use crate::versioned::files::{FilesError, SourceFile, VersionedFile, inline, read};
 use crate::versioned::rules::{plan_hash, render};
 use crate::versioned::runner::{RunError, RunOutcome, Runner, plan_all};
 
@@ -47,22 +47,7 @@ pub fn migrations(spec: &SchemaMigrationSpec, dir: Option<&Path>) -> Result<Vec<
     if source.migrations.is_empty() {
         return Err(Failure::Input("spec.source: no migrations (give spec.source.migrations, or --dir)".into()));
     }
-    let mut out: Vec<VersionedFile> = source
-        .migrations
-        .iter()
-        .enumerate()
-        .map(|(i, m)| VersionedFile {
-            version: Version::new(&m.version),
-            description: m.description.clone(),
-            file: format!("spec.source.migrations[{i}]"),
-            checksum: checksum(&m.sql),
-            sql: m.sql.clone(),
-            first_line: 1,
-            repeatable: false,
-        })
-        .collect();
-    out.sort_by(|a, b| a.version.cmp(&b.version));
-    Ok(out)
+    Ok(inline(&source.migrations))
 }
 
 fn load(target: &TargetArgs) -> Result<(manifest::SchemaManifest, Vec<VersionedFile>), Failure> {
@@ -106,7 +91,8 @@ pub async fn run(target: &TargetArgs, approve_cutover: bool) -> Result<(), Failu
         shutdown_signal().await;
         std::process::exit(130);
     });
-    let runner = Runner { connector, approved: approve_cutover || m.spec.cutover.approved, spec: m.spec, control };
+    let approved = approve_cutover || m.spec.cutover.approved;
+    let runner = Runner { connector, approved, spec: m.spec, control, leading: None, report: None };
     match runner.run(&files).await.map_err(run_error)? {
         RunOutcome::Done { applied, current } => {
             match applied.len() {

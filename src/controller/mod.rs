@@ -10,6 +10,8 @@ pub mod leases;
 pub mod operator;
 pub mod queue;
 pub mod reconcile;
+pub mod schema;
+pub mod schema_tasks;
 pub mod status_sink;
 pub mod supervisor;
 pub mod target;

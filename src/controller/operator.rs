@@ -16,9 +16,11 @@ use super::admission::Known;
 use super::kind::MigrationResource;
 use super::leases::MigrationLeases;
 use super::reconcile::{ReconcileContext, error_policy, reconcile};
+use super::schema::{reconcile_schema, schema_error_policy};
 use super::supervisor::Supervisor;
 use super::target::DsqlEndpoints;
 use super::target_slots::TargetSlots;
+use crate::api::schema::SchemaMigration;
 use crate::api::{IdentityMigration, TableMigration};
 use crate::metrics::Metrics;
 
@@ -112,15 +114,19 @@ pub async fn run(
         application_name: format!("identity-migrator/{}", config.identity),
         dsql_endpoints: config.dsql_endpoints.clone(),
         resync_while_waiting: config.resync_while_waiting,
+        schema_tasks: Default::default(),
     });
-    tracing::info!(identity = %config.identity, "reconciling IdentityMigrations and TableMigrations");
+    let schema: Vec<Controller<SchemaMigration>> = schema_controllers(&client, &config.watch_namespaces, &won);
+    tracing::info!(identity = %config.identity, "reconciling IdentityMigrations, TableMigrations and SchemaMigrations");
     ready.store(true, Ordering::SeqCst);
     tokio::select! {
         () = run_both(identity, table, ctx.clone()) => {}
+        () = run_schema(schema, ctx.clone()) => {}
         () = shutdown => {}
     }
     // Every engine finishes or abandons its batch and saves its checkpoint,
     // then its Lease is released for another replica.
+    ctx.schema_tasks.stop_all().await;
     ctx.supervisor.stop_all().await;
     ctx.leases.release_all().await;
     ctx.slots.release_all().await;
@@ -165,6 +171,35 @@ async fn run_both(
     ctx: Arc<ReconcileContext>,
 ) {
     futures::join!(run_controllers(identity, ctx.clone()), run_controllers(table, ctx));
+}
+
+/// The SchemaMigration controllers, as [`controllers`] makes the others.
+fn schema_controllers(
+    client: &Client,
+    namespaces: &[String],
+    won: &tokio::sync::broadcast::Sender<()>,
+) -> Vec<Controller<SchemaMigration>> {
+    let apis: Vec<Api<SchemaMigration>> = if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
+    };
+    apis.into_iter()
+        .map(|api| {
+            Controller::new(api, watcher::Config::default().any_semantic()).reconcile_all_on(wins(won.subscribe()))
+        })
+        .collect()
+}
+
+async fn run_schema(controllers: Vec<Controller<SchemaMigration>>, ctx: Arc<ReconcileContext>) {
+    let runs = controllers.into_iter().map(|controller| {
+        controller.run(reconcile_schema, schema_error_policy, ctx.clone()).for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+    });
+    futures::future::join_all(runs).await;
 }
 
 async fn run_controllers<K: MigrationResource>(controllers: Vec<Controller<K>>, ctx: Arc<ReconcileContext>) {

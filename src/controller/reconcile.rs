@@ -59,6 +59,8 @@ pub struct ReconcileContext {
     pub dsql_endpoints: DsqlEndpoints,
     /// How often a verified migration re-syncs while its cut-over window is closed.
     pub resync_while_waiting: Duration,
+    /// The SchemaMigration runs of this replica.
+    pub schema_tasks: super::schema_tasks::SchemaTasks,
 }
 
 #[derive(Debug, thiserror::Error, strum::IntoStaticStr)]

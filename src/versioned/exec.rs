@@ -262,9 +262,9 @@ pub async fn backfill(
         in_transaction(session, ledger, &[sql.to_string()]).await?;
         return Ok(1);
     };
-    let (Some(first_sql), Some(next_sql)) =
-        (batched(tree, &key, &key_type, true), batched(tree, &key, &key_type, false))
-    else {
+    let (first_sql, next_sql) =
+        super::sql::on_parser_stack(|| (batched(tree, &key, &key_type, true), batched(tree, &key, &key_type, false)));
+    let (Some(first_sql), Some(next_sql)) = (first_sql, next_sql) else {
         in_transaction(session, ledger, &[sql.to_string()]).await?;
         return Ok(1);
     };

@@ -184,6 +184,25 @@ fn read_one(f: &SourceFile, format: Format) -> Result<Option<VersionedFile>, Fil
     }))
 }
 
+/// `spec.source.migrations`, in version order: each names its own version.
+pub fn inline(migrations: &[crate::api::schema::InlineMigration]) -> Vec<VersionedFile> {
+    let mut out: Vec<VersionedFile> = migrations
+        .iter()
+        .enumerate()
+        .map(|(i, m)| VersionedFile {
+            version: Version::new(&m.version),
+            description: m.description.clone(),
+            file: format!("spec.source.migrations[{i}]"),
+            checksum: checksum(&m.sql),
+            sql: m.sql.clone(),
+            first_line: 1,
+            repeatable: false,
+        })
+        .collect();
+    out.sort_by(|a, b| a.version.cmp(&b.version));
+    out
+}
+
 /// SHA-256 of the text with line ends made `\n`, hex.
 pub fn checksum(sql: &str) -> String {
     let normal = sql.replace("\r\n", "\n");

@@ -13,3 +13,4 @@ pub mod rebuild;
 pub mod rules;
 pub mod runner;
 pub mod sql;
+pub mod status;

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use super::exec::{InFlight, Ledger};
 use super::history;
-use super::runner::Runner;
 use crate::api::changes::Change;
 use crate::api::schema::SchemaMigrationSpec;
 use crate::api::{IdentityMigrationStatus, OldTableSpec, Strategy, TableMigrationSpec};
@@ -54,10 +53,15 @@ impl StatusSink for HistorySink {
     async fn save(&mut self, status: &IdentityMigrationStatus) -> Result<(), StoreError> {
         let value = serde_json::to_value(status).map_err(|e| StoreError::from(e.to_string()))?;
         let state = InFlight { step: self.step, rebuild: Some(value), ..Default::default() }.text();
-        let client = self.connector.connect().await.map_err(|e| StoreError::from(e.to_string()))?;
-        history::progress(&client, &self.history, &self.version, self.step as i32, Some(&state))
-            .await
-            .map_err(|e| StoreError::from(e.to_string()))
+        // Boxed: a connection's future is large, and every checkpoint of the
+        // engine's phases would carry it on the worker's stack.
+        Box::pin(async {
+            let client = self.connector.connect().await.map_err(|e| StoreError::from(e.to_string()))?;
+            history::progress(&client, &self.history, &self.version, self.step as i32, Some(&state))
+                .await
+                .map_err(|e| StoreError::from(e.to_string()))
+        })
+        .await
     }
 
     async fn event(&mut self, event: EngineEvent) {
@@ -65,18 +69,31 @@ impl StatusSink for HistorySink {
     }
 }
 
+/// What a rebuild runs with: the runner's connection, spec and licences.
+pub struct Context<'a> {
+    pub connector: &'a Arc<crate::db::Connector>,
+    pub spec: &'a SchemaMigrationSpec,
+    pub approved: bool,
+    pub control: &'a crate::engine::Control,
+    pub leading: Option<&'a crate::engine::Licence>,
+}
+
 pub async fn run(
-    runner: &Runner,
+    runner: Context<'_>,
     ledger: &Ledger<'_>,
     table: &TableName,
     changes: &[Change],
     resumed: Option<&InFlight>,
 ) -> Result<Ended, Arc<EngineError>> {
-    let spec = table_spec(&runner.spec, table, changes);
+    let spec = table_spec(runner.spec, table, changes);
     let settings = table_settings(&spec, runner.connector.clone(), TargetSource::Spec).await.map_err(Arc::new)?;
     let status: Option<IdentityMigrationStatus> =
         resumed.and_then(|r| r.rebuild.clone()).and_then(|v| serde_json::from_value(v).ok());
-    let job = Job { approved: runner.approved, ..Job::shared(settings, runner.connector.clone()) };
+    let job = Job {
+        approved: runner.approved,
+        leading: runner.leading.cloned(),
+        ..Job::shared(settings, runner.connector.clone())
+    };
     let sink = HistorySink {
         connector: runner.connector.clone(),
         history: ledger.history.clone(),
@@ -84,7 +101,12 @@ pub async fn run(
         step: ledger.step,
     };
     eprintln!("rebuilding {table} for {} change(s)", changes.len());
-    let (outcome, _status, _sink) = Migration::new(job, status, sink, runner.control.clone()).run().await;
+    // A task of its own, as the operator runs every engine: its phases need
+    // a worker's whole stack, not what is left under the runner's frames.
+    let engine = tokio::spawn(Migration::new(job, status, sink, runner.control.clone()).run());
+    let (outcome, _status, _sink) = engine
+        .await
+        .map_err(|e| Arc::new(EngineError::from(crate::db::error::DbError::engine("rebuild", e.to_string()))))?;
     match outcome {
         Outcome::Completed => Ok(Ended::Done),
         Outcome::AwaitingApproval => Ok(Ended::AwaitingCutover),

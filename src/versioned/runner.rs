@@ -12,13 +12,13 @@ use super::files::{Version, VersionedFile};
 use super::history::{self, Row, RowKind};
 use super::rebuild;
 use super::rules::{PlannedMigration, Refused, StepKind, plan_file, plan_hash};
-use super::sql::{SqlError, Statement, statements};
+use super::sql::{SqlError, Statement, on_parser_stack, statements};
 use crate::api::schema::{ApprovalPolicy, SchemaMigrationSpec};
 use crate::db::error::DbError;
 use crate::db::{Connector, Dialect, RetryPolicy, Session};
 use crate::engine::plan::shape::TableName;
 use crate::engine::steps::claim::{Claim, ClaimError};
-use crate::engine::{Control, Directive, EngineError};
+use crate::engine::{Control, Directive, EngineError, Licence};
 
 /// How often a runner that finds the claim taken looks again.
 const CLAIM_POLL: Duration = Duration::from_millis(500);
@@ -102,6 +102,10 @@ pub enum RunOutcome {
 /// Every file's steps on `dialect`, or the first statement that cannot run:
 /// nothing runs unless every file plans.
 pub fn plan_all(files: &[VersionedFile], dialect: Dialect) -> Result<Vec<Planned>, RunError> {
+    on_parser_stack(|| plan_each(files, dialect))
+}
+
+fn plan_each(files: &[VersionedFile], dialect: Dialect) -> Result<Vec<Planned>, RunError> {
     files
         .iter()
         .map(|f| {
@@ -111,15 +115,45 @@ pub fn plan_all(files: &[VersionedFile], dialect: Dialect) -> Result<Vec<Planned
         .collect()
 }
 
+/// What a run reports as it goes (the operator writes it into the status).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Progress {
+    /// The migrations to apply, in order.
+    Pending(Vec<String>),
+    /// Step `step` (1-based) of `steps` of `version` starts.
+    Step {
+        version: String,
+        step: usize,
+        steps: usize,
+        kind: &'static str,
+    },
+    Applied(String),
+}
+
 pub struct Runner {
     pub connector: Arc<Connector>,
     pub spec: SchemaMigrationSpec,
     /// `spec.cutover.approved` or `run --approve-cutover`: for the rebuilds.
     pub approved: bool,
     pub control: Control,
+    /// The operator's Lease: read before every step (and by a rebuild's engine).
+    pub leading: Option<Licence>,
+    /// Where progress goes, if anywhere.
+    pub report: Option<tokio::sync::mpsc::UnboundedSender<Progress>>,
 }
 
 impl Runner {
+    fn tell(&self, progress: Progress) {
+        if let Some(report) = &self.report {
+            let _ = report.send(progress);
+        }
+    }
+
+    /// Whether the run may go on: not told to stop, its Lease (if any) held.
+    fn may_go_on(&self) -> bool {
+        *self.control.borrow() == Directive::Run && self.leading.as_ref().is_none_or(Licence::holds)
+    }
+
     fn history(&self) -> TableName {
         TableName::new(self.spec.history.schema.clone(), self.spec.history.table.clone())
     }
@@ -191,14 +225,18 @@ impl Runner {
                 return Ok(RunOutcome::AwaitingApproval { hash, why, pending: plans.len() });
             }
         }
+        self.tell(Progress::Pending(plans.iter().map(|p| p.version.clone()).collect()));
         let mut applied = Vec::new();
         for (m, statements, row) in pending {
-            if *self.control.borrow() != Directive::Run {
+            if !self.may_go_on() {
                 return Ok(RunOutcome::Stopped);
             }
             match self.apply(&mut session, history, &m, &statements, row.as_ref()).await? {
                 Some(outcome) => return Ok(outcome),
-                None => applied.push(m.version.clone()),
+                None => {
+                    self.tell(Progress::Applied(m.version.clone()));
+                    applied.push(m.version.clone());
+                }
             }
         }
         let rows = session.retry("read the history", |c| async move { history::read(&c, history).await }).await?;
@@ -328,9 +366,11 @@ impl Runner {
         }
         eprintln!("applying version {} ({}): {} steps", m.version, m.file, m.steps.len());
         for (n, step) in m.steps.iter().enumerate().skip(resume_at) {
-            if *self.control.borrow() != Directive::Run {
+            if !self.may_go_on() {
                 return Ok(Some(RunOutcome::Stopped));
             }
+            let kind = step.kind.name();
+            self.tell(Progress::Step { version: m.version.clone(), step: n + 1, steps: m.steps.len(), kind });
             let ledger = Ledger { history, version: &m.version, step: n };
             let resumed = in_flight.as_ref().filter(|f| f.step == n);
             tracing::info!(version = %m.version, step = n + 1, kind = step.kind.name(), at = %step.at, "step");
@@ -349,7 +389,14 @@ impl Runner {
                     }
                 }
                 StepKind::Rebuild { table, changes } => {
-                    let done = rebuild::run(self, &ledger, table, changes, resumed).await;
+                    let context = rebuild::Context {
+                        connector: &self.connector,
+                        spec: &self.spec,
+                        approved: self.approved,
+                        control: &self.control,
+                        leading: self.leading.as_ref(),
+                    };
+                    let done = rebuild::run(context, &ledger, table, changes, resumed).await;
                     match done {
                         Ok(rebuild::Ended::Done) => exec::Ledger::done(&ledger, session).await,
                         Ok(rebuild::Ended::AwaitingCutover) => {

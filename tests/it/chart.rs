@@ -166,7 +166,7 @@ fn the_chart_ships_the_generated_crds() {
 /// Every kind the operator reconciles, with what its reconciler does to it:
 /// watch it, write its status, manage its finalizer.
 #[test]
-fn the_operator_may_reconcile_both_kinds() {
+fn the_operator_may_reconcile_the_three_kinds() {
     for objects in [render(&[]).unwrap(), render(&["--values", ALL_FEATURES]).unwrap()] {
         let roles: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "Role" || o["kind"] == "ClusterRole").collect();
         let allows = |resource: &str, verb: &str| {
@@ -175,12 +175,21 @@ fn the_operator_may_reconcile_both_kinds() {
                 has("apiGroups", "migrations.dsql.dev") && has("resources", resource) && has("verbs", verb)
             })
         };
-        for plural in ["identitymigrations", "tablemigrations"] {
+        for plural in ["identitymigrations", "tablemigrations", "schemamigrations"] {
             for verb in ["get", "list", "watch", "patch"] {
                 assert!(allows(plural, verb), "{plural}: {verb} is not granted");
             }
             assert!(allows(&format!("{plural}/status"), "patch"), "{plural}/status: patch is not granted");
+        }
+        for plural in ["identitymigrations", "tablemigrations"] {
             assert!(allows(&format!("{plural}/finalizers"), "update"), "{plural}/finalizers: update is not granted");
         }
+        let core = |resource: &str, verb: &str| {
+            roles.iter().flat_map(|r| r["rules"].as_array().into_iter().flatten()).any(|rule| {
+                let has = |field: &str, x: &str| rule[field].as_array().is_some_and(|v| v.iter().any(|y| y == x));
+                has("apiGroups", "") && has("resources", resource) && has("verbs", verb)
+            })
+        };
+        assert!(core("configmaps", "get") && core("configmaps", "list"), "a SchemaMigration's ConfigMaps");
     }
 }

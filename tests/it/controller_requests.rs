@@ -78,6 +78,7 @@ fn context_limited(limit: usize, known: Known) -> (Arc<ReconcileContext>, ApiHan
         application_name: "identity-migrator/test".into(),
         dsql_endpoints: Default::default(),
         resync_while_waiting: std::time::Duration::from_secs(300),
+        schema_tasks: Default::default(),
     };
     (Arc::new(ctx), handle)
 }

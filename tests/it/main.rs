@@ -32,6 +32,7 @@ mod oracle;
 mod retry;
 mod rollback;
 mod schema;
+mod schema_controller;
 mod schema_resume;
 mod seams;
 mod spec_data;

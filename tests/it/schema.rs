@@ -96,7 +96,7 @@ async fn column_type(db: &TestDb, table: &str, column: &str) -> (String, bool) {
 }
 
 /// What the example leaves: the table ALTER TABLE would give, every row.
-async fn assert_example_applied(db: &TestDb) {
+pub async fn assert_example_applied(db: &TestDb) {
     assert_eq!(finished(db).await, ["1", "2", "3", "4", "5", "6", "7"]);
     assert_eq!(column_type(db, "orders", "amount").await, ("numeric(12,2)".to_string(), true));
     assert_eq!(column_type(db, "orders", "status").await, ("text".to_string(), true));

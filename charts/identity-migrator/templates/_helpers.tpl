@@ -30,10 +30,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
      the Secrets they name and the scale of the workloads they quiesce. */}}
 {{- define "identity-migrator.migrationRules" -}}
 - apiGroups: [migrations.dsql.dev]
-  resources: [identitymigrations, tablemigrations]
+  resources: [identitymigrations, tablemigrations, schemamigrations]
   verbs: [get, list, watch, patch]
 - apiGroups: [migrations.dsql.dev]
-  resources: [identitymigrations/status, tablemigrations/status]
+  resources: [identitymigrations/status, tablemigrations/status, schemamigrations/status]
   verbs: [get, patch]
 - apiGroups: [migrations.dsql.dev]
   resources: [identitymigrations/finalizers, tablemigrations/finalizers]
@@ -44,6 +44,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
+# A SchemaMigration's files (spec.source.configMapRef, configMapSelector).
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list]
 - apiGroups: [apps]
   resources: [deployments/scale, statefulsets/scale, deployments, statefulsets]
   verbs: [get, patch]

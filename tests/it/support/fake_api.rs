@@ -78,7 +78,7 @@ impl Default for FakeApi {
 /// Resources with a status subresource: the main resource ignores status
 /// changes and `/status` changes nothing else.
 fn has_status_subresource(plural: &str) -> bool {
-    plural == "identitymigrations" || plural == "tablemigrations"
+    plural == "identitymigrations" || plural == "tablemigrations" || plural == "schemamigrations"
 }
 
 struct Route {

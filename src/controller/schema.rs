@@ -1,0 +1,296 @@
+//! SchemaMigrations in the operator. Every replica reconciles each one; the
+//! replica that takes its Lease reads its files (a ConfigMap, the ConfigMaps
+//! a selector picks, or the inline ones), plans them (a refusal stalls it
+//! before anything runs), and runs the same runner as `run --dir` in a task
+//! of its own, writing the status as the run reports its steps. The history
+//! in the database is the checkpoint: a replica that takes over resumes
+//! from it. A finished run looks again every few minutes, for new files.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use tokio::sync::watch;
+
+use super::reconcile::{Error, LEASE_POLL, ReconcileContext, WATCH_RUNNING};
+use super::schema_tasks::Task;
+use super::status_sink::publish;
+use super::supervisor::Key;
+use super::target::connector_for;
+use crate::api::schema::{InFlight, SchemaMigration, SchemaMigrationStatus, Source};
+use crate::engine::store::Severity;
+use crate::engine::{Directive, Licence};
+use crate::versioned::files::{SourceFile, VersionedFile, inline, read};
+use crate::versioned::runner::{Progress, RunOutcome, Runner, plan_all};
+use crate::versioned::status::{State, apply};
+
+pub const KIND: &str = "SchemaMigration";
+
+/// How often a SchemaMigration that is up to date (or stalled) is run again,
+/// for files added or fixed since: a run with nothing pending reads the
+/// history and ends.
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a run that failed on something passing is tried again.
+pub const RETRY: Duration = Duration::from_secs(30);
+
+/// Writes a SchemaMigration's status (the status subresource, whole: a field
+/// left out is gone, as a merge patch would not make it).
+async fn write(api: &Api<SchemaMigration>, name: &str, status: &SchemaMigrationStatus) -> Result<(), kube::Error> {
+    let value = serde_json::to_value(status).expect("status serializes");
+    let patch = json_patch::Patch(vec![json_patch::PatchOperation::Add(json_patch::AddOperation {
+        path: json_patch::jsonptr::PointerBuf::parse("/status").expect("a valid pointer"),
+        value,
+    })]);
+    api.patch_status(name, &PatchParams::default(), &Patch::<()>::Json(patch)).await.map(|_| ())
+}
+
+/// Sets `state` on the object's status and writes it when it changed.
+async fn settle(obj: &SchemaMigration, ctx: &ReconcileContext, state: &State) -> Result<(), Error> {
+    let before = obj.status.clone().unwrap_or_default();
+    let mut status = before.clone();
+    apply(&mut status, state, obj.meta().generation, &crate::api::now());
+    if same_but_times(&before, &status) {
+        return Ok(());
+    }
+    let api: Api<SchemaMigration> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    write(&api, &obj.name_any(), &status).await.map_err(Error::Status)
+}
+
+fn same_but_times(a: &SchemaMigrationStatus, b: &SchemaMigrationStatus) -> bool {
+    let strip = |s: &SchemaMigrationStatus| {
+        let mut s = s.clone();
+        s.last_applied_at = None;
+        for c in &mut s.conditions {
+            c.last_transition_time = crate::api::now();
+        }
+        s
+    };
+    let (mut a, mut b) = (strip(a), strip(b));
+    let epoch = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH);
+    a.conditions.iter_mut().chain(b.conditions.iter_mut()).for_each(|c| c.last_transition_time = epoch.clone());
+    a == b
+}
+
+pub async fn reconcile_schema(obj: Arc<SchemaMigration>, ctx: Arc<ReconcileContext>) -> Result<Action, Error> {
+    let key = Key::new(KIND, obj.namespace().unwrap_or_default(), obj.name_any());
+    let generation = obj.meta().generation.unwrap_or(0);
+    if obj.meta().deletion_timestamp.is_some() {
+        ctx.schema_tasks.stop(&key);
+        ctx.leases.release(&key);
+        return Ok(Action::await_change());
+    }
+    if let Some(running) = ctx.schema_tasks.running(&key) {
+        if running != generation || obj.spec.suspend {
+            // The spec changed: the run stops after its step; the next one starts from the history.
+            ctx.schema_tasks.stop(&key);
+        }
+        return Ok(Action::requeue(WATCH_RUNNING));
+    }
+    if obj.spec.suspend {
+        ctx.leases.release(&key);
+        settle(&obj, &ctx, &State::Suspended).await?;
+        return Ok(Action::await_change());
+    }
+    let status = obj.status.clone().unwrap_or_default();
+    if let Some(wait) = rest(&status, generation) {
+        ctx.leases.release(&key);
+        return Ok(Action::requeue(wait));
+    }
+    let Some(licence) = ctx.leases.hold(&key, &obj.uid().unwrap_or_default()).await? else {
+        return Ok(Action::requeue(LEASE_POLL));
+    };
+    let stall = |message: String| State::Stalled { message };
+    let files = match files(&ctx.client, &key.namespace, &obj.spec.source, obj.spec.format).await {
+        Ok(files) => files,
+        Err(message) => return stalled(&obj, &ctx, &key, stall(message)).await,
+    };
+    let target = &obj.spec.target;
+    let connector =
+        match connector_for(&ctx.client, &key.namespace, target, &ctx.application_name, &ctx.dsql_endpoints).await {
+            Ok(c) => Arc::new(c),
+            Err(e) if e.needs_person() => return stalled(&obj, &ctx, &key, stall(e.to_string())).await,
+            Err(e) => return Err(e.into()),
+        };
+    if let Err(e) = plan_all(&files, connector.dialect()) {
+        return stalled(&obj, &ctx, &key, stall(e.to_string())).await;
+    }
+    start(obj, ctx, key, generation, licence, connector, files);
+    Ok(Action::requeue(WATCH_RUNNING))
+}
+
+/// How long an idle SchemaMigration rests before it runs again; None: now.
+fn rest(status: &SchemaMigrationStatus, generation: i64) -> Option<Duration> {
+    if status.observed_generation != Some(generation) {
+        return None;
+    }
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    let changed = ready.map(|c| c.last_transition_time.0);
+    let (wait, since) = match ready.map(|c| c.reason.as_str()) {
+        // Each run that finds nothing to do records when it looked.
+        Some("UpToDate") => (RESYNC, status.last_applied_at.as_ref().map(|t| t.0).or(changed)),
+        Some("Stalled" | "Drifted" | "AwaitingApproval" | "AwaitingCutover") => (RESYNC, changed),
+        Some("Retrying") => (RETRY, changed),
+        _ => return None,
+    };
+    let age: Duration = since
+        .map(|t| jiff::Timestamp::now().duration_since(t).try_into().unwrap_or(Duration::ZERO))
+        .unwrap_or(Duration::MAX);
+    (age < wait).then(|| wait - age)
+}
+
+async fn stalled(obj: &SchemaMigration, ctx: &ReconcileContext, key: &Key, state: State) -> Result<Action, Error> {
+    ctx.leases.release(key);
+    if let State::Stalled { message } = &state {
+        let known = obj.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.message == *message));
+        if !known {
+            publish(&ctx.recorder, &obj.object_ref(&()), Severity::Warning, "Stalled", message.clone()).await;
+        }
+    }
+    settle(obj, ctx, &state).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// The files of `source`: a ConfigMap's keys, every selected ConfigMap's
+/// keys (a key in two is refused), or the inline migrations.
+pub async fn files(
+    client: &kube::Client,
+    namespace: &str,
+    source: &Source,
+    format: crate::api::schema::Format,
+) -> Result<Vec<VersionedFile>, String> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let mut found: Vec<(String, SourceFile)> = Vec::new();
+    let take = |cm: &ConfigMap, found: &mut Vec<(String, SourceFile)>| -> Result<(), String> {
+        for (name, text) in cm.data.clone().unwrap_or_default() {
+            if let Some((other, _)) = found.iter().find(|(_, f)| f.name == name) {
+                return Err(format!(
+                    "spec.source.configMapSelector: {name} is in ConfigMaps {other} and {}",
+                    cm.name_any()
+                ));
+            }
+            found.push((cm.name_any(), SourceFile { name, text }));
+        }
+        Ok(())
+    };
+    match (&source.config_map_ref, &source.config_map_selector, source.migrations.is_empty()) {
+        (Some(r), None, true) => match api.get_opt(&r.name).await {
+            Ok(Some(cm)) => take(&cm, &mut found)?,
+            Ok(None) => return Err(format!("spec.source.configMapRef: ConfigMap {namespace}/{} not found", r.name)),
+            Err(e) => return Err(format!("spec.source.configMapRef: reading ConfigMap {}: {e}", r.name)),
+        },
+        (None, Some(selector), true) => {
+            let labels: Vec<String> = selector.match_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let listed = api
+                .list(&ListParams::default().labels(&labels.join(",")))
+                .await
+                .map_err(|e| format!("spec.source.configMapSelector: listing ConfigMaps: {e}"))?;
+            for cm in &listed.items {
+                take(cm, &mut found)?;
+            }
+        }
+        (None, None, false) => return Ok(inline(&source.migrations)),
+        _ => return Err("spec.source: give exactly one of configMapRef, configMapSelector and migrations".into()),
+    }
+    let files: Vec<SourceFile> = found.into_iter().map(|(_, f)| f).collect();
+    read(&files, format).map_err(|e| format!("spec.source: {e}"))
+}
+
+/// Runs the files in a task of this replica while the Lease holds.
+fn start(
+    obj: Arc<SchemaMigration>,
+    ctx: Arc<ReconcileContext>,
+    key: Key,
+    generation: i64,
+    licence: Licence,
+    connector: Arc<crate::db::Connector>,
+    files: Vec<VersionedFile>,
+) {
+    let (control_tx, control) = watch::channel(Directive::Run);
+    let (report, mut progress) = tokio::sync::mpsc::unbounded_channel();
+    let runner = Runner {
+        connector,
+        approved: obj.spec.cutover.approved,
+        spec: obj.spec.clone(),
+        control,
+        leading: Some(licence.clone()),
+        report: Some(report),
+    };
+    let task_key = key.clone();
+    let task_ctx = ctx.clone();
+    let handle = tokio::spawn(async move {
+        let (ctx, key) = (task_ctx, task_key);
+        let api: Api<SchemaMigration> = Api::namespaced(ctx.client.clone(), &key.namespace);
+        let mut status = obj.status.clone().unwrap_or_default();
+        let mut pending: Vec<String> = Vec::new();
+        // On the heap: a run holds a rebuild's whole engine, too big for a worker's stack.
+        let mut run = Box::pin(runner.run(&files));
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut run => break outcome,
+                Some(p) = progress.recv() => {
+                    let state = match p {
+                        Progress::Pending(versions) => {
+                            pending = versions;
+                            State::Applying { pending: pending.len(), in_flight: None }
+                        }
+                        Progress::Step { version, step, steps, kind } => {
+                            let in_flight = InFlight { version, step: format!("{step}/{steps} {kind}"), ..Default::default() };
+                            State::Applying { pending: pending.len(), in_flight: Some(in_flight) }
+                        }
+                        Progress::Applied(version) => {
+                            pending.retain(|v| *v != version);
+                            status.current_version = Some(version);
+                            State::Applying { pending: pending.len(), in_flight: None }
+                        }
+                    };
+                    apply(&mut status, &state, Some(generation), &crate::api::now());
+                    if licence.holds() && let Err(e) = write(&api, &key.name, &status).await {
+                        tracing::debug!(error = %e, "could not write the SchemaMigration's progress");
+                    }
+                }
+            }
+        };
+        let (state, event) = match outcome {
+            Ok(RunOutcome::Done { applied, current }) => {
+                let note = (!applied.is_empty()).then(|| format!("applied {}", applied.join(", ")));
+                (State::UpToDate { current }, note.map(|n| (Severity::Normal, "Applied", n)))
+            }
+            Ok(RunOutcome::AwaitingApproval { hash, why, pending }) => {
+                let note = format!("{pending} migration(s) {why}: waiting for approvedPlanHash {hash}");
+                (State::AwaitingApproval { hash, why, pending }, Some((Severity::Normal, "AwaitingApproval", note)))
+            }
+            Ok(RunOutcome::AwaitingCutover { version }) => (State::AwaitingCutover { version }, None),
+            Ok(RunOutcome::Stopped) => return,
+            Err(e) => {
+                let message = e.to_string();
+                let state = match &e {
+                    crate::versioned::runner::RunError::Drifted { .. } => State::Drifted { message: message.clone() },
+                    e if e.is_invalid_input() => State::Stalled { message: message.clone() },
+                    _ => State::Retrying { message: message.clone() },
+                };
+                (state, Some((Severity::Warning, "Failed", message)))
+            }
+        };
+        if !licence.holds() {
+            return;
+        }
+        apply(&mut status, &state, Some(generation), &crate::api::now());
+        if let Err(e) = write(&api, &key.name, &status).await {
+            tracing::warn!(error = %e, "could not write the SchemaMigration's status");
+        }
+        if let Some((severity, reason, note)) = event {
+            publish(&ctx.recorder, &obj.object_ref(&()), severity, reason, note).await;
+        }
+        drop(licence);
+        ctx.leases.release(&key);
+    });
+    ctx.schema_tasks.insert(key, Task { generation, control: control_tx, handle });
+}
+
+pub fn schema_error_policy(obj: Arc<SchemaMigration>, error: &Error, _ctx: Arc<ReconcileContext>) -> Action {
+    tracing::warn!(namespace = obj.namespace().as_deref(), name = %obj.name_any(), error = %error, "reconcile failed");
+    Action::requeue(Duration::from_secs(15))
+}

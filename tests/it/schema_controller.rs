@@ -1,0 +1,94 @@
+//! SchemaMigration in the operator (issue 33): files from a ConfigMap,
+//! applied by the replica that holds the Lease, the status kstatus reads
+//! (Ready, Reconciling, Stalled, AwaitingApproval, Drifted), and a changed
+//! applied file seen as Drifted.
+
+use std::path::Path;
+
+use identity_migrator::api::schema::SchemaMigration;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use crate::schema::assert_example_applied;
+use crate::support::TestDb;
+use crate::support::fake_api::FakeApi;
+use crate::support::operator::{NS, Operator, condition, create_url_secret};
+
+fn get(api: &FakeApi, name: &str) -> Value {
+    api.get("migrations.dsql.dev/v1alpha1", "schemamigrations", NS, name).unwrap_or(Value::Null)
+}
+
+fn holds(o: &Value, type_: &str) -> bool {
+    condition(o, type_).is_some_and(|c| c["status"] == "True")
+}
+
+async fn wait_for(api: &FakeApi, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let o = get(api, name);
+        if check(&o) {
+            return o;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}: {}", o["status"]);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn example_files() -> serde_json::Map<String, Value> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/migrations");
+    std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().to_string(), json!(std::fs::read_to_string(&p).unwrap())))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schema_migration_applies_its_configmap_and_a_changed_applied_file_shows_drifted() {
+    let db = TestDb::new("schema_operator").await;
+    let api = FakeApi::new();
+    create_url_secret(&api, "db", &db.url).await;
+    let client = api.client();
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    let map: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "shop-migrations"}, "data": example_files()})).unwrap();
+    maps.create(&PostParams::default(), &map).await.unwrap();
+    let schemas: Api<SchemaMigration> = Api::namespaced(client.clone(), NS);
+    let object: SchemaMigration = serde_json::from_value(json!({
+        "apiVersion": "migrations.dsql.dev/v1alpha1", "kind": "SchemaMigration",
+        "metadata": {"name": "shop", "namespace": NS},
+        "spec": {
+            "target": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}},
+            "format": "Flyway",
+            "source": {"configMapRef": {"name": "shop-migrations"}},
+            "policy": {"approval": "Never"}
+        }
+    }))
+    .unwrap();
+    schemas.create(&PostParams::default(), &object).await.unwrap();
+    let operator = Operator::start(&api, "pod-a");
+    let done = wait_for(&api, "shop", "Ready", |o| holds(o, "Ready")).await;
+    assert_eq!(done["status"]["currentVersion"], "7");
+    assert_eq!(done["status"]["pending"], 0);
+    assert!(!holds(&done, "Reconciling") && !holds(&done, "Stalled") && !holds(&done, "Drifted"));
+    assert_example_applied(&db).await;
+    let events: Vec<String> =
+        api.events_of(NS, Some("SchemaMigration"), "shop").into_iter().map(|(_, r, _)| r).collect();
+    assert!(events.contains(&"Applied".to_string()), "{events:?}");
+
+    // An applied file edited in the ConfigMap: the next run stops on it.
+    let mut edited = example_files();
+    edited.insert(
+        "V1__create_tables.sql".into(),
+        json!("-- rewritten after it ran\nCREATE TABLE customers (id bigint);\n"),
+    );
+    maps.patch("shop-migrations", &PatchParams::default(), &Patch::Merge(json!({"data": edited}))).await.unwrap();
+    schemas.patch("shop", &PatchParams::default(), &Patch::Merge(json!({"spec": {"outOfOrder": true}}))).await.unwrap();
+    let drifted = wait_for(&api, "shop", "Drifted", |o| holds(o, "Drifted")).await;
+    let message = condition(&drifted, "Drifted").unwrap()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("version 1 (V1__create_tables.sql)"), "{message}");
+    assert!(holds(&drifted, "Stalled") && !holds(&drifted, "Ready"));
+    operator.shutdown().await;
+}
