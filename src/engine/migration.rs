@@ -46,6 +46,11 @@ mod validating;
 /// Times a run claims its table again after losing the claim with a connection.
 const MAX_RECLAIMS: u32 = 5;
 
+/// Whether the run got a phase further since the last reclaim (in `before`).
+fn moved(before: Option<Phase>, status: &crate::api::IdentityMigrationStatus) -> bool {
+    before.is_some_and(|phase| phase != resume(status, false).phase())
+}
+
 pub struct Migration<R: StatusSink> {
     job: Arc<Job>,
     keeper: StatusKeeper<R>,
@@ -82,7 +87,10 @@ impl<R: StatusSink> Migration<R> {
     /// Runs until the migration completes, fails, waits for approval, or is
     /// told to stop. Returns the final status and the sink.
     pub async fn run(mut self) -> (Outcome, IdentityMigrationStatus, R) {
+        // Reclaims in a row without progress: a run that keeps moving on
+        // (a phase further each time) is not given up for drops it survived.
         let mut reclaims = 0;
+        let mut reclaimed_in = None;
         let outcome = loop {
             let outcome = match self.claim().await {
                 Ok(()) => self.drive().await,
@@ -97,8 +105,12 @@ impl<R: StatusSink> Migration<R> {
             // the status and the catalog as a new run would; an engine that
             // took it meanwhile keeps it.
             match &outcome {
-                Outcome::Failed(e) if e.lost_claim() && reclaims < MAX_RECLAIMS => {
-                    reclaims += 1;
+                Outcome::Failed(e)
+                    if e.lost_claim() && (reclaims < MAX_RECLAIMS || moved(reclaimed_in, &self.keeper.status)) =>
+                {
+                    let now_in = Some(resume(&self.keeper.status, false).phase());
+                    reclaims = if now_in == reclaimed_in { reclaims + 1 } else { 1 };
+                    reclaimed_in = now_in;
                     tracing::warn!(error = %e, attempt = reclaims, "claim lost; claiming the table again");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
