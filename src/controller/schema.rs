@@ -35,6 +35,8 @@ pub const KIND: &str = "SchemaMigration";
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// How soon a run that failed on something passing is tried again.
 pub const RETRY: Duration = Duration::from_secs(30);
+/// The least time between two progress writes of a run's status.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Writes a SchemaMigration's status (the status subresource, whole: a field
 /// left out is gone, as a merge patch would not make it).
@@ -225,11 +227,20 @@ fn start(
         let api: Api<SchemaMigration> = Api::namespaced(ctx.client.clone(), &key.namespace);
         let mut status = obj.status.clone().unwrap_or_default();
         let mut pending: Vec<String> = Vec::new();
+        let mut last_write: Option<std::time::Instant> = None;
         // On the heap: a run holds a rebuild's whole engine, too big for a worker's stack.
         let mut run = Box::pin(runner.run(&files));
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        let mut dirty = false;
         let outcome = loop {
             tokio::select! {
                 outcome = &mut run => break outcome,
+                _ = tick.tick(), if dirty => {
+                    if licence.holds() && write(&api, &key.name, &status).await.is_ok() {
+                        last_write = Some(std::time::Instant::now());
+                    }
+                    dirty = false;
+                }
                 Some(p) = progress.recv() => {
                     let state = match p {
                         Progress::Pending(versions) => {
@@ -245,10 +256,24 @@ fn start(
                             status.current_version = Some(version);
                             State::Applying { pending: pending.len(), in_flight: None }
                         }
+                        Progress::InFlight { version, job, cursor } => {
+                            let mut in_flight = status.in_flight.clone().filter(|f| f.version == version).unwrap_or_default();
+                            in_flight.version = version;
+                            in_flight.job_id = job.or(in_flight.job_id);
+                            in_flight.batch_cursor = cursor.or(in_flight.batch_cursor);
+                            State::Applying { pending: pending.len(), in_flight: Some(in_flight) }
+                        }
                     };
                     apply(&mut status, &state, Some(generation), &crate::api::now());
-                    if licence.holds() && let Err(e) = write(&api, &key.name, &status).await {
-                        tracing::debug!(error = %e, "could not write the SchemaMigration's progress");
+                    // A batch cursor moves often: written at most once a second,
+                    // the latest at the next tick.
+                    let due = last_write.is_none_or(|t: std::time::Instant| t.elapsed() >= PROGRESS_EVERY);
+                    dirty = !due;
+                    if due && licence.holds() {
+                        last_write = Some(std::time::Instant::now());
+                        if let Err(e) = write(&api, &key.name, &status).await {
+                            tracing::debug!(error = %e, "could not write the SchemaMigration's progress");
+                        }
                     }
                 }
             }

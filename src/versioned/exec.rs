@@ -53,10 +53,19 @@ pub struct Ledger<'a> {
     pub version: &'a str,
     /// The step's number (0-based) among the migration's steps.
     pub step: usize,
+    /// Told each job id and batch cursor as it is recorded (the operator's status).
+    pub watcher: Option<&'a (dyn Fn(&InFlight) + Sync)>,
 }
 
 impl Ledger<'_> {
+    fn tell(&self, state: &InFlight) {
+        if let Some(watcher) = self.watcher {
+            watcher(state);
+        }
+    }
+
     async fn mark(&self, session: &mut Session, state: &InFlight) -> Result<(), DbError> {
+        self.tell(state);
         let text = state.text();
         let (history, version, step) = (self.history, self.version, self.step as i32);
         session
@@ -323,6 +332,7 @@ pub async fn backfill(
             .await?;
         batches += 1;
         crate::engine::failpoint::hit("schema-backfill-batch");
+        ledger.tell(&InFlight { step: ledger.step, cursor: Some(hi.clone()), ..Default::default() });
         cursor = Some(hi);
     }
     ledger.done(session).await?;

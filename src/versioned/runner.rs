@@ -128,6 +128,12 @@ pub enum Progress {
         kind: &'static str,
     },
     Applied(String),
+    /// The step under way recorded a job id or a batch cursor.
+    InFlight {
+        version: String,
+        job: Option<String>,
+        cursor: Option<String>,
+    },
 }
 
 pub struct Runner {
@@ -371,7 +377,11 @@ impl Runner {
             }
             let kind = step.kind.name();
             self.tell(Progress::Step { version: m.version.clone(), step: n + 1, steps: m.steps.len(), kind });
-            let ledger = Ledger { history, version: &m.version, step: n };
+            let watcher = |state: &InFlight| {
+                let (job, cursor) = (state.job.clone(), state.cursor.clone());
+                self.tell(Progress::InFlight { version: m.version.clone(), job, cursor });
+            };
+            let ledger = Ledger { history, version: &m.version, step: n, watcher: Some(&watcher) };
             let resumed = in_flight.as_ref().filter(|f| f.step == n);
             tracing::info!(version = %m.version, step = n + 1, kind = step.kind.name(), at = %step.at, "step");
             let dialect = self.connector.dialect();
