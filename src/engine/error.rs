@@ -44,6 +44,12 @@ impl EngineError {
         }
     }
 
+    /// Taking the claim failed on a connection that broke (or a server
+    /// briefly away): worth taking again, as a claim lost with its connection.
+    pub fn claim_unreachable(&self) -> bool {
+        matches!(self, EngineError::Claim(ClaimError::Db { source, .. }) if source.is_transient())
+    }
+
     /// This engine lost its claim on the table: it must change nothing more,
     /// not even to put a table back (the engine that holds it now will).
     pub fn lost_claim(&self) -> bool {

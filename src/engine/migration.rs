@@ -106,7 +106,8 @@ impl<R: StatusSink> Migration<R> {
             // took it meanwhile keeps it.
             match &outcome {
                 Outcome::Failed(e)
-                    if e.lost_claim() && (reclaims < MAX_RECLAIMS || moved(reclaimed_in, &self.keeper.status)) =>
+                    if (e.lost_claim() || e.claim_unreachable())
+                        && (reclaims < MAX_RECLAIMS || moved(reclaimed_in, &self.keeper.status)) =>
                 {
                     let now_in = Some(resume(&self.keeper.status, false).phase());
                     reclaims = if now_in == reclaimed_in { reclaims + 1 } else { 1 };
