@@ -116,7 +116,7 @@ pub async fn run(
         resync_while_waiting: config.resync_while_waiting,
         schema_tasks: Default::default(),
     });
-    let schema: Vec<Controller<SchemaMigration>> = schema_controllers(&client, &config.watch_namespaces, &won);
+    let schema: Vec<Controller<SchemaMigration>> = controllers(&client, &config.watch_namespaces, &won);
     tracing::info!(identity = %config.identity, "reconciling IdentityMigrations, TableMigrations and SchemaMigrations");
     ready.store(true, Ordering::SeqCst);
     tokio::select! {
@@ -148,11 +148,20 @@ fn wins(rx: tokio::sync::broadcast::Receiver<()>) -> impl futures::Stream<Item =
 
 /// One controller of kind `K` per watched namespace, or one for all; a
 /// Lease won reconciles them all.
-fn controllers<K: MigrationResource>(
+fn controllers<K>(
     client: &Client,
     namespaces: &[String],
     won: &tokio::sync::broadcast::Sender<()>,
-) -> Vec<Controller<K>> {
+) -> Vec<Controller<K>>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let apis: Vec<Api<K>> = if namespaces.is_empty() {
         vec![Api::all(client.clone())]
     } else {
@@ -171,24 +180,6 @@ async fn run_both(
     ctx: Arc<ReconcileContext>,
 ) {
     futures::join!(run_controllers(identity, ctx.clone()), run_controllers(table, ctx));
-}
-
-/// The SchemaMigration controllers, as [`controllers`] makes the others.
-fn schema_controllers(
-    client: &Client,
-    namespaces: &[String],
-    won: &tokio::sync::broadcast::Sender<()>,
-) -> Vec<Controller<SchemaMigration>> {
-    let apis: Vec<Api<SchemaMigration>> = if namespaces.is_empty() {
-        vec![Api::all(client.clone())]
-    } else {
-        namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
-    };
-    apis.into_iter()
-        .map(|api| {
-            Controller::new(api, watcher::Config::default().any_semantic()).reconcile_all_on(wins(won.subscribe()))
-        })
-        .collect()
 }
 
 async fn run_schema(controllers: Vec<Controller<SchemaMigration>>, ctx: Arc<ReconcileContext>) {
