@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use tokio::sync::watch;
 
 use super::reconcile::{Error, LEASE_POLL, ReconcileContext, WATCH_RUNNING};
 use super::schema_tasks::Task;
-use super::status_sink::publish;
+use super::status_sink::{publish, replace_status};
 use super::supervisor::Key;
 use super::target::connector_for;
 use crate::api::schema::{InFlight, SchemaMigration, SchemaMigrationStatus, Source};
@@ -38,15 +38,9 @@ pub const RETRY: Duration = Duration::from_secs(30);
 /// The least time between two progress writes of a run's status.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
-/// Writes a SchemaMigration's status (the status subresource, whole: a field
-/// left out is gone, as a merge patch would not make it).
+/// Writes a SchemaMigration's status, whole.
 async fn write(api: &Api<SchemaMigration>, name: &str, status: &SchemaMigrationStatus) -> Result<(), kube::Error> {
-    let value = serde_json::to_value(status).expect("status serializes");
-    let patch = json_patch::Patch(vec![json_patch::PatchOperation::Add(json_patch::AddOperation {
-        path: json_patch::jsonptr::PointerBuf::parse("/status").expect("a valid pointer"),
-        value,
-    })]);
-    api.patch_status(name, &PatchParams::default(), &Patch::<()>::Json(patch)).await.map(|_| ())
+    replace_status(api, name, status).await
 }
 
 /// Sets `state` on the object's status and writes it when it changed.
@@ -61,19 +55,16 @@ async fn settle(obj: &SchemaMigration, ctx: &ReconcileContext, state: &State) ->
     write(&api, &obj.name_any(), &status).await.map_err(Error::Status)
 }
 
+/// Equal but for when conditions changed and when the last run looked.
 fn same_but_times(a: &SchemaMigrationStatus, b: &SchemaMigrationStatus) -> bool {
+    let epoch = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH);
     let strip = |s: &SchemaMigrationStatus| {
         let mut s = s.clone();
         s.last_applied_at = None;
-        for c in &mut s.conditions {
-            c.last_transition_time = crate::api::now();
-        }
+        s.conditions.iter_mut().for_each(|c| c.last_transition_time = epoch.clone());
         s
     };
-    let (mut a, mut b) = (strip(a), strip(b));
-    let epoch = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH);
-    a.conditions.iter_mut().chain(b.conditions.iter_mut()).for_each(|c| c.last_transition_time = epoch.clone());
-    a == b
+    strip(a) == strip(b)
 }
 
 pub async fn reconcile_schema(obj: Arc<SchemaMigration>, ctx: Arc<ReconcileContext>) -> Result<Action, Error> {

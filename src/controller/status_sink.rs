@@ -24,6 +24,15 @@ pub async fn write_status<K: MigrationResource>(
     name: &str,
     status: &IdentityMigrationStatus,
 ) -> Result<(), kube::Error> {
+    replace_status(api, name, status).await
+}
+
+/// Replaces the whole status subresource of any kind: a field the status
+/// leaves out is gone (a merge patch would keep it).
+pub async fn replace_status<K>(api: &Api<K>, name: &str, status: &impl serde::Serialize) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let value = serde_json::to_value(status).expect("status serializes");
     let patch = json_patch::Patch(vec![json_patch::PatchOperation::Add(json_patch::AddOperation {
         path: json_patch::jsonptr::PointerBuf::parse("/status").expect("a valid pointer"),

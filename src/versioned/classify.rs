@@ -13,6 +13,7 @@ use pg_query::protobuf::{
 use super::sql::{expr_text, statement_text, type_text};
 use crate::api::Generation;
 use crate::api::changes::{AddColumn, AddConstraint, AddIdentity, AlterColumn, Change, DropColumn, SetPrimaryKey};
+use crate::engine::plan::quote::ident;
 use crate::engine::plan::shape::TableName;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -281,7 +282,7 @@ fn alter_part(a: &AlterTableStmt, cmd: &AlterTableCmd, table: &TableName) -> Res
             if let Some(collate) = &d.coll_clause {
                 let names: Vec<String> = collate.collname.iter().filter_map(string_of).collect();
                 data_type =
-                    format!("{data_type} COLLATE {}", names.iter().map(|n| quote(n)).collect::<Vec<_>>().join("."));
+                    format!("{data_type} COLLATE {}", names.iter().map(|n| ident(n)).collect::<Vec<_>>().join("."));
             }
             let using = d.raw_default.as_ref().map(|e| expr_text(e));
             vec![change(|c| {
@@ -472,10 +473,6 @@ fn string_of(n: &Node) -> Option<String> {
 
 fn string_node(s: &str) -> Node {
     Node { node: Some(NodeEnum::String(pg_query::protobuf::String { sval: s.to_string() })) }
-}
-
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 #[cfg(test)]

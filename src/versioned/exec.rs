@@ -227,25 +227,33 @@ pub async fn validate(
     ledger.done(session).await
 }
 
+/// `body` between BEGIN and COMMIT, rolled back when it fails.
+async fn committed(c: &Client, body: impl Future<Output = Result<(), DbError>>) -> Result<(), DbError> {
+    c.batch_execute("BEGIN").await.ctx("begin")?;
+    let result = match body.await {
+        Ok(()) => c.batch_execute("COMMIT").await.ctx("commit"),
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        let _ = c.batch_execute("ROLLBACK").await;
+    }
+    result
+}
+
 /// Statements in one transaction with the step's progress: all or nothing.
 pub async fn in_transaction(session: &mut Session, ledger: &Ledger<'_>, statements: &[String]) -> Result<(), DbError> {
     let progress = history::progress_sql(ledger.history);
     let (progress, version, next) = (progress.as_str(), ledger.version, ledger.step as i32 + 1);
     session
         .retry("dml", |c| async move {
-            let result = async {
-                c.batch_execute("BEGIN").await.ctx("begin")?;
+            committed(&c, async {
                 for s in statements {
                     c.batch_execute(s).await.ctx("dml")?;
                 }
                 c.execute(progress, &[&version, &next, &None::<String>]).await.ctx("record the step done")?;
-                c.batch_execute("COMMIT").await.ctx("commit")
-            }
-            .await;
-            if result.is_err() {
-                let _ = c.batch_execute("ROLLBACK").await;
-            }
-            result
+                Ok(())
+            })
+            .await
         })
         .await
 }
@@ -313,20 +321,15 @@ pub async fn backfill(
                     if done_up_to(&c, history, version).await?.as_deref() == Some(hi.as_str()) {
                         return Ok(());
                     }
-                    let result = async {
-                        c.batch_execute("BEGIN").await.ctx("begin")?;
+                    committed(&c, async {
                         match &lo {
                             None => c.execute(batch_sql, &[&hi]).await.ctx("backfill batch")?,
                             Some(lo) => c.execute(batch_sql, &[lo, &hi]).await.ctx("backfill batch")?,
                         };
                         c.execute(progress.as_str(), &[&version, &step, &Some(state)]).await.ctx("record the batch")?;
-                        c.batch_execute("COMMIT").await.ctx("commit")
-                    }
-                    .await;
-                    if result.is_err() {
-                        let _ = c.batch_execute("ROLLBACK").await;
-                    }
-                    result
+                        Ok(())
+                    })
+                    .await
                 }
             })
             .await?;

@@ -13,6 +13,7 @@ use super::files::VersionedFile;
 use super::sql::Statement;
 use crate::api::changes::Change;
 use crate::db::Dialect;
+use crate::engine::plan::quote::ident;
 use crate::engine::plan::shape::TableName;
 
 /// One step: what is sent, where it comes from, and why.
@@ -274,7 +275,7 @@ impl Planner {
         } else {
             ("ALTER TABLE", "validated without blocking writes (SHARE UPDATE EXCLUSIVE)")
         };
-        let sql = format!("{keyword} {table} VALIDATE CONSTRAINT {}", quote(name));
+        let sql = format!("{keyword} {table} VALIDATE CONSTRAINT {}", ident(name));
         let kind = StepKind::Validate { sql, table: table.clone(), constraint: name.to_string() };
         self.push(at.to_string(), kind, why);
     }
@@ -308,10 +309,6 @@ fn rebuild_why(n: usize) -> String {
 
 fn deletes_all(what: &What) -> bool {
     matches!(what, What::Dml(d) if d.kind == DmlKind::Delete && !d.has_where)
-}
-
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The plan as text, the way `plan` prints it: each migration, each step
