@@ -50,7 +50,8 @@ ensure_postgres() {
 # Builds the binary once; prints its path.
 # libclang, which the SQL parser's bindings (pg_query) need to build.
 ensure_build_tools() {
-    if ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+    # libclang itself: libclang-cpp (which some images carry) is not what bindgen loads.
+    if ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang.so* /usr/lib/*/libclang-[0-9]*.so* >/dev/null 2>&1; then
         return 0
     fi
     say "installing libclang (apt-get install -y libclang-dev) for the SQL parser's build"

@@ -26,6 +26,9 @@ CREATE TABLE IF NOT EXISTS sys.jobs (
     start_time  timestamptz NOT NULL DEFAULT now(),
     update_time timestamptz NOT NULL DEFAULT now()
 );
+-- The stand-in's own note of the table each job's object belongs to
+-- (sys.jobs names only the object: one name can be in two schemas).
+CREATE TABLE IF NOT EXISTS dsql_sim.job_tables (job_id text PRIMARY KEY, table_oid oid);
 CREATE TABLE IF NOT EXISTS dsql_sim.settings (wait_for_job_ms integer NOT NULL);
 INSERT INTO dsql_sim.settings SELECT 30000 WHERE NOT EXISTS (SELECT 1 FROM dsql_sim.settings);
 

@@ -38,6 +38,9 @@ pub struct Build {
     pub job_id: String,
     pub index: String,
     pub table: String,
+    /// The table as the statement named it (perhaps schema-qualified): tables
+    /// of one name in two schemas are two tables.
+    pub table_as_named: String,
     /// The PostgreSQL statement that builds it.
     pub sql: String,
 }
@@ -118,10 +121,8 @@ impl Jobs {
         // in the catalog (CONCURRENTLY waits for every session holding a
         // lock that conflicts with SHARE on the table).
         holder.batch_execute("BEGIN").await.map_err(err)?;
-        holder
-            .batch_execute(&format!("LOCK TABLE {} IN ROW EXCLUSIVE MODE", self.table_ref(&watcher, build).await?))
-            .await
-            .map_err(err)?;
+        let table = self.table_ref(&watcher, build).await?;
+        holder.batch_execute(&format!("LOCK TABLE {table} IN ROW EXCLUSIVE MODE")).await.map_err(err)?;
         let pid: i32 = builder.query_one("SELECT pg_backend_pid()", &[]).await.map_err(err)?.get(0);
         self.running.lock().expect("jobs lock").insert(build.index.clone(), pid);
         builder
@@ -137,8 +138,9 @@ impl Jobs {
         loop {
             let shown_now: bool = watcher
                 .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = $1 AND relkind = 'i')",
-                    &[&build.index],
+                    "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = $1 AND relkind = 'i' \
+                     AND relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = to_regclass($2)))",
+                    &[&build.index, &table],
                 )
                 .await
                 .map_err(err)?
@@ -181,8 +183,9 @@ impl Jobs {
         let row = client
             .query_opt(
                 "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE c.relname = $1 AND c.relkind IN ('r', 'p') ORDER BY n.nspname = 'public' DESC LIMIT 1",
-                &[&build.table],
+                 WHERE c.relkind IN ('r', 'p') AND (c.oid = to_regclass($2) OR (to_regclass($2) IS NULL AND c.relname = $1)) \
+                 ORDER BY n.nspname = 'public' DESC LIMIT 1",
+                &[&build.table, &build.table_as_named],
             )
             .await
             .map_err(|e| e.to_string())?;

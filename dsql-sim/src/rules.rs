@@ -82,11 +82,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
         }
         let mut text = s.sql.clone();
         if let Kind::CreateIndexAsync { name, table } = &s.kind {
+            // An index lives in its table's schema: one of that name elsewhere is another.
+            let named = sql::table_after_on(s).unwrap_or_else(|| table.clone());
             let exists = format!(
-                "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = {} AND relkind = 'i') \
-                 OR EXISTS (SELECT 1 FROM sys.jobs WHERE object_name = {} AND status IN ('submitted', 'processing'))",
-                literal(name),
-                literal(name)
+                "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = {name} AND relkind = 'i' \
+                 AND relnamespace = coalesce((SELECT relnamespace FROM pg_class WHERE oid = to_regclass({named})), \
+                 (SELECT oid FROM pg_namespace WHERE nspname = current_schema()))) \
+                 OR EXISTS (SELECT 1 FROM sys.jobs j JOIN dsql_sim.job_tables t USING (job_id) \
+                            WHERE j.object_name = {name} AND j.status IN ('submitted', 'processing') \
+                            AND t.table_oid IS NOT DISTINCT FROM to_regclass({named}))",
+                name = literal(name),
+                named = literal(&named),
             );
             if self.query_bool(&exists).await? == Some(true) {
                 return Ok(Err(refusal("42P07", format!("relation \"{name}\" already exists"))));
@@ -94,10 +100,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             let Some(build_sql) = sql::background_build(s) else {
                 return Ok(Err(refusal("42601", "syntax error in CREATE INDEX ASYNC")));
             };
-            text = self.submit(name, table, build_sql);
+            text = self.submit(name, table, &named, build_sql);
         }
         if let Kind::ValidateAsync { constraint, table } = &s.kind {
-            text = self.submit(constraint, table, sql::synchronous(s));
+            text = self.submit(constraint, table, table, sql::synchronous(s));
         }
         if let Some(t) = &mut self.txn {
             for name in s.names() {
@@ -120,15 +126,20 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
     /// Submits a job on `object` of `table` that runs `sql` once the
     /// transaction commits; the statement the backend runs instead, which
     /// answers the job id as DSQL does.
-    fn submit(&mut self, object: &str, table: &str, sql: String) -> String {
+    fn submit(&mut self, object: &str, table: &str, table_as_named: &str, sql: String) -> String {
         let job_id = new_job_id();
+        // One statement, as the client sent one: the job and the stand-in's note of its table.
         let text = format!(
-            "INSERT INTO sys.jobs (job_id, status, object_name) VALUES ({}, 'submitted', {}) RETURNING job_id",
-            literal(&job_id),
-            literal(object)
+            "WITH job AS (INSERT INTO sys.jobs (job_id, status, object_name) VALUES ({id}, 'submitted', {object}) \
+             RETURNING job_id), noted AS (INSERT INTO dsql_sim.job_tables SELECT job_id, to_regclass({table}) FROM job) \
+             SELECT job_id FROM job",
+            id = literal(&job_id),
+            object = literal(object),
+            table = literal(table_as_named)
         );
         if let Some(t) = &mut self.txn {
-            t.builds.push(Build { job_id, index: object.to_string(), table: table.to_string(), sql });
+            let (index, table, table_as_named) = (object.to_string(), table.to_string(), table_as_named.to_string());
+            t.builds.push(Build { job_id, index, table, table_as_named, sql });
         }
         text
     }

@@ -163,7 +163,7 @@ impl<R: StatusSink> Migration<R> {
             Ok(from_catalog) => stand = from_catalog,
             Err(e) => return self.failed(stand.phase(), e).await,
         }
-        if let Err(e) = self.prepare_rebuild(stand).await {
+        if let Err(e) = Box::pin(self.prepare_rebuild(stand)).await {
             return self.failed(stand.phase(), e).await;
         }
         loop {
@@ -237,7 +237,7 @@ impl<R: StatusSink> Migration<R> {
             if let Err(e) = self.keeper.enter(phase, detail).await {
                 return self.failed(phase, e).await;
             }
-            match self.run_phase(work).await {
+            match Box::pin(self.run_phase(work)).await {
                 Ok(Flow::Next) => stand = after(work, self.gate()),
                 Ok(Flow::FallBackToCopy) => stand = fall_back_to_copy(),
                 Ok(Flow::Halt(outcome)) => return self.halt(outcome).await,
@@ -339,8 +339,8 @@ impl<R: StatusSink> Migration<R> {
 
     async fn run_phase(&mut self, work: Work) -> Result<Flow, EngineError> {
         match work {
-            Work::Validating if !self.job.settings.changes.is_empty() => self.validate_changes().await,
-            Work::Validating => self.validate().await,
+            Work::Validating if !self.job.settings.changes.is_empty() => Box::pin(self.validate_changes()).await,
+            Work::Validating => Box::pin(self.validate()).await,
             Work::CreatingTarget if self.job.reshape.get().is_some() => {
                 let reshape = self.job.reshape.get().cloned().expect("checked");
                 let left = match ensure_new_table(&self.job, &mut self.job.session(), &reshape).await {
@@ -357,8 +357,8 @@ impl<R: StatusSink> Migration<R> {
                 self.record_not_carried(refused).await;
                 Ok(Flow::Next)
             }
-            Work::Copying => self.copy().await,
-            Work::Verifying => self.verify().await,
+            Work::Copying => Box::pin(self.copy()).await,
+            Work::Verifying => Box::pin(self.verify()).await,
             Work::Swapping if self.gate().in_place && !self.job.settings.changes.is_empty() => {
                 self.change_in_place().await
             }
@@ -368,14 +368,14 @@ impl<R: StatusSink> Migration<R> {
                 // (dropped with `oldTable.retain: false`) and is not needed.
                 let names = read_names(&self.job.settings, self.job.original(), &mut self.job.session()).await?;
                 if swap_state(names) == SwapState::Swapped {
-                    return finish_swapped(&self.job, names, &mut self.keeper).await;
+                    return Box::pin(finish_swapped(&self.job, names, &mut self.keeper)).await;
                 }
                 let shape = self.original_shape().await?;
                 let widest = self.widest_row(&shape).await?;
                 // A swap done before means a rollback since: this is the way forward again.
                 let swapped_before = self.keeper.status.cutover.as_ref().is_some_and(|c| c.swapped_at.is_some());
                 self.job.rolling_forward.store(swapped_before, std::sync::atomic::Ordering::Relaxed);
-                swap(&self.job, &shape, widest, self.baseline.take(), &mut self.keeper, &self.control).await
+                Box::pin(swap(&self.job, &shape, widest, self.baseline.take(), &mut self.keeper, &self.control)).await
             }
             Work::RollingBack if self.gate().in_place && !self.job.settings.changes.is_empty() => {
                 self.undo_in_place().await
@@ -403,7 +403,7 @@ impl<R: StatusSink> Migration<R> {
                     return Err(InvalidInput::one("spec.rollback", why).into());
                 };
                 let widest = self.widest_row(&shape).await?;
-                roll_back(&self.job, &shape, widest, &mut self.keeper).await
+                Box::pin(roll_back(&self.job, &shape, widest, &mut self.keeper)).await
             }
             Work::AwaitingCutover => Ok(Flow::Next),
         }

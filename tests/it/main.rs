@@ -43,3 +43,4 @@ mod table_rollback;
 mod table_run;
 mod table_truth;
 mod tls;
+mod window_capture;

@@ -126,7 +126,7 @@ async fn nulls_uncastable_values_and_duplicates_are_refused_with_the_ids_and_not
     let cases = [
         ("    - alterColumn: {column: email, notNull: true}\n", "2 rows have NULL in email (ids 7, 300)"),
         (
-            "    - alterColumn: {column: code, type: integer}\n",
+            "    - alterColumn: {column: code, type: integer, using: \"code::integer\"}\n",
             "3 rows have a code that does not convert to integer (ids 5, 1234, 1999)",
         ),
         (
@@ -146,6 +146,19 @@ async fn nulls_uncastable_values_and_duplicates_are_refused_with_the_ids_and_not
         let degraded = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Degraded").unwrap();
         assert_eq!(degraded["reason"], "InvalidData");
     }
+    // Without `using`, text has no assignment cast to integer: ALTER TABLE
+    // refuses the change whatever the rows hold, and so does the engine.
+    let out = TableManifest::new("    - alterColumn: {column: code, type: integer}\n").run(&db, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "spec.changes[0].alterColumn.type: ALTER TABLE refuses this change: column \"code\" cannot be cast \
+             automatically to type integer; set `using`"
+        ),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(schema_fingerprint(&db).await, before, "the database is unchanged");
     // The three together: every finding at once, each under its change's field.
     let all = TableManifest::new(&cases.iter().map(|c| c.0).collect::<String>());
     let out = all.run(&db, &[]);
@@ -166,7 +179,7 @@ async fn a_bad_using_expression_is_refused_by_its_field() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains(
-            "spec.changes[0].alterColumn: the server cannot check it: column \"no_such_column\" does not exist"
+            "spec.changes[0].alterColumn.using: ALTER TABLE refuses this change: column \"no_such_column\" does not exist"
         ),
         "{}",
         text(&out)

@@ -16,11 +16,11 @@ use crate::api::{
 use crate::db::{Dialect, Session};
 use crate::engine::error::{CheckFailed, EngineError};
 use crate::engine::job::Flow;
-use crate::engine::plan::changes::State;
 use crate::engine::plan::changes::reshape::{Reshape, refusals};
 use crate::engine::plan::changes::scan::scan;
 use crate::engine::plan::changes::undo::undo_in_place;
 use crate::engine::plan::changes::ways::{ChangePlan, Way, plan_changes};
+use crate::engine::plan::changes::{Rebuild, State};
 use crate::engine::plan::names::{OriginalNames, new_table_key};
 use crate::engine::plan::not_carried::names_not_carried;
 use crate::engine::plan::phase::{Stand, Work};
@@ -32,10 +32,36 @@ use crate::engine::steps::catalog::read_names;
 use crate::engine::steps::data_scan::scan_data;
 use crate::engine::steps::fidelity::with_fidelity;
 use crate::engine::steps::in_place::probe_add_identity;
+use crate::engine::steps::rehearsal::rehearse;
 use crate::engine::steps::spec_check::check_spec_text;
 use crate::engine::steps::survey::{Survey, measure};
 use crate::engine::steps::table_changes::{Direction, make_in_place, written_to_added};
 use crate::engine::store::{Severity, StatusSink};
+
+/// The changes rehearsed by ALTER TABLE on an empty copy of the table
+/// (PostgreSQL; DSQL has no temporary tables and refuses these ALTERs).
+async fn rehearsed(
+    session: &mut Session,
+    shape: &TableShape,
+    dialect: Dialect,
+    changes: &[crate::api::changes::Change],
+) -> Result<Option<TableShape>, EngineError> {
+    let Some(table) = shape.table.as_ref().filter(|_| dialect == Dialect::Postgres) else { return Ok(None) };
+    rehearse(session, shape, table, changes).await
+}
+
+/// The rebuild's new table, with the definitions ALTER TABLE printed where
+/// it was rehearsed.
+fn reshaped(rebuild: Rebuild, shape: &TableShape, rehearsed: Option<&TableShape>) -> Reshape {
+    let mut reshape = Reshape::new(rebuild, shape);
+    if let Some(rehearsed) = rehearsed {
+        let unmatched = reshape.adopt(rehearsed);
+        if !unmatched.is_empty() {
+            tracing::warn!(?unmatched, "the planned new table and ALTER TABLE's rehearsal differ here");
+        }
+    }
+    reshape
+}
 
 impl<R: StatusSink> Migration<R> {
     pub(super) async fn validate_changes(&mut self) -> Result<Flow, EngineError> {
@@ -59,6 +85,8 @@ impl<R: StatusSink> Migration<R> {
         };
         let planned = plan_changes(&shape, table, &s.changes, job.dialect, s.strategy, refused.as_deref())?;
         check_spec_text(&mut session, &State::of(&shape), &s.changes).await?;
+        // ALTER TABLE's own answer on an empty copy: a change it refuses stops here.
+        let rehearsed = Box::pin(rehearsed(&mut session, &shape, job.dialect, &s.changes)).await?;
         key_kept(s)?;
         // The data first: rows that break the new shape are what a person needs to hear of.
         let checks = scan(&State::of(&shape), &s.changes, table, &s.id_column);
@@ -85,7 +113,7 @@ impl<R: StatusSink> Migration<R> {
             if let Some(oid) = oid {
                 let _ = job.original_oid.set(i64::from(oid));
             }
-            let reshape = Arc::new(Reshape::new(rebuild, &shape));
+            let reshape = Arc::new(reshaped(rebuild, &shape, rehearsed.as_ref()));
             let _ = job.reshape.set(reshape.clone());
             let measured = measure(&job, &mut session, &reshape.target, false).await?;
             return self.plan_rebuild(&planned, &reshape, &shape, measured).await;
@@ -178,7 +206,8 @@ impl<R: StatusSink> Migration<R> {
         // probe): the same new table whatever made it needed.
         let planned = plan_changes(&shape, &s.source, &s.changes, self.job.dialect, Strategy::Copy, None)?;
         if let Some(rebuild) = planned.rebuild {
-            let _ = self.job.reshape.set(Arc::new(Reshape::new(rebuild, &shape)));
+            let rehearsed = Box::pin(rehearsed(&mut self.job.session(), &shape, self.job.dialect, &s.changes)).await?;
+            let _ = self.job.reshape.set(Arc::new(reshaped(rebuild, &shape, rehearsed.as_ref())));
         }
         Ok(())
     }

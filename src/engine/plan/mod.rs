@@ -20,8 +20,10 @@
 //! - [`progress`]: rates, ETA, throttling and the status write gate.
 //! - [`pace`]: the copy's adaptive pace (`spec.copy.pace`).
 //! - [`window`]: cut-over windows: open now, or when next.
+//! - [`capture`]: the trigger that notes written ids for the window (PostgreSQL).
 
 pub mod batches;
+pub mod capture;
 pub mod carried;
 pub mod changes;
 pub mod ddl;

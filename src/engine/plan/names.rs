@@ -13,7 +13,8 @@ pub fn derived_name(original: &str, source_table: &str, new_table: &str) -> Stri
     fit_identifier(&candidate)
 }
 
-fn fit_identifier(name: &str) -> String {
+/// `name` cut to PostgreSQL's 63 bytes, with a hash of the whole where cut.
+pub fn fit_identifier(name: &str) -> String {
     if name.len() <= MAX_IDENTIFIER_BYTES {
         return name.to_string();
     }

@@ -3,6 +3,7 @@
 
 use super::batches::CHUNK_ROWS;
 use super::batches::resync_batch_rows;
+use super::capture::Capture;
 use super::ddl::{create_shadow_table, index_builds};
 use super::fidelity::{index_statements, shadow_statements};
 use super::not_carried::{known_not_carried, undocumented_on_dsql};
@@ -196,16 +197,41 @@ fn copy_script(input: &ScriptInput) -> Vec<Step> {
     }
     steps.extend(verification_steps(Phase::Verifying, &copy, resync_batch, "source and shadow"));
 
+    let capture =
+        (input.dialect == Dialect::Postgres && s.change_tracking_column.is_none()).then(|| Capture::of(&s.shadow));
+    if let Some(c) = &capture {
+        for sql in c.create(&s.source, &s.id_column) {
+            steps.push(once(Phase::Swapping, "change capture: a trigger notes every written id", sql));
+        }
+        steps.push(once(Phase::Swapping, "the log emptied; the last pass begins after this commits", c.reset()));
+        steps.extend(verification_steps(Phase::Swapping, &copy, resync_batch, "the last pass, the table live"));
+    }
     steps.push(once(
         Phase::Swapping,
         "the window opens: writers get \"relation does not exist\" and retry",
         rename_table(&s.source, &s.old.name),
     ));
+    if let Some(c) = &capture {
+        steps.push(once(Phase::Swapping, "the ids written since the last pass began", c.written_ids()));
+        steps.push(Step {
+            phase: Phase::Swapping,
+            note: format!("those rows re-synced, $1 = up to {resync_batch} of the ids"),
+            statements: vec![
+                "BEGIN".into(),
+                final_sync.delete_stale_ids.clone(),
+                final_sync.insert_missing_ids.clone(),
+                "COMMIT".into(),
+            ],
+            transaction: true,
+            repeat: Some("per batch of ids".into()),
+        });
+    }
+    let without = if capture.is_some() { " (only without the capture: no trigger allowed, a TRUNCATE)" } else { "" };
     steps.extend(verification_steps(
         Phase::Swapping,
         &final_sync,
         resync_batch,
-        "old table and shadow (rows written since verification)",
+        &format!("old table and shadow (rows written since verification){without}"),
     ));
     let restart_with = restart_value(input.max_id, s.start_after).unwrap_or(i64::MAX);
     steps.push(once(
@@ -221,6 +247,11 @@ fn copy_script(input: &ScriptInput) -> Vec<Step> {
         steps.push(once(Phase::Swapping, "generation: Always", set_generated_always(&s.shadow, &s.id_column)));
     }
     steps.push(once(Phase::Swapping, "the window closes", rename_table(&s.shadow, &s.source.name)));
+    if let Some(c) = &capture {
+        for sql in c.drop_triggers(&s.old).into_iter().chain(c.drop_objects()) {
+            steps.push(once(Phase::Completed, "the change capture goes", sql));
+        }
+    }
     if !s.retain_old {
         steps.push(once(Phase::Completed, "oldTable.retain: false", drop_table(&s.old)));
     }
@@ -338,9 +369,14 @@ mod tests {
             "ON CONFLICT DO NOTHING",
             "COMMIT",
             "CREATE INDEX",
+            "CREATE TRIGGER",
+            "DELETE FROM \"public\".\"post_tag_new_log\"",
             "RENAME TO \"post_tag_old\"",
+            "SELECT DISTINCT id FROM \"public\".\"post_tag_new_log\"",
+            "= ANY($1::bigint[])",
             "RESTART WITH 1048577",
             "RENAME TO \"post_tag\"",
+            "DROP TRIGGER IF EXISTS \"idmig_capture\" ON \"public\".\"post_tag_old\"",
         ];
         let mut at = 0;
         for needle in order {
@@ -348,7 +384,7 @@ mod tests {
             at += found;
         }
         assert!(!text.contains("SET GENERATED ALWAYS"));
-        assert!(!text.contains("DROP TABLE"));
+        assert!(!text.contains("DROP TABLE \"public\".\"post_tag_old\""), "oldTable.retain keeps it");
     }
 
     #[test]
@@ -365,5 +401,6 @@ mod tests {
         assert!(text.contains("\nBEGIN;\n"));
         assert!(text.contains("SET GENERATED ALWAYS"));
         assert!(text.contains("DROP TABLE \"public\".\"post_tag_old\""));
+        assert!(!text.contains("TRIGGER"), "DSQL has no triggers: the window re-reads the table");
     }
 }

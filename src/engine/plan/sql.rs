@@ -62,6 +62,12 @@ pub struct RowStatements {
     /// Updates up to `$3` target rows in `[$1, $2]` that differ from the
     /// source's row of the same id, in id order; returns their ids.
     pub update_differing: String,
+    /// `delete_stale`, `insert_missing` and `update_differing` over the rows
+    /// whose ids are in `$1` (a bigint array), with no limit: the window's
+    /// re-sync of the rows the capture noted.
+    pub delete_stale_ids: String,
+    pub insert_missing_ids: String,
+    pub update_differing_ids: String,
     /// Re-syncs update differing rows before deleting what is left: set where
     /// the source reads values from the target itself (a rollback's dropped
     /// column), which a deleted row would no longer have.
@@ -140,6 +146,48 @@ impl RowStatements {
             "{into} SELECT {src_cols} FROM {source} s \
              WHERE s.{id_q} > $1::bigint AND s.{id_q} <= $2::bigint ORDER BY s.{id_q} LIMIT $3::bigint"
         );
+        // The re-sync's statements, over an id range (`$1`..`$2`, at most
+        // `$3` rows) or over a list of ids (`$1`, a bigint array: the
+        // window's written rows, see `capture`).
+        let range = |alias: &str| format!("{alias}.{id_q} >= $1::bigint AND {alias}.{id_q} <= $2::bigint");
+        let ids = |alias: &str| format!("{alias}.{id_q} = ANY($1::bigint[])");
+        let (limited, whole) = (" LIMIT $3::bigint", "");
+        let delete_stale = |within: &dyn Fn(&str) -> String, limit: &str| {
+            format!(
+                "DELETE FROM {target} WHERE {id_q} IN (SELECT t.{id_q} FROM {target} t \
+                 WHERE {} AND NOT EXISTS \
+                 (SELECT 1 FROM {source} s WHERE s.{id_q} = t.{id_q} AND {} = {}) \
+                 ORDER BY t.{id_q}{})",
+                within("t"),
+                row_text("s"),
+                row_text("t"),
+                limit
+            )
+        };
+        let insert_missing = |within: &dyn Fn(&str) -> String, limit: &str| {
+            format!(
+                "{into} SELECT {src_cols} FROM {source} s \
+                 WHERE {} AND NOT EXISTS \
+                 (SELECT 1 FROM {target} t WHERE t.{id_q} = s.{id_q}) \
+                 ORDER BY s.{id_q}{} ON CONFLICT DO NOTHING",
+                within("s"),
+                limit
+            )
+        };
+        let update_differing = |within: &dyn Fn(&str) -> String, limit: &str| {
+            format!(
+                "UPDATE {target} t SET ({}) = ROW({}) FROM {source} s WHERE s.{id_q} = t.{id_q} AND t.{id_q} IN \
+                 (SELECT t2.{id_q} FROM {target} t2 JOIN {source} s2 ON s2.{id_q} = t2.{id_q} \
+                 WHERE {} AND {} <> {} \
+                 ORDER BY t2.{id_q}{}) RETURNING t.{id_q}::bigint",
+                column_list(&set_columns, None),
+                column_list(&set_columns, Some("s")),
+                within("t2"),
+                row_text("s2"),
+                row_text("t2"),
+                limit
+            )
+        };
         let (copy_batch, copy_batch_unflushed) = match dialect {
             // One row back instead of every id: the client decodes a row per
             // batch, not thousands, on cores the server needs. The setting is
@@ -176,30 +224,12 @@ impl RowStatements {
                  WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint UNION ALL SELECT {id_q}::bigint FROM {target} \
                  WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint) x"
             ),
-            delete_stale: format!(
-                "DELETE FROM {target} WHERE {id_q} IN (SELECT t.{id_q} FROM {target} t \
-                 WHERE t.{id_q} >= $1::bigint AND t.{id_q} <= $2::bigint AND NOT EXISTS \
-                 (SELECT 1 FROM {source} s WHERE s.{id_q} = t.{id_q} AND {} = {}) \
-                 ORDER BY t.{id_q} LIMIT $3::bigint)",
-                row_text("s"),
-                row_text("t")
-            ),
-            insert_missing: format!(
-                "{into} SELECT {src_cols} FROM {source} s \
-                 WHERE s.{id_q} >= $1::bigint AND s.{id_q} <= $2::bigint AND NOT EXISTS \
-                 (SELECT 1 FROM {target} t WHERE t.{id_q} = s.{id_q}) \
-                 ORDER BY s.{id_q} LIMIT $3::bigint ON CONFLICT DO NOTHING"
-            ),
-            update_differing: format!(
-                "UPDATE {target} t SET ({}) = ROW({}) FROM {source} s WHERE s.{id_q} = t.{id_q} AND t.{id_q} IN \
-                 (SELECT t2.{id_q} FROM {target} t2 JOIN {source} s2 ON s2.{id_q} = t2.{id_q} \
-                 WHERE t2.{id_q} >= $1::bigint AND t2.{id_q} <= $2::bigint AND {} <> {} \
-                 ORDER BY t2.{id_q} LIMIT $3::bigint) RETURNING t.{id_q}::bigint",
-                column_list(&set_columns, None),
-                column_list(&set_columns, Some("s")),
-                row_text("s2"),
-                row_text("t2")
-            ),
+            delete_stale: delete_stale(&range, limited),
+            insert_missing: insert_missing(&range, limited),
+            update_differing: update_differing(&range, limited),
+            delete_stale_ids: delete_stale(&ids, whole),
+            insert_missing_ids: insert_missing(&ids, whole),
+            update_differing_ids: update_differing(&ids, whole),
             update_first: false,
             target_max_in: format!(
                 "SELECT max({id_q})::bigint FROM {target} WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"

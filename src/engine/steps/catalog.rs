@@ -417,8 +417,11 @@ pub fn index_definition_tail(
     let rest = def.strip_prefix(&head)?;
     let rest = rest.strip_prefix("ONLY ").unwrap_or(rest);
     let using = format!(" USING {method} ");
-    [format!("{schema}.{table}"), table.to_string()]
+    // A temporary table's schema prints as `pg_temp`, whatever its own name.
+    let temporary = schema.starts_with("pg_temp_").then(|| format!("pg_temp.{table}"));
+    [Some(format!("{schema}.{table}")), temporary, Some(table.to_string())]
         .iter()
+        .flatten()
         .find_map(|name| rest.strip_prefix(name.as_str())?.strip_prefix(using.as_str()))
         .map(str::to_string)
 }
@@ -449,6 +452,15 @@ mod tests {
         assert_eq!(tail.as_deref(), Some("(a) INCLUDE (b)"));
         let tail = index_definition_tail("CREATE INDEX i ON t USING btree (a)", false, "i", "public", "t", "btree");
         assert_eq!(tail.as_deref(), Some("(a)"), "unqualified when the schema is on the search path");
+        let tail = index_definition_tail(
+            "CREATE INDEX i ON pg_temp.r USING btree (a) WHERE (a > 1)",
+            false,
+            "i",
+            "pg_temp_3",
+            "r",
+            "btree",
+        );
+        assert_eq!(tail.as_deref(), Some("(a) WHERE (a > 1)"), "a temporary table's schema prints as pg_temp");
         assert_eq!(
             index_definition_tail("CREATE INDEX j ON t USING hash (a)", false, "i", "public", "t", "btree"),
             None

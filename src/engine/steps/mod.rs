@@ -10,6 +10,8 @@
 //!   change's new shape.
 //! - [`spec_check`]: every spec type and expression read by the server's
 //!   parser, alone, before anything is planned.
+//! - [`rehearsal`]: the changes rehearsed by ALTER TABLE on an empty
+//!   temporary copy, for the definitions the new table takes (PostgreSQL).
 //! - [`table_key`]: a TableMigration's key and settings, from the catalog.
 //! - [`table_changes`]: a TableMigration's changes made in place.
 //! - [`rebuild`]: a TableMigration's new table, in the new shape.
@@ -19,6 +21,7 @@
 //!   statistics and policies; moves column sequences at the swap.
 //! - [`copy`]: the range workers that copy rows in batches.
 //! - [`verify`]: chunked comparison of source and shadow, and re-sync.
+//! - [`capture`]: the window's change capture by trigger (PostgreSQL).
 //! - [`change_tracking`]: the window's sync by a change tracking column.
 //! - [`swap`]: the cut-over window.
 //! - [`in_place`]: `ADD GENERATED ... AS IDENTITY` on the table itself, where
@@ -29,6 +32,7 @@
 //! - [`quiesce`]: scales workloads down around the window.
 
 pub mod blockers;
+pub mod capture;
 pub mod catalog;
 pub mod change_tracking;
 pub mod claim;
@@ -39,6 +43,7 @@ pub mod identity;
 pub mod in_place;
 pub mod quiesce;
 pub mod rebuild;
+pub mod rehearsal;
 pub mod rollback;
 pub mod shadow;
 pub mod spec_check;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::blockers::{blocking_sessions, wait_out_blockers};
+use super::capture;
 use super::catalog;
 use super::catalog::read_names;
 use super::change_tracking::{TrackedStatements, sync_tracked};
@@ -57,7 +58,10 @@ pub async fn swap<R: StatusSink>(
         let names = read_names(s, job.original(), &mut session).await?;
         match swap_state(names) {
             SwapState::BeforeWindow => {
-                if baseline.as_ref().is_none_or(|b| b.taken.elapsed() > FRESH_BASELINE) {
+                // Armed, every write from here on is noted: the window then
+                // re-syncs those rows alone, however large the table.
+                let armed = Box::pin(capture::arm(job, &mut session)).await?;
+                if armed || baseline.as_ref().is_none_or(|b| b.taken.elapsed() > FRESH_BASELINE) {
                     // Catch up while the table is still live: the window then
                     // re-reads only the source and copies only recent changes.
                     let statements = Arc::new(job.statements(original, &s.source, &s.shadow));
@@ -68,15 +72,17 @@ pub async fn swap<R: StatusSink>(
                     let (report, fresh) =
                         verify_pass(job, statements, batch, &run, baseline.as_ref(), mark.as_deref()).await?;
                     tracing::info!(resynced = report.rows_resynced, "caught up before the window");
-                    baseline = Some(fresh);
+                    baseline = Some(Baseline { captured: armed, ..fresh });
                 }
                 // Waited for with the application up, before it is quiesced.
                 if let Some(outcome) = wait_out_blockers(job, &mut session, keeper, &s.source, control).await? {
+                    disarm_capture(job).await;
                     return Ok(Flow::Halt(outcome));
                 }
                 match quiesce(job, keeper, control).await {
                     Err(EngineError::Quiesce(QuiesceError::Halted)) => {
                         restore_workloads(job, keeper).await?;
+                        disarm_capture(job).await;
                         return Ok(Flow::Halt(halted(control).unwrap_or(Outcome::Stopped)));
                     }
                     quiesced => quiesced?,
@@ -106,6 +112,7 @@ pub async fn swap<R: StatusSink>(
                     tracing::error!(error = %e, "the cut-over failed inside the window; putting the original table back");
                     put_back(job, &mut session, keeper, &s.old).await?;
                     restore_workloads(job, keeper).await?;
+                    disarm_capture(job).await;
                     return Err(e);
                 }
             }
@@ -114,6 +121,23 @@ pub async fn swap<R: StatusSink>(
                 return Err(CheckFailed::CutoverState { table: s.source.clone(), state: what }.into());
             }
         }
+    }
+}
+
+/// Takes the window's change capture off the table when the cut-over stops
+/// short of the window, so that writes stop paying for it (the next attempt
+/// arms it again). A failure is logged: the capture is dropped again after the
+/// swap, and when the migration is deleted.
+async fn disarm_capture(job: &Job) {
+    let s = &job.settings;
+    let disarmed = match job.before_change().await {
+        Ok(()) => {
+            capture::disarm(&mut job.session(), job.dialect, &s.shadow, &[&s.source, &s.old]).await.map_err(Into::into)
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = disarmed {
+        tracing::warn!(error = %e, "could not take the change capture off the table");
     }
 }
 
@@ -308,6 +332,9 @@ pub async fn finish_swapped<R: StatusSink>(
 ) -> Result<Flow, EngineError> {
     let s = &job.settings;
     restore_workloads(job, keeper).await?;
+    // The capture's triggers went with the old table's name; its log is done with.
+    job.before_change().await?;
+    Box::pin(capture::disarm(&mut job.session(), job.dialect, &s.shadow, &[&s.old, &s.source])).await?;
     if job.dialect == Dialect::Postgres {
         // Before the old table may go: sequences it owns would block its drop.
         job.before_change().await?;
@@ -343,9 +370,21 @@ async fn finish_window<R: StatusSink>(
     let s = &job.settings;
     let (_keep, run) = always_run();
     let statements = Arc::new(job.statements(original, &s.old, &s.shadow));
-    let (unresolved, rows_in_window) = match (tracked(job, original, &s.old), baseline.as_ref()) {
+    let tracked = tracked(job, original, &s.old);
+    // The rows the capture noted since the last pass began, and only those.
+    let captured = match baseline.as_ref() {
+        Some(b) if b.captured && tracked.is_none() => {
+            Box::pin(capture::sync_written(job, session, &statements, batch)).await?
+        }
+        _ => None,
+    };
+    if let Some(rows) = captured {
+        tracing::info!(rows, "re-synced the rows written since the last pass");
+    }
+    let (unresolved, rows_in_window) = match (tracked, baseline.as_ref(), captured) {
+        (_, _, Some(rows)) => (Vec::new(), rows),
         // Only rows written since the last pass began, then counts.
-        (Some(t), Some(b)) if b.mark.is_some() => {
+        (Some(t), Some(b), None) if b.mark.is_some() => {
             let mark = b.mark.as_deref().unwrap_or_default();
             let sync = sync_tracked(job, &t, &statements, mark, b, batch).await?;
             tracing::info!(

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::capture;
 use super::catalog;
 use super::catalog::read_names;
 use super::swap::rename_guarded;
@@ -16,6 +17,7 @@ use crate::engine::plan::validate::Settings;
 /// swap, or a shadow name held by a table that is not an identity table,
 /// is left alone. Returns what was done, if anything.
 pub async fn drop_unfinished_shadow(connector: Arc<Connector>, s: Settings) -> Result<Option<String>, EngineError> {
+    let dialect = connector.dialect();
     let mut session = Session::new(connector, RetryPolicy::default(), Arc::new(RetryCounter::default()));
     let names = read_names(&s, None, &mut session).await?;
     if !names.shadow {
@@ -30,6 +32,8 @@ pub async fn drop_unfinished_shadow(connector: Arc<Connector>, s: Settings) -> R
         }
         SwapState::Swapped | SwapState::Inconsistent(_) => return Ok(None),
     }
+    // The window's change capture, if it was armed: writes stop paying for it.
+    capture::disarm(&mut session, dialect, &s.shadow, &[&s.source]).await?;
     let shadow = &s.shadow;
     let id = s.id_column.as_str();
     let ours =

@@ -91,6 +91,9 @@ pub struct Baseline {
     /// With a change-tracking column: rows written since the pass began have
     /// the column at or above this (see `tracking`).
     pub mark: Option<String>,
+    /// The change capture's log was emptied before this pass began: the
+    /// window re-syncs only the rows it notes (see `capture`).
+    pub captured: bool,
 }
 
 struct ChunkResult {
@@ -208,7 +211,7 @@ pub async fn verify_pass(
     report.mismatched.sort_by_key(|c| c.lo);
     report.unresolved.sort_by_key(|c| c.lo);
     summaries.sort_by_key(|(c, _)| c.lo);
-    Ok((report, Baseline { chunks: summaries, taken, mark }))
+    Ok((report, Baseline { chunks: summaries, taken, mark, captured: false }))
 }
 
 /// Cuts chunks of [`CHUNK_ROWS`] source rows, covering every bigint, and

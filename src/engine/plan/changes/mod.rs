@@ -9,6 +9,7 @@
 
 pub mod carry;
 pub mod rebind;
+pub mod rehearsal;
 pub mod render;
 pub mod reshape;
 pub mod reverse;

@@ -84,6 +84,25 @@ impl Reshape {
         Self { rebuild, target, not_carried }
     }
 
+    /// Takes the definitions the rehearsal by ALTER TABLE printed (see
+    /// [`super::rehearsal`]); answers what the planner had and ALTER TABLE
+    /// did not, for the log.
+    pub fn adopt(&mut self, rehearsed: &TableShape) -> Vec<String> {
+        let unmatched = super::rehearsal::adopt(&mut self.rebuild.target, rehearsed);
+        for index in &mut self.target.indexes {
+            if let Some(i) = rehearsed.indexes.iter().find(|i| i.name == index.name) {
+                index.definition.clone_from(&i.definition);
+            }
+        }
+        for column in &mut self.target.columns {
+            if let Some(c) = self.rebuild.target.column(&column.name) {
+                column.default.clone_from(&c.default);
+                column.generated.clone_from(&c.generated);
+            }
+        }
+        unmatched
+    }
+
     /// The rows of `table` in the new shape, as a FROM item.
     pub fn rows_of(&self, table: &TableName) -> String {
         format!("({})", self.rebuild.select(&table.to_string()))

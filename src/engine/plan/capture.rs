@@ -1,0 +1,155 @@
+//! Change capture for the cut-over window on PostgreSQL: a trigger that
+//! notes the id of every row written (inserted, updated or deleted) in a
+//! log table, so that the window re-syncs only those rows instead of
+//! re-reading the whole renamed table. Pure: names and statements.
+//!
+//! Why it is exact (see also docs/benchmarks.md, "The window"):
+//! - The trigger runs inside the writing transaction: a write commits with
+//!   its log row or not at all, subtransactions included (a rolled-back
+//!   savepoint takes its log row with it). No snapshot, `xmin`, freezing or
+//!   wraparound reasoning is involved.
+//! - Before the last pass, the log is emptied in a transaction that commits
+//!   before the pass begins. A write committed before that transaction's
+//!   snapshot is seen by every read of the pass; one committed after it left
+//!   a log row the emptying did not see, so it is still there in the window.
+//! - In the window the table is renamed away under ACCESS EXCLUSIVE: every
+//!   writer has finished and none can start, so the log is complete.
+//! - `TRUNCATE` fires no row trigger: a statement trigger notes it as a NULL
+//!   id, and the window then re-reads everything, as without capture.
+//! - The trigger is `ENABLE ALWAYS`, so sessions with
+//!   `session_replication_role = replica` (logical replication, pg_restore)
+//!   are noted too.
+//!
+//! The trigger lives only from just before the last pass to the swap: writes
+//! pay one more insert for those seconds (measured in docs/benchmarks.md).
+
+use super::names::fit_identifier;
+use super::quote::{ident, literal};
+use super::shape::TableName;
+
+/// The trigger's name on the table.
+pub const TRIGGER: &str = "idmig_capture";
+const TRUNCATE_TRIGGER: &str = "idmig_capture_truncate";
+
+/// The capture objects of a migration whose new table is `shadow`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Capture {
+    /// The log: one row per write, the id it touched (NULL: a TRUNCATE).
+    pub log: TableName,
+    /// The trigger function (same schema).
+    pub function: TableName,
+}
+
+impl Capture {
+    pub fn of(shadow: &TableName) -> Self {
+        Self {
+            log: shadow.sibling(fit_identifier(&format!("{}_log", shadow.name))),
+            function: shadow.sibling(fit_identifier(&format!("{}_log_fn", shadow.name))),
+        }
+    }
+
+    /// Statements that make the capture on `table` (keyed by the integer
+    /// column `id`), each its own transaction, each safe to run again.
+    pub fn create(&self, table: &TableName, id: &str) -> Vec<String> {
+        let (log, function, id) = (&self.log, &self.function, ident(id));
+        vec![
+            format!("CREATE TABLE IF NOT EXISTS {log} (id bigint)"),
+            format!(
+                "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS {body}",
+                body = literal(&format!(
+                    "BEGIN \
+                     IF TG_OP = 'TRUNCATE' THEN INSERT INTO {log} (id) VALUES (NULL); RETURN NULL; END IF; \
+                     IF TG_OP <> 'INSERT' THEN INSERT INTO {log} (id) VALUES (OLD.{id}); END IF; \
+                     IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND NEW.{id} IS DISTINCT FROM OLD.{id}) THEN \
+                     INSERT INTO {log} (id) VALUES (NEW.{id}); END IF; \
+                     RETURN NULL; END"
+                ))
+            ),
+            // One DDL a transaction (the harness that holds the PostgreSQL
+            // path to DSQL's rules counts them); each made only when absent.
+            create_trigger(table, TRIGGER, "AFTER INSERT OR UPDATE OR DELETE", "ROW", function),
+            create_trigger(table, TRUNCATE_TRIGGER, "AFTER TRUNCATE", "STATEMENT", function),
+            format!("ALTER TABLE {table} ENABLE ALWAYS TRIGGER {}", ident(TRIGGER)),
+            format!("ALTER TABLE {table} ENABLE ALWAYS TRIGGER {}", ident(TRUNCATE_TRIGGER)),
+        ]
+    }
+
+    /// Empties the log: run (and committed) just before the last pass begins.
+    pub fn reset(&self) -> String {
+        format!("DELETE FROM {}", self.log)
+    }
+
+    /// The ids written since the reset, in order; a NULL among them (a
+    /// TRUNCATE) sorts last.
+    pub fn written_ids(&self) -> String {
+        format!("SELECT DISTINCT id FROM {} ORDER BY id NULLS LAST", self.log)
+    }
+
+    /// Statements that take the triggers off `table`, each safe to run again.
+    pub fn drop_triggers(&self, table: &TableName) -> Vec<String> {
+        [TRIGGER, TRUNCATE_TRIGGER].iter().map(|t| format!("DROP TRIGGER IF EXISTS {} ON {table}", ident(t))).collect()
+    }
+
+    /// Statements that remove the function (and any trigger left calling it)
+    /// and the log, each safe to run again.
+    pub fn drop_objects(&self) -> Vec<String> {
+        vec![
+            format!("DROP FUNCTION IF EXISTS {}() CASCADE", self.function),
+            format!("DROP TABLE IF EXISTS {}", self.log),
+        ]
+    }
+}
+
+/// `CREATE TRIGGER name ...` on `table` unless it has one of that name
+/// (`CREATE OR REPLACE TRIGGER` needs PostgreSQL 14).
+fn create_trigger(table: &TableName, name: &str, when: &str, each: &str, function: &TableName) -> String {
+    format!(
+        "DO {}",
+        literal(&format!(
+            "BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = {rel}::regclass AND tgname = {t}) \
+             THEN CREATE TRIGGER {ti} {when} ON {table} FOR EACH {each} EXECUTE FUNCTION {function}(); END IF; END",
+            rel = literal(&table.to_string()),
+            t = literal(name),
+            ti = ident(name),
+        ))
+    )
+}
+
+/// What the log says of the writes since the reset.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Written {
+    /// Every row written has one of these ids (in order): re-sync them.
+    Ids(Vec<i64>),
+    /// A TRUNCATE: every row may have changed.
+    Everything,
+}
+
+/// What the log's `ids` (sorted, NULL last) say.
+pub fn written(ids: Vec<Option<i64>>) -> Written {
+    ids.into_iter().collect::<Option<Vec<i64>>>().map_or(Written::Everything, Written::Ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ids_written_are_re_synced_and_a_truncate_means_everything() {
+        assert_eq!(written(vec![Some(1), Some(60), Some(i64::MAX)]), Written::Ids(vec![1, 60, i64::MAX]));
+        assert_eq!(written(vec![]), Written::Ids(vec![]));
+        assert_eq!(written(vec![Some(3), None]), Written::Everything);
+    }
+
+    #[test]
+    fn the_capture_notes_every_kind_of_write_and_survives_replica_sessions() {
+        let c = Capture::of(&TableName::new("app", "orders_new"));
+        assert_eq!(c.log, TableName::new("app", "orders_new_log"));
+        let sql = c.create(&TableName::new("app", "orders"), "id").join(";\n");
+        for part in ["AFTER INSERT OR UPDATE OR DELETE", "AFTER TRUNCATE", "ENABLE ALWAYS TRIGGER", "OLD.", "NEW."] {
+            assert!(sql.contains(part), "{part} missing from:\n{sql}");
+        }
+        let dropped = c.drop_triggers(&TableName::new("app", "orders_old")).join(";\n");
+        assert!(dropped.contains("DROP TRIGGER IF EXISTS \"idmig_capture\" ON"));
+        assert!(c.drop_objects()[1].ends_with(&format!("DROP TABLE IF EXISTS {}", c.log)));
+    }
+}

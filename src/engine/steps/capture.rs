@@ -1,0 +1,132 @@
+//! The window's change capture on PostgreSQL ([`crate::engine::plan::capture`]):
+//! armed just before the last pass, read in the window, removed after the
+//! swap. Where it cannot be made (no TRIGGER privilege, a lock not granted
+//! in time), the window re-reads the table as it always could.
+
+use std::sync::Arc;
+
+use crate::db::{DbError, Dialect, ErrorContext, Session};
+use crate::engine::job::Job;
+use crate::engine::plan::capture::{Capture, Written, written};
+use crate::engine::plan::shape::TableName;
+use crate::engine::plan::sql::RowStatements;
+
+/// How long arming waits for writers' locks (CREATE TRIGGER queues every
+/// later writer behind it while it waits): short, and tried again.
+const ARM_LOCK_TIMEOUT_MS: u64 = 250;
+
+/// Whether this migration's window uses capture: PostgreSQL, and no change
+/// tracking column (which does the same by a column the application sets).
+pub fn wanted(job: &Job) -> bool {
+    job.dialect == Dialect::Postgres && job.settings.change_tracking_column.is_none()
+}
+
+/// Makes the capture on the source table (when absent) and empties its log.
+/// True when armed: every write committed from now on is in the log. The
+/// pass that follows must begin after this returns.
+pub async fn arm(job: &Job, session: &mut Session) -> Result<bool, DbError> {
+    if !wanted(job) {
+        return Ok(false);
+    }
+    let s = &job.settings;
+    let capture = Capture::of(&s.shadow);
+    for sql in capture.create(&s.source, &s.id_column) {
+        // CREATE TRIGGER waits for writers' locks: never queue the application behind it for long.
+        let sql = &format!("BEGIN; SET LOCAL lock_timeout = '{ARM_LOCK_TIMEOUT_MS}ms'; {sql}; COMMIT");
+        let made = session
+            .retry("arm change capture", |c| async move {
+                let made = c.batch_execute(sql).await.ctx("arm change capture");
+                if made.is_err() {
+                    // The connection goes back to the session clean.
+                    let _ = c.batch_execute("ROLLBACK").await;
+                }
+                made
+            })
+            .await;
+        if let Err(e) = made {
+            if e.breaks_connection() || e.is_transient() {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "could not arm change capture; the window re-reads the whole table");
+            // The session's transaction ended with the error; nothing half-made stays in it.
+            return Ok(false);
+        }
+    }
+    let reset = &capture.reset();
+    session.retry("reset change capture", |c| async move { c.batch_execute(reset).await.ctx("reset capture") }).await?;
+    tracing::info!(log = %capture.log, "change capture armed");
+    Ok(true)
+}
+
+/// Re-syncs, inside the window, every row the log says was written since the
+/// last arming, by id, from `statements`' source into its target. Answers
+/// the rows re-synced, or None when the log says everything may have changed
+/// (a TRUNCATE) or is gone (the window must then re-read the table).
+pub async fn sync_written(
+    job: &Arc<Job>,
+    session: &mut Session,
+    statements: &RowStatements,
+    batch_rows: i64,
+) -> Result<Option<i64>, DbError> {
+    let capture = Capture::of(&job.settings.shadow);
+    let read = &capture.written_ids();
+    let ids = session
+        .retry("read the change log", |c| async move {
+            match c.query(read.as_str(), &[]).await.ctx("read the change log") {
+                Ok(rows) => Ok(Some(rows.iter().map(|r| r.get::<_, Option<i64>>(0)).collect::<Vec<_>>())),
+                Err(e) if e.catalog_missing() => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+    let Some(Written::Ids(ids)) = ids.map(written) else { return Ok(None) };
+    for batch in ids.chunks(batch_rows.max(1) as usize) {
+        let batch = &batch.to_vec();
+        session
+            .retry("re-sync written rows", |c| async move {
+                c.batch_execute("BEGIN").await.ctx("re-sync written rows")?;
+                let result = async {
+                    if statements.update_first {
+                        c.execute(statements.update_differing_ids.as_str(), &[batch]).await?;
+                    }
+                    c.execute(statements.delete_stale_ids.as_str(), &[batch]).await?;
+                    c.execute(statements.insert_missing_ids.as_str(), &[batch]).await?;
+                    c.batch_execute("COMMIT").await
+                }
+                .await;
+                if result.is_err() {
+                    let _ = c.batch_execute("ROLLBACK").await;
+                }
+                result.ctx("re-sync written rows")
+            })
+            .await?;
+    }
+    Ok(Some(ids.len() as i64))
+}
+
+/// Removes the capture of the migration whose new table is `shadow`: its
+/// triggers from the table wherever it is (`tables`: every name it may have
+/// now), its function and its log. Safe to run again.
+pub async fn disarm(
+    session: &mut Session,
+    dialect: Dialect,
+    shadow: &TableName,
+    tables: &[&TableName],
+) -> Result<(), DbError> {
+    if dialect != Dialect::Postgres {
+        return Ok(());
+    }
+    let capture = Capture::of(shadow);
+    let mut statements: Vec<String> = tables.iter().flat_map(|t| capture.drop_triggers(t)).collect();
+    statements.extend(capture.drop_objects());
+    for sql in &statements {
+        let done =
+            session.retry("disarm change capture", |c| async move { c.batch_execute(sql).await.ctx("disarm") }).await;
+        match done {
+            // The table under that name is gone (dropped, or renamed): nothing on it to drop.
+            Err(e) if e.sqlstate.as_deref() == Some("42P01") => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
