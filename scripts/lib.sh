@@ -51,9 +51,10 @@ ensure_postgres() {
 # libclang, which the SQL parser's bindings (pg_query) need to build.
 ensure_build_tools() {
     # libclang itself: libclang-cpp (which some images carry) is not what bindgen loads.
-    if ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang.so* /usr/lib/*/libclang-[0-9]*.so* >/dev/null 2>&1; then
-        return 0
-    fi
+    local found
+    for found in /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang.so* /usr/lib/*/libclang-[0-9]*.so*; do
+        [ -e "$found" ] && return 0
+    done
     say "installing libclang (apt-get install -y libclang-dev) for the SQL parser's build"
     if [ "$(id -u)" -ne 0 ]; then
         echo "libclang is missing and installing it needs root" >&2

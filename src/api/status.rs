@@ -150,6 +150,11 @@ pub struct PlanStatus {
     pub original_key: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub original_names: Vec<String>,
+    /// How long the cut-over window is expected to keep the table renamed
+    /// away, when that depends on the table's size (DSQL without a change
+    /// tracking column re-reads every row); absent when it follows the writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_estimate_millis: Option<i64>,
 }
 
 /// Enough to resume with at most one batch per worker redone.

@@ -14,8 +14,9 @@ use crate::engine::plan::changes::State;
 use crate::engine::plan::changes::render::render as render_changes;
 use crate::engine::plan::changes::ways::plan_changes;
 use crate::engine::plan::script::{ScriptInput, render, script};
-use crate::engine::plan::shape::TableName;
+use crate::engine::plan::shape::{TableName, TableShape};
 use crate::engine::plan::validate::InvalidInput;
+use crate::engine::plan::window_cost::{slow_window, window_cost};
 use crate::engine::steps::catalog::read_shape;
 use crate::engine::steps::identity::read_max_id;
 use crate::engine::steps::spec_check::check_spec_text;
@@ -58,6 +59,10 @@ pub async fn plan(args: PlanArgs) -> Result<(), Failure> {
     });
     println!("-- identity-migrator plan for {} ({} dialect); nothing has been changed", s.source, dialect.as_str());
     println!("-- each statement is its own transaction unless BEGIN/COMMIT surround it");
+    // Auto copies on DSQL where the server refuses ADD IDENTITY in place.
+    if s.strategy == crate::api::Strategy::Copy || dialect == Dialect::Dsql {
+        say_window(&surveyed.shape, surveyed.rows, s.parallelism, s.change_tracking_column.is_some(), dialect, false);
+    }
     print!("{}", render(&steps));
     Ok(())
 }
@@ -90,6 +95,19 @@ async fn plan_table(args: PlanArgs) -> Result<(), Failure> {
         dialect.as_str(),
         spec.changes.len()
     );
+    if planned.rebuild.is_some() {
+        say_window(&shape, shape.estimated_rows.max(0), spec.copy.parallelism.max(1) as usize, false, dialect, true);
+    }
     print!("{}", render_changes(&planned, &spec.changes, &source, &shadow, dialect).map_err(input)?);
     Ok(())
+}
+
+/// The cut-over window's estimate as the plan's comment lines, and the
+/// warning the run would give.
+fn say_window(shape: &TableShape, rows: i64, parallelism: usize, tracking: bool, dialect: Dialect, rebuild: bool) {
+    let cost = window_cost(dialect, rows, parallelism, tracking);
+    println!("-- the cut-over window {}", cost.describe());
+    if let Some(warning) = slow_window(&cost, shape, rebuild) {
+        println!("-- WARNING: {warning}");
+    }
 }

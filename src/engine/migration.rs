@@ -24,6 +24,7 @@ use crate::engine::plan::window::{self, WindowState};
 use crate::engine::status_keeper::Pause;
 use crate::engine::status_keeper::Save;
 use crate::engine::steps::blockers::wait_out_blockers;
+use crate::engine::steps::capture;
 use crate::engine::steps::catalog;
 use crate::engine::steps::catalog::read_names;
 use crate::engine::steps::change_tracking::TrackedStatements;
@@ -34,7 +35,7 @@ use crate::engine::steps::in_place::{InPlace, add_identity_in_place};
 use crate::engine::steps::rebuild::{ensure_new_table, refuse_impossible};
 use crate::engine::steps::rollback::{original_for_rollback, roll_back};
 use crate::engine::steps::shadow::{build_indexes, ensure_shadow_table};
-use crate::engine::steps::swap::{finish_swapped, swap};
+use crate::engine::steps::swap::{disarm_capture, finish_swapped, swap};
 use crate::engine::steps::verify::{Baseline, MAX_PASSES, verify_pass};
 use crate::engine::store::Severity;
 
@@ -208,6 +209,8 @@ impl<R: StatusSink> Migration<R> {
                     waiting.map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time);
             }
             if !allowed {
+                // Writes do not pay for the capture while the cut-over waits.
+                self.drop_capture().await;
                 let why = if gate.approval_given() {
                     let opens = next_window.map_or_else(|| "soon".to_string(), |t| format!("at {t}"));
                     format!("verified; waiting for the cut-over window, which opens {opens}")
@@ -292,6 +295,18 @@ impl<R: StatusSink> Migration<R> {
         }
     }
 
+    /// Takes the window's change capture off the table (the next cut-over
+    /// arms it again): the engine stops or waits, and writes should not pay
+    /// for it meanwhile.
+    async fn drop_capture(&mut self) {
+        if let Some(b) = self.baseline.as_mut() {
+            b.captured = false;
+        }
+        if capture::wanted(&self.job) {
+            Box::pin(disarm_capture(&self.job)).await;
+        }
+    }
+
     /// Records an end (once) and returns its outcome.
     async fn finish(&mut self, end: Phase, detail: String, outcome: Outcome) -> Outcome {
         if self.keeper.status.phase != end
@@ -310,6 +325,7 @@ impl<R: StatusSink> Migration<R> {
         }
         // Boxed: the driver's future holds this call at every failure point.
         let err = Box::pin(self.explain_violation(err)).await;
+        self.drop_capture().await;
         self.keeper.set_retries(self.job.retries.get());
         self.keeper.fail(phase, &err).await;
         Outcome::Failed(Arc::new(err))
@@ -319,6 +335,7 @@ impl<R: StatusSink> Migration<R> {
         if self.job.lease_lost() {
             return Outcome::Stopped;
         }
+        self.drop_capture().await;
         if let Err(e) =
             self.keeper.pause(if outcome == Outcome::Suspended { Pause::Suspended } else { Pause::Stopped }).await
         {
@@ -488,9 +505,11 @@ impl<R: StatusSink> Migration<R> {
         flush_copied(&job).await?;
         let mut unresolved = Vec::new();
         for _ in 0..MAX_PASSES {
+            // Armed before each pass: the last one then serves the window too.
+            let armed = Box::pin(capture::arm(&job, &mut job.session())).await?;
             let (report, baseline) =
                 verify_pass(&job, statements.clone(), batch, &self.control, self.baseline.as_ref(), mark_sql).await?;
-            self.baseline = Some(baseline);
+            self.baseline = Some(Baseline { captured: armed, ..baseline });
             if !report.complete {
                 return Ok(Flow::Halt(halted(&self.control).unwrap_or(Outcome::Stopped)));
             }

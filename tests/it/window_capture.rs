@@ -80,12 +80,76 @@ async fn writes_in_the_last_moment_before_the_window_arrive_by_the_capture_alone
     );
 
     // Nothing of the capture stays: no trigger, no function, no log.
-    let left = db
-        .scalar_i64(
-            "SELECT (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'idmig_capture%') \
-             + (SELECT count(*) FROM pg_proc WHERE proname LIKE '%\\_log\\_fn') \
-             + (SELECT count(*) FROM pg_class WHERE relname LIKE 'post\\_tag%\\_log')",
-        )
+    assert_eq!(capture_objects(&db).await, 0, "capture objects left behind");
+}
+
+/// How many of the capture's objects are in the database.
+async fn capture_objects(db: &TestDb) -> i64 {
+    db.scalar_i64(
+        "SELECT (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'idmig_capture%') \
+         + (SELECT count(*) FROM pg_proc WHERE proname LIKE '%\\_log\\_fn') \
+         + (SELECT count(*) FROM pg_attribute WHERE attname = 'idmig_noted_id')",
+    )
+    .await
+}
+
+/// Writes do not pay for the capture while the cut-over waits for approval:
+/// the engine takes it off when it stops there, and arms it again to cut over.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_capture_is_off_while_the_cut_over_waits_for_approval() {
+    let db = TestDb::new("window_capture_wait").await;
+    let t = PostTag::rows(5_000);
+    t.create(&db).await;
+    let waiting = Manifest::for_table(&t, "  cutover: {approval: Manual}\n");
+    let out = crate::support::run_migration(&waiting, &db.url, &[], &[("RUST_LOG", "info")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(waiting.status()["phase"], "AwaitingCutover");
+    assert!(text(&out).contains("change capture armed"), "armed for the verification: {}", text(&out));
+    assert_eq!(capture_objects(&db).await, 0, "the capture stays on while nobody cuts over");
+
+    let spec =
+        std::fs::read_to_string(&waiting.path).unwrap().replace("approval: Manual", "approval: Manual, approved: true");
+    std::fs::write(&waiting.path, spec).unwrap();
+    let out = crate::support::run_migration(&waiting, &db.url, &[], &[("RUST_LOG", "info")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(waiting.status()["phase"], "Completed");
+    assert!(text(&out).contains("re-synced the rows written since the last pass"), "{}", text(&out));
+    assert_eq!(capture_objects(&db).await, 0);
+}
+
+/// On DSQL (no triggers) and without a change tracking column the window
+/// re-reads every row: its length is estimated from the table's size before
+/// anything starts, in the plan and the status, and a long one is a Warning
+/// naming the column that would make it short.
+#[tokio::test(flavor = "multi_thread")]
+async fn dsql_a_long_window_is_said_before_it_starts_with_the_column_that_shortens_it() {
+    let s = crate::support::stand_in::StandIn::start("window_estimate", |_| {}).await;
+    // The statistics say 20M rows (DSQL plans by them); autovacuum must not
+    // count the real ones meanwhile.
+    let table = |name: &str| PostTag::rows(2_000).named("public", name, "id");
+    for t in [table("post_tag"), table("tracked")] {
+        t.create(&s.db).await;
+        s.db.exec(&format!(
+            "ALTER TABLE {q} ADD COLUMN updated_at timestamptz DEFAULT now();
+             ALTER TABLE {q} SET (autovacuum_enabled = false);
+             UPDATE pg_class SET reltuples = 20000000 WHERE oid = '{q}'::regclass;",
+            q = t.qualified()
+        ))
         .await;
-    assert_eq!(left, 0, "capture objects left behind");
+    }
+    let m = s.manifest(&table("post_tag"), "  strategy: Copy\n");
+    let out = s.run(&m, &[], &[]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    let estimate = m.status()["plan"]["windowEstimateMillis"].as_i64().unwrap();
+    assert_eq!(estimate, 22_000, "20M rows re-read at 1.1 s a million with 4 workers");
+    assert!(said.contains("the cut-over window will keep the table renamed away for about 22.0 s"), "{said}");
+    assert!(said.contains("set spec.copy.changeTrackingColumn: updated_at"), "{said}");
+
+    // With the column, the window follows the writes: no estimate, no warning.
+    let tracked = s.manifest(&table("tracked"), "  strategy: Copy\n  copy: {changeTrackingColumn: updated_at}\n");
+    let out = s.run(&tracked, &[], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(tracked.status()["plan"]["windowEstimateMillis"].is_null());
+    assert!(!text(&out).contains("renamed away for about"), "{}", text(&out));
 }

@@ -169,7 +169,9 @@ impl<R: StatusSink> Migration<R> {
             original_oid: job.original(),
             original_key: names.as_ref().map(|n| n.key.clone()),
             original_names: names.map(|n| n.others).unwrap_or_default(),
+            window_estimate_millis: None,
         });
+        let rows = m.rows;
         status.checkpoint = Some(Checkpoint { ranges: m.ranges, caught_up_through: None, indexes_built: false });
         status.verification = None;
         status.identity = None;
@@ -178,6 +180,7 @@ impl<R: StatusSink> Migration<R> {
         status.strategy = Some(StrategyStatus { taken: TakenStrategy::Copy, reason: reason.clone() });
         status.changes = Some(changes_status(planned));
         self.keeper.record_copy(0, 0, 0, CopyProgress::Running);
+        self.estimate_window(original, rows, true).await;
         self.keeper.event(Severity::Normal, "Strategy", format!("Copy: {reason}")).await;
         let mut notes = reshape.not_carried.clone();
         notes.extend(names_not_carried(&s.shadow, job.dialect));

@@ -9,6 +9,7 @@ use crate::engine::job::{Flow, Job};
 use crate::engine::plan::names::OriginalNames;
 use crate::engine::plan::not_carried::{known_not_carried, names_not_carried};
 use crate::engine::plan::shape::TableShape;
+use crate::engine::plan::window_cost::{slow_window, window_cost};
 use crate::engine::status_keeper::CopyProgress;
 use crate::engine::steps::in_place::probe_add_identity;
 use crate::engine::steps::survey::{Survey, survey};
@@ -43,6 +44,7 @@ impl<R: StatusSink> Migration<R> {
             original_oid: None,
             original_key: names.as_ref().map(|n| n.key.clone()),
             original_names: names.map(|n| n.others).unwrap_or_default(),
+            window_estimate_millis: None,
         });
         status.checkpoint = Some(Checkpoint { ranges, caught_up_through: None, indexes_built: false });
         status.verification = None;
@@ -52,11 +54,27 @@ impl<R: StatusSink> Migration<R> {
         status.strategy = Some(strategy);
         self.keeper.record_copy(0, 0, 0, CopyProgress::Running);
         if strategy_copies {
+            self.estimate_window(&shape, rows, false).await;
             let mut notes = known_not_carried(&shape, &s.source, &s.shadow, job.dialect);
             notes.extend(names_not_carried(&s.shadow, job.dialect));
             self.record_not_carried(notes).await;
         }
         Ok(Flow::Next)
+    }
+
+    /// Puts the window's estimate in the plan, and says in a Warning event
+    /// (once) when it will be long, with what would make it short.
+    pub(super) async fn estimate_window(&mut self, shape: &TableShape, rows: i64, rebuild: bool) {
+        let s = &self.job.settings;
+        let cost = window_cost(self.job.dialect, rows, s.parallelism, s.change_tracking_column.is_some());
+        tracing::info!(window = %cost.describe(), "the cut-over window");
+        let Some(plan) = self.keeper.status.plan.as_mut() else { return };
+        let said_before = plan.window_estimate_millis.is_some();
+        plan.window_estimate_millis = cost.millis();
+        if let Some(warning) = slow_window(&cost, shape, rebuild).filter(|_| !said_before) {
+            tracing::warn!(%warning, "a long cut-over window");
+            self.keeper.event(Severity::Warning, "SlowWindow", warning).await;
+        }
     }
 
     /// Adds `notes` to `status.plan.notCarried` and says the new ones in a

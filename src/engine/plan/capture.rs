@@ -27,6 +27,10 @@ use super::names::fit_identifier;
 use super::quote::{ident, literal};
 use super::shape::TableName;
 
+/// The log's one column: its name tells the log from a table a user named
+/// the same way, which is never written to or dropped.
+const NOTED: &str = "idmig_noted_id";
+
 /// The trigger's name on the table.
 pub const TRIGGER: &str = "idmig_capture";
 const TRUNCATE_TRIGGER: &str = "idmig_capture_truncate";
@@ -51,17 +55,19 @@ impl Capture {
     /// Statements that make the capture on `table` (keyed by the integer
     /// column `id`), each its own transaction, each safe to run again.
     pub fn create(&self, table: &TableName, id: &str) -> Vec<String> {
-        let (log, function, id) = (&self.log, &self.function, ident(id));
+        let (log, function, id, noted) = (&self.log, &self.function, ident(id), ident(NOTED));
         vec![
-            format!("CREATE TABLE IF NOT EXISTS {log} (id bigint)"),
+            // A table of that name that is not a log makes the trigger
+            // function's inserts fail at once: arming fails, nothing is written.
+            format!("CREATE TABLE IF NOT EXISTS {log} ({noted} bigint)"),
             format!(
                 "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS {body}",
                 body = literal(&format!(
                     "BEGIN \
-                     IF TG_OP = 'TRUNCATE' THEN INSERT INTO {log} (id) VALUES (NULL); RETURN NULL; END IF; \
-                     IF TG_OP <> 'INSERT' THEN INSERT INTO {log} (id) VALUES (OLD.{id}); END IF; \
+                     IF TG_OP = 'TRUNCATE' THEN INSERT INTO {log} ({noted}) VALUES (NULL); RETURN NULL; END IF; \
+                     IF TG_OP <> 'INSERT' THEN INSERT INTO {log} ({noted}) VALUES (OLD.{id}); END IF; \
                      IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND NEW.{id} IS DISTINCT FROM OLD.{id}) THEN \
-                     INSERT INTO {log} (id) VALUES (NEW.{id}); END IF; \
+                     INSERT INTO {log} ({noted}) VALUES (NEW.{id}); END IF; \
                      RETURN NULL; END"
                 ))
             ),
@@ -79,24 +85,53 @@ impl Capture {
         format!("DELETE FROM {}", self.log)
     }
 
+    /// How many writes the log holds, and how many of them are a TRUNCATE.
+    pub fn pending(&self) -> String {
+        format!("SELECT count(*), count(*) FILTER (WHERE {} IS NULL) FROM {}", ident(NOTED), self.log)
+    }
+
     /// The ids written since the reset, in order; a NULL among them (a
     /// TRUNCATE) sorts last.
     pub fn written_ids(&self) -> String {
-        format!("SELECT DISTINCT id FROM {} ORDER BY id NULLS LAST", self.log)
+        format!("SELECT DISTINCT {n} FROM {} ORDER BY {n} NULLS LAST", self.log, n = ident(NOTED))
     }
 
     /// Statements that take the triggers off `table`, each safe to run again.
+    /// Each looks before it drops: `DROP TRIGGER IF EXISTS` would take the
+    /// table's ACCESS EXCLUSIVE lock even when there is nothing to drop.
     pub fn drop_triggers(&self, table: &TableName) -> Vec<String> {
-        [TRIGGER, TRUNCATE_TRIGGER].iter().map(|t| format!("DROP TRIGGER IF EXISTS {} ON {table}", ident(t))).collect()
+        [TRIGGER, TRUNCATE_TRIGGER]
+            .iter()
+            .map(|name| {
+                format!(
+                    "DO {}",
+                    literal(&format!(
+                        "BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = to_regclass({rel}) \
+                         AND tgname = {t}) THEN DROP TRIGGER {ti} ON {table}; END IF; END",
+                        rel = literal(&table.to_string()),
+                        t = literal(name),
+                        ti = ident(name),
+                    ))
+                )
+            })
+            .collect()
     }
 
-    /// Statements that remove the function (and any trigger left calling it)
-    /// and the log, each safe to run again.
+    /// Statements that remove the function and the log, each safe to run
+    /// again. The function goes only once no trigger calls it (no CASCADE,
+    /// which would lock the table of a trigger left behind).
     pub fn drop_objects(&self) -> Vec<String> {
-        vec![
-            format!("DROP FUNCTION IF EXISTS {}() CASCADE", self.function),
-            format!("DROP TABLE IF EXISTS {}", self.log),
-        ]
+        let drop_log = format!(
+            "DO {}",
+            literal(&format!(
+                "BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass({rel}) \
+                 AND attname = {noted}) THEN DROP TABLE {log}; END IF; END",
+                rel = literal(&self.log.to_string()),
+                noted = literal(NOTED),
+                log = self.log,
+            ))
+        );
+        vec![format!("DROP FUNCTION IF EXISTS {}()", self.function), drop_log]
     }
 }
 
@@ -149,7 +184,10 @@ mod tests {
             assert!(sql.contains(part), "{part} missing from:\n{sql}");
         }
         let dropped = c.drop_triggers(&TableName::new("app", "orders_old")).join(";\n");
-        assert!(dropped.contains("DROP TRIGGER IF EXISTS \"idmig_capture\" ON"));
-        assert!(c.drop_objects()[1].ends_with(&format!("DROP TABLE IF EXISTS {}", c.log)));
+        assert!(
+            dropped.contains("IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger")
+                && dropped.contains("DROP TRIGGER \"idmig_capture\" ON")
+        );
+        assert!(c.drop_objects()[1].contains(&format!("DROP TABLE {}", c.log)), "only a table with the log's column");
     }
 }

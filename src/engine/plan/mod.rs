@@ -21,6 +21,7 @@
 //! - [`pace`]: the copy's adaptive pace (`spec.copy.pace`).
 //! - [`window`]: cut-over windows: open now, or when next.
 //! - [`capture`]: the trigger that notes written ids for the window (PostgreSQL).
+//! - [`window_cost`]: how long the cut-over window will be, told beforehand.
 
 pub mod batches;
 pub mod capture;
@@ -42,3 +43,4 @@ pub mod shape;
 pub mod sql;
 pub mod validate;
 pub mod window;
+pub mod window_cost;

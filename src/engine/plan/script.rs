@@ -372,11 +372,11 @@ mod tests {
             "CREATE TRIGGER",
             "DELETE FROM \"public\".\"post_tag_new_log\"",
             "RENAME TO \"post_tag_old\"",
-            "SELECT DISTINCT id FROM \"public\".\"post_tag_new_log\"",
+            "SELECT DISTINCT \"idmig_noted_id\" FROM \"public\".\"post_tag_new_log\"",
             "= ANY($1::bigint[])",
             "RESTART WITH 1048577",
             "RENAME TO \"post_tag\"",
-            "DROP TRIGGER IF EXISTS \"idmig_capture\" ON \"public\".\"post_tag_old\"",
+            "DROP TRIGGER \"idmig_capture\" ON \"public\".\"post_tag_old\"",
         ];
         let mut at = 0;
         for needle in order {

@@ -58,6 +58,27 @@ pub async fn arm(job: &Job, session: &mut Session) -> Result<bool, DbError> {
     Ok(true)
 }
 
+/// How many writes the log holds since the last pass began: a pass that
+/// leaves more than this to the window is taken again just before it.
+pub const WINDOW_IDS: i64 = 10_000;
+
+/// Whether the capture armed before the last pass still leaves the window
+/// little to do: its log is there, holds no TRUNCATE, and at most
+/// [`WINDOW_IDS`] writes.
+pub async fn little_to_do(job: &Job, session: &mut Session) -> Result<bool, DbError> {
+    let capture = Capture::of(&job.settings.shadow);
+    let sql = &capture.pending();
+    session
+        .retry("read the change log", |c| async move {
+            match c.query_one(sql.as_str(), &[]).await.ctx("read the change log") {
+                Ok(row) => Ok(row.get::<_, i64>(0) <= WINDOW_IDS && row.get::<_, i64>(1) == 0),
+                Err(e) if e.catalog_missing() => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+}
+
 /// Re-syncs, inside the window, every row the log says was written since the
 /// last arming, by id, from `statements`' source into its target. Answers
 /// the rows re-synced, or None when the log says everything may have changed
@@ -120,13 +141,17 @@ pub async fn disarm(
     let mut statements: Vec<String> = tables.iter().flat_map(|t| capture.drop_triggers(t)).collect();
     statements.extend(capture.drop_objects());
     for sql in &statements {
-        let done =
-            session.retry("disarm change capture", |c| async move { c.batch_execute(sql).await.ctx("disarm") }).await;
-        match done {
-            // The table under that name is gone (dropped, or renamed): nothing on it to drop.
-            Err(e) if e.sqlstate.as_deref() == Some("42P01") => {}
-            other => other?,
-        }
+        // Each looks before it locks; and never queues writers for long.
+        let sql = &format!("BEGIN; SET LOCAL lock_timeout = '{ARM_LOCK_TIMEOUT_MS}ms'; {sql}; COMMIT");
+        session
+            .retry("disarm change capture", |c| async move {
+                let done = c.batch_execute(sql).await.ctx("disarm change capture");
+                if done.is_err() {
+                    let _ = c.batch_execute("ROLLBACK").await;
+                }
+                done
+            })
+            .await?;
     }
     Ok(())
 }

@@ -59,9 +59,16 @@ pub async fn swap<R: StatusSink>(
         match swap_state(names) {
             SwapState::BeforeWindow => {
                 // Armed, every write from here on is noted: the window then
-                // re-syncs those rows alone, however large the table.
-                let armed = Box::pin(capture::arm(job, &mut session)).await?;
-                if armed || baseline.as_ref().is_none_or(|b| b.taken.elapsed() > FRESH_BASELINE) {
+                // re-syncs those rows alone, however large the table. The
+                // verification's last pass was taken armed: it serves unless
+                // the log has grown since.
+                let armed_before = match baseline.as_ref() {
+                    Some(b) if b.captured => capture::little_to_do(job, &mut session).await?,
+                    _ => false,
+                };
+                let armed = armed_before || Box::pin(capture::arm(job, &mut session)).await?;
+                let stale = baseline.as_ref().is_none_or(|b| b.taken.elapsed() > FRESH_BASELINE);
+                if !armed_before && (armed || stale) {
                     // Catch up while the table is still live: the window then
                     // re-reads only the source and copies only recent changes.
                     let statements = Arc::new(job.statements(original, &s.source, &s.shadow));
@@ -128,7 +135,7 @@ pub async fn swap<R: StatusSink>(
 /// short of the window, so that writes stop paying for it (the next attempt
 /// arms it again). A failure is logged: the capture is dropped again after the
 /// swap, and when the migration is deleted.
-async fn disarm_capture(job: &Job) {
+pub async fn disarm_capture(job: &Job) {
     let s = &job.settings;
     let disarmed = match job.before_change().await {
         Ok(()) => {
@@ -333,8 +340,7 @@ pub async fn finish_swapped<R: StatusSink>(
     let s = &job.settings;
     restore_workloads(job, keeper).await?;
     // The capture's triggers went with the old table's name; its log is done with.
-    job.before_change().await?;
-    Box::pin(capture::disarm(&mut job.session(), job.dialect, &s.shadow, &[&s.old, &s.source])).await?;
+    Box::pin(disarm_capture(job)).await;
     if job.dialect == Dialect::Postgres {
         // Before the old table may go: sequences it owns would block its drop.
         job.before_change().await?;
