@@ -91,7 +91,7 @@ impl<R: StatusSink> Migration<R> {
         // The data first: rows that break the new shape are what a person needs to hear of.
         let checks = scan(&State::of(&shape), &s.changes, table, &s.id_column);
         tracing::info!(checks = checks.checks.len(), "scanning the data against the new shape");
-        scan_data(&mut session, &checks).await?;
+        scan_data(&job, &mut session, &checks).await?;
         if let Some(rebuild) = planned.rebuild.clone() {
             if s.change_tracking_column.is_some() {
                 let why = "a rebuild does not use a change tracking column yet; remove it";
@@ -258,7 +258,7 @@ impl<R: StatusSink> Migration<R> {
         let Ok(shape) = self.original_of_changes(&mut session).await else { return err };
         let table = shape.table.clone().unwrap_or_else(|| s.source.clone());
         let checks = scan(&State::of(&shape), &s.changes, &table, &s.id_column);
-        match scan_data(&mut session, &checks).await {
+        match scan_data(&self.job, &mut session, &checks).await {
             Err(EngineError::InvalidData(found)) => {
                 tracing::warn!(error = %err, "rows written since the scan break the new shape");
                 EngineError::InvalidData(found.since_the_scan())

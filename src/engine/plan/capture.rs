@@ -85,9 +85,10 @@ impl Capture {
         format!("DELETE FROM {}", self.log)
     }
 
-    /// How many writes the log holds, and how many of them are a TRUNCATE.
-    pub fn pending(&self) -> String {
-        format!("SELECT count(*), count(*) FILTER (WHERE {} IS NULL) FROM {}", ident(NOTED), self.log)
+    /// Takes the ids out of the log (a catch-up while the table is live):
+    /// what a write commits after this statement's snapshot stays.
+    pub fn take_written(&self) -> String {
+        format!("DELETE FROM {} RETURNING {}", self.log, ident(NOTED))
     }
 
     /// The ids written since the reset, in order; a NULL among them (a

@@ -58,25 +58,74 @@ pub async fn arm(job: &Job, session: &mut Session) -> Result<bool, DbError> {
     Ok(true)
 }
 
-/// How many writes the log holds since the last pass began: a pass that
-/// leaves more than this to the window is taken again just before it.
-pub const WINDOW_IDS: i64 = 10_000;
+/// A catch-up round that leaves at most this many writes to the window.
+pub const WINDOW_IDS: usize = 1_000;
+const CATCH_UP_ROUNDS: usize = 8;
 
-/// Whether the capture armed before the last pass still leaves the window
-/// little to do: its log is there, holds no TRUNCATE, and at most
-/// [`WINDOW_IDS`] writes.
-pub async fn little_to_do(job: &Job, session: &mut Session) -> Result<bool, DbError> {
+/// Before the window, the table still live: takes the noted ids out of the
+/// log and re-syncs them, round after round, until a round finds at most
+/// [`WINDOW_IDS`] (the writes of its own few milliseconds), so the window
+/// has that much left. Answers false when the log says everything may have
+/// changed (a TRUNCATE) or is gone: a pass must then be taken.
+pub async fn catch_up(
+    job: &Job,
+    session: &mut Session,
+    statements: &RowStatements,
+    batch_rows: i64,
+) -> Result<bool, DbError> {
     let capture = Capture::of(&job.settings.shadow);
-    let sql = &capture.pending();
-    session
-        .retry("read the change log", |c| async move {
-            match c.query_one(sql.as_str(), &[]).await.ctx("read the change log") {
-                Ok(row) => Ok(row.get::<_, i64>(0) <= WINDOW_IDS && row.get::<_, i64>(1) == 0),
-                Err(e) if e.catalog_missing() => Ok(false),
-                Err(e) => Err(e),
-            }
-        })
-        .await
+    let take = &capture.take_written();
+    for round in 0..CATCH_UP_ROUNDS {
+        let taken = session
+            .retry("take the change log", |c| async move {
+                match c.query(take.as_str(), &[]).await.ctx("take the change log") {
+                    Ok(rows) => Ok(Some(rows.iter().map(|r| r.get::<_, Option<i64>>(0)).collect::<Vec<_>>())),
+                    Err(e) if e.catalog_missing() => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        let Some(Written::Ids(mut ids)) = taken.map(written) else { return Ok(false) };
+        ids.sort_unstable();
+        ids.dedup();
+        resync_ids(session, statements, &ids, batch_rows).await?;
+        tracing::info!(round, rows = ids.len(), "caught up with the writes the capture noted");
+        if ids.len() <= WINDOW_IDS {
+            break;
+        }
+    }
+    Ok(true)
+}
+
+/// Re-syncs the rows of `ids`, in transactions of up to `batch_rows` ids.
+async fn resync_ids(
+    session: &mut Session,
+    statements: &RowStatements,
+    ids: &[i64],
+    batch_rows: i64,
+) -> Result<(), DbError> {
+    for batch in ids.chunks(batch_rows.max(1) as usize) {
+        let batch = &batch.to_vec();
+        session
+            .retry("re-sync written rows", |c| async move {
+                c.batch_execute("BEGIN").await.ctx("re-sync written rows")?;
+                let result = async {
+                    if statements.update_first {
+                        c.execute(statements.update_differing_ids.as_str(), &[batch]).await?;
+                    }
+                    c.execute(statements.delete_stale_ids.as_str(), &[batch]).await?;
+                    c.execute(statements.insert_missing_ids.as_str(), &[batch]).await?;
+                    c.batch_execute("COMMIT").await
+                }
+                .await;
+                if result.is_err() {
+                    let _ = c.batch_execute("ROLLBACK").await;
+                }
+                result.ctx("re-sync written rows")
+            })
+            .await?;
+    }
+    Ok(())
 }
 
 /// Re-syncs, inside the window, every row the log says was written since the
@@ -101,27 +150,7 @@ pub async fn sync_written(
         })
         .await?;
     let Some(Written::Ids(ids)) = ids.map(written) else { return Ok(None) };
-    for batch in ids.chunks(batch_rows.max(1) as usize) {
-        let batch = &batch.to_vec();
-        session
-            .retry("re-sync written rows", |c| async move {
-                c.batch_execute("BEGIN").await.ctx("re-sync written rows")?;
-                let result = async {
-                    if statements.update_first {
-                        c.execute(statements.update_differing_ids.as_str(), &[batch]).await?;
-                    }
-                    c.execute(statements.delete_stale_ids.as_str(), &[batch]).await?;
-                    c.execute(statements.insert_missing_ids.as_str(), &[batch]).await?;
-                    c.batch_execute("COMMIT").await
-                }
-                .await;
-                if result.is_err() {
-                    let _ = c.batch_execute("ROLLBACK").await;
-                }
-                result.ctx("re-sync written rows")
-            })
-            .await?;
-    }
+    resync_ids(session, statements, &ids, batch_rows).await?;
     Ok(Some(ids.len() as i64))
 }
 

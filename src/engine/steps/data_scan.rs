@@ -4,8 +4,14 @@
 //! and a check the server cannot run at all (a `using` that names no column,
 //! say) as bad input on the change's field.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+
 use crate::db::{DbError, ErrorContext, Session};
 use crate::engine::error::EngineError;
+use crate::engine::job::Job;
 use crate::engine::plan::changes::scan::{
     Finder, Finding, InvalidData, MAX_BISECTED, MAX_IDS, SCAN_BATCH_ROWS, Scan, ScanCheck,
 };
@@ -27,8 +33,11 @@ impl Tally {
     }
 }
 
-/// Scans the table; Err(InvalidData) when any row breaks a check.
-pub async fn scan_data(session: &mut Session, scan: &Scan) -> Result<(), EngineError> {
+/// Scans the table; Err(InvalidData) when any row breaks a check. The key
+/// windows are walked on `session`; `workers` sessions (the copy's
+/// parallelism) check them at once, and the findings are added up in key
+/// order, so the ids named are the lowest whatever finished first.
+pub async fn scan_data(job: &Job, session: &mut Session, scan: &Scan) -> Result<(), EngineError> {
     // Every check read by the server first, rows or not: on an empty table
     // a CHECK naming no column is still refused, never taken as made.
     for check in &scan.checks {
@@ -47,30 +56,28 @@ pub async fn scan_data(session: &mut Session, scan: &Scan) -> Result<(), EngineE
             tally.add(&ids);
         }
     }
-    let mut after = i64::MIN;
+    // Windows are cut on this session while up to `workers` are checked.
+    let pool = std::sync::Mutex::new(Vec::<Session>::new());
+    let bisected = AtomicUsize::new(0);
+    let workers = job.settings.parallelism.max(1);
+    let mut in_flight = FuturesOrdered::new();
+    let (mut after, mut walked) = (i64::MIN, false);
     loop {
-        let sql = scan.next_batch.as_str();
-        let (last, rows): (Option<i64>, i64) = session
-            .retry("scan: next batch", |c| async move {
-                let row = c.query_one(sql, &[&after, &SCAN_BATCH_ROWS]).await.ctx("scan: next batch")?;
-                Ok((row.get(0), row.get(1)))
-            })
-            .await?;
-        let Some(last) = last.filter(|_| rows > 0) else { break };
-        for (check, tally) in scan.checks.iter().zip(&mut tallies) {
-            match &check.finder {
-                Finder::Rows(sql) => tally.add(&keys(session, check, sql, Some((after, last))).await?),
-                Finder::Converts(sql) => {
-                    if converts(session, check, sql, after, last).await? {
-                        continue;
-                    }
-                    let all = keys(session, check, &scan.keys_in, Some((after, last))).await?;
-                    bisect(session, check, sql, &all, tally).await?;
+        while in_flight.len() < workers && !walked {
+            match next_window(session, scan, after).await? {
+                Some(last) => {
+                    in_flight.push_back(check_window(job, &pool, &bisected, scan, (after, last)));
+                    after = last;
                 }
-                Finder::Table(_) => {}
+                None => walked = true,
             }
         }
-        after = last;
+        // In key order, whatever finished first.
+        let Some(window) = in_flight.next().await else { break };
+        for (tally, (ids, cut_short)) in tallies.iter_mut().zip(window?) {
+            tally.add(&ids);
+            tally.at_least |= cut_short;
+        }
     }
     let findings: Vec<Finding> = scan
         .checks
@@ -88,27 +95,71 @@ pub async fn scan_data(session: &mut Session, scan: &Scan) -> Result<(), EngineE
     if findings.is_empty() { Ok(()) } else { Err(EngineError::InvalidData(InvalidData::new(findings))) }
 }
 
+/// The last key of the window after `after`, None past the last row.
+async fn next_window(session: &mut Session, scan: &Scan, after: i64) -> Result<Option<i64>, EngineError> {
+    let sql = scan.next_batch.as_str();
+    let (last, rows): (Option<i64>, i64) = session
+        .retry("scan: next batch", |c| async move {
+            let row = c.query_one(sql, &[&after, &SCAN_BATCH_ROWS]).await.ctx("scan: next batch")?;
+            Ok((row.get(0), row.get(1)))
+        })
+        .await?;
+    Ok(last.filter(|_| rows > 0))
+}
+
+/// The keys in the window `(after, last]` that break each check, in the
+/// checks' order (with whether the bisection stopped short), on a session of
+/// `pool` (a new one when all are busy). `bisected`: rows the bisections of
+/// every window have found, which stop at [`MAX_BISECTED`] in all.
+async fn check_window(
+    job: &Job,
+    pool: &std::sync::Mutex<Vec<Session>>,
+    bisected: &AtomicUsize,
+    scan: &Scan,
+    (after, last): (i64, i64),
+) -> Result<Vec<(Vec<i64>, bool)>, EngineError> {
+    let taken = pool.lock().expect("scan pool").pop();
+    let mut session = taken.unwrap_or_else(|| job.session());
+    let mut out = Vec::with_capacity(scan.checks.len());
+    for check in &scan.checks {
+        let found = match &check.finder {
+            Finder::Rows(sql) => (keys(&mut session, check, sql, Some((after, last))).await?, false),
+            Finder::Converts(sql) if converts(&mut session, check, sql, after, last).await? => (Vec::new(), false),
+            Finder::Converts(sql) => {
+                let all = keys(&mut session, check, &scan.keys_in, Some((after, last))).await?;
+                bisect(&mut session, check, sql, &all, bisected).await?
+            }
+            Finder::Table(_) => (Vec::new(), false),
+        };
+        out.push(found);
+    }
+    pool.lock().expect("scan pool").push(session);
+    Ok(out)
+}
+
 /// Finds the rows among `keys` whose conversion fails, halving the range
-/// each time, until [`MAX_BISECTED`] are found.
+/// each time, until [`MAX_BISECTED`] are found by all windows together
+/// (`bisected`; then true: there may be more).
 async fn bisect(
     session: &mut Session,
     check: &ScanCheck,
     sql: &str,
     keys: &[i64],
-    tally: &mut Tally,
-) -> Result<(), EngineError> {
+    bisected: &AtomicUsize,
+) -> Result<(Vec<i64>, bool), EngineError> {
+    let mut found = Vec::new();
     let mut pending = vec![keys];
     while let Some(part) = pending.pop() {
-        if tally.rows as usize >= MAX_BISECTED {
-            tally.at_least = true;
-            return Ok(());
+        if bisected.load(Ordering::Relaxed) >= MAX_BISECTED {
+            return Ok((found, true));
         }
         let (Some(first), Some(last)) = (part.first(), part.last()) else { continue };
         if converts(session, check, sql, first - 1, *last).await? {
             continue;
         }
         if part.len() == 1 {
-            tally.add(part);
+            found.extend_from_slice(part);
+            bisected.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         let (low, high) = part.split_at(part.len() / 2);
@@ -116,7 +167,7 @@ async fn bisect(
         pending.push(high);
         pending.push(low);
     }
-    Ok(())
+    Ok((found, false))
 }
 
 /// Whether every row in `(after, last]` converts.

@@ -60,26 +60,29 @@ pub async fn swap<R: StatusSink>(
             SwapState::BeforeWindow => {
                 // Armed, every write from here on is noted: the window then
                 // re-syncs those rows alone, however large the table. The
-                // verification's last pass was taken armed: it serves unless
-                // the log has grown since.
-                let armed_before = match baseline.as_ref() {
-                    Some(b) if b.captured => capture::little_to_do(job, &mut session).await?,
+                // verification's last pass was taken armed: it serves, and
+                // the writes since are caught up from the log, the table live.
+                let live = Arc::new(job.statements(original, &s.source, &s.shadow));
+                let caught_up = match baseline.as_ref() {
+                    Some(b) if b.captured => Box::pin(capture::catch_up(job, &mut session, &live, batch)).await?,
                     _ => false,
                 };
-                let armed = armed_before || Box::pin(capture::arm(job, &mut session)).await?;
+                let armed = caught_up || Box::pin(capture::arm(job, &mut session)).await?;
                 let stale = baseline.as_ref().is_none_or(|b| b.taken.elapsed() > FRESH_BASELINE);
-                if !armed_before && (armed || stale) {
+                if !caught_up && (armed || stale) {
                     // Catch up while the table is still live: the window then
                     // re-reads only the source and copies only recent changes.
-                    let statements = Arc::new(job.statements(original, &s.source, &s.shadow));
                     let mark = tracked(job, original, &s.source).map(|t| t.mark);
                     // Only the engine writes the shadow: a baseline (from the
                     // verification, or the re-syncs while waiting for a
                     // window) still tells its side, so only the source is read.
                     let (report, fresh) =
-                        verify_pass(job, statements, batch, &run, baseline.as_ref(), mark.as_deref()).await?;
+                        verify_pass(job, live.clone(), batch, &run, baseline.as_ref(), mark.as_deref()).await?;
                     tracing::info!(resynced = report.rows_resynced, "caught up before the window");
                     baseline = Some(Baseline { captured: armed, ..fresh });
+                    if armed {
+                        Box::pin(capture::catch_up(job, &mut session, &live, batch)).await?;
+                    }
                 }
                 // Waited for with the application up, before it is quiesced.
                 if let Some(outcome) = wait_out_blockers(job, &mut session, keeper, &s.source, control).await? {
