@@ -80,6 +80,21 @@ impl Capture {
         ]
     }
 
+    /// Whether the capture is on `table` as `create` makes it: both triggers,
+    /// enabled ALWAYS, and the log (their function they depend on).
+    pub fn is_armed(&self, table: &TableName) -> String {
+        format!(
+            "SELECT count(*) = 2 AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute \
+             WHERE attrelid = to_regclass({log}) AND attname = {noted}) \
+             FROM pg_catalog.pg_trigger WHERE tgrelid = to_regclass({rel}) AND tgname IN ({t}, {tt}) AND tgenabled = 'A'",
+            log = literal(&self.log.to_string()),
+            noted = literal(NOTED),
+            rel = literal(&table.to_string()),
+            t = literal(TRIGGER),
+            tt = literal(TRUNCATE_TRIGGER),
+        )
+    }
+
     /// Empties the log: run (and committed) just before the last pass begins.
     pub fn reset(&self) -> String {
         format!("DELETE FROM {}", self.log)

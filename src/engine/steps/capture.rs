@@ -30,7 +30,15 @@ pub async fn arm(job: &Job, session: &mut Session) -> Result<bool, DbError> {
     }
     let s = &job.settings;
     let capture = Capture::of(&s.shadow);
-    for sql in capture.create(&s.source, &s.id_column) {
+    // Made already (an earlier pass, an earlier attempt): only the log is emptied.
+    let check = &capture.is_armed(&s.source);
+    let made = session
+        .retry("read change capture", |c| async move {
+            Ok(c.query_one(check.as_str(), &[]).await.ctx("read change capture")?.get::<_, bool>(0))
+        })
+        .await?;
+    let statements = if made { Vec::new() } else { capture.create(&s.source, &s.id_column) };
+    for sql in statements {
         // CREATE TRIGGER waits for writers' locks: never queue the application behind it for long.
         let sql = &format!("BEGIN; SET LOCAL lock_timeout = '{ARM_LOCK_TIMEOUT_MS}ms'; {sql}; COMMIT");
         let made = session
@@ -76,15 +84,7 @@ pub async fn catch_up(
     let capture = Capture::of(&job.settings.shadow);
     let take = &capture.take_written();
     for round in 0..CATCH_UP_ROUNDS {
-        let taken = session
-            .retry("take the change log", |c| async move {
-                match c.query(take.as_str(), &[]).await.ctx("take the change log") {
-                    Ok(rows) => Ok(Some(rows.iter().map(|r| r.get::<_, Option<i64>>(0)).collect::<Vec<_>>())),
-                    Err(e) if e.catalog_missing() => Ok(None),
-                    Err(e) => Err(e),
-                }
-            })
-            .await?;
+        let taken = noted_ids(session, take, "take the change log").await?;
         let Some(Written::Ids(mut ids)) = taken.map(written) else { return Ok(false) };
         ids.sort_unstable();
         ids.dedup();
@@ -95,6 +95,19 @@ pub async fn catch_up(
         }
     }
     Ok(true)
+}
+
+/// The ids `sql` answers from the log; None when the log is gone.
+async fn noted_ids(session: &mut Session, sql: &str, what: &str) -> Result<Option<Vec<Option<i64>>>, DbError> {
+    session
+        .retry(what, |c| async move {
+            match c.query(sql, &[]).await.ctx(what) {
+                Ok(rows) => Ok(Some(rows.iter().map(|r| r.get::<_, Option<i64>>(0)).collect())),
+                Err(e) if e.catalog_missing() => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
 }
 
 /// Re-syncs the rows of `ids`, in transactions of up to `batch_rows` ids.
@@ -140,15 +153,7 @@ pub async fn sync_written(
 ) -> Result<Option<i64>, DbError> {
     let capture = Capture::of(&job.settings.shadow);
     let read = &capture.written_ids();
-    let ids = session
-        .retry("read the change log", |c| async move {
-            match c.query(read.as_str(), &[]).await.ctx("read the change log") {
-                Ok(rows) => Ok(Some(rows.iter().map(|r| r.get::<_, Option<i64>>(0)).collect::<Vec<_>>())),
-                Err(e) if e.catalog_missing() => Ok(None),
-                Err(e) => Err(e),
-            }
-        })
-        .await?;
+    let ids = noted_ids(session, read, "read the change log").await?;
     let Some(Written::Ids(ids)) = ids.map(written) else { return Ok(None) };
     resync_ids(session, statements, &ids, batch_rows).await?;
     Ok(Some(ids.len() as i64))

@@ -317,6 +317,10 @@ where
         if running.len() >= 4 {
             failures.extend(running.join_next().await.expect("running").expect("case task"));
         }
+        if n > 0 && n % 500 == 0 {
+            // A long run cut short still tells how far it came.
+            eprintln!("{n} of {cases} generated cases ({server:?}) started, {} differ so far", failures.len());
+        }
         let case = case(seed, n, server);
         let (setup, changes) = (case.setup.clone(), serde_json::to_string(&case.changes).unwrap());
         let found = differences(n, case);
