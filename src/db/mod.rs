@@ -8,6 +8,7 @@ pub mod retry;
 pub mod session;
 pub mod target;
 pub mod tls;
+pub mod transaction;
 
 pub use connect::{Connector, TokenSource};
 pub use dialect::Dialect;
@@ -17,3 +18,4 @@ pub use session::{RetryCounter, Session};
 pub use target::{
     DatabaseTarget, DsqlTarget, PostgresTarget, SpecTargetError, TOKEN_LIFETIME, TargetError, TlsMode, resolve_target,
 };
+pub use transaction::committed;

@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 use super::backfill::{batch_rows, batched, next_bound_sql};
 use super::history;
 use crate::db::error::{DbError, ErrorContext};
-use crate::db::{Dialect, Session};
+use crate::db::{Dialect, Session, committed};
 use crate::engine::plan::shape::TableName;
 use crate::engine::steps::catalog::{read_shape, table_exists};
 use crate::engine::steps::shadow::{await_job, first_value};
@@ -225,19 +225,6 @@ pub async fn validate(
         }
     }
     ledger.done(session).await
-}
-
-/// `body` between BEGIN and COMMIT, rolled back when it fails.
-async fn committed(c: &Client, body: impl Future<Output = Result<(), DbError>>) -> Result<(), DbError> {
-    c.batch_execute("BEGIN").await.ctx("begin")?;
-    let result = match body.await {
-        Ok(()) => c.batch_execute("COMMIT").await.ctx("commit"),
-        Err(e) => Err(e),
-    };
-    if result.is_err() {
-        let _ = c.batch_execute("ROLLBACK").await;
-    }
-    result
 }
 
 /// Statements in one transaction with the step's progress: all or nothing.

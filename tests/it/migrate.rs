@@ -24,7 +24,7 @@ async fn the_seed_table_moves_onto_an_identity_column_under_dsql_rules_with_occ_
     // The identity: BY DEFAULT, CACHE 65536, bigint, and it starts above every id.
     assert_eq!(db.identity_of("public", "post_tag", "id").await, ("d".into(), 65536, "bigint".into()));
     // The test's own insert is not the engine's: no conflict is injected into it.
-    db.exec("UPDATE dsql_harness.settings SET occ_every = 0").await;
+    db.inject_conflicts_every(0).await;
     let new_id = db.scalar_i64("INSERT INTO post_tag (post_id, tag_id) VALUES ('p', 't') RETURNING id").await;
     assert!(new_id > max_id, "generated {new_id}, highest id was {max_id}");
     // The secondary index came along.

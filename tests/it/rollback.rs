@@ -19,9 +19,9 @@ async fn rollback_brings_back_the_old_table_with_new_rows_and_rolling_forward_wo
 /// made), so they pause for these writes, which do not retry.
 async fn application_writes(via: &Through, sql: &str) {
     let db = via.db();
-    db.exec("UPDATE dsql_harness.settings SET occ_every = 0").await;
+    db.inject_conflicts_every(0).await;
     db.exec(sql).await;
-    db.exec(&format!("UPDATE dsql_harness.settings SET occ_every = {}", occ_every(via))).await;
+    db.inject_conflicts_every(occ_every(via)).await;
 }
 
 fn occ_every(via: &Through) -> i32 {

@@ -8,10 +8,14 @@
 //!   its log row or not at all, subtransactions included (a rolled-back
 //!   savepoint takes its log row with it). No snapshot, `xmin`, freezing or
 //!   wraparound reasoning is involved.
-//! - Before the last pass, the log is emptied in a transaction that commits
-//!   before the pass begins. A write committed before that transaction's
-//!   snapshot is seen by every read of the pass; one committed after it left
-//!   a log row the emptying did not see, so it is still there in the window.
+//! - Before each verification pass, the log is emptied in a transaction that
+//!   commits before the pass begins. A write committed before that
+//!   transaction's snapshot is seen by every read of the pass; one committed
+//!   after it left a log row the emptying did not see.
+//! - Before the window, the table still live, the log is caught up: a
+//!   `DELETE ... RETURNING` takes the rows it sees, and those ids are re-synced
+//!   after it commits, so they read every write it took. A write it did not
+//!   see keeps its row for the next round or the window.
 //! - In the window the table is renamed away under ACCESS EXCLUSIVE: every
 //!   writer has finished and none can start, so the log is complete.
 //! - `TRUNCATE` fires no row trigger: a statement trigger notes it as a NULL
@@ -20,8 +24,9 @@
 //!   `session_replication_role = replica` (logical replication, pg_restore)
 //!   are noted too.
 //!
-//! The trigger lives only from just before the last pass to the swap: writes
-//! pay one more insert for those seconds (measured in docs/benchmarks.md).
+//! The trigger lives from the first verification pass to the swap, and not
+//! while the cut-over waits: writes pay one more insert for that time
+//! (measured in docs/benchmarks.md).
 
 use super::names::fit_identifier;
 use super::quote::{ident, literal};
@@ -95,7 +100,22 @@ impl Capture {
         )
     }
 
-    /// Empties the log: run (and committed) just before the last pass begins.
+    /// Whether anything of the capture is left: a trigger on one of
+    /// `tables`, the function or the log.
+    pub fn any_left(&self, tables: &[&TableName]) -> String {
+        let rels: Vec<String> = tables.iter().map(|t| format!("to_regclass({})", literal(&t.to_string()))).collect();
+        format!(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid IN ({rels}) AND tgname IN ({t}, {tt})) \
+             OR to_regclass({log}) IS NOT NULL OR to_regprocedure({function}) IS NOT NULL",
+            rels = if rels.is_empty() { "NULL".to_string() } else { rels.join(", ") },
+            t = literal(TRIGGER),
+            tt = literal(TRUNCATE_TRIGGER),
+            log = literal(&self.log.to_string()),
+            function = literal(&format!("{}()", self.function)),
+        )
+    }
+
+    /// Empties the log: run (and committed) just before a pass begins.
     pub fn reset(&self) -> String {
         format!("DELETE FROM {}", self.log)
     }

@@ -1,11 +1,12 @@
 //! The window's change capture on PostgreSQL ([`crate::engine::plan::capture`]):
-//! armed just before the last pass, read in the window, removed after the
-//! swap. Where it cannot be made (no TRIGGER privilege, a lock not granted
-//! in time), the window re-reads the table as it always could.
+//! armed before each verification pass, caught up before the window, read
+//! in it, removed after the swap (and whenever the engine stops or waits).
+//! Where it cannot be made (no TRIGGER privilege, a lock not granted in
+//! time), the window re-reads the table as it always could.
 
 use std::sync::Arc;
 
-use crate::db::{DbError, Dialect, ErrorContext, Session};
+use crate::db::{DbError, Dialect, ErrorContext, Session, committed};
 use crate::engine::job::Job;
 use crate::engine::plan::capture::{Capture, Written, written};
 use crate::engine::plan::shape::TableName;
@@ -38,25 +39,13 @@ pub async fn arm(job: &Job, session: &mut Session) -> Result<bool, DbError> {
         })
         .await?;
     let statements = if made { Vec::new() } else { capture.create(&s.source, &s.id_column) };
-    for sql in statements {
+    for sql in &statements {
         // CREATE TRIGGER waits for writers' locks: never queue the application behind it for long.
-        let sql = &format!("BEGIN; SET LOCAL lock_timeout = '{ARM_LOCK_TIMEOUT_MS}ms'; {sql}; COMMIT");
-        let made = session
-            .retry("arm change capture", |c| async move {
-                let made = c.batch_execute(sql).await.ctx("arm change capture");
-                if made.is_err() {
-                    // The connection goes back to the session clean.
-                    let _ = c.batch_execute("ROLLBACK").await;
-                }
-                made
-            })
-            .await;
-        if let Err(e) = made {
+        if let Err(e) = briefly_locking(session, "arm change capture", sql).await {
             if e.breaks_connection() || e.is_transient() {
                 return Err(e);
             }
             tracing::warn!(error = %e, "could not arm change capture; the window re-reads the whole table");
-            // The session's transaction ended with the error; nothing half-made stays in it.
             return Ok(false);
         }
     }
@@ -119,22 +108,18 @@ async fn resync_ids(
 ) -> Result<(), DbError> {
     for batch in ids.chunks(batch_rows.max(1) as usize) {
         let batch = &batch.to_vec();
+        let what = "re-sync written rows";
         session
-            .retry("re-sync written rows", |c| async move {
-                c.batch_execute("BEGIN").await.ctx("re-sync written rows")?;
-                let result = async {
+            .retry(what, |c| async move {
+                committed(&c, async {
                     if statements.update_first {
-                        c.execute(statements.update_differing_ids.as_str(), &[batch]).await?;
+                        c.execute(statements.update_differing_ids.as_str(), &[batch]).await.ctx(what)?;
                     }
-                    c.execute(statements.delete_stale_ids.as_str(), &[batch]).await?;
-                    c.execute(statements.insert_missing_ids.as_str(), &[batch]).await?;
-                    c.batch_execute("COMMIT").await
-                }
-                .await;
-                if result.is_err() {
-                    let _ = c.batch_execute("ROLLBACK").await;
-                }
-                result.ctx("re-sync written rows")
+                    c.execute(statements.delete_stale_ids.as_str(), &[batch]).await.ctx(what)?;
+                    c.execute(statements.insert_missing_ids.as_str(), &[batch]).await.ctx(what)?;
+                    Ok(())
+                })
+                .await
             })
             .await?;
     }
@@ -172,20 +157,28 @@ pub async fn disarm(
         return Ok(());
     }
     let capture = Capture::of(shadow);
+    // Most stops find nothing to remove: one read then, no statement.
+    let any = &capture.any_left(tables);
+    let left = session
+        .retry("read change capture", |c| async move {
+            Ok(c.query_one(any.as_str(), &[]).await.ctx("read change capture")?.get::<_, bool>(0))
+        })
+        .await?;
+    if !left {
+        return Ok(());
+    }
     let mut statements: Vec<String> = tables.iter().flat_map(|t| capture.drop_triggers(t)).collect();
     statements.extend(capture.drop_objects());
     for sql in &statements {
         // Each looks before it locks; and never queues writers for long.
-        let sql = &format!("BEGIN; SET LOCAL lock_timeout = '{ARM_LOCK_TIMEOUT_MS}ms'; {sql}; COMMIT");
-        session
-            .retry("disarm change capture", |c| async move {
-                let done = c.batch_execute(sql).await.ctx("disarm change capture");
-                if done.is_err() {
-                    let _ = c.batch_execute("ROLLBACK").await;
-                }
-                done
-            })
-            .await?;
+        briefly_locking(session, "disarm change capture", sql).await?;
     }
     Ok(())
+}
+
+/// `sql` in a transaction of its own that waits at most
+/// [`ARM_LOCK_TIMEOUT_MS`] for a lock.
+async fn briefly_locking(session: &mut Session, what: &str, sql: &str) -> Result<(), DbError> {
+    let sql = &format!("SET LOCAL lock_timeout = '{ARM_LOCK_TIMEOUT_MS}ms'; {sql}");
+    session.retry(what, |c| async move { committed(&c, async { c.batch_execute(sql).await.ctx(what) }).await }).await
 }

@@ -58,7 +58,8 @@ pub async fn scan_data(job: &Job, session: &mut Session, scan: &Scan) -> Result<
     }
     // Windows are cut on this session while up to `workers` are checked.
     let pool = std::sync::Mutex::new(Vec::<Session>::new());
-    let bisected = AtomicUsize::new(0);
+    // Per check: the rows its bisections have found, in every window.
+    let bisected: Vec<AtomicUsize> = scan.checks.iter().map(|_| AtomicUsize::new(0)).collect();
     let workers = job.settings.parallelism.max(1);
     let mut in_flight = FuturesOrdered::new();
     let (mut after, mut walked) = (i64::MIN, false);
@@ -109,19 +110,19 @@ async fn next_window(session: &mut Session, scan: &Scan, after: i64) -> Result<O
 
 /// The keys in the window `(after, last]` that break each check, in the
 /// checks' order (with whether the bisection stopped short), on a session of
-/// `pool` (a new one when all are busy). `bisected`: rows the bisections of
-/// every window have found, which stop at [`MAX_BISECTED`] in all.
+/// `pool` (a new one when all are busy). `bisected`: per check, the rows its
+/// bisections have found in every window, which stop at [`MAX_BISECTED`].
 async fn check_window(
     job: &Job,
     pool: &std::sync::Mutex<Vec<Session>>,
-    bisected: &AtomicUsize,
+    bisected: &[AtomicUsize],
     scan: &Scan,
     (after, last): (i64, i64),
 ) -> Result<Vec<(Vec<i64>, bool)>, EngineError> {
     let taken = pool.lock().expect("scan pool").pop();
     let mut session = taken.unwrap_or_else(|| job.session());
     let mut out = Vec::with_capacity(scan.checks.len());
-    for check in &scan.checks {
+    for (check, bisected) in scan.checks.iter().zip(bisected) {
         let found = match &check.finder {
             Finder::Rows(sql) => (keys(&mut session, check, sql, Some((after, last))).await?, false),
             Finder::Converts(sql) if converts(&mut session, check, sql, after, last).await? => (Vec::new(), false),

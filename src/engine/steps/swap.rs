@@ -86,13 +86,11 @@ pub async fn swap<R: StatusSink>(
                 }
                 // Waited for with the application up, before it is quiesced.
                 if let Some(outcome) = wait_out_blockers(job, &mut session, keeper, &s.source, control).await? {
-                    disarm_capture(job).await;
                     return Ok(Flow::Halt(outcome));
                 }
                 match quiesce(job, keeper, control).await {
                     Err(EngineError::Quiesce(QuiesceError::Halted)) => {
                         restore_workloads(job, keeper).await?;
-                        disarm_capture(job).await;
                         return Ok(Flow::Halt(halted(control).unwrap_or(Outcome::Stopped)));
                     }
                     quiesced => quiesced?,
@@ -122,7 +120,6 @@ pub async fn swap<R: StatusSink>(
                     tracing::error!(error = %e, "the cut-over failed inside the window; putting the original table back");
                     put_back(job, &mut session, keeper, &s.old).await?;
                     restore_workloads(job, keeper).await?;
-                    disarm_capture(job).await;
                     return Err(e);
                 }
             }
@@ -134,10 +131,11 @@ pub async fn swap<R: StatusSink>(
     }
 }
 
-/// Takes the window's change capture off the table when the cut-over stops
-/// short of the window, so that writes stop paying for it (the next attempt
-/// arms it again). A failure is logged: the capture is dropped again after the
-/// swap, and when the migration is deleted.
+/// Takes the window's change capture off the table, so that writes stop
+/// paying for it: after the swap, and (from the engine's halt and failure
+/// paths) when the cut-over stops short; the next attempt arms it again. A
+/// failure is logged: it is tried again at the next of those, and when the
+/// migration is deleted.
 pub async fn disarm_capture(job: &Job) {
     let s = &job.settings;
     let disarmed = match job.before_change().await {

@@ -50,6 +50,13 @@ impl TestDb {
             std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/dsql_strict.sql"))
                 .unwrap();
         self.client.batch_execute(&sql).await.unwrap();
+        self.inject_conflicts_every(occ_every).await;
+    }
+
+    /// Sets how often the harness injects a conflict (0: never). A test's
+    /// own writes, which do not retry, run with it at 0: which commit an
+    /// injection hits depends on how many commits the engine made before.
+    pub async fn inject_conflicts_every(&self, occ_every: i32) {
         self.client.execute("UPDATE dsql_harness.settings SET occ_every = $1", &[&occ_every]).await.unwrap();
     }
 
