@@ -5,7 +5,7 @@ use std::future::Future;
 
 use tokio_postgres::Client;
 
-use super::{DbError, ErrorContext};
+use super::error::{DbError, ErrorContext};
 
 /// `body` between BEGIN and COMMIT on `c`, rolled back when it fails.
 pub async fn committed(c: &Client, body: impl Future<Output = Result<(), DbError>>) -> Result<(), DbError> {
