@@ -15,12 +15,15 @@ use prometheus_client::registry::Registry;
 use crate::api::{IdentityMigrationStatus, Phase};
 use crate::engine::plan::pace::FLOOR;
 
+mod schema;
+pub use schema::{SCHEMA_STATES, SchemaMetrics};
+
 /// Every reason the pace can give (`status.progress.pace.reason`).
 const PACE_REASONS: [&str; 4] = ["Clear", "CommitLatency", "Conflicts", "ReplicaLag"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MigrationLabels {
-    /// `IdentityMigration` or `TableMigration`: one of each may share a name.
+    /// `IdentityMigration`, `TableMigration` or `SchemaMigration`: one of each may share a name.
     pub kind: String,
     pub namespace: String,
     pub name: String,
@@ -85,9 +88,12 @@ pub struct Metrics {
     pub engine_running: Family<MigrationLabels, Gauge>,
     pub suspended: Family<MigrationLabels, Gauge>,
     pub status_writes: Family<MigrationLabels, Counter>,
+    /// SchemaMigrations' own series.
+    pub schema: SchemaMetrics,
     /// Per migration: what progress looked like at the last look, and the
     /// endpoint it was queued for.
     seen: Arc<Mutex<HashMap<MigrationLabels, Seen>>>,
+    schema_seen: Arc<Mutex<HashMap<MigrationLabels, schema::SchemaSeen>>>,
 }
 
 /// What only this replica knows of a migration.
@@ -170,6 +176,8 @@ impl Default for Metrics {
         registry.register("engine_running", "1 on the replica whose engine runs the migration", engine_running.clone());
         registry.register("suspended", "1 while spec.suspend is true", suspended.clone());
         registry.register("status_writes", "Status writes of the migration by this replica", status_writes.clone());
+        let schema = SchemaMetrics::default();
+        schema.register(&mut registry);
         Self {
             registry: Arc::new(registry),
             rows_copied,
@@ -192,7 +200,9 @@ impl Default for Metrics {
             engine_running,
             suspended,
             status_writes,
+            schema,
             seen: Arc::default(),
+            schema_seen: Arc::default(),
         }
     }
 }
@@ -258,8 +268,7 @@ impl Metrics {
         let mut seen = self.seen.lock().expect("metrics lock");
         let before = seen.get(labels).cloned();
         if before.as_ref().map(|b| &b.progress) != Some(&now.progress) {
-            let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            self.last_progress.get_or_create(labels).set(stamp.as_secs() as i64);
+            self.stamp_progress(labels);
         }
         if let Some(endpoint) = before.as_ref().and_then(|b| b.endpoint.clone())
             && now.endpoint.as_ref() != Some(&endpoint)
@@ -272,6 +281,12 @@ impl Metrics {
                 .set(i64::from(status.queued.is_some()));
         }
         seen.insert(labels.clone(), now);
+    }
+
+    /// Records that the migration's status moved now.
+    fn stamp_progress(&self, labels: &MigrationLabels) {
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.last_progress.get_or_create(labels).set(stamp.as_secs() as i64);
     }
 
     /// Drops every series of a deleted migration.

@@ -23,6 +23,7 @@ use super::target::connector_for;
 use crate::api::schema::{InFlight, SchemaMigration, SchemaMigrationStatus, Source};
 use crate::engine::store::Severity;
 use crate::engine::{Directive, Licence};
+use crate::metrics::MigrationLabels;
 use crate::versioned::files::{SourceFile, VersionedFile, inline, read};
 use crate::versioned::runner::{Progress, RunOutcome, Runner, plan_all};
 use crate::versioned::status::{State, apply};
@@ -68,6 +69,22 @@ fn same_but_times(a: &SchemaMigrationStatus, b: &SchemaMigrationStatus) -> bool 
 }
 
 pub async fn reconcile_schema(obj: Arc<SchemaMigration>, ctx: Arc<ReconcileContext>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let labels = MigrationLabels::new(KIND, obj.namespace().unwrap_or_default(), obj.name_any());
+    let deleting = obj.meta().deletion_timestamp.is_some();
+    let seen = obj.status.clone().unwrap_or_default();
+    let key = Key::new(KIND, labels.namespace.clone(), labels.name.clone());
+    let result = reconcile_once(obj, ctx.clone()).await;
+    ctx.metrics.observe_reconcile(started.elapsed(), result.as_ref().err().map(Error::metric_label));
+    if deleting {
+        ctx.metrics.forget_schema(&labels);
+    } else {
+        ctx.metrics.observe_schema(&labels, &seen, ctx.schema_tasks.running(&key).is_some());
+    }
+    result
+}
+
+async fn reconcile_once(obj: Arc<SchemaMigration>, ctx: Arc<ReconcileContext>) -> Result<Action, Error> {
     let key = Key::new(KIND, obj.namespace().unwrap_or_default(), obj.name_any());
     let generation = obj.meta().generation.unwrap_or(0);
     if obj.meta().deletion_timestamp.is_some() {
@@ -213,6 +230,7 @@ fn start(
     };
     let task_key = key.clone();
     let task_ctx = ctx.clone();
+    let labels = MigrationLabels::new(KIND, key.namespace.clone(), key.name.clone());
     let handle = tokio::spawn(async move {
         let (ctx, key) = (task_ctx, task_key);
         let api: Api<SchemaMigration> = Api::namespaced(ctx.client.clone(), &key.namespace);
@@ -239,10 +257,12 @@ fn start(
                             State::Applying { pending: pending.len(), in_flight: None }
                         }
                         Progress::Step { version, step, steps, kind } => {
+                            ctx.metrics.schema.steps.get_or_create(&labels).inc();
                             let in_flight = InFlight { version, step: format!("{step}/{steps} {kind}"), ..Default::default() };
                             State::Applying { pending: pending.len(), in_flight: Some(in_flight) }
                         }
                         Progress::Applied(version) => {
+                            ctx.metrics.schema.applied.get_or_create(&labels).inc();
                             pending.retain(|v| *v != version);
                             status.current_version = Some(version);
                             State::Applying { pending: pending.len(), in_flight: None }

@@ -10,6 +10,7 @@ use pg_query::protobuf::{
     TransactionStmtKind,
 };
 
+use super::backfill::{InsertSource, insert_source};
 use super::sql::{expr_text, statement_text, type_text};
 use crate::api::Generation;
 use crate::api::changes::{AddColumn, AddConstraint, AddIdentity, AlterColumn, Change, DropColumn, SetPrimaryKey};
@@ -77,6 +78,8 @@ pub struct DmlFacts {
     pub kind: DmlKind,
     pub table: TableName,
     pub has_where: bool,
+    /// An `INSERT ... SELECT` that key ranges of the table it reads can batch.
+    pub source: Option<InsertSource>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -136,7 +139,8 @@ pub fn classify(tree: &NodeEnum) -> Result<What, String> {
                 .and_then(|s| s.node.as_ref())
                 .is_some_and(|s| matches!(s, NodeEnum::SelectStmt(sel) if !sel.values_lists.is_empty()));
             let kind = if values { DmlKind::InsertValues } else { DmlKind::InsertSelect };
-            dml(kind, i.relation.as_ref(), false)
+            let source = if values { None } else { insert_source(i) };
+            What::Dml(DmlFacts { source, ..dml_facts(kind, i.relation.as_ref(), false) })
         }
         NodeEnum::MergeStmt(m) => dml(DmlKind::Merge, m.relation.as_ref(), true),
         NodeEnum::SelectStmt(s) if s.into_clause.is_none() => match advisory_lock(tree) {
@@ -148,7 +152,11 @@ pub fn classify(tree: &NodeEnum) -> Result<What, String> {
 }
 
 fn dml(kind: DmlKind, relation: Option<&RangeVar>, has_where: bool) -> What {
-    What::Dml(DmlFacts { kind, table: table_of(relation), has_where })
+    What::Dml(dml_facts(kind, relation, has_where))
+}
+
+fn dml_facts(kind: DmlKind, relation: Option<&RangeVar>, has_where: bool) -> DmlFacts {
+    DmlFacts { kind, table: table_of(relation), has_where, source: None }
 }
 
 fn ddl(what: &str, destructive: bool, dsql_refuses: Option<Refusal>, creates: Option<TableName>) -> DdlFacts {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
-use super::backfill::{batch_rows, batched, next_bound_sql};
+use super::backfill::{batch_rows, batched, insert_source, next_bound_sql};
 use super::history;
 use crate::db::error::{DbError, ErrorContext};
 use crate::db::{Dialect, Session, committed};
@@ -261,11 +261,28 @@ pub async fn backfill(
         let [column] = pk.columns.as_slice() else { return None };
         Some((column.clone(), s.column(column)?.data_type.clone(), s.indexes.len()))
     });
-    let Some((key, key_type, indexes)) = key else {
+    let Some((key, key_type, mut indexes)) = key else {
         tracing::info!(table = %table, "no one-column primary key: the statement runs whole");
         in_transaction(session, ledger, &[sql.to_string()]).await?;
         return Ok(1);
     };
+    if let pg_query::NodeEnum::InsertStmt(insert) = tree {
+        // The batch's writes land in the INSERT's table: its indexes count.
+        let source = super::sql::on_parser_stack(|| insert_source(insert));
+        let into = match &source {
+            Some(s) if !calls_aggregate_or_set(session, &s.functions).await? => {
+                let into = &s.into;
+                session.retry("read the table", |c| async move { read_shape(&c, into).await }).await?
+            }
+            _ => None,
+        };
+        let Some(into) = into else {
+            tracing::info!(table = %table, "an INSERT ... SELECT that batches would change: it runs whole");
+            in_transaction(session, ledger, &[sql.to_string()]).await?;
+            return Ok(1);
+        };
+        indexes = into.indexes.len();
+    }
     let (first_sql, next_sql) =
         super::sql::on_parser_stack(|| (batched(tree, &key, &key_type, true), batched(tree, &key, &key_type, false)));
     let (Some(first_sql), Some(next_sql)) = (first_sql, next_sql) else {
@@ -328,6 +345,27 @@ pub async fn backfill(
     ledger.done(session).await?;
     Ok(batches)
 }
+
+/// Whether any function of these names is an aggregate, a window function or
+/// returns a set: any of them makes batches differ from one statement.
+async fn calls_aggregate_or_set(session: &mut Session, functions: &[String]) -> Result<bool, DbError> {
+    if functions.is_empty() {
+        return Ok(false);
+    }
+    let names = functions.to_vec();
+    session
+        .retry("read the functions", |c| {
+            let names = names.clone();
+            async move {
+                let row = c.query_one(AGGREGATE_OR_SET, &[&names]).await.ctx("read pg_proc")?;
+                Ok(row.get(0))
+            }
+        })
+        .await
+}
+
+const AGGREGATE_OR_SET: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_proc \
+     WHERE proname = ANY($1::text[]) AND (prokind IN ('a', 'w') OR proretset))";
 
 /// The cursor the history row holds for the step in flight.
 async fn done_up_to(c: &Arc<Client>, history: &TableName, version: &str) -> Result<Option<String>, DbError> {

@@ -36,7 +36,8 @@ pub enum StepKind {
     Validate { sql: String, table: TableName, constraint: String },
     /// Changes the table engine makes, in place where it can, else in one rebuild.
     Rebuild { table: TableName, changes: Vec<Change> },
-    /// DML in key-range batches, each committed with its progress.
+    /// DML in key-range batches, each committed with its progress; `table`
+    /// is the one whose key ranges make the batches (an INSERT's source).
     Backfill { sql: String, table: TableName },
     /// A statement sent as it is, in its own transaction.
     Dml { sql: String },
@@ -225,6 +226,12 @@ impl Planner {
                 if batched {
                     let why = "a backfill: key-range batches under 3,000 rows, each committed with its progress row";
                     self.push(at, StepKind::Backfill { sql: statement.text.clone(), table: d.table }, why);
+                } else if let Some(source) = d.source.filter(|s| s.table != d.table) {
+                    let why = format!(
+                        "an INSERT ... SELECT: batches by key ranges of {} under 3,000 rows, each committed with its progress row",
+                        source.table
+                    );
+                    self.push(at, StepKind::Backfill { sql: statement.text.clone(), table: source.table }, &why);
                 } else {
                     self.push(at, StepKind::Dml { sql: statement.text.clone() }, "DML, its own transaction");
                 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use identity_migrator::api::schema::SchemaMigration;
 use identity_migrator::api::{
     CutoverStatus, IdentityMigrationStatus, PaceStatus, Phase, Progress, QueuedStatus, Verification,
 };
@@ -21,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::support::PostTag;
 use crate::support::TestDb;
 use crate::support::fake_api::FakeApi;
-use crate::support::operator::{Operator, create_migration, create_url_secret, phase, wait_for};
+use crate::support::operator::{NS, Operator, create_migration, create_url_secret, phase, wait_for};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -117,6 +118,8 @@ fn every_metric_the_dashboard_and_the_alerts_name_is_exported() {
     metrics.observe_resource(&labels, &status, Here { engine_running: true, suspended: false });
     metrics.observe_reconcile(Duration::from_millis(5), Some("Finalizer"));
     metrics.status_writes.get_or_create(&labels).inc();
+    let schema = MigrationLabels::new("SchemaMigration", "blog", "schema");
+    metrics.observe_schema(&schema, &Default::default(), false);
     let exposition = metrics.render();
     let exported: BTreeSet<&str> =
         exposition.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
@@ -266,6 +269,23 @@ async fn a_real_prometheus_scrapes_a_migration_and_answers_every_dashboard_expre
     // Slow enough for several scrapes while it copies.
     let spec = json!({"copy": {"parallelism": 1, "batchRows": 500, "maxRowsPerSecond": 3000}});
     create_migration(&api, "post-tag", "post_tag", spec).await;
+    // And versioned migrations beside it, for the SchemaMigration panels.
+    let schema: SchemaMigration = serde_json::from_value(json!({
+        "apiVersion": "migrations.dsql.dev/v1alpha1", "kind": "SchemaMigration",
+        "metadata": {"name": "shop", "namespace": NS},
+        "spec": {
+            "target": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}},
+            "source": {"migrations": [
+                {"version": "1", "description": "tables", "sql": "CREATE TABLE shop_orders (id bigint PRIMARY KEY, n integer NOT NULL);"},
+                {"version": "2", "description": "seed", "sql": "INSERT INTO shop_orders SELECT g, 0 FROM generate_series(1, 5000) g;"},
+                {"version": "3", "description": "bump", "sql": "UPDATE shop_orders SET n = n + 1;"}
+            ]},
+            "policy": {"approval": "Never"}
+        }
+    }))
+    .unwrap();
+    let schemas: kube::Api<SchemaMigration> = kube::Api::namespaced(api.client(), NS);
+    schemas.create(&kube::api::PostParams::default(), &schema).await.unwrap();
     wait_for(&api, "post-tag", 120, "Completed", |o| phase(o) == "Completed").await;
     // Scraped while it copied, not only once it was done.
     prometheus
@@ -273,6 +293,8 @@ async fn a_real_prometheus_scrapes_a_migration_and_answers_every_dashboard_expre
         .await;
     prometheus.wait_for_series(r#"identity_migrator_phase{name="post-tag",phase="Completed"} == 1"#).await;
     prometheus.wait_for_series(r#"identity_migrator_cutover_window_seconds{name="post-tag"}"#).await;
+    prometheus.wait_for_series(r#"identity_migrator_schema_state{name="shop",state="UpToDate"} == 1"#).await;
+    prometheus.wait_for_series(r#"identity_migrator_schema_migrations_applied_total{name="shop"} == 3"#).await;
 
     for expr in dashboard_expressions() {
         let expr = expr.replace("$namespace", ".*");
@@ -282,7 +304,11 @@ async fn a_real_prometheus_scrapes_a_migration_and_answers_every_dashboard_expre
         let per_migration = series.iter().any(|s| s["metric"].get("name").is_some());
         if per_migration {
             // Grouped by kind too: an IdentityMigration and a TableMigration may share a name.
-            let ours = |s: &Value| s["metric"]["name"] == "post-tag" && s["metric"]["kind"] == "IdentityMigration";
+            let (name, kind) = match expr.contains("identity_migrator_schema_") {
+                true => ("shop", "SchemaMigration"),
+                false => ("post-tag", "IdentityMigration"),
+            };
+            let ours = |s: &Value| s["metric"]["name"] == name && s["metric"]["kind"] == kind;
             assert!(series.iter().any(ours), "{expr}: {series:?}");
         }
     }

@@ -99,6 +99,33 @@ async fn dsql_a_job_wait_cut_short_waits_for_the_same_job_on_resume() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn dsql_an_insert_select_of_more_rows_than_a_transaction_takes_runs_in_batches_each_once() {
+    let s = StandIn::start("schema_insert_select", |_| {}).await;
+    let tables = "CREATE TABLE orders (id bigint PRIMARY KEY, total numeric(12,2) NOT NULL);\n\
+                  CREATE TABLE archive (id bigint, total numeric(12,2));\n";
+    let seed = "INSERT INTO orders SELECT g, g / 100.0 FROM generate_series(1, 2500) g;\n\
+                INSERT INTO orders SELECT g, g / 100.0 FROM generate_series(2501, 5000) g;\n\
+                INSERT INTO orders SELECT g, g / 100.0 FROM generate_series(5001, 7500) g;\n";
+    // 5,000 rows in one statement: more than one DSQL transaction may write.
+    let copy = "INSERT INTO archive (id, total) SELECT o.id, o.total * 2 FROM orders o WHERE o.id % 3 <> 0;\n";
+    let files =
+        Files::new(&[("V1__tables.sql", tables), ("V2__seed.sql", seed), ("V3__archive.sql", copy)], &s.target(), "");
+    killed_at(
+        &files.through(&s, &[("IDENTITY_MIGRATOR_CRASH_AT", "schema-backfill-batch:2")]),
+        "the second batch of the INSERT ... SELECT",
+    );
+    let partly = s.db.scalar_i64("SELECT count(*) FROM archive").await;
+    assert!(partly > 0 && partly < 5_000, "two batches landed: {partly}");
+    ok(&files.through(&s, &[]));
+    assert_eq!(finished(&s.db).await, ["1", "2", "3"]);
+    assert_eq!(s.db.scalar_i64("SELECT count(*) FROM archive").await, 5_000, "every row once");
+    assert_eq!(s.db.scalar_i64("SELECT count(DISTINCT id) FROM archive").await, 5_000);
+    let wrong = "SELECT count(*) FROM archive a JOIN orders o USING (id) WHERE a.total <> o.total * 2 OR o.id % 3 = 0";
+    assert_eq!(s.db.scalar_i64(wrong).await, 0);
+    assert!(s.refused_documented().is_empty(), "{:?}", s.refused_documented());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_rebuild_killed_mid_copy_resumes_from_its_status_in_the_history() {
     let db = TestDb::new("schema_rebuild_kill").await;
     let files = Files::new(

@@ -95,6 +95,34 @@ fn updates_and_deletes_are_backfills_and_single_rows_run_as_they_are() {
 }
 
 #[test]
+fn an_insert_select_from_one_table_is_batched_by_that_tables_keys() {
+    let m = plan(
+        "INSERT INTO archive (id, total) SELECT o.id, o.total * 2 FROM orders o WHERE o.total > 0;",
+        Dialect::Dsql,
+    )
+    .unwrap();
+    assert_eq!(kinds(&m), ["backfill"]);
+    assert!(matches!(&m.steps[0].kind, StepKind::Backfill { table, .. } if table.name == "orders"));
+    assert!(m.steps[0].why.contains("key ranges of \"public\".\"orders\""), "{}", m.steps[0].why);
+    // What batches would change runs whole: grouping, LIMIT, a join, a set
+    // operation, an aggregate, the table written read again, no table at all.
+    for whole in [
+        "INSERT INTO totals SELECT customer, sum(total) FROM orders GROUP BY customer;",
+        "INSERT INTO archive SELECT * FROM orders ORDER BY id LIMIT 10;",
+        "INSERT INTO archive SELECT o.* FROM orders o JOIN customers c ON c.id = o.customer;",
+        "INSERT INTO archive SELECT * FROM orders UNION SELECT * FROM old_orders;",
+        "INSERT INTO counts SELECT count(*) FROM orders;",
+        "INSERT INTO archive SELECT * FROM orders o WHERE NOT EXISTS (SELECT 1 FROM archive a WHERE a.id = o.id);",
+        "INSERT INTO orders SELECT id + 1000000, total FROM orders;",
+        "INSERT INTO t SELECT g FROM generate_series(1, 10) g;",
+        "INSERT INTO archive SELECT DISTINCT * FROM orders;",
+        "WITH x AS (SELECT * FROM orders) INSERT INTO archive SELECT * FROM x;",
+    ] {
+        assert_eq!(kinds(&plan(whole, Dialect::Dsql).unwrap()), ["dml"], "{whole}");
+    }
+}
+
+#[test]
 fn what_dsql_cannot_do_is_refused_with_file_line_and_rule_before_anything_runs() {
     let sql = "CREATE TABLE a (id bigint PRIMARY KEY);\n\nCREATE TABLE b (id serial PRIMARY KEY);\n";
     let refused = plan(sql, Dialect::Dsql).unwrap_err();
