@@ -34,6 +34,9 @@ pub enum EngineError {
     /// Another engine works on the table, or this one lost its claim.
     #[error("{0}")]
     Claim(#[from] ClaimError),
+    /// A DSQL index build failed twice (its job's own words).
+    #[error("DSQL could not build index {index}, twice: {message}")]
+    IndexBuild { index: String, message: String },
 }
 
 impl EngineError {

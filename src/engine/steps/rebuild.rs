@@ -79,8 +79,14 @@ async fn create_new_table(job: &Job, session: &mut Session, reshape: &Reshape) -
 /// Whether `err`, met making the new table or an index on it, says the
 /// changes make that table impossible: a CHECK, a default or an index that
 /// does not apply to a column's new type (SQLSTATE classes 42 and 22, but
-/// not a missing privilege), which ALTER TABLE refuses the same way.
+/// not a missing privilege; on DSQL an index build that failed twice), which
+/// ALTER TABLE refuses the same way.
 fn impossible(err: &EngineError) -> Option<String> {
+    // A DSQL build job says no SQLSTATE: failing twice on the new table, it
+    // is the changes' (the index's definition at a new type, or a value).
+    if let EngineError::IndexBuild { .. } = err {
+        return Some(err.to_string());
+    }
     let code = err.sqlstate()?;
     let input = (code.starts_with("42") && code != "42501") || code.starts_with("22");
     input.then(|| err.to_string())

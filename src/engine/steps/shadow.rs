@@ -114,7 +114,7 @@ pub async fn build_indexes(
                     })
                     .await?
             }
-            Dialect::Dsql => build_async_index(session, &index.sql, schema, &index.name).await?,
+            Dialect::Dsql => build_async_index_twice(session, &index.sql, schema, &index.name).await?,
         }
         failpoint::hit("index-built");
         built += 1;
@@ -153,6 +153,47 @@ async fn build_async_index(session: &mut Session, sql: &str, schema: &str, name:
     await_job(session, &job_id, &format!("index {name}")).await
 }
 
+/// A DSQL index build whose job failed is built once more (what the failed
+/// build left is dropped first: its job has ended, so nothing is cancelled).
+/// A second failure is [`EngineError::IndexBuild`]: on a rebuild's new
+/// table, the changes' own refusal (an index that does not apply to a new
+/// type, a value it cannot take), where ALTER TABLE would refuse too.
+async fn build_async_index_twice(
+    session: &mut Session,
+    sql: &str,
+    schema: &str,
+    name: &str,
+) -> Result<(), EngineError> {
+    match build_async_index(session, sql, schema, name).await {
+        Err(e) if job_failed(&e) => {
+            tracing::warn!(index = name, error = %e, "the index build failed; building it once more");
+            let state =
+                session.retry("read index", |c| async move { catalog::index_state(&c, schema, name).await }).await?;
+            if state != IndexState::Absent {
+                let sql = &drop_index(schema, name);
+                session
+                    .retry("drop the failed index", |c| async move { c.batch_execute(sql).await.ctx("drop index") })
+                    .await?;
+            }
+            match build_async_index(session, sql, schema, name).await {
+                Err(e) if job_failed(&e) => {
+                    Err(EngineError::IndexBuild { index: name.to_string(), message: e.message })
+                }
+                other => Ok(other?),
+            }
+        }
+        other => Ok(other?),
+    }
+}
+
+/// The context of a DSQL job that ended as failed or cancelled.
+const JOB_FAILED: &str = "the DSQL job failed";
+
+/// Whether `e` is a DSQL job that ended as failed (not a wait cut short).
+pub fn job_failed(e: &DbError) -> bool {
+    e.context == JOB_FAILED
+}
+
 /// Waits for the DSQL job `job_id` (an index build, a constraint's
 /// validation) to finish; `what` names its object in errors.
 pub async fn await_job(session: &mut Session, job_id: &str, what: &str) -> Result<(), DbError> {
@@ -180,7 +221,7 @@ pub async fn await_job(session: &mut Session, job_id: &str, what: &str) -> Resul
         match job_verdict(finished, status.as_deref(), details.as_deref()) {
             JobVerdict::Done => return Ok(()),
             JobVerdict::Failed(why) => {
-                return Err(DbError::engine("wait for job", format!("{what}: job {job_id} {why}")));
+                return Err(DbError::engine(JOB_FAILED, format!("{what}: job {job_id} {why}")));
             }
             JobVerdict::Wait if Instant::now() > deadline => {
                 return Err(DbError::engine(
