@@ -15,7 +15,7 @@ use crate::api::{
 };
 use crate::db::{Dialect, Session};
 use crate::engine::error::{CheckFailed, EngineError};
-use crate::engine::job::Flow;
+use crate::engine::job::{Flow, Job};
 use crate::engine::plan::changes::reshape::{Reshape, refusals};
 use crate::engine::plan::changes::scan::scan;
 use crate::engine::plan::changes::undo::undo_in_place;
@@ -34,20 +34,26 @@ use crate::engine::steps::fidelity::with_fidelity;
 use crate::engine::steps::in_place::probe_add_identity;
 use crate::engine::steps::rehearsal::rehearse;
 use crate::engine::steps::spec_check::check_spec_text;
+use crate::engine::steps::stages::rehearse_in_stages;
 use crate::engine::steps::survey::{Survey, measure};
 use crate::engine::steps::table_changes::{Direction, make_in_place, written_to_added};
 use crate::engine::store::{Severity, StatusSink};
 
-/// The changes rehearsed by ALTER TABLE on an empty copy of the table
-/// (PostgreSQL; DSQL has no temporary tables and refuses these ALTERs).
+/// The changes rehearsed by ALTER TABLE on an empty copy of the table on
+/// PostgreSQL; on DSQL, which has no temporary tables and refuses these
+/// ALTERs, the definitions parsed again on a scratch table at each stage
+/// where ALTER would (see [`rehearse_in_stages`]).
 async fn rehearsed(
+    job: &Job,
     session: &mut Session,
     shape: &TableShape,
-    dialect: Dialect,
     changes: &[crate::api::changes::Change],
 ) -> Result<Option<TableShape>, EngineError> {
-    let Some(table) = shape.table.as_ref().filter(|_| dialect == Dialect::Postgres) else { return Ok(None) };
-    rehearse(session, shape, table, changes).await
+    let Some(table) = shape.table.as_ref() else { return Ok(None) };
+    match job.dialect {
+        Dialect::Postgres => rehearse(session, shape, table, changes).await,
+        Dialect::Dsql => rehearse_in_stages(job, session, shape, table, changes).await,
+    }
 }
 
 /// The rebuild's new table, with the definitions ALTER TABLE printed where
@@ -86,7 +92,10 @@ impl<R: StatusSink> Migration<R> {
         let planned = plan_changes(&shape, table, &s.changes, job.dialect, s.strategy, refused.as_deref())?;
         check_spec_text(&mut session, &State::of(&shape), &s.changes).await?;
         // ALTER TABLE's own answer on an empty copy: a change it refuses stops here.
-        let rehearsed = Box::pin(rehearsed(&mut session, &shape, job.dialect, &s.changes)).await?;
+        let rehearsed = match planned.rebuild.is_some() || job.dialect == Dialect::Postgres {
+            true => Box::pin(rehearsed(&job, &mut session, &shape, &s.changes)).await?,
+            false => None,
+        };
         key_kept(s)?;
         // The data first: rows that break the new shape are what a person needs to hear of.
         let checks = scan(&State::of(&shape), &s.changes, table, &s.id_column);
@@ -209,7 +218,8 @@ impl<R: StatusSink> Migration<R> {
         // probe): the same new table whatever made it needed.
         let planned = plan_changes(&shape, &s.source, &s.changes, self.job.dialect, Strategy::Copy, None)?;
         if let Some(rebuild) = planned.rebuild {
-            let rehearsed = Box::pin(rehearsed(&mut self.job.session(), &shape, self.job.dialect, &s.changes)).await?;
+            let job = self.job.clone();
+            let rehearsed = Box::pin(rehearsed(&job, &mut job.session(), &shape, &s.changes)).await?;
             let _ = self.job.reshape.set(Arc::new(reshaped(rebuild, &shape, rehearsed.as_ref())));
         }
         Ok(())

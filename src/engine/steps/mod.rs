@@ -47,6 +47,7 @@ pub mod rehearsal;
 pub mod rollback;
 pub mod shadow;
 pub mod spec_check;
+pub mod stages;
 pub mod survey;
 pub mod swap;
 pub mod table_changes;

@@ -158,7 +158,7 @@ async fn build_async_index(session: &mut Session, sql: &str, schema: &str, name:
 /// A second failure is [`EngineError::IndexBuild`]: on a rebuild's new
 /// table, the changes' own refusal (an index that does not apply to a new
 /// type, a value it cannot take), where ALTER TABLE would refuse too.
-async fn build_async_index_twice(
+pub async fn build_async_index_twice(
     session: &mut Session,
     sql: &str,
     schema: &str,

@@ -167,6 +167,20 @@ async fn dsql_oracle_each_refused_alter_is_made_by_the_rebuild_as_alter_table_ma
             &orders("CREATE INDEX t_big_qty ON t (qty) WHERE qty > 10;"),
             "- alterColumn: {column: qty, type: text, using: \"qty::text\"}",
         ),
+        // A CHECK added at one type and parsed again at the next, as ALTER
+        // prints it: `((amount)::numeric >= ('-5'::integer)::numeric)`.
+        Case::new(
+            "check_then_type",
+            &orders(""),
+            "- addConstraint: {name: t_amount_floor, check: \"amount >= -5\"}\n- alterColumn: {column: amount, type: integer}",
+        ),
+        // ALTER refuses (42804): the default 'n/a' has no assignment cast to
+        // integer at the new type, though a later change drops it.
+        Case::new(
+            "default_at_new_type",
+            &orders(""),
+            "- alterColumn: {column: note, type: integer, using: \"length(note)\"}\n- alterColumn: {column: note, dropDefault: true}",
+        ),
     ];
     for case in &cases {
         check_through_stand_in(case).await;

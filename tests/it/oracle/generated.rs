@@ -2,7 +2,8 @@
 //! types, NULLs, defaults, CHECKs, UNIQUEs, partial and expression indexes
 //! and comments, and lists of one to four changes of every kind, drawn from
 //! a seed. `IDMIG_ORACLE_CASES` (default 200) and `IDMIG_ORACLE_SEED` choose
-//! how many and which; a failure names the seed and the case to run again.
+//! how many and which; a failure names the seed and the case, which
+//! `IDMIG_ORACLE_ONLY=<n>,<m>` runs again alone.
 
 use std::sync::Arc;
 
@@ -313,7 +314,12 @@ where
 {
     let mut running = tokio::task::JoinSet::new();
     let mut failures = Vec::new();
-    for n in 0..cases {
+    // `IDMIG_ORACLE_ONLY=478,1339`: those cases alone, to look at what a long run found.
+    let only: Vec<u64> = std::env::var("IDMIG_ORACLE_ONLY")
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    let numbers: Vec<u64> = if only.is_empty() { (0..cases).collect() } else { only };
+    for n in numbers {
         if running.len() >= 4 {
             failures.extend(running.join_next().await.expect("running").expect("case task"));
         }

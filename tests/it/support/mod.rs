@@ -302,8 +302,13 @@ fn json(s: &str) -> String {
     serde_json::to_string(s).unwrap()
 }
 
+/// The operator's binary: the one cargo built, or `IDMIG_TEST_BINARY` (a
+/// copy, for a long run that must not see later builds).
 pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_identity-migrator")
+    static BINARY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BINARY.get_or_init(|| {
+        std::env::var("IDMIG_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_identity-migrator").to_string())
+    })
 }
 
 /// Runs the binary with `args` and extra environment.

@@ -15,6 +15,7 @@ pub mod reshape;
 pub mod reverse;
 pub mod scan;
 pub mod spec_text;
+pub mod stages;
 pub mod types;
 pub mod undo;
 pub mod ways;
