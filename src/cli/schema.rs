@@ -92,7 +92,7 @@ pub async fn run(target: &TargetArgs, approve_cutover: bool) -> Result<(), Failu
         std::process::exit(130);
     });
     let approved = approve_cutover || m.spec.cutover.approved;
-    let runner = Runner { connector, approved, spec: m.spec, control, leading: None, report: None };
+    let runner = Runner { connector, approved, spec: m.spec, control, leading: None, report: None, slot: None };
     match runner.run(&files).await.map_err(run_error)? {
         RunOutcome::Done { applied, current } => {
             match applied.len() {

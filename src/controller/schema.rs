@@ -25,7 +25,7 @@ use crate::engine::store::Severity;
 use crate::engine::{Directive, Licence};
 use crate::metrics::MigrationLabels;
 use crate::versioned::files::{SourceFile, VersionedFile, inline, read};
-use crate::versioned::runner::{Progress, RunOutcome, Runner, plan_all};
+use crate::versioned::runner::{Progress, RunOutcome, Runner, SlotGate, plan_all};
 use crate::versioned::status::{State, apply};
 
 pub const KIND: &str = "SchemaMigration";
@@ -89,6 +89,7 @@ async fn reconcile_once(obj: Arc<SchemaMigration>, ctx: Arc<ReconcileContext>) -
     let generation = obj.meta().generation.unwrap_or(0);
     if obj.meta().deletion_timestamp.is_some() {
         ctx.schema_tasks.stop(&key);
+        ctx.slots.release(&key);
         ctx.leases.release(&key);
         return Ok(Action::await_change());
     }
@@ -100,12 +101,14 @@ async fn reconcile_once(obj: Arc<SchemaMigration>, ctx: Arc<ReconcileContext>) -
         return Ok(Action::requeue(WATCH_RUNNING));
     }
     if obj.spec.suspend {
+        ctx.slots.release(&key);
         ctx.leases.release(&key);
         settle(&obj, &ctx, &State::Suspended).await?;
         return Ok(Action::await_change());
     }
     let status = obj.status.clone().unwrap_or_default();
     if let Some(wait) = rest(&status, generation) {
+        ctx.slots.release(&key);
         ctx.leases.release(&key);
         return Ok(Action::requeue(wait));
     }
@@ -152,6 +155,7 @@ fn rest(status: &SchemaMigrationStatus, generation: i64) -> Option<Duration> {
 }
 
 async fn stalled(obj: &SchemaMigration, ctx: &ReconcileContext, key: &Key, state: State) -> Result<Action, Error> {
+    ctx.slots.release(key);
     ctx.leases.release(key);
     if let State::Stalled { message } = &state {
         let known = obj.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.message == *message));
@@ -220,6 +224,15 @@ fn start(
 ) {
     let (control_tx, control) = watch::channel(Directive::Run);
     let (report, mut progress) = tokio::sync::mpsc::unbounded_channel();
+    let slot = EndpointSlot {
+        ctx: ctx.clone(),
+        key: key.clone(),
+        uid: obj.uid().unwrap_or_default(),
+        endpoint: connector.endpoint(),
+        control: control.clone(),
+        licence: licence.clone(),
+        report: report.clone(),
+    };
     let runner = Runner {
         connector,
         approved: obj.spec.cutover.approved,
@@ -227,6 +240,7 @@ fn start(
         control,
         leading: Some(licence.clone()),
         report: Some(report),
+        slot: Some(Arc::new(slot)),
     };
     let task_key = key.clone();
     let task_ctx = ctx.clone();
@@ -266,6 +280,12 @@ fn start(
                             pending.retain(|v| *v != version);
                             status.current_version = Some(version);
                             State::Applying { pending: pending.len(), in_flight: None }
+                        }
+                        Progress::WaitingForSlot { endpoint, limit } => {
+                            let mut in_flight = status.in_flight.clone().unwrap_or_default();
+                            let step = in_flight.step.split(" (waiting").next().unwrap_or_default().to_string();
+                            in_flight.step = format!("{step} (waiting for one of the {limit} slots of {endpoint})");
+                            State::Applying { pending: pending.len(), in_flight: Some(in_flight) }
                         }
                         Progress::InFlight { version, job, cursor } => {
                             let mut in_flight = status.in_flight.clone().filter(|f| f.version == version).unwrap_or_default();
@@ -321,9 +341,56 @@ fn start(
             publish(&ctx.recorder, &obj.object_ref(&()), severity, reason, note).await;
         }
         drop(licence);
+        ctx.slots.release(&key);
         ctx.leases.release(&key);
     });
     ctx.schema_tasks.insert(key, Task { generation, control: control_tx, handle });
+}
+
+/// How often a step that waits for a slot looks again: from the cache, so a
+/// look costs no request while every slot is held.
+const SLOT_POLL: Duration = Duration::from_secs(1);
+
+/// The endpoint's slot for a SchemaMigration's rebuilds and backfills: taken
+/// as the other kinds take theirs (an entry that counts while this replica
+/// holds the migration's Lease), given back when the run ends.
+struct EndpointSlot {
+    ctx: Arc<ReconcileContext>,
+    key: Key,
+    uid: String,
+    endpoint: String,
+    control: watch::Receiver<Directive>,
+    licence: Licence,
+    report: tokio::sync::mpsc::UnboundedSender<Progress>,
+}
+
+impl SlotGate for EndpointSlot {
+    fn enter(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        Box::pin(async move {
+            let slots = &self.ctx.slots;
+            if slots.limit == 0 {
+                return true;
+            }
+            let mut said = false;
+            loop {
+                match slots.take(&self.key, &self.uid, &self.endpoint).await {
+                    Ok(true) => return true,
+                    Ok(false) if !said => {
+                        said = true;
+                        tracing::info!(endpoint = %self.endpoint, limit = slots.limit, "every slot of the endpoint is held: the step waits");
+                        let waiting = Progress::WaitingForSlot { endpoint: self.endpoint.clone(), limit: slots.limit };
+                        let _ = self.report.send(waiting);
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::debug!(error = %e, "could not take a slot of the endpoint"),
+                }
+                if *self.control.borrow() != Directive::Run || !self.licence.holds() {
+                    return false;
+                }
+                tokio::time::sleep(SLOT_POLL).await;
+            }
+        })
+    }
 }
 
 pub fn schema_error_policy(obj: Arc<SchemaMigration>, error: &Error, _ctx: Arc<ReconcileContext>) -> Action {

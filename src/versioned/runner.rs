@@ -128,12 +128,25 @@ pub enum Progress {
         kind: &'static str,
     },
     Applied(String),
+    /// The step waits for a slot of its endpoint, every slot being held.
+    WaitingForSlot {
+        endpoint: String,
+        limit: usize,
+    },
     /// The step under way recorded a job id or a batch cursor.
     InFlight {
         version: String,
         job: Option<String>,
         cursor: Option<String>,
     },
+}
+
+/// What a step that loads the endpoint (a rebuild's copy, a backfill) waits
+/// for before it starts: in the operator, a slot of the endpoint
+/// (`maxConcurrentPerTarget`), held until the run ends. Answers false when
+/// the run is to stop instead.
+pub trait SlotGate: Send + Sync {
+    fn enter(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>>;
 }
 
 pub struct Runner {
@@ -146,6 +159,8 @@ pub struct Runner {
     pub leading: Option<Licence>,
     /// Where progress goes, if anywhere.
     pub report: Option<tokio::sync::mpsc::UnboundedSender<Progress>>,
+    /// The endpoint's slot, if one is needed.
+    pub slot: Option<Arc<dyn SlotGate>>,
 }
 
 impl Runner {
@@ -377,6 +392,12 @@ impl Runner {
             }
             let kind = step.kind.name();
             self.tell(Progress::Step { version: m.version.clone(), step: n + 1, steps: m.steps.len(), kind });
+            let loads = matches!(step.kind, StepKind::Rebuild { .. } | StepKind::Backfill { .. });
+            if let Some(gate) = self.slot.as_ref().filter(|_| loads)
+                && !gate.enter().await
+            {
+                return Ok(Some(RunOutcome::Stopped));
+            }
             let watcher = |state: &InFlight| {
                 let (job, cursor) = (state.job.clone(), state.cursor.clone());
                 self.tell(Progress::InFlight { version: m.version.clone(), job, cursor });

@@ -92,3 +92,55 @@ async fn a_schema_migration_applies_its_configmap_and_a_changed_applied_file_sho
     assert!(holds(&drifted, "Stalled") && !holds(&drifted, "Ready"));
     operator.shutdown().await;
 }
+
+/// A SchemaMigration's backfill loads the endpoint as a copy does: with one
+/// slot per endpoint, it waits while an IdentityMigration copies, saying so
+/// in its status, and runs once the copy is done and the slot free.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backfill_waits_for_a_slot_of_its_endpoint_while_a_copy_holds_it() {
+    use crate::support::PostTag;
+    use crate::support::operator::{create_migration, phase, wait_for as wait_for_migration};
+    let db = TestDb::new("schema_slot").await;
+    PostTag::rows(20_000).create(&db).await;
+    let api = FakeApi::new();
+    create_url_secret(&api, "db", &db.url).await;
+    let operator = Operator::start_limited(&api, "pod-a", 4, 1);
+    let slow = json!({"copy": {"parallelism": 1, "batchRows": 500, "maxRowsPerSecond": 2000}});
+    create_migration(&api, "post-tag", "post_tag", slow).await;
+    wait_for_migration(&api, "post-tag", 60, "Copying", |o| phase(o) == "Copying").await;
+
+    let schemas: Api<SchemaMigration> = Api::namespaced(api.client(), NS);
+    let object: SchemaMigration = serde_json::from_value(json!({
+        "apiVersion": "migrations.dsql.dev/v1alpha1", "kind": "SchemaMigration",
+        "metadata": {"name": "counters", "namespace": NS},
+        "spec": {
+            "target": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}},
+            "source": {"migrations": [
+                {"version": "1", "description": "tables", "sql": "CREATE TABLE counters (id bigint PRIMARY KEY, n integer NOT NULL);\nINSERT INTO counters SELECT g, 0 FROM generate_series(1, 2000) g;"},
+                {"version": "2", "description": "bump", "sql": "UPDATE counters SET n = n + 1;"}
+            ]},
+            "policy": {"approval": "Never"}
+        }
+    }))
+    .unwrap();
+    schemas.create(&PostParams::default(), &object).await.unwrap();
+    let waiting = wait_for(&api, "counters", "waiting for the slot", |o| {
+        o["status"]["inFlight"]["step"].as_str().is_some_and(|s| s.contains("waiting for one of the 1 slots"))
+    })
+    .await;
+    assert_eq!(waiting["status"]["inFlight"]["version"], "2", "{}", waiting["status"]);
+    let copying = api.get("migrations.dsql.dev/v1alpha1", "identitymigrations", NS, "post-tag").unwrap();
+    assert_ne!(phase(&copying), "Completed", "the copy holds the slot while the backfill waits");
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM counters WHERE n <> 0").await, 0, "the backfill has not begun");
+
+    let done = wait_for(&api, "counters", "Ready", |o| holds(o, "Ready")).await;
+    assert_eq!(done["status"]["currentVersion"], "2");
+    let copied = api.get("migrations.dsql.dev/v1alpha1", "identitymigrations", NS, "post-tag").unwrap();
+    assert!(
+        matches!(phase(&copied), "Verifying" | "AwaitingCutover" | "Swapping" | "Completed"),
+        "the backfill ran once the copy gave its slot back: {}",
+        phase(&copied)
+    );
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM counters WHERE n = 1").await, 2_000);
+    operator.shutdown().await;
+}
