@@ -23,7 +23,7 @@ pub mod ways;
 use super::shape::{Column, ConstraintKind, OutgoingForeignKey, TableShape, is_integer_type};
 use super::validate::{InvalidInput, Problem};
 use crate::api::changes::{AddIdentity, Change, ChangeKind, ForeignKey};
-use types::{assignment_cast, normalize_type};
+use types::{always_converts, assignment_cast, normalize_type};
 
 /// The table as the changes so far leave it.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -189,11 +189,15 @@ fn apply_layered(state: &mut State, change: &Change, index: usize) -> Result<App
                 // By assignment, as ALTER COLUMN ... TYPE converts: a value
                 // that does not fit raises, never cut.
                 let expression = assignment_cast(&value, &data_type);
-                checks.push(DataCheck::Converts {
-                    column: a.column.clone(),
-                    expression: expression.clone(),
-                    data_type: data_type.clone(),
-                });
+                // A conversion no value can fail needs no pass over the rows.
+                let from = state.column(&a.column).map(|c| normalize_type(&c.data_type)).unwrap_or_default();
+                if a.using.is_some() || !always_converts(&from, &data_type) {
+                    checks.push(DataCheck::Converts {
+                        column: a.column.clone(),
+                        expression: expression.clone(),
+                        data_type: data_type.clone(),
+                    });
+                }
                 let mut l = keep_all(state);
                 for (name, expr) in &mut l {
                     if *name == a.column {

@@ -31,7 +31,7 @@ pub(crate) fn changes(yaml: &str) -> Vec<Change> {
 fn the_new_shape_and_the_copys_select_follow_each_change_in_order() {
     let list = changes(
         r#"
-- alterColumn: {column: amount, type: "numeric(12,2)"}
+- alterColumn: {column: amount, type: "numeric(9,2)"}
 - alterColumn: {column: email, notNull: true}
 - addColumn: {name: status, type: text, notNull: true, default: "'new'"}
 - dropColumn: {name: legacy}
@@ -45,7 +45,7 @@ fn the_new_shape_and_the_copys_select_follow_each_change_in_order() {
         target,
         [
             ("id", "bigint", true),
-            ("amount", "numeric(12,2)", false),
+            ("amount", "numeric(9,2)", false),
             ("email", "text", true),
             ("customer_id", "bigint", false),
             ("status", "text", true),
@@ -60,8 +60,8 @@ fn the_new_shape_and_the_copys_select_follow_each_change_in_order() {
                 depth: 0,
                 check: DataCheck::Converts {
                     column: "amount".into(),
-                    expression: "\"amount\"::numeric(12,2)".into(),
-                    data_type: "numeric(12,2)".into(),
+                    expression: "\"amount\"::numeric(9,2)".into(),
+                    data_type: "numeric(9,2)".into(),
                 }
             },
             ScopedCheck { change: 1, depth: 1, check: DataCheck::NotNull { column: "email".into() } },
@@ -70,7 +70,7 @@ fn the_new_shape_and_the_copys_select_follow_each_change_in_order() {
     assert_eq!(rebuild.layers.len(), 4, "type, added, dropped and renamed columns each add a layer");
     let select = rebuild.select("\"public\".\"orders\"");
     assert!(select.starts_with("SELECT \"id\", \"amount\", \"email\", \"customer_id\", \"status\" FROM "), "{select}");
-    assert!(select.contains("\"amount\"::numeric(12,2) AS \"amount\""), "{select}");
+    assert!(select.contains("\"amount\"::numeric(9,2) AS \"amount\""), "{select}");
     assert!(select.contains("('new')::text AS \"status\""), "{select}");
     assert!(select.contains("\"cust\" AS \"customer_id\""), "{select}");
     assert_eq!(select.matches("\"legacy\" AS").count(), 2, "carried by the two layers before its drop: {select}");
@@ -81,13 +81,13 @@ fn a_using_expression_reads_the_row_as_the_earlier_changes_left_it() {
     let list = changes(
         r#"
 - renameColumn: {from: amount, to: cents}
-- alterColumn: {column: cents, type: "numeric(12,2)", using: "cents / 100.0"}
+- alterColumn: {column: cents, type: "numeric(9,2)", using: "cents / 100.0"}
 "#,
     );
     let rebuild = Rebuild::new(State::of(&orders()), &list, 0).unwrap();
     let select = rebuild.select("src");
     let rename = select.find("\"amount\" AS \"cents\"").expect("renamed in the first layer");
-    let cast = select.find("(cents / 100.0)::numeric(12,2) AS \"cents\"").expect("converted in the second");
+    let cast = select.find("(cents / 100.0)::numeric(9,2) AS \"cents\"").expect("converted in the second");
     assert!(cast < rename, "the outer layer reads the inner one: {select}");
     assert!(matches!(&rebuild.data_checks[0], ScopedCheck { change: 1, depth: 1, check: DataCheck::Converts { .. } }));
 }
@@ -151,7 +151,7 @@ fn a_new_primary_key_needs_its_columns_filled_and_unique() {
 #[test]
 fn only_literal_defaults_are_constant() {
     for constant in
-        ["'new'", "'new'::text", "'a''b'", "0", "-1.5", "(0)::numeric(12,2)", "true", "NULL", "'{}'::integer[]"]
+        ["'new'", "'new'::text", "'a''b'", "0", "-1.5", "(0)::numeric(9,2)", "true", "NULL", "'{}'::integer[]"]
     {
         assert!(is_constant(constant), "{constant}");
     }
@@ -182,4 +182,15 @@ fn added_columns_are_followed_by_their_new_names() {
     );
     let rebuild = Rebuild::new(State::of(&orders()), &list, 0).unwrap();
     assert_eq!(rebuild.added, [("state".to_string(), true), ("seen".to_string(), false)]);
+}
+
+#[test]
+fn a_conversion_no_value_can_fail_asks_nothing_of_the_rows() {
+    let widening =
+        changes("- alterColumn: {column: amount, type: bigint}\n- alterColumn: {column: amount, type: numeric}");
+    let rebuild = Rebuild::new(State::of(&orders()), &widening, 0).unwrap();
+    assert!(rebuild.data_checks.is_empty(), "{:?}", rebuild.data_checks);
+    let using = changes("- alterColumn: {column: amount, type: bigint, using: \"amount * 2\"}");
+    let rebuild = Rebuild::new(State::of(&orders()), &using, 0).unwrap();
+    assert_eq!(rebuild.data_checks.len(), 1, "a using expression may fail on a row");
 }

@@ -88,6 +88,41 @@ pub fn changes_in_place(from: &str, to: &str) -> bool {
     }
 }
 
+/// Whether every value of `from` converts to `to` by assignment without an
+/// error, whatever the rows hold: a change in place, a wider integer, an
+/// integer or a number into a `numeric` with room for its every digit, a
+/// floating type from an integer or a `real`, and any type into unlimited
+/// text (its output function never fails). Both are normalized. False
+/// where unsure: the scan then reads the rows.
+pub fn always_converts(from: &str, to: &str) -> bool {
+    if changes_in_place(from, to) || matches!(to, "text" | "character varying") {
+        return true;
+    }
+    let (Some((from_base, from_mods)), Some((to_base, to_mods))) = (parts(from), parts(to)) else {
+        return false;
+    };
+    // The integer digits each integer type may need.
+    let digits = |base: &str| match base {
+        "smallint" => Some(5),
+        "integer" => Some(10),
+        "bigint" => Some(19),
+        _ => None,
+    };
+    match (digits(from_base), to_base, to_mods.as_slice()) {
+        (Some(d), _, []) if digits(to_base).is_some_and(|to| to >= d) => true,
+        (Some(_), "numeric" | "double precision" | "real", []) => true,
+        (Some(d), "numeric", [p, s]) => p - s >= d,
+        (Some(d), "numeric", [p]) => *p >= d,
+        (None, "numeric", [p2, s2]) if from_base == "numeric" => match from_mods.as_slice() {
+            // Fewer decimals round, and a rounding can carry into one more integer digit.
+            [p, s] => p2 - s2 >= p - s + u32::from(s2 < s),
+            _ => false,
+        },
+        (None, "double precision", []) => from_base == "real",
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +145,21 @@ mod tests {
         assert_eq!(assignment_cast("(x)", "character(3)"), "pg_catalog.bpchar(((x))::pg_catalog.bpchar, 7, false)");
         assert_eq!(assignment_cast("(x)", "numeric(12,2)"), "(x)::numeric(12,2)");
         assert_eq!(assignment_cast("\"c\"", "character varying"), "\"c\"::character varying");
+    }
+
+    #[test]
+    fn only_conversions_no_value_can_fail_skip_the_scan() {
+        let ok = |a: &str, b: &str| always_converts(&normalize_type(a), &normalize_type(b));
+        assert!(ok("integer", "bigint") && ok("smallint", "integer") && ok("integer", "numeric"));
+        assert!(ok("integer", "numeric(12,2)"), "ten integer digits fit");
+        assert!(!ok("integer", "numeric(11,2)"), "2147483647 needs ten");
+        assert!(!ok("bigint", "integer") && !ok("bigint", "numeric(20,2)"));
+        assert!(ok("numeric(12,4)", "numeric(14,4)") && ok("numeric(12,4)", "numeric(12,2)"));
+        assert!(!ok("numeric(12,4)", "numeric(10,2)"), "99999999.9999 rounds up to 100000000.00");
+        assert!(!ok("numeric", "numeric(12,2)") && !ok("numeric(12,2)", "integer"));
+        assert!(ok("date", "text") && ok("jsonb", "varchar") && !ok("text", "varchar(8)") && !ok("text", "integer"));
+        assert!(ok("real", "double precision") && !ok("double precision", "real"));
+        assert!(!ok("date", "timestamp"), "a date past 294276 AD has no timestamp");
     }
 
     #[test]
