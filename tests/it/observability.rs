@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use identity_migrator::api::schema::SchemaMigration;
 use identity_migrator::api::{
     CutoverStatus, IdentityMigrationStatus, PaceStatus, Phase, Progress, QueuedStatus, Verification,
 };
@@ -22,7 +21,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::support::PostTag;
 use crate::support::TestDb;
 use crate::support::fake_api::FakeApi;
-use crate::support::operator::{NS, Operator, create_migration, create_url_secret, phase, wait_for};
+use crate::support::operator::{
+    Operator, create_migration, create_schema_migration, create_url_secret, phase, wait_for,
+};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -270,22 +271,12 @@ async fn a_real_prometheus_scrapes_a_migration_and_answers_every_dashboard_expre
     let spec = json!({"copy": {"parallelism": 1, "batchRows": 500, "maxRowsPerSecond": 3000}});
     create_migration(&api, "post-tag", "post_tag", spec).await;
     // And versioned migrations beside it, for the SchemaMigration panels.
-    let schema: SchemaMigration = serde_json::from_value(json!({
-        "apiVersion": "migrations.dsql.dev/v1alpha1", "kind": "SchemaMigration",
-        "metadata": {"name": "shop", "namespace": NS},
-        "spec": {
-            "target": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}},
-            "source": {"migrations": [
-                {"version": "1", "description": "tables", "sql": "CREATE TABLE shop_orders (id bigint PRIMARY KEY, n integer NOT NULL);"},
-                {"version": "2", "description": "seed", "sql": "INSERT INTO shop_orders SELECT g, 0 FROM generate_series(1, 5000) g;"},
-                {"version": "3", "description": "bump", "sql": "UPDATE shop_orders SET n = n + 1;"}
-            ]},
-            "policy": {"approval": "Never"}
-        }
-    }))
-    .unwrap();
-    let schemas: kube::Api<SchemaMigration> = kube::Api::namespaced(api.client(), NS);
-    schemas.create(&kube::api::PostParams::default(), &schema).await.unwrap();
+    let source = json!({"migrations": [
+        {"version": "1", "description": "tables", "sql": "CREATE TABLE shop_orders (id bigint PRIMARY KEY, n integer NOT NULL);"},
+        {"version": "2", "description": "seed", "sql": "INSERT INTO shop_orders SELECT g, 0 FROM generate_series(1, 5000) g;"},
+        {"version": "3", "description": "bump", "sql": "UPDATE shop_orders SET n = n + 1;"}
+    ]});
+    create_schema_migration(&api, "shop", source, json!({})).await;
     wait_for(&api, "post-tag", 120, "Completed", |o| phase(o) == "Completed").await;
     // Scraped while it copied, not only once it was done.
     prometheus

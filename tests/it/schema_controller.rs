@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::schema::assert_example_applied;
 use crate::support::TestDb;
 use crate::support::fake_api::FakeApi;
-use crate::support::operator::{NS, Operator, condition, create_url_secret};
+use crate::support::operator::{NS, Operator, condition, create_schema_migration, create_url_secret};
 
 fn get(api: &FakeApi, name: &str) -> Value {
     api.get("migrations.dsql.dev/v1alpha1", "schemamigrations", NS, name).unwrap_or(Value::Null)
@@ -56,18 +56,8 @@ async fn a_schema_migration_applies_its_configmap_and_a_changed_applied_file_sho
         serde_json::from_value(json!({"metadata": {"name": "shop-migrations"}, "data": example_files()})).unwrap();
     maps.create(&PostParams::default(), &map).await.unwrap();
     let schemas: Api<SchemaMigration> = Api::namespaced(client.clone(), NS);
-    let object: SchemaMigration = serde_json::from_value(json!({
-        "apiVersion": "migrations.dsql.dev/v1alpha1", "kind": "SchemaMigration",
-        "metadata": {"name": "shop", "namespace": NS},
-        "spec": {
-            "target": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}},
-            "format": "Flyway",
-            "source": {"configMapRef": {"name": "shop-migrations"}},
-            "policy": {"approval": "Never"}
-        }
-    }))
-    .unwrap();
-    schemas.create(&PostParams::default(), &object).await.unwrap();
+    let source = json!({"configMapRef": {"name": "shop-migrations"}});
+    create_schema_migration(&api, "shop", source, json!({"format": "Flyway"})).await;
     let operator = Operator::start(&api, "pod-a");
     let done = wait_for(&api, "shop", "Ready", |o| holds(o, "Ready")).await;
     assert_eq!(done["status"]["currentVersion"], "7");
@@ -109,21 +99,11 @@ async fn a_backfill_waits_for_a_slot_of_its_endpoint_while_a_copy_holds_it() {
     create_migration(&api, "post-tag", "post_tag", slow).await;
     wait_for_migration(&api, "post-tag", 60, "Copying", |o| phase(o) == "Copying").await;
 
-    let schemas: Api<SchemaMigration> = Api::namespaced(api.client(), NS);
-    let object: SchemaMigration = serde_json::from_value(json!({
-        "apiVersion": "migrations.dsql.dev/v1alpha1", "kind": "SchemaMigration",
-        "metadata": {"name": "counters", "namespace": NS},
-        "spec": {
-            "target": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}},
-            "source": {"migrations": [
-                {"version": "1", "description": "tables", "sql": "CREATE TABLE counters (id bigint PRIMARY KEY, n integer NOT NULL);\nINSERT INTO counters SELECT g, 0 FROM generate_series(1, 2000) g;"},
-                {"version": "2", "description": "bump", "sql": "UPDATE counters SET n = n + 1;"}
-            ]},
-            "policy": {"approval": "Never"}
-        }
-    }))
-    .unwrap();
-    schemas.create(&PostParams::default(), &object).await.unwrap();
+    let source = json!({"migrations": [
+        {"version": "1", "description": "tables", "sql": "CREATE TABLE counters (id bigint PRIMARY KEY, n integer NOT NULL);\nINSERT INTO counters SELECT g, 0 FROM generate_series(1, 2000) g;"},
+        {"version": "2", "description": "bump", "sql": "UPDATE counters SET n = n + 1;"}
+    ]});
+    create_schema_migration(&api, "counters", source, json!({})).await;
     let waiting = wait_for(&api, "counters", "waiting for the slot", |o| {
         o["status"]["inFlight"]["step"].as_str().is_some_and(|s| s.contains("waiting for one of the 1 slots"))
     })

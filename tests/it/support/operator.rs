@@ -112,6 +112,21 @@ pub async fn create_migration(api: &FakeApi, name: &str, table: &str, extra: Val
     migrations(api).create(&PostParams::default(), &object).await.unwrap()
 }
 
+/// A SchemaMigration of `source` (the spec's `source`) whose URL is in
+/// Secret `db`, applied without approval; `extra` is merged into the spec.
+pub async fn create_schema_migration(api: &FakeApi, name: &str, source: Value, extra: Value) {
+    let mut spec = serde_json::json!({"target": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}},
+                                      "source": source, "policy": {"approval": "Never"}});
+    merge(&mut spec, &extra);
+    let object: identity_migrator::api::schema::SchemaMigration = serde_json::from_value(serde_json::json!({
+        "apiVersion": "migrations.dsql.dev/v1alpha1", "kind": "SchemaMigration",
+        "metadata": {"name": name, "namespace": NS}, "spec": spec
+    }))
+    .unwrap();
+    let api: Api<identity_migrator::api::schema::SchemaMigration> = Api::namespaced(api.client(), NS);
+    api.create(&PostParams::default(), &object).await.unwrap();
+}
+
 fn merge(target: &mut Value, patch: &Value) {
     match (target.as_object_mut(), patch.as_object()) {
         (Some(t), Some(p)) => {
