@@ -12,6 +12,7 @@ use pg_query::{NodeEnum, NodeRef, ParserOptions};
 
 use super::classify::table_of;
 use super::sql::statement_text;
+use crate::engine::plan::batches::auto_batch_rows;
 use crate::engine::plan::quote::ident;
 use crate::engine::plan::shape::TableName;
 
@@ -98,10 +99,12 @@ fn select_of(insert: &mut InsertStmt) -> Option<&mut SelectStmt> {
     }
 }
 
-/// Rows per batch: under DSQL's 3,000 mutations a transaction, counting one
-/// for the row and one for each secondary index entry, with room to spare.
-pub fn batch_rows(secondary_indexes: usize) -> i64 {
-    (2_900 / (1 + secondary_indexes as i64)).clamp(1, 1_000)
+/// Rows per batch: under DSQL's 3,000 mutations and 10 MiB a transaction,
+/// counting one mutation for the row and one for each secondary index entry,
+/// and rows as wide as `row_bytes`, with room to spare (the table engine's
+/// own budgets).
+pub fn batch_rows(secondary_indexes: usize, row_bytes: i64) -> i64 {
+    auto_batch_rows(secondary_indexes, row_bytes).clamp(1, 1_000)
 }
 
 /// The statement limited to keys in `($1, $2]` (or `<= $1` for the first
@@ -201,12 +204,17 @@ mod tests {
     }
 
     #[test]
-    fn batches_stay_under_dsqls_mutation_limit_whatever_the_indexes() {
-        assert_eq!(batch_rows(0), 1_000);
-        assert_eq!(batch_rows(2), 966);
+    fn batches_stay_under_dsqls_mutation_and_byte_limits_whatever_the_indexes_and_widths() {
+        assert_eq!(batch_rows(0, 100), 1_000);
+        assert_eq!(batch_rows(2, 100), 966);
         for n in 0..40 {
-            assert!(batch_rows(n) * (1 + n as i64) < 3_000 && batch_rows(n) >= 1);
+            for bytes in [1, 200, 20_000, 2_000_000, 50_000_000] {
+                let rows = batch_rows(n, bytes);
+                assert!(rows * (1 + n as i64) < 3_000 && rows >= 1);
+                assert!(rows == 1 || rows * bytes * (1 + n as i64) <= 10 * 1024 * 1024, "{n} {bytes}: {rows}");
+            }
         }
+        assert_eq!(batch_rows(0, 20_000), 419, "20 kB rows: 8 MiB a batch");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::history;
 use crate::db::error::{DbError, ErrorContext};
 use crate::db::{Dialect, Session, committed};
 use crate::engine::plan::shape::TableName;
-use crate::engine::steps::catalog::{read_shape, table_exists};
+use crate::engine::steps::catalog::{read_shape, table_exists, widest_row_bytes};
 use crate::engine::steps::shadow::{await_job, first_value};
 
 /// What the history row says of the step in flight (`in_flight`, JSON).
@@ -259,13 +259,14 @@ pub async fn backfill(
     let key = shape.as_ref().and_then(|s| {
         let pk = s.primary_key()?;
         let [column] = pk.columns.as_slice() else { return None };
-        Some((column.clone(), s.column(column)?.data_type.clone(), s.indexes.len()))
+        Some((column.clone(), s.column(column)?.data_type.clone(), s.secondary_indexes()))
     });
     let Some((key, key_type, mut indexes)) = key else {
         tracing::info!(table = %table, "no one-column primary key: the statement runs whole");
         in_transaction(session, ledger, &[sql.to_string()]).await?;
         return Ok(1);
     };
+    let mut written = table.clone();
     if let pg_query::NodeEnum::InsertStmt(insert) = tree {
         // The batch's writes land in the INSERT's table: its indexes count.
         let source = super::sql::on_parser_stack(|| insert_source(insert));
@@ -281,7 +282,8 @@ pub async fn backfill(
             in_transaction(session, ledger, &[sql.to_string()]).await?;
             return Ok(1);
         };
-        indexes = into.indexes.len();
+        indexes = into.secondary_indexes();
+        written = into.table.clone().unwrap_or_else(|| table.clone());
     }
     let (first_sql, next_sql) =
         super::sql::on_parser_stack(|| (batched(tree, &key, &key_type, true), batched(tree, &key, &key_type, false)));
@@ -289,7 +291,16 @@ pub async fn backfill(
         in_transaction(session, ledger, &[sql.to_string()]).await?;
         return Ok(1);
     };
-    let rows = batch_rows(indexes);
+    // Rows as wide as the widest read or written: within the byte limit too.
+    let widest = {
+        let (read, written) = (table, &written);
+        session
+            .retry("sample row widths", |c| async move {
+                Ok(widest_row_bytes(&c, read).await.max(widest_row_bytes(&c, written).await))
+            })
+            .await?
+    };
+    let rows = batch_rows(indexes, widest);
     let table_text = table.to_string();
     let progress = history::progress_sql(ledger.history);
     let (version, step) = (ledger.version, ledger.step as i32);
