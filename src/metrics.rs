@@ -15,25 +15,13 @@ use prometheus_client::registry::Registry;
 use crate::api::{IdentityMigrationStatus, Phase};
 use crate::engine::plan::pace::FLOOR;
 
+mod labels;
 mod schema;
+pub use labels::MigrationLabels;
 pub use schema::{SCHEMA_STATES, SchemaMetrics};
 
 /// Every reason the pace can give (`status.progress.pace.reason`).
 const PACE_REASONS: [&str; 4] = ["Clear", "CommitLatency", "Conflicts", "ReplicaLag"];
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MigrationLabels {
-    /// `IdentityMigration`, `TableMigration` or `SchemaMigration`: one of each may share a name.
-    pub kind: String,
-    pub namespace: String,
-    pub name: String,
-}
-
-impl MigrationLabels {
-    pub fn new(kind: &str, namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { kind: kind.to_string(), namespace: namespace.into(), name: name.into() }
-    }
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PaceLabels {
@@ -93,7 +81,6 @@ pub struct Metrics {
     /// Per migration: what progress looked like at the last look, and the
     /// endpoint it was queued for.
     seen: Arc<Mutex<HashMap<MigrationLabels, Seen>>>,
-    schema_seen: Arc<Mutex<HashMap<MigrationLabels, schema::SchemaSeen>>>,
 }
 
 /// What only this replica knows of a migration.
@@ -202,7 +189,6 @@ impl Default for Metrics {
             status_writes,
             schema,
             seen: Arc::default(),
-            schema_seen: Arc::default(),
         }
     }
 }
@@ -287,6 +273,27 @@ impl Metrics {
     fn stamp_progress(&self, labels: &MigrationLabels) {
         let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         self.last_progress.get_or_create(labels).set(stamp.as_secs() as i64);
+    }
+
+    /// The gauges of one SchemaMigration from its status, on every replica;
+    /// `running_here` when this replica's runner applies it.
+    pub fn observe_schema(
+        &self,
+        labels: &MigrationLabels,
+        status: &crate::api::schema::SchemaMigrationStatus,
+        running_here: bool,
+    ) {
+        if self.schema.observe(labels, status) {
+            self.stamp_progress(labels);
+        }
+        self.engine_running.get_or_create(labels).set(i64::from(running_here));
+    }
+
+    /// Drops every series of a deleted SchemaMigration.
+    pub fn forget_schema(&self, labels: &MigrationLabels) {
+        self.schema.forget(labels);
+        self.engine_running.remove(labels);
+        self.last_progress.remove(labels);
     }
 
     /// Drops every series of a deleted migration.

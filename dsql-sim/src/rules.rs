@@ -103,7 +103,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Session<R, W> {
             text = self.submit(name, table, &named, build_sql);
         }
         if let Kind::ValidateAsync { constraint, table } = &s.kind {
-            text = self.submit(constraint, table, table, sql::synchronous(s));
+            // Tables of one name in two schemas are two tables: the job's is the one the statement names.
+            let named = sql::table_after_alter_async(s).unwrap_or_else(|| table.clone());
+            text = self.submit(constraint, table, &named, sql::synchronous(s));
         }
         if let Some(t) = &mut self.txn {
             for name in s.names() {

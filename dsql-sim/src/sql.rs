@@ -659,6 +659,13 @@ pub fn table_after_on(s: &Statement) -> Option<String> {
     Some(s.sql[s.tokens[from].start..s.tokens[end - 1].end].to_string())
 }
 
+/// The table an `ALTER TABLE ASYNC` names, as written (perhaps schema-qualified).
+pub fn table_after_alter_async(s: &Statement) -> Option<String> {
+    let from = skip_noise(&s.tokens, 3);
+    let end = name_at(&s.tokens, from)?.1;
+    Some(s.sql[s.tokens[from].start..s.tokens[end - 1].end].to_string())
+}
+
 /// The index a `DROP INDEX` names (unqualified).
 pub fn dropped_index(s: &Statement) -> Option<String> {
     (s.word(0) == "drop" && s.word(1) == "index").then(|| name_at(&s.tokens, skip_noise(&s.tokens, 2)).map(|n| n.0))?
@@ -745,6 +752,9 @@ mod tests {
             synchronous(&Statement::parse("ALTER TABLE ASYNC t VALIDATE CONSTRAINT c")),
             "ALTER TABLE  t VALIDATE CONSTRAINT c"
         );
+        let named = |sql: &str| table_after_alter_async(&Statement::parse(sql));
+        assert_eq!(named("ALTER TABLE ASYNC \"s\".\"t\" VALIDATE CONSTRAINT \"c\"").as_deref(), Some("\"s\".\"t\""));
+        assert_eq!(named("ALTER TABLE ASYNC IF EXISTS t VALIDATE CONSTRAINT c").as_deref(), Some("t"));
         assert_eq!(k("CALL sys.wait_for_job('x')"), Kind::Call);
         assert_eq!(k("COMMENT ON TABLE s.t IS 'x'"), Kind::Ddl { table: Some("t".into()) });
     }

@@ -8,7 +8,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::{Metrics, MigrationLabels};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::labels::MigrationLabels;
 use crate::api::schema::SchemaMigrationStatus;
 
 /// Every reason the Ready condition of a SchemaMigration can give.
@@ -29,6 +32,7 @@ pub struct SchemaMetrics {
     pub state: Family<StateLabels, Gauge>,
     pub steps: Family<MigrationLabels, Counter>,
     pub applied: Family<MigrationLabels, Counter>,
+    seen: Arc<Mutex<HashMap<MigrationLabels, SchemaSeen>>>,
 }
 
 impl SchemaMetrics {
@@ -52,20 +56,19 @@ impl SchemaMetrics {
     }
 }
 
-impl Metrics {
-    /// The gauges of one SchemaMigration from its status, on every replica;
-    /// `running_here` when this replica's runner applies it.
-    pub fn observe_schema(&self, labels: &MigrationLabels, status: &SchemaMigrationStatus, running_here: bool) {
+impl SchemaMetrics {
+    /// Sets the gauges of one SchemaMigration from its status; answers
+    /// whether its progress moved since the last look.
+    pub fn observe(&self, labels: &MigrationLabels, status: &SchemaMigrationStatus) -> bool {
         let ready = status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.reason.as_str());
         for state in SCHEMA_STATES {
             let labels = StateLabels { migration: labels.clone(), state: state.to_string() };
-            self.schema.state.get_or_create(&labels).set(i64::from(ready == Some(state)));
+            self.state.get_or_create(&labels).set(i64::from(ready == Some(state)));
         }
-        self.schema.pending.get_or_create(labels).set(status.pending);
-        self.engine_running.get_or_create(labels).set(i64::from(running_here));
+        self.pending.get_or_create(labels).set(status.pending);
         // Every series exists from the first look, so a rate over it is 0, not absent.
-        self.schema.steps.get_or_create(labels).inc_by(0);
-        self.schema.applied.get_or_create(labels).inc_by(0);
+        self.steps.get_or_create(labels).inc_by(0);
+        self.applied.get_or_create(labels).inc_by(0);
         let in_flight = status.in_flight.as_ref();
         let progress = (
             ready.unwrap_or_default().to_string(),
@@ -73,38 +76,32 @@ impl Metrics {
             status.current_version.clone().unwrap_or_default(),
             in_flight.map(|f| (f.version.clone(), f.step.clone(), f.batch_cursor.clone(), f.job_id.clone())),
         );
-        let moved = {
-            let mut seen = self.schema_seen.lock().expect("metrics lock");
-            let moved = seen.get(labels) != Some(&progress);
-            seen.insert(labels.clone(), progress);
-            moved
-        };
-        if moved {
-            self.stamp_progress(labels);
-        }
+        let mut seen = self.seen.lock().expect("metrics lock");
+        let moved = seen.get(labels) != Some(&progress);
+        seen.insert(labels.clone(), progress);
+        moved
     }
 
-    /// Drops every series of a deleted SchemaMigration.
-    pub fn forget_schema(&self, labels: &MigrationLabels) {
+    /// Drops the SchemaMigration families' series of a deleted one.
+    pub fn forget(&self, labels: &MigrationLabels) {
         for state in SCHEMA_STATES {
-            self.schema.state.remove(&StateLabels { migration: labels.clone(), state: state.to_string() });
+            self.state.remove(&StateLabels { migration: labels.clone(), state: state.to_string() });
         }
-        self.schema.pending.remove(labels);
-        self.schema.steps.remove(labels);
-        self.schema.applied.remove(labels);
-        self.engine_running.remove(labels);
-        self.last_progress.remove(labels);
-        self.schema_seen.lock().expect("metrics lock").remove(labels);
+        self.pending.remove(labels);
+        self.steps.remove(labels);
+        self.applied.remove(labels);
+        self.seen.lock().expect("metrics lock").remove(labels);
     }
 }
 
 /// What a SchemaMigration's progress looked like at the last look.
-pub type SchemaSeen = (String, i64, String, Option<(String, String, Option<String>, Option<String>)>);
+type SchemaSeen = (String, i64, String, Option<(String, String, Option<String>, Option<String>)>);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::schema::InFlight;
+    use crate::metrics::Metrics;
     use crate::versioned::status::{State, apply};
 
     fn lines(m: &Metrics) -> Vec<String> {

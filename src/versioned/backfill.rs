@@ -10,8 +10,7 @@
 use pg_query::protobuf::{InsertStmt, Node, SelectStmt, SetOperation};
 use pg_query::{NodeEnum, NodeRef, ParserOptions};
 
-use super::classify::table_of;
-use super::sql::statement_text;
+use super::sql::{statement_text, table_of};
 use crate::engine::plan::batches::auto_batch_rows;
 use crate::engine::plan::quote::ident;
 use crate::engine::plan::shape::TableName;

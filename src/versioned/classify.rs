@@ -11,7 +11,7 @@ use pg_query::protobuf::{
 };
 
 use super::backfill::{InsertSource, insert_source};
-use super::sql::{expr_text, statement_text, type_text};
+use super::sql::{expr_text, statement_text, table_of, type_text};
 use crate::api::Generation;
 use crate::api::changes::{AddColumn, AddConstraint, AddIdentity, AlterColumn, Change, DropColumn, SetPrimaryKey};
 use crate::engine::plan::quote::ident;
@@ -168,13 +168,6 @@ fn advisory() -> Refusal {
         rule: "advisory locks do not exist on DSQL (the runner's claim row keeps runners apart)",
         page: UNSUPPORTED,
     }
-}
-
-/// The table a RangeVar names (schema `public` when unqualified).
-pub fn table_of(relation: Option<&RangeVar>) -> TableName {
-    let r = relation.cloned().unwrap_or_default();
-    let schema = if r.schemaname.is_empty() { "public".to_string() } else { r.schemaname };
-    TableName::new(schema, r.relname)
 }
 
 fn other_ddl(tree: &NodeEnum) -> DdlFacts {

@@ -9,6 +9,7 @@ use pg_query::{NodeEnum, ParserOptions};
 
 use super::files::VersionedFile;
 use crate::engine::plan::lexer::{Token, pieces};
+use crate::engine::plan::shape::TableName;
 
 /// One statement of a file.
 #[derive(Clone, Debug)]
@@ -171,6 +172,13 @@ fn deparse(result: &ParseResult) -> String {
     // Deparsing what the parser produced does not fail; a failure would be
     // a libpg_query bug, shown as the error text rather than a panic.
     pg_query::deparse(result, Default::default()).unwrap_or_else(|e| format!("/* cannot deparse: {e} */"))
+}
+
+/// The table a RangeVar names (schema `public` when unqualified).
+pub fn table_of(relation: Option<&pg_query::protobuf::RangeVar>) -> TableName {
+    let r = relation.cloned().unwrap_or_default();
+    let schema = if r.schemaname.is_empty() { "public".to_string() } else { r.schemaname };
+    TableName::new(schema, r.relname)
 }
 
 #[cfg(test)]
