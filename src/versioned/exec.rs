@@ -269,7 +269,8 @@ pub async fn backfill(
     let mut written = table.clone();
     if let pg_query::NodeEnum::InsertStmt(insert) = tree {
         // The batch's writes land in the INSERT's table: its indexes count.
-        let source = super::sql::on_parser_stack(|| insert_source(insert));
+        // A walk of the tree already parsed: no parser, so no parser stack.
+        let source = insert_source(insert);
         let into = match &source {
             Some(s) if !calls_aggregate_or_set(session, &s.functions).await? => {
                 let into = &s.into;
@@ -283,7 +284,7 @@ pub async fn backfill(
             return Ok(1);
         };
         indexes = into.secondary_indexes();
-        written = into.table.clone().unwrap_or_else(|| table.clone());
+        written = source.map_or(written, |s| s.into);
     }
     let (first_sql, next_sql) =
         super::sql::on_parser_stack(|| (batched(tree, &key, &key_type, true), batched(tree, &key, &key_type, false)));

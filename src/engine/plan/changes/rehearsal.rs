@@ -192,11 +192,7 @@ pub fn adopt(target: &mut State, rehearsed: &TableShape) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::plan::changes::tests::orders;
-
-    fn changes(yaml: &str) -> Vec<Change> {
-        serde_norway::from_str(yaml).unwrap()
-    }
+    use crate::engine::plan::changes::tests::{changes, orders};
 
     #[test]
     fn each_change_is_rehearsed_clause_by_clause_on_the_temporary_copy() {

@@ -166,11 +166,7 @@ pub fn as_printed(state: &State, table: &TableName) -> TableShape {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::plan::changes::tests::orders;
-
-    fn changes(yaml: &str) -> Vec<Change> {
-        serde_norway::from_str(yaml).unwrap()
-    }
+    use crate::engine::plan::changes::tests::{changes, orders};
 
     #[test]
     fn a_stage_is_parsed_again_only_where_a_later_change_meets_its_new_type() {
