@@ -206,6 +206,21 @@ pub struct CopySpec {
     /// broken and speeds up again (additively, up to `maxRowsPerSecond`) while all hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pace: Option<PaceSpec>,
+    /// How the copy is proven complete before the cut-over. `Auto`: on
+    /// PostgreSQL, by the change capture when it was on the table before the
+    /// copy's first row and stayed on (every row written since is re-synced
+    /// and compared by id); otherwise, and on DSQL, by `Checksums`: row
+    /// counts and checksums of every id range of both tables.
+    #[serde(default)]
+    pub verification: VerificationMode,
+}
+
+/// `spec.copy.verification`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum VerificationMode {
+    #[default]
+    Auto,
+    Checksums,
 }
 
 impl Default for CopySpec {
@@ -216,6 +231,7 @@ impl Default for CopySpec {
             max_rows_per_second: 0,
             change_tracking_column: None,
             pace: None,
+            verification: VerificationMode::Auto,
         }
     }
 }

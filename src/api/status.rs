@@ -170,6 +170,18 @@ pub struct Checkpoint {
     /// Whether the secondary indexes have been built on the shadow table.
     #[serde(default)]
     pub indexes_built: bool,
+    /// The new table's primary key while the copy runs without it
+    /// (PostgreSQL): put back before anything reads the table by id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_aside: Option<KeyAside>,
+}
+
+/// A primary key taken off the new table for the copy, to be put back as it was.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct KeyAside {
+    pub name: String,
+    /// As `pg_get_constraintdef` printed it: `PRIMARY KEY (id)`.
+    pub definition: String,
 }
 
 /// An inclusive id range `[from, to]`, copied up to and including `copiedThrough`.
@@ -257,6 +269,20 @@ pub struct Verification {
     /// Ranges still different after the last pass, as `from-to`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unresolved: Vec<String>,
+    /// How the copy was proven: `Checksums` (every range of both tables
+    /// compared; `sourceRows` and `targetRows` counted) or `ChangeCapture`
+    /// (the capture on the table from before the copy's first row: every row
+    /// written since re-synced and compared; the row counts are the new
+    /// table's, as the copy and the re-sync left it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<VerifiedBy>,
+}
+
+/// `status.verification.by`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifiedBy {
+    Checksums,
+    ChangeCapture,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

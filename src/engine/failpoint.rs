@@ -5,6 +5,8 @@
 //!
 //! Points: `enter-<Phase>` (after the phase change is saved), `copy-batch`
 //! (after a batch commits, before its checkpoint is saved), `verify-chunk`,
+//! `capture-taken` (noted ids taken out of the change capture's log, not yet
+//! re-synced),
 //! `index-built`, `swap-renamed-out`, `swap-identity-restarted`, `swap-renamed-in`,
 //! `swap-old-dropped`, `rollback-renamed-aside`, `change-made` (an in-place
 //! statement of a TableMigration committed, its count not yet saved); a

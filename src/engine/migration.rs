@@ -29,20 +29,21 @@ use crate::engine::steps::catalog;
 use crate::engine::steps::catalog::read_names;
 use crate::engine::steps::change_tracking::TrackedStatements;
 use crate::engine::steps::claim::Claim;
-use crate::engine::steps::copy::{copy_ranges, flush_copied};
 use crate::engine::steps::fidelity::with_fidelity;
 use crate::engine::steps::in_place::{InPlace, add_identity_in_place};
 use crate::engine::steps::rebuild::{ensure_new_table, refuse_impossible};
 use crate::engine::steps::rollback::{original_for_rollback, roll_back};
-use crate::engine::steps::shadow::{build_indexes, ensure_shadow_table};
+use crate::engine::steps::shadow::ensure_shadow_table;
 use crate::engine::steps::swap::{disarm_capture, finish_swapped, swap};
-use crate::engine::steps::verify::{Baseline, MAX_PASSES, verify_pass};
+use crate::engine::steps::verify::{Baseline, verify_pass};
 use crate::engine::store::Severity;
 
 mod changes;
+mod copying;
 mod cutover;
 mod detail;
 mod validating;
+mod verifying;
 
 /// Times a run claims its table again after losing the claim with a connection.
 const MAX_RECLAIMS: u32 = 5;
@@ -58,6 +59,9 @@ pub struct Migration<R: StatusSink> {
     control: Control,
     /// The shadow's checksums from the last verification pass of this run.
     baseline: Option<Baseline>,
+    /// The capture armed before this run's copy wrote its first row: it
+    /// verifies the copy unless taken off meanwhile.
+    armed_before_copy: Option<capture::ArmedBeforeCopy>,
 }
 
 impl<R: StatusSink> Migration<R> {
@@ -70,6 +74,7 @@ impl<R: StatusSink> Migration<R> {
             keeper: StatusKeeper::new(status.unwrap_or_default(), sink),
             control,
             baseline: None,
+            armed_before_copy: None,
         }
     }
 
@@ -302,6 +307,7 @@ impl<R: StatusSink> Migration<R> {
         if let Some(b) = self.baseline.as_mut() {
             b.captured = false;
         }
+        self.armed_before_copy = None;
         if capture::wanted(&self.job) {
             Box::pin(disarm_capture(&self.job)).await;
         }
@@ -358,22 +364,7 @@ impl<R: StatusSink> Migration<R> {
         match work {
             Work::Validating if !self.job.settings.changes.is_empty() => Box::pin(self.validate_changes()).await,
             Work::Validating => Box::pin(self.validate()).await,
-            Work::CreatingTarget if self.job.reshape.get().is_some() => {
-                let reshape = self.job.reshape.get().cloned().expect("checked");
-                let left = match ensure_new_table(&self.job, &mut self.job.session(), &reshape).await {
-                    Ok(left) => left,
-                    Err(e) => return Err(refuse_impossible(&self.job, e).await),
-                };
-                self.record_not_carried(left).await;
-                Ok(Flow::Next)
-            }
-            Work::CreatingTarget => {
-                let shape = self.original_shape().await?;
-                let shape = with_fidelity(&mut self.job.session(), shape, self.job.dialect).await?;
-                let refused = ensure_shadow_table(&self.job, &mut self.job.session(), &shape).await?;
-                self.record_not_carried(refused).await;
-                Ok(Flow::Next)
-            }
+            Work::CreatingTarget => Box::pin(self.create_target()).await,
             Work::Copying => Box::pin(self.copy()).await,
             Work::Verifying => Box::pin(self.verify()).await,
             Work::Swapping if self.gate().in_place && !self.job.settings.changes.is_empty() => {
@@ -426,6 +417,24 @@ impl<R: StatusSink> Migration<R> {
         }
     }
 
+    /// The new table, made once and found again on resume (what it carries
+    /// besides rows applied again: safe to run more than once).
+    async fn create_target(&mut self) -> Result<Flow, EngineError> {
+        if let Some(reshape) = self.job.reshape.get().cloned() {
+            let left = match ensure_new_table(&self.job, &mut self.job.session(), &reshape).await {
+                Ok(left) => left,
+                Err(e) => return Err(refuse_impossible(&self.job, e).await),
+            };
+            self.record_not_carried(left).await;
+            return Ok(Flow::Next);
+        }
+        let shape = self.original_shape().await?;
+        let shape = with_fidelity(&mut self.job.session(), shape, self.job.dialect).await?;
+        let refused = ensure_shadow_table(&self.job, &mut self.job.session(), &shape).await?;
+        self.record_not_carried(refused).await;
+        Ok(Flow::Next)
+    }
+
     /// The source's shape; during the cut-over window it goes by the old name.
     async fn original_shape(&self) -> Result<TableShape, EngineError> {
         let s = &self.job.settings;
@@ -449,103 +458,6 @@ impl<R: StatusSink> Migration<R> {
         let mut session = self.job.session();
         let table = &table;
         Ok(session.retry("sample rows", |c| async move { Ok(catalog::widest_row_bytes(&c, table).await) }).await?)
-    }
-
-    async fn copy(&mut self) -> Result<Flow, EngineError> {
-        let job = self.job.clone();
-        let s = &job.settings;
-        let shape = self.original_shape().await?;
-        let statements = job.statements(&shape, &s.source, &s.shadow);
-        let Some(plan) = self.keeper.status.plan.as_ref() else {
-            return Err(CheckFailed::NoPlan.into());
-        };
-        let batch_rows = plan.batch_rows;
-        let ranges = self.keeper.status.checkpoint.as_ref().map_or(1, |c| c.ranges.len().max(1)) as i64;
-        let rows_per_range = plan.rows_estimated / ranges;
-        let flow =
-            copy_ranges(&job, statements, batch_rows, rows_per_range, &mut self.keeper, &mut self.control).await?;
-        if let Flow::Halt(outcome) = flow {
-            return Ok(Flow::Halt(outcome));
-        }
-        let built = self.keeper.status.checkpoint.as_ref().is_some_and(|c| c.indexes_built);
-        if !built {
-            let mut session = job.session();
-            let shape = match job.reshape.get() {
-                // The new table gets the source's indexes that read unchanged columns.
-                Some(reshape) => reshape.target.clone(),
-                None => with_fidelity(&mut session, shape, job.dialect).await?,
-            };
-            let (count, refused) = match build_indexes(&job, &mut session, &shape).await {
-                Ok(built) => built,
-                Err(e) if job.reshape.get().is_some() => return Err(refuse_impossible(&job, e).await),
-                Err(e) => return Err(e),
-            };
-            self.record_not_carried(refused).await;
-            if let Some(cp) = self.keeper.status.checkpoint.as_mut() {
-                cp.indexes_built = true;
-            }
-            // Saved with the next phase change; a rebuild after a crash finds them valid.
-            self.keeper.checkpoint(Save::WhenDue).await?;
-            tracing::info!(indexes = count, "secondary indexes built on the shadow table");
-        }
-        Ok(Flow::Next)
-    }
-
-    async fn verify(&mut self) -> Result<Flow, EngineError> {
-        let job = self.job.clone();
-        let s = &job.settings;
-        let shape = self.original_shape().await?;
-        let statements = Arc::new(job.statements(&shape, &s.source, &s.shadow));
-        let widest = self.widest_row(&shape).await?;
-        let batch = resync_batch_rows(s, &shape, widest);
-        let tracked = s.change_tracking_column.as_deref().map(|tc| {
-            TrackedStatements::new(&s.source, &s.shadow, &s.id_column, &shape, tc, s.generation, job.dialect)
-        });
-        let mark_sql = tracked.as_ref().map(|t| t.mark.as_str());
-        flush_copied(&job).await?;
-        let mut unresolved = Vec::new();
-        for _ in 0..MAX_PASSES {
-            // Armed before each pass: the last one then serves the window too.
-            let armed = Box::pin(capture::arm(&job, &mut job.session())).await?;
-            let (report, baseline) =
-                verify_pass(&job, statements.clone(), batch, &self.control, self.baseline.as_ref(), mark_sql).await?;
-            self.baseline = Some(Baseline { captured: armed, ..baseline });
-            if !report.complete {
-                return Ok(Flow::Halt(halted(&self.control).unwrap_or(Outcome::Stopped)));
-            }
-            let v = self.keeper.status.verification.get_or_insert_with(Verification::default);
-            v.passes += 1;
-            v.source_rows = report.source_rows;
-            v.target_rows = report.target_rows;
-            v.mismatched_ranges = report.mismatched.len() as i64;
-            v.rows_resynced += report.rows_resynced;
-            v.unresolved = report.unresolved.iter().map(ToString::to_string).collect();
-            tracing::info!(
-                pass = v.passes,
-                chunks = report.chunks,
-                mismatched = report.mismatched.len(),
-                resynced = report.rows_resynced,
-                source_rows = report.source_rows,
-                "verification pass"
-            );
-            if report.in_sync() {
-                v.verified_through = self.keeper.status.plan.as_ref().and_then(|p| p.id_max);
-                self.keeper.watch_retries(job.retries.get()).await;
-                self.keeper.checkpoint(Save::WhenDue).await?;
-                return Ok(Flow::Next);
-            }
-            unresolved = v.unresolved.clone();
-            self.keeper.checkpoint(Save::WhenDue).await?;
-        }
-        // Rows there change faster than a pass: the window, with the table
-        // renamed away, copies them; it fails if it cannot make them equal.
-        let message = format!(
-            "id ranges {} changed again during each of {MAX_PASSES} verification passes; the cut-over window will sync them",
-            unresolved.join(", ")
-        );
-        self.keeper.event(Severity::Warning, "StillChanging", message).await;
-        self.keeper.checkpoint(Save::WhenDue).await?;
-        Ok(Flow::Next)
     }
 
     /// Adds the identity to the table itself; when the server refuses and the

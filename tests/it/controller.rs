@@ -356,6 +356,37 @@ async fn quiesced_workloads_are_scaled_to_zero_for_the_window_and_restored_acros
     assert!(reasons.contains(&"Quiesced".to_string()) && reasons.contains(&"Restored".to_string()), "{reasons:?}");
 }
 
+/// Writes made while the engine waits for the quiesced pods to stop are
+/// caught up from the change capture once they have stopped, the table still
+/// readable: the window re-syncs nothing, and every write arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_before_the_pods_stop_are_caught_up_before_the_window_opens() {
+    let (db, api, _) = setup("ctl_quiesce_sync", 5_000).await;
+    create_workload(&api, "Deployment", "blog-api", 2).await;
+    api.set_scaling_frozen(true);
+    let a = Operator::start(&api, "pod-a");
+    let quiesce = json!({"cutover": {"quiesce": [{"kind": "Deployment", "name": "blog-api"}]}});
+    create_migration(&api, "post-tag", "post_tag", quiesce).await;
+    wait_for(&api, "post-tag", 60, "the scale-down", |o| {
+        o["status"]["cutover"]["savedReplicas"].as_array().is_some_and(|s| s.len() == 1)
+    })
+    .await;
+    // The application's last writes, as its pods wind down.
+    db.exec(
+        "UPDATE post_tag SET tag_id = 'late' WHERE id IN (SELECT id FROM post_tag ORDER BY id LIMIT 3);
+         DELETE FROM post_tag WHERE id IN (SELECT id FROM post_tag ORDER BY id OFFSET 3 LIMIT 2);
+         INSERT INTO post_tag (id, post_id, tag_id) VALUES (900000001, 'p', 't'), (900000002, 'p', 't');",
+    )
+    .await;
+    let written = db.fingerprint("public.post_tag", "id").await;
+    api.set_scaling_frozen(false);
+    let done = wait_for(&api, "post-tag", 60, "Completed", |o| phase(o) == "Completed").await;
+    a.shutdown().await;
+    assert_eq!(db.fingerprint("public.post_tag", "id").await, written, "every write arrived");
+    assert_eq!(done["status"]["cutover"]["rowsInWindow"], 0, "caught up before the window: {}", done["status"]);
+    assert_eq!(workload_replicas(&api, "deployments", "blog-api"), (2, 2));
+}
+
 /// The scale the issue asks for: 24 migrations over three replicas (four
 /// slots each, so they queue for slots too), one replica killed mid-copy.
 #[tokio::test(flavor = "multi_thread")]

@@ -11,6 +11,7 @@ mod claim;
 mod cli;
 mod controller;
 mod controller_requests;
+mod copy_capture;
 mod crash;
 mod crd;
 mod dsql;

@@ -387,7 +387,7 @@ async fn a_rebuild_changes_type_not_null_default_and_drops_with_a_live_writer_an
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rebuild_killed_while_copying_and_between_the_renames_resumes_and_loses_nothing() {
-    for (i, crash_at) in ["copy-batch:1", "verify-chunk:1", "swap-renamed-out"].into_iter().enumerate() {
+    for (i, crash_at) in ["copy-batch:1", "capture-taken:1", "swap-renamed-out"].into_iter().enumerate() {
         let db = TestDb::new(&format!("tblrun_rebuild_crash{i}")).await;
         orders(&db).await;
         let before = ledger_of(&db, "orders").await;

@@ -3,26 +3,8 @@
 //! the renamed table: writes made in the last moment before the window
 //! (deletes among them) all arrive, and nothing of the capture stays.
 
-use std::time::{Duration, Instant};
-
 use crate::support::writer::{Writer, read_table};
-use crate::support::{Manifest, PostTag, TestDb, connect, run_cli, text};
-
-/// Polls the saved status until `check` holds.
-async fn until_status(m: &Manifest, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let status = std::fs::read_to_string(m.state_path())
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .map(|v| v["status"].clone());
-        if status.as_ref().is_some_and(&check) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}: {status:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use crate::support::{Manifest, PostTag, TestDb, connect, run_cli, text, until_state};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_in_the_last_moment_before_the_window_arrive_by_the_capture_alone() {
@@ -43,7 +25,7 @@ async fn writes_in_the_last_moment_before_the_window_arrive_by_the_capture_alone
             run_cli(&["run", "-f", &path, "--database-url", &url], &[("RUST_LOG", "info")])
         })
     };
-    until_status(&m, "the engine to wait for the report", |s| {
+    until_state(&m.state_path(), "the engine to wait for the report", |s| {
         s["cutover"]["blockedBy"].as_array().is_some_and(|b| !b.is_empty())
     })
     .await;

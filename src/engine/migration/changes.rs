@@ -181,7 +181,7 @@ impl<R: StatusSink> Migration<R> {
             window_estimate_millis: None,
         });
         let rows = m.rows;
-        status.checkpoint = Some(Checkpoint { ranges: m.ranges, caught_up_through: None, indexes_built: false });
+        status.checkpoint = Some(Checkpoint { ranges: m.ranges, ..Default::default() });
         status.verification = None;
         status.identity = None;
         status.cutover = None;

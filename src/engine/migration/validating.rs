@@ -46,7 +46,7 @@ impl<R: StatusSink> Migration<R> {
             original_names: names.map(|n| n.others).unwrap_or_default(),
             window_estimate_millis: None,
         });
-        status.checkpoint = Some(Checkpoint { ranges, caught_up_through: None, indexes_built: false });
+        status.checkpoint = Some(Checkpoint { ranges, ..Default::default() });
         status.verification = None;
         status.identity = None;
         status.cutover = None;

@@ -6,7 +6,9 @@ use super::batches::resync_batch_rows;
 use super::capture::Capture;
 use super::ddl::{create_shadow_table, index_builds};
 use super::fidelity::{index_statements, shadow_statements};
+use super::names::derived_name;
 use super::not_carried::{known_not_carried, undocumented_on_dsql};
+use super::quote::ident;
 use super::shape::TableShape;
 use super::sql::{
     IN_PLACE_LOCK_TIMEOUT_MS, RowStatements, add_identity, begin_batch, drop_default, drop_table, lock_table,
@@ -150,6 +152,22 @@ fn copy_script(input: &ScriptInput) -> Vec<Step> {
         steps.push(note_only(Phase::CreatingTarget, note.into()));
     }
 
+    let capture =
+        (input.dialect == Dialect::Postgres && s.change_tracking_column.is_none()).then(|| Capture::of(&s.shadow));
+    let proves = capture.as_ref().filter(|_| !s.checksums_always);
+    if let Some(c) = proves {
+        for sql in c.create(&s.source, &s.id_column) {
+            steps.push(once(Phase::Copying, "change capture before the first row: every written id is noted", sql));
+        }
+        steps.push(once(Phase::Copying, "the log emptied; the copy begins after this commits", c.reset()));
+    }
+    // The shadow's key, by the name its CREATE TABLE gives it.
+    let key =
+        shape.primary_key().map(|k| (derived_name(&k.name, &s.source.name, &s.shadow.name), k.definition.clone()));
+    if let (Dialect::Postgres, Some((name, _))) = (input.dialect, &key) {
+        let note = "the empty shadow's primary key set aside for the copy (saved in the status first;                     kept where its lock is not granted in 1 s)";
+        steps.push(once(Phase::Copying, note, format!("ALTER TABLE {} DROP CONSTRAINT {}", s.shadow, ident(name))));
+    }
     let ranges = input.ranges.iter().map(|r| format!("{}..{}", r.from, r.to)).collect::<Vec<_>>().join(", ");
     steps.push(Step {
         phase: Phase::Copying,
@@ -178,6 +196,10 @@ fn copy_script(input: &ScriptInput) -> Vec<Step> {
         transaction: true,
         repeat: Some("only on a unique violation".into()),
     });
+    if let (Dialect::Postgres, Some((name, definition))) = (input.dialect, &key) {
+        let sql = format!("ALTER TABLE {} ADD CONSTRAINT {} {definition}", s.shadow, ident(name));
+        steps.push(once(Phase::Copying, "the primary key put back, as it was", sql));
+    }
     for index in index_builds(shape, &s.source, &s.shadow, input.dialect) {
         let note = match &index.left_out {
             Some(left_out) => format!("index {} after the copy; {left_out}", index.name),
@@ -195,13 +217,20 @@ fn copy_script(input: &ScriptInput) -> Vec<Step> {
     for sql in index_statements(f, shape, &s.source, &s.shadow, input.dialect) {
         steps.push(once(Phase::Copying, "what the indexes carry", sql));
     }
-    steps.extend(verification_steps(Phase::Verifying, &copy, resync_batch, "source and shadow"));
+    let checksums = match proves {
+        Some(c) => {
+            steps.extend(catch_up_steps(Phase::Verifying, c, &copy, resync_batch, "the copy proven"));
+            "source and shadow (only where the capture cannot prove the copy)"
+        }
+        None => "source and shadow",
+    };
+    steps.extend(verification_steps(Phase::Verifying, &copy, resync_batch, checksums));
 
-    let capture =
-        (input.dialect == Dialect::Postgres && s.change_tracking_column.is_none()).then(|| Capture::of(&s.shadow));
     if let Some(c) = &capture {
+        steps.extend(catch_up_steps(Phase::Swapping, c, &copy, resync_batch, "caught up, the table live"));
         for sql in c.create(&s.source, &s.id_column) {
-            steps.push(once(Phase::Swapping, "change capture: a trigger notes every written id", sql));
+            let note = "where the capture went off since (a wait, a checksum pass): on again";
+            steps.push(once(Phase::Swapping, note, sql));
         }
         steps.push(once(Phase::Swapping, "the log emptied; the last pass begins after this commits", c.reset()));
         steps.extend(verification_steps(Phase::Swapping, &copy, resync_batch, "the last pass, the table live"));
@@ -277,6 +306,35 @@ fn verification_steps(phase: Phase, st: &RowStatements, batch: i64, what: &str) 
             statements: vec![st.delete_stale.clone(), st.insert_missing.clone()],
             transaction: false,
             repeat: Some("per differing chunk".into()),
+        },
+    ]
+}
+
+/// The capture's catch-up: the noted ids taken out of the log, their rows
+/// re-synced (every stale one deleted before any missing one is inserted)
+/// and compared with the source's.
+fn catch_up_steps(phase: Phase, c: &Capture, st: &RowStatements, batch: i64, what: &str) -> Vec<Step> {
+    vec![
+        Step {
+            phase,
+            note: format!("{what}: the ids the capture noted, taken out of its log"),
+            statements: vec![c.take_written()],
+            transaction: false,
+            repeat: Some("per round, until a round finds at most 1,000".into()),
+        },
+        Step {
+            phase,
+            note: format!("their rows re-synced, $1 = up to {batch} of the ids, each statement over every batch"),
+            statements: vec![st.delete_stale_ids.clone(), st.insert_missing_ids.clone()],
+            transaction: false,
+            repeat: Some("per batch of ids".into()),
+        },
+        Step {
+            phase,
+            note: "and compared with the source's (re-synced again up to twice; then checksums decide)".into(),
+            statements: vec![st.source_summary_ids.clone(), st.target_summary_ids.clone()],
+            transaction: false,
+            repeat: Some("per batch of ids".into()),
         },
     ]
 }
@@ -364,11 +422,19 @@ mod tests {
         assert!(text.contains("IDENTITY (CACHE 1)") && text.contains("caches per session"), "{text}");
         let order = [
             "CREATE TABLE",
+            // The capture before the first row, the key aside for the copy.
+            "CREATE TRIGGER",
+            "DELETE FROM \"public\".\"post_tag_new_log\"",
+            "ALTER TABLE \"public\".\"post_tag_new\" DROP CONSTRAINT \"post_tag_new_pkey\"",
             "LIMIT $3::bigint RETURNING",
             "BEGIN ISOLATION LEVEL REPEATABLE READ",
             "ON CONFLICT DO NOTHING",
             "COMMIT",
+            "ADD CONSTRAINT \"post_tag_new_pkey\" PRIMARY KEY (id)",
             "CREATE INDEX",
+            // Verified by the capture: the noted rows re-synced and compared.
+            "RETURNING \"idmig_noted_id\"",
+            "r.\"id\" = ANY($1::bigint[])",
             "CREATE TRIGGER",
             "DELETE FROM \"public\".\"post_tag_new_log\"",
             "RENAME TO \"post_tag_old\"",
@@ -385,6 +451,17 @@ mod tests {
         }
         assert!(!text.contains("SET GENERATED ALWAYS"));
         assert!(!text.contains("DROP TABLE \"public\".\"post_tag_old\""), "oldTable.retain keeps it");
+
+        // Checksums asked for: no capture before the copy; on DSQL, neither
+        // a capture nor a key set aside.
+        let mut spec = copy_spec();
+        spec.copy.verification = crate::api::VerificationMode::Checksums;
+        let settings = validate_spec(&spec, TargetSource::Spec).unwrap();
+        let text = render(&script(&input_for(&shape, &settings, Dialect::Postgres, &ranges)));
+        let first_trigger = text.find("CREATE TRIGGER").unwrap();
+        assert!(first_trigger > text.find("CREATE INDEX").unwrap(), "{text}");
+        let text = render(&script(&input_for(&shape, &settings, Dialect::Dsql, &ranges)));
+        assert!(!text.contains("CREATE TRIGGER") && !text.contains("DROP CONSTRAINT"), "{text}");
     }
 
     #[test]

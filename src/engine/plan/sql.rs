@@ -54,6 +54,11 @@ pub struct RowStatements {
     pub source_summary: String,
     /// `(rows, checksum)` of the target in `[$1, $2]`.
     pub target_summary: String,
+    /// `(rows, checksum)` of the source's, and the target's, rows whose ids
+    /// are in `$1` (a bigint array): the rows the capture noted, checked
+    /// after their re-sync.
+    pub source_summary_ids: String,
+    pub target_summary_ids: String,
     /// Deletes up to `$3` target rows in `[$1, $2]` that differ from the source or are
     /// gone from it.
     pub delete_stale: String,
@@ -74,6 +79,8 @@ pub struct RowStatements {
     pub update_first: bool,
     /// `max(id)` of the target in `[$1, $2]`.
     pub target_max_in: String,
+    /// `(max(id), rows)` of the target in `($1, $2]`: what a batch copied.
+    pub copied_in: String,
     /// Source rows, and target rows, in `[$1, $2]`.
     pub source_count_in: String,
     pub target_count_in: String,
@@ -135,6 +142,9 @@ impl RowStatements {
                 "SELECT count(*)::bigint, {checksum} \
                  FROM {table} r WHERE r.{id_q} >= $1::bigint AND r.{id_q} <= $2::bigint"
             )
+        };
+        let summary_ids = |table: &dyn std::fmt::Display| {
+            format!("SELECT count(*)::bigint, {checksum} FROM {table} r WHERE r.{id_q} = ANY($1::bigint[])")
         };
         let buckets = |table: &dyn std::fmt::Display| {
             format!(
@@ -217,6 +227,8 @@ impl RowStatements {
             ),
             source_summary: summary(source),
             target_summary: summary(target),
+            source_summary_ids: summary_ids(source),
+            target_summary_ids: summary_ids(target),
             source_buckets: buckets(source),
             target_buckets: buckets(target),
             extent_in: format!(
@@ -233,6 +245,10 @@ impl RowStatements {
             update_first: false,
             target_max_in: format!(
                 "SELECT max({id_q})::bigint FROM {target} WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"
+            ),
+            copied_in: format!(
+                "SELECT max({id_q})::bigint, count(*)::bigint FROM {target} \
+                 WHERE {id_q} > $1::bigint AND {id_q} <= $2::bigint"
             ),
             source_count_in: format!(
                 "SELECT count(*)::bigint FROM {src} WHERE {id_q} >= $1::bigint AND {id_q} <= $2::bigint"

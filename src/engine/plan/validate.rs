@@ -81,6 +81,8 @@ pub struct Settings {
     pub parallelism: usize,
     pub max_rows_per_second: Option<u64>,
     pub change_tracking_column: Option<String>,
+    /// `spec.copy.verification`: Checksums even where the capture could prove the copy.
+    pub checksums_always: bool,
     pub manual_approval: bool,
     /// `spec.copy.pace`: None without any threshold.
     pub pace: Option<super::pace::PaceLimits>,
@@ -228,6 +230,7 @@ pub fn validate_spec(spec: &IdentityMigrationSpec, target: TargetSource) -> Resu
         parallelism: parallelism as usize,
         max_rows_per_second: (spec.copy.max_rows_per_second > 0).then_some(spec.copy.max_rows_per_second as u64),
         change_tracking_column: spec.copy.change_tracking_column.clone(),
+        checksums_always: spec.copy.verification == crate::api::VerificationMode::Checksums,
         manual_approval: spec.cutover.approval == Approval::Manual,
         pace: spec.copy.pace.as_ref().map(pace_limits).filter(super::pace::PaceLimits::any),
         window,

@@ -61,14 +61,20 @@ struct Shared {
     pacer: Option<std::sync::Mutex<Pacer>>,
     queue: Mutex<VecDeque<(usize, RangeCheckpoint)>>,
     stop: AtomicBool,
+    /// The new table was empty when this copy began, its primary key set
+    /// aside: each range stands where its checkpoint says, and a batch is
+    /// told committed by its rows, not by a duplicate key.
+    fresh: bool,
 }
 
-/// Copies every unfinished range of the checkpoint. Returns `Next` when all are done.
+/// Copies every unfinished range of the checkpoint. Returns `Next` when all
+/// are done. `fresh`: the new table was empty and has no primary key now.
 pub async fn copy_ranges<R: StatusSink>(
     job: &Arc<Job>,
     statements: RowStatements,
     batch_rows: i64,
     rows_per_range: i64,
+    fresh: bool,
     keeper: &mut StatusKeeper<R>,
     control: &mut Control,
 ) -> Result<Flow, EngineError> {
@@ -99,6 +105,7 @@ pub async fn copy_ranges<R: StatusSink>(
             .map(|limits| std::sync::Mutex::new(Pacer::new(limits, job.settings.max_rows_per_second))),
         queue: Mutex::new(pending),
         stop: AtomicBool::new(false),
+        fresh,
     });
     let (tx, mut rx) = mpsc::channel(256);
     let mut tasks = tokio::task::JoinSet::new();
@@ -199,7 +206,10 @@ async fn copy_range(
 ) -> Result<(), DbError> {
     let s = &shared.statements;
     let to = checkpoint.to;
-    let mut after = resume_point(s, session, range, checkpoint, tx).await?;
+    let mut after = match shared.fresh {
+        true => checkpoint.copied_through,
+        false => resume_point(s, session, range, checkpoint, tx).await?,
+    };
     let mut span = initial_span(shared.batch_rows, shared.rows_per_range, checkpoint.from, checkpoint.to);
     while after < to {
         // A lost Lease or a stale claim stops the batches too: another engine may copy now.
@@ -214,10 +224,22 @@ async fn copy_range(
         let end = after.saturating_add(span).min(to);
         let begin = begin_batch(shared.job.dialect);
         let retries_before = shared.job.retries.get();
+        let attempts = &std::sync::atomic::AtomicU32::new(0);
+        let fresh = shared.fresh;
         let result = session
             .retry("copy batch", |client| async move {
                 // The pace looks at the attempt that committed, not at the retries and their backoff.
                 let attempt = Instant::now();
+                // Without the key a batch whose commit went unanswered
+                // would copy its rows twice: its rows tell it was committed.
+                if fresh && attempts.fetch_add(1, Ordering::SeqCst) > 0 {
+                    let row = client.query_one(&s.copied_in, &[&after, &end]).await.ctx("find the batch's rows")?;
+                    let (highest, rows) = (row.get::<_, Option<i64>>(0), row.get::<_, i64>(1));
+                    if rows > 0 {
+                        let through = if rows < limit { end } else { highest.unwrap_or(end) };
+                        return Ok(Some(((through, rows, rows), attempt.elapsed())));
+                    }
+                }
                 // Typed: parsed, bound and run in one round trip (no prepare first).
                 let params: [(&(dyn ToSql + Sync), Type); 3] =
                     [(&after, Type::INT8), (&end, Type::INT8), (&limit, Type::INT8)];

@@ -41,6 +41,7 @@ pub mod data_scan;
 pub mod fidelity;
 pub mod identity;
 pub mod in_place;
+pub mod key_aside;
 pub mod quiesce;
 pub mod rebuild;
 pub mod rehearsal;

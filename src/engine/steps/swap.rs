@@ -64,7 +64,9 @@ pub async fn swap<R: StatusSink>(
                 // the writes since are caught up from the log, the table live.
                 let live = Arc::new(job.statements(original, &s.source, &s.shadow));
                 let caught_up = match baseline.as_ref() {
-                    Some(b) if b.captured => Box::pin(capture::catch_up(job, &mut session, &live, batch)).await?,
+                    Some(b) if b.captured => {
+                        Box::pin(capture::catch_up(job, &mut session, &live, batch)).await?.is_some()
+                    }
                     _ => false,
                 };
                 let armed = caught_up || Box::pin(capture::arm(job, &mut session)).await?;
@@ -79,10 +81,13 @@ pub async fn swap<R: StatusSink>(
                     let (report, fresh) =
                         verify_pass(job, live.clone(), batch, &run, baseline.as_ref(), mark.as_deref()).await?;
                     tracing::info!(resynced = report.rows_resynced, "caught up before the window");
-                    baseline = Some(Baseline { captured: armed, ..fresh });
-                    if armed {
-                        Box::pin(capture::catch_up(job, &mut session, &live, batch)).await?;
-                    }
+                    // Rows taken out of the log that still differ after
+                    // their re-sync are in no log now: the window re-reads.
+                    // So are ranges the pass left unresolved.
+                    let caught = armed
+                        && report.unresolved.is_empty()
+                        && Box::pin(capture::catch_up(job, &mut session, &live, batch)).await?.is_some();
+                    baseline = Some(Baseline { captured: caught, ..fresh });
                 }
                 // Waited for with the application up, before it is quiesced.
                 if let Some(outcome) = wait_out_blockers(job, &mut session, keeper, &s.source, control).await? {
@@ -96,6 +101,21 @@ pub async fn swap<R: StatusSink>(
                     quiesced => quiesced?,
                 }
                 // From here the application may be down: every way out puts it back.
+                // Its writers stopped, the log is caught up once more with the
+                // table still readable: the window then has the renames and
+                // little else to do.
+                if !s.quiesce.is_empty()
+                    && let Some(b) = baseline.as_mut().filter(|b| b.captured)
+                {
+                    let live = job.statements(original, &s.source, &s.shadow);
+                    match Box::pin(capture::catch_up(job, &mut session, &live, batch)).await {
+                        Ok(caught) => b.captured = caught.is_some(),
+                        Err(e) => {
+                            restore_workloads(job, keeper).await?;
+                            return Err(e.into());
+                        }
+                    }
+                }
                 if let Err(e) = open_window(job, &mut session, keeper).await {
                     if !e.lost_claim() {
                         tracing::error!(error = %e, "the cut-over could not open its window; scaling the workloads back");

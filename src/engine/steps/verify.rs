@@ -132,7 +132,8 @@ pub async fn verify_pass(
     let (work_tx, work_rx) = mpsc::channel::<(Chunk, Option<Summary>)>(256);
     let producer = {
         let (statements, stop) = (statements.clone(), stop.clone());
-        let known: Option<Vec<(Chunk, Summary)>> = baseline.map(|b| b.chunks.clone());
+        // No chunks known (the copy verified by the capture): cut them afresh.
+        let known: Option<Vec<(Chunk, Summary)>> = baseline.filter(|b| !b.chunks.is_empty()).map(|b| b.chunks.clone());
         let mut session = job.session();
         tokio::spawn(async move {
             match known {

@@ -337,3 +337,20 @@ pub mod operator;
 pub mod processes;
 pub mod stand_in;
 pub mod writer;
+
+/// Polls the `run` state file at `path` until `check` holds of its status
+/// (two minutes at most).
+pub async fn until_state(path: &Path, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let status = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .map(|v| v["status"].clone());
+        if status.as_ref().is_some_and(&check) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}: {status:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -179,8 +179,15 @@ pub fn render(
                 if always { " and becomes GENERATED ALWAYS" } else { "" }
             ));
         }
+        let verified = match dialect {
+            Dialect::Postgres => {
+                "on PostgreSQL a change capture on the table from before the copy (its noted rows re-synced and \
+                 compared), else checksums of both tables through the same changes"
+            }
+            Dialect::Dsql => "checksums of both tables through the same changes",
+        };
         out.push_str(&format!(
-            "-- verified by checksums of both tables through the same changes; then {source} is renamed away and {shadow} takes its name\n"
+            "-- verified by {verified}; then {source} is renamed away and {shadow} takes its name\n"
         ));
     }
     Ok(out)

@@ -3,7 +3,9 @@
 //! over the table as the changes before it leave each row. Pure.
 //!
 //! Most checks read the table in batches of keys (`$1` exclusive, `$2`
-//! inclusive) and return the keys of offending rows. A conversion cannot say
+//! inclusive) and return the keys of offending rows. On PostgreSQL each is
+//! first asked of the whole table at once (the widest bounds), and the
+//! batches are walked only to name the rows when one finds any. A conversion cannot say
 //! which row fails without failing: its query evaluates every row of a batch,
 //! and the engine bisects a batch that errors. A uniqueness check reads the
 //! whole table at once, as duplicates may lie in different batches.
