@@ -33,14 +33,18 @@ impl<R: StatusSink> Migration<R> {
         // A key an earlier run set aside goes back first: a resumed copy
         // finds where each range stands by id.
         Box::pin(self.put_key_back()).await?;
-        if self.armed_before_copy.is_none() {
+        // The capture as proof and the key aside need a copy from its start
+        // (a resumed one goes on at once: it is verified by checksums).
+        let begun =
+            self.keeper.status.checkpoint.as_ref().is_some_and(|c| c.ranges.iter().any(|r| r.copied_through >= r.from));
+        if self.armed_before_copy.is_none() && !begun {
             let recopied = self.keeper.status.progress.as_ref().map_or(0, |p| p.rows_recopied);
             self.armed_before_copy = Box::pin(capture::arm_before_copy(&job, &mut job.session(), recopied)).await?;
         }
         if self.armed_before_copy.is_some() {
             Box::pin(self.stretch_ranges()).await?;
         }
-        let fresh = Box::pin(self.set_key_aside()).await?;
+        let fresh = !begun && Box::pin(self.set_key_aside()).await?;
         let flow =
             copy_ranges(&job, statements, batch_rows, rows_per_range, fresh, &mut self.keeper, &mut self.control)
                 .await?;

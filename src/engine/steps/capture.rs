@@ -94,17 +94,21 @@ pub async fn arm_before_copy(
     if !wanted(job) || job.settings.checksums_always {
         return Ok(None);
     }
-    let server_started = server_started(session).await?;
-    if !arm(job, session).await? {
-        return Ok(None);
-    }
+    // Only the engine writes the new table: empty now, empty until the copy.
     let empty = &format!("SELECT NOT EXISTS (SELECT 1 FROM {})", job.settings.shadow);
     let empty = session
         .retry("read new table", |c| async move {
             Ok(c.query_one(empty.as_str(), &[]).await.ctx("read new table")?.get::<_, bool>(0))
         })
         .await?;
-    Ok(empty.then_some(ArmedBeforeCopy { server_started, recopied }))
+    if !empty {
+        return Ok(None);
+    }
+    let server_started = server_started(session).await?;
+    if !arm(job, session).await? {
+        return Ok(None);
+    }
+    Ok(Some(ArmedBeforeCopy { server_started, recopied }))
 }
 
 async fn server_started(session: &mut Session) -> Result<String, DbError> {
