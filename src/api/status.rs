@@ -182,6 +182,11 @@ pub struct KeyAside {
     pub name: String,
     /// As `pg_get_constraintdef` printed it: `PRIMARY KEY (id)`.
     pub definition: String,
+    /// What the key carried besides its definition, as the server printed
+    /// the statements that make it again (comments on the key and its
+    /// index, CLUSTER ON, REPLICA IDENTITY USING INDEX).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub then: Vec<String>,
 }
 
 /// An inclusive id range `[from, to]`, copied up to and including `copiedThrough`.

@@ -18,6 +18,12 @@ async fn writes_during_the_copy_arrive_by_the_capture_with_no_checksum_pass() {
     let db = TestDb::new("copy_capture").await;
     let t = PostTag::rows(20_000);
     t.create(&db).await;
+    // What a dropped key takes along must come back with it.
+    db.exec(
+        "COMMENT ON CONSTRAINT post_tag_pkey ON post_tag IS 'the key';
+         ALTER TABLE post_tag REPLICA IDENTITY USING INDEX post_tag_pkey",
+    )
+    .await;
     // Slow enough that the writes below land while it copies.
     let m = Manifest::for_table(&t, "  copy: {maxRowsPerSecond: 6000}\n");
     let run = {
@@ -67,6 +73,14 @@ async fn writes_during_the_copy_arrive_by_the_capture_with_no_checksum_pass() {
         )
         .await;
     assert_eq!(key, "post_tag_pkey", "the table's key keeps its name (the old table's is {old_key})");
+    let carried = |table: &str| {
+        format!(
+            "SELECT coalesce(obj_description(c.oid, 'pg_constraint'), '') || ' ' || i.indisreplident::text \
+             || ' ' || r.relreplident::text FROM pg_constraint c JOIN pg_index i ON i.indexrelid = c.conindid \
+             JOIN pg_class r ON r.oid = c.conrelid WHERE c.conrelid = 'public.{table}'::regclass AND c.contype = 'p'"
+        )
+    };
+    assert_eq!(db.scalar_text(&carried("post_tag")).await, "the key true i", "the key's comment and replica identity");
 }
 
 /// A row written during the copy that only the new table refuses (here a

@@ -120,9 +120,7 @@ impl<R: StatusSink> Migration<R> {
         Ok(false)
     }
 
-    /// Puts a key set aside back, then makes the new table's extras again
-    /// (comments, and the like, on the key among them): creating the
-    /// target is safe to run again.
+    /// Puts a key set aside back, with what it carried.
     async fn put_key_back(&mut self) -> Result<(), EngineError> {
         let Some(aside) = self.keeper.status.checkpoint.as_ref().and_then(|c| c.key_aside.clone()) else {
             return Ok(());
@@ -130,7 +128,6 @@ impl<R: StatusSink> Migration<R> {
         let job = self.job.clone();
         job.before_change().await?;
         restore_key(&job, &mut job.session(), &aside).await?;
-        Box::pin(self.create_target()).await?;
         if let Some(checkpoint) = self.keeper.status.checkpoint.as_mut() {
             checkpoint.key_aside = None;
         }
