@@ -5,17 +5,19 @@
 
 use super::Migration;
 use crate::api::RangeCheckpoint;
-use crate::db::ErrorContext;
+use crate::db::Dialect;
 use crate::engine::error::{CheckFailed, EngineError};
 use crate::engine::job::Flow;
-use crate::engine::plan::quote::ident;
+use crate::engine::plan::shape::TableShape;
 use crate::engine::status_keeper::Save;
 use crate::engine::steps::capture;
+use crate::engine::steps::catalog;
 use crate::engine::steps::copy::copy_ranges;
 use crate::engine::steps::fidelity::with_fidelity;
 use crate::engine::steps::key_aside::{key_to_set_aside, restore_key, set_key_aside};
 use crate::engine::steps::rebuild::refuse_impossible;
 use crate::engine::steps::shadow::build_indexes;
+use crate::engine::steps::survey::id_extent;
 use crate::engine::store::StatusSink;
 
 impl<R: StatusSink> Migration<R> {
@@ -34,17 +36,22 @@ impl<R: StatusSink> Migration<R> {
         // finds where each range stands by id.
         Box::pin(self.put_key_back()).await?;
         // The capture as proof and the key aside need a copy from its start
-        // (a resumed one goes on at once: it is verified by checksums).
+        // into the empty table (a resumed one goes on at once: it is
+        // verified by checksums).
         let begun =
             self.keeper.status.checkpoint.as_ref().is_some_and(|c| c.ranges.iter().any(|r| r.copied_through >= r.from));
-        if self.armed_before_copy.is_none() && !begun {
+        let shadow = &s.shadow;
+        let from_start = !begun
+            && job.dialect == Dialect::Postgres
+            && job.session().retry("read new table", |c| async move { catalog::is_empty(&c, shadow).await }).await?;
+        if self.armed_before_copy.is_none() && from_start {
             let recopied = self.keeper.status.progress.as_ref().map_or(0, |p| p.rows_recopied);
             self.armed_before_copy = Box::pin(capture::arm_before_copy(&job, &mut job.session(), recopied)).await?;
         }
         if self.armed_before_copy.is_some() {
-            Box::pin(self.stretch_ranges()).await?;
+            Box::pin(self.stretch_ranges(&shape)).await?;
         }
-        let fresh = !begun && Box::pin(self.set_key_aside()).await?;
+        let fresh = from_start && Box::pin(self.set_key_aside()).await?;
         let flow =
             copy_ranges(&job, statements, batch_rows, rows_per_range, fresh, &mut self.keeper, &mut self.control)
                 .await?;
@@ -80,18 +87,11 @@ impl<R: StatusSink> Migration<R> {
     /// table holds once it is armed: a row inserted outside the planned
     /// ranges before then is in no log, and only the copy can carry it.
     /// (Checksums find such rows on their own: their chunks span every id.)
-    async fn stretch_ranges(&mut self) -> Result<(), EngineError> {
+    async fn stretch_ranges(&mut self, shape: &TableShape) -> Result<(), EngineError> {
         let job = self.job.clone();
-        let s = &job.settings;
-        let sql = &format!("SELECT min({id})::bigint, max({id})::bigint FROM {}", s.source, id = ident(&s.id_column));
-        let (low, high): (Option<i64>, Option<i64>) = job
-            .session()
-            .retry("read the ids' extent", |c| async move {
-                let row = c.query_one(sql.as_str(), &[]).await.ctx("read the ids' extent")?;
-                Ok((row.get(0), row.get(1)))
-            })
-            .await?;
-        let (Some(low), Some(high)) = (low, high) else { return Ok(()) };
+        let Some((low, high)) = id_extent(&job, &mut job.session(), shape).await? else {
+            return Ok(());
+        };
         let Some(checkpoint) = self.keeper.status.checkpoint.as_mut() else { return Ok(()) };
         if stretch(&mut checkpoint.ranges, low, high) {
             tracing::info!(low, high, "the copy's ranges reach the ids inserted since the plan");

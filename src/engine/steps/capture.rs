@@ -83,25 +83,15 @@ impl ArmedBeforeCopy {
 const SERVER_STARTED: &str = "SELECT pg_catalog.pg_postmaster_start_time()::text";
 
 /// Arms the capture before the copy, when it can serve as the copy's
-/// verification: PostgreSQL, `spec.copy.verification: Auto`, and a new
-/// table that is still empty once armed (rows an earlier process copied
-/// were copied without it).
+/// verification: PostgreSQL and `spec.copy.verification: Auto`. The caller
+/// has found the new table empty (rows an earlier process copied were
+/// copied without the capture); only the engine writes it, so it stays so.
 pub async fn arm_before_copy(
     job: &Job,
     session: &mut Session,
     recopied: i64,
 ) -> Result<Option<ArmedBeforeCopy>, DbError> {
     if !wanted(job) || job.settings.checksums_always {
-        return Ok(None);
-    }
-    // Only the engine writes the new table: empty now, empty until the copy.
-    let empty = &format!("SELECT NOT EXISTS (SELECT 1 FROM {})", job.settings.shadow);
-    let empty = session
-        .retry("read new table", |c| async move {
-            Ok(c.query_one(empty.as_str(), &[]).await.ctx("read new table")?.get::<_, bool>(0))
-        })
-        .await?;
-    if !empty {
         return Ok(None);
     }
     let server_started = server_started(session).await?;

@@ -38,6 +38,12 @@ pub async fn table_exists(client: &Client, table: &TableName) -> Result<bool, Db
     Ok(relation(client, table).await?.is_some())
 }
 
+/// Whether `table` holds no row.
+pub async fn is_empty(client: &Client, table: &TableName) -> Result<bool, DbError> {
+    let sql = format!("SELECT NOT EXISTS (SELECT 1 FROM {table})");
+    Ok(client.query_one(sql.as_str(), &[]).await.ctx("read table")?.get(0))
+}
+
 /// Whether `table` has a column `name` (not dropped).
 pub async fn has_column(client: &Client, table: &TableName, name: &str) -> Result<bool, DbError> {
     let row = client

@@ -18,9 +18,9 @@ use crate::engine::steps::catalog;
 /// keeps the key.
 const DROP_LOCK_TIMEOUT_MS: u64 = 1_000;
 
-/// The new table's primary key, to be set aside: None where the copy keeps
-/// it (DSQL, which declares keys only in CREATE TABLE; a table that holds
-/// rows already, copied by an earlier run; a table with no key).
+/// The new table's primary key, to be set aside (the caller has found the
+/// table empty: rows an earlier run copied keep it): None where the copy
+/// keeps it (DSQL, which declares keys only in CREATE TABLE; no key).
 pub async fn key_to_set_aside(job: &Job, session: &mut Session) -> Result<Option<KeyAside>, DbError> {
     if job.dialect != Dialect::Postgres {
         return Ok(None);
@@ -28,15 +28,6 @@ pub async fn key_to_set_aside(job: &Job, session: &mut Session) -> Result<Option
     let shadow = &job.settings.shadow;
     let shape = session.retry("read new table", |c| async move { catalog::read_shape(&c, shadow).await }).await?;
     let Some(key) = shape.as_ref().and_then(|s| s.primary_key()) else { return Ok(None) };
-    let empty = &format!("SELECT NOT EXISTS (SELECT 1 FROM {shadow})");
-    let empty = session
-        .retry("read new table", |c| async move {
-            Ok(c.query_one(empty.as_str(), &[]).await.ctx("read new table")?.get::<_, bool>(0))
-        })
-        .await?;
-    if !empty {
-        return Ok(None);
-    }
     let (table, name) = (&shadow.to_string(), key.name.as_str());
     let then = session
         .retry("read the primary key", |c| async move {

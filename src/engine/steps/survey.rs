@@ -76,13 +76,7 @@ pub async fn measure(
     // table itself (the new table may not exist yet).
     let statements = RowStatements::new(&s.source, &s.shadow, &s.id_column, shape, job.dialect, s.generation);
     let estimate = shape.estimated_rows;
-    let extent_sql = &statements.source_extent;
-    let extent: Option<(i64, i64)> = session
-        .retry("read id range", |c| async move {
-            let row = c.query_one(extent_sql, &[]).await.ctx("read id range")?;
-            Ok(row.get::<_, Option<i64>>(0).zip(row.get::<_, Option<i64>>(1)))
-        })
-        .await?;
+    let extent = read_extent(session, &statements).await?;
     // Exact on PostgreSQL (cheap); DSQL's statistics where it has them, else a
     // count by id slices: one count(*) of a big table passes DSQL's 5 minutes.
     let rows = match (job.dialect, extent) {
@@ -141,4 +135,22 @@ async fn count_by_slices(session: &mut Session, count_in: &str, min: i64, max: i
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The lowest and highest id of the table (`shape`, as the source is),
+/// None when it is empty.
+pub async fn id_extent(job: &Job, session: &mut Session, shape: &TableShape) -> Result<Option<(i64, i64)>, DbError> {
+    let s = &job.settings;
+    let statements = RowStatements::new(&s.source, &s.shadow, &s.id_column, shape, job.dialect, s.generation);
+    read_extent(session, &statements).await
+}
+
+async fn read_extent(session: &mut Session, statements: &RowStatements) -> Result<Option<(i64, i64)>, DbError> {
+    let extent_sql = &statements.source_extent;
+    session
+        .retry("read id range", |c| async move {
+            let row = c.query_one(extent_sql, &[]).await.ctx("read id range")?;
+            Ok(row.get::<_, Option<i64>>(0).zip(row.get::<_, Option<i64>>(1)))
+        })
+        .await
 }
